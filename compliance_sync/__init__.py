@@ -1,0 +1,1 @@
+"""compliance_sync: segmentation-to-planning compliance sync (see README)."""

@@ -1,0 +1,64 @@
+"""Shared fixtures: a throwaway PostgreSQL database per test that needs one.
+
+The server comes from ``COMPLIANCE_SYNC_TEST_DATABASE_URL`` (any database on it; ``.ci/run`` exports it),
+else ``postgresql://postgres@127.0.0.1:5432/postgres``. Each database is created fresh and dropped after,
+so no test depends on what an earlier run left behind.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+
+import psycopg
+import pytest
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
+
+DEFAULT_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
+
+
+def _server_url() -> str:
+    return os.environ.get("COMPLIANCE_SYNC_TEST_DATABASE_URL") or DEFAULT_URL
+
+
+def url_for_database(url: str, dbname: str) -> str:
+    params = conninfo_to_dict(url)
+    params["dbname"] = dbname
+    return make_conninfo(**params)
+
+
+@pytest.fixture(scope="session")
+def server_url() -> str:
+    url = _server_url()
+    try:
+        with psycopg.connect(url, connect_timeout=5):
+            pass
+    except psycopg.OperationalError as exc:  # pragma: no cover - depends on the machine
+        pytest.fail(
+            "no PostgreSQL server reachable for the tests; set COMPLIANCE_SYNC_TEST_DATABASE_URL "
+            f"(tried {conninfo_to_dict(url).get('host')}:{conninfo_to_dict(url).get('port')}): {exc}"
+        )
+    return url
+
+
+@pytest.fixture
+def db_url(server_url: str):
+    """A new, empty database; dropped after the test."""
+    name = f"cs_test_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(server_url, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    try:
+        yield url_for_database(server_url, name)
+    finally:
+        with psycopg.connect(server_url, autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture
+def migrated_db(db_url: str) -> str:
+    """A new database with the full schema of SPEC §3 (no rows)."""
+    from compliance_sync.migrate import apply_full
+
+    with psycopg.connect(db_url) as conn:
+        apply_full(conn)
+    return db_url
