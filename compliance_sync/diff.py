@@ -35,6 +35,8 @@ def normalize(kind: str, value: Any) -> Any:
     """One comparable form per column type, so equal values never count as a change."""
     if value is None:
         return None
+    if isinstance(value, (list, dict, tuple)):
+        return _normalize_json(list(value) if isinstance(value, tuple) else value) if kind == JSONB else value
     try:
         if pd.isna(value):
             return None

@@ -45,6 +45,19 @@ def check_invariants(comp: Computation, thresholds: Thresholds) -> dict[str, Fin
         pct = rollup_percent(t["total_completed_events"], t["total_required_events"])
         if t["overall_compliance_percentage"] != pct:
             found["rollup_percentages"].add(f"territory {sid}: {t['overall_compliance_percentage']} != {pct}")
+        segments: dict[str, list] = {}
+        for c in members:
+            segments.setdefault(c.segment, []).append(c)
+        breakdown = t["segment_breakdown"] or {}
+        if set(breakdown) != set(segments):
+            found["territory_totals"].add(f"territory {sid}: segment_breakdown segments {sorted(breakdown)} != {sorted(segments)}")
+        for seg, group in segments.items():
+            e = breakdown.get(seg)
+            want = (len(group), sum(c.required_total for c in group), sum(c.credited_total for c in group))
+            if e is not None and (e["clients"], e["total_required"], e["total_completed"]) != want:
+                found["territory_totals"].add(f"territory {sid}: segment {seg} totals disagree with its clients")
+            if e is not None and e["compliance"] != rollup_percent(want[2], want[1]):
+                found["rollup_percentages"].add(f"territory {sid}: segment {seg} compliance {e['compliance']}")
         capacity = t["monthly_capacity"] or {}
         total = sum(int(m["required"]) for m in capacity.values())
         if len(capacity) != 12 or total != t["total_required_events"]:
@@ -60,6 +73,10 @@ def check_invariants(comp: Computation, thresholds: Thresholds) -> dict[str, Fin
         below = sum(1 for c in members if c.below)
         if bu["clients_below_compliance"] != below or bu["territory_count"] != len(bu["territory_data"]):
             found["territory_totals"].add(f"BU {bu['bu_name']}: counts disagree with its territories")
+        for d in bu["territory_data"]:
+            same = [t for t in rows[TERRITORY] if (t["territory"], t["cse_name"]) == (d["territory"], d["cse_name"])]
+            if not any(t["overall_compliance_percentage"] == d["compliance"] and t["total_clients"] == d["clients"] for t in same):
+                found["rollup_percentages"].add(f"BU {bu['bu_name']}: territory_data entry {d['territory']!r} disagrees with its territory row")
 
     for apac in rows[APAC]:
         everyone = list(clients.values())
@@ -72,6 +89,13 @@ def check_invariants(comp: Computation, thresholds: Thresholds) -> dict[str, Fin
             found["rollup_percentages"].add(f"APAC FY{apac['fiscal_year']}: {apac['actual_compliance']} != {pct}")
         if sum(e["clients"] for e in apac["bu_contributions"]) != len(everyone):
             found["territory_totals"].add("APAC: bu_contributions do not add up to every client")
+        if apac["below_compliance_accounts"] != sum(1 for c in everyone if c.below):
+            found["territory_totals"].add("APAC: below_compliance_accounts disagrees with its clients")
+        for e in apac["bu_contributions"]:
+            group = [c for c in everyone if (c.bu_name or "Unassigned") == e["bu_name"]]
+            want = rollup_percent(sum(c.credited_total for c in group), sum(c.required_total for c in group))
+            if e["compliance"] != want or e["clients"] != len(group) or e["clients_below"] != sum(1 for c in group if c.below):
+                found["rollup_percentages"].add(f"APAC: contribution of {e['bu_name']} disagrees with its clients")
 
     for r in rows[REQUIREMENTS]:
         req, done = r["required_count"], r["completed_count"]

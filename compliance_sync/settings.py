@@ -68,7 +68,7 @@ class Thresholds:
         return "critical"
 
     def text(self) -> str:
-        return ",".join(str(v) for v in (self.at_risk_from, self.compliant_from, self.exceeded_from))
+        return ",".join(f"{float(v):g}" for v in (self.at_risk_from, self.compliant_from, self.exceeded_from))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -117,6 +117,8 @@ class BuMap:
             text = p.read_text(encoding="utf-8")
         except OSError as exc:
             raise SettingsError(f"{name}: cannot read BU map {str(p)!r}: {exc.strerror or exc}")
+        except UnicodeDecodeError:
+            raise SettingsError(f"{name}: cannot read BU map {str(p)!r}: not UTF-8 text")
         try:
             data = yaml.safe_load(text)
         except yaml.YAMLError as exc:
@@ -190,7 +192,7 @@ def _int(env: Mapping[str, str], name: str, default: int, lo: int | None = None,
 def validate_timezone(name: str, var: str = "COMPLIANCE_SYNC_TIMEZONE") -> str:
     try:
         zoneinfo.ZoneInfo(name)
-    except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+    except (zoneinfo.ZoneInfoNotFoundError, ValueError, OSError):  # 'Australia' is a tzdata folder
         raise SettingsError(f"{var}: unknown timezone {name!r} (use an IANA name such as Australia/Sydney)")
     return name
 

@@ -1,7 +1,7 @@
 """Shared fixtures: a throwaway PostgreSQL database per test that needs one.
 
 The server comes from ``COMPLIANCE_SYNC_TEST_DATABASE_URL`` (any database on it; ``.ci/run`` exports it),
-else ``postgresql://postgres@127.0.0.1:5432/postgres``. Each database is created fresh and dropped after,
+else ``postgresql://postgres@127.0.0.1:5432/postgres``, else an embedded PostgreSQL started for the session. Each database is created fresh and dropped after,
 so no test depends on what an earlier run left behind.
 """
 
@@ -27,9 +27,22 @@ def url_for_database(url: str, dbname: str) -> str:
     return make_conninfo(**params)
 
 
+def _reachable(url: str) -> bool:
+    try:
+        with psycopg.connect(url, connect_timeout=5):
+            return True
+    except psycopg.OperationalError:
+        return False
+
+
 @pytest.fixture(scope="session")
-def server_url() -> str:
+def server_url(tmp_path_factory) -> str:
     url = _server_url()
+    if not os.environ.get("COMPLIANCE_SYNC_TEST_DATABASE_URL") and not _reachable(url):
+        # a laptop without a server: the embedded PostgreSQL from PyPI (stopped when the session ends)
+        from compliance_sync import embedded
+
+        url = embedded.start(tmp_path_factory.mktemp("embedded-pg") / "data")
     try:
         with psycopg.connect(url, connect_timeout=5):
             pass
