@@ -1,0 +1,77 @@
+"""``compliance-sync migrate`` and ``compliance-sync demo-data``: schema and demo data over SUPABASE_DB_URL.
+
+Both refuse a database whose SPEC §3 tables already hold rows unless ``--force`` (the minimal migration
+only adds the job's keys and ledger, so it needs no force: it stops on duplicate keys unless ``--dedupe``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from typing import Sequence
+
+from compliance_sync.cli import Log
+from compliance_sync.model import ConnectionFailure, SettingsError, SyncError
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="compliance-sync")
+    sub = p.add_subparsers(dest="command", required=True)
+    m = sub.add_parser("migrate", help="create the schema (full, for local use and demos) or only the job's keys (--minimal)")
+    m.add_argument("--minimal", action="store_true", help="only what the job needs on an existing Supabase database (SPEC §3.3)")
+    m.add_argument("--dedupe", action="store_true", help="with --minimal: delete duplicate keys, keeping the latest updated_at")
+    m.add_argument("--force", action="store_true", help="full migration even when the tables already hold rows")
+    d = sub.add_parser("demo-data", help="load the deterministic APAC demo dataset (or a scale dataset)")
+    d.add_argument("--clients", type=int, default=60, help="number of clients (default 60; 10000 with --plans-per-client 2 = 20,000 plans)")
+    d.add_argument("--plans-per-client", type=int, default=1)
+    d.add_argument("--seed", type=int, default=7)
+    d.add_argument("--force", action="store_true", help="replace the rows of a database that already holds data")
+    return p
+
+
+def database_url() -> str:
+    from compliance_sync.settings import load_settings
+
+    settings = load_settings()
+    if not settings.db_url:
+        raise SettingsError("SUPABASE_DB_URL is not set: migrate and demo-data need a direct PostgreSQL connection")
+    return settings.db_url.value
+
+
+def connect(url: str):
+    import psycopg
+
+    try:
+        return psycopg.connect(url, connect_timeout=10)
+    except psycopg.OperationalError as exc:
+        from compliance_sync.backends.postgres import describe_dsn
+
+        raise ConnectionFailure(f"cannot connect to {describe_dsn(url)}: {str(exc).strip().splitlines()[0]}") from None
+
+
+def main(argv: Sequence[str]) -> int:
+    args = parser().parse_args(list(argv))
+    log = Log(sys.stdout)
+    try:
+        url = database_url()
+        with connect(url) as conn:
+            t0 = time.perf_counter()
+            if args.command == "migrate":
+                from compliance_sync.migrate import apply_full, apply_minimal
+
+                lines = apply_minimal(conn, dedupe=args.dedupe) if args.minimal else apply_full(conn, force=args.force)
+                for line in lines or []:
+                    log("INFO", line)
+                log("INFO", f"migration {'minimal' if args.minimal else 'full'} done in {time.perf_counter() - t0:.1f} s")
+            else:
+                from compliance_sync.demo import load_demo_data
+
+                counts = load_demo_data(conn, clients=args.clients, force=args.force, seed=args.seed, plans_per_client=args.plans_per_client)
+                for table, n in counts.items():
+                    log("INFO", f"{table}: {n} rows")
+                log("INFO", f"demo data loaded in {time.perf_counter() - t0:.1f} s")
+    except SyncError as exc:
+        log("ERROR", str(exc))
+        return exc.exit_code
+    return 0
