@@ -13,6 +13,7 @@ from typing import Sequence
 
 from compliance_sync.cli import Log
 from compliance_sync.model import ConnectionFailure, SettingsError, SyncError
+from compliance_sync.settings import EXAMPLE_BU_MAP
 
 
 def parser() -> argparse.ArgumentParser:
@@ -26,8 +27,52 @@ def parser() -> argparse.ArgumentParser:
     d.add_argument("--clients", type=int, default=60, help="number of clients (default 60; 10000 with --plans-per-client 2 = 20,000 plans)")
     d.add_argument("--plans-per-client", type=int, default=1)
     d.add_argument("--seed", type=int, default=7)
+    d.add_argument("--events-scale", type=float, default=1.0, help="events per client and type, relative to the demo (3.5 with 10,000 clients ≈ 2M events)")
     d.add_argument("--force", action="store_true", help="replace the rows of a database that already holds data")
+    e = sub.add_parser(
+        "demo",
+        help="start an embedded PostgreSQL (pip install 'compliance_sync[embedded]'), load the demo data and sync one FY",
+    )
+    e.add_argument("--year", default="2025", help="fiscal year to sync (default 2025)")
+    e.add_argument("--as-of", default=None, help="reference date (default: today)")
+    e.add_argument("--dry-run", action="store_true")
+    e.add_argument("--data-dir", default=None, help="where the embedded server keeps its files (default .compliance_sync/pgdata)")
+    e.add_argument("--serve", action="store_true", help="keep the server running after the sync and print how to reach it")
     return p
+
+
+def run_demo(args, log: Log) -> int:
+    """The explicit demo: an embedded server, the full schema and demo data (once), then a sync."""
+    import os
+
+    from compliance_sync import cli, embedded
+    from compliance_sync.migrate import apply_full, populated_tables
+
+    url = embedded.start(args.data_dir)
+    log("INFO", f"embedded PostgreSQL running ({args.data_dir or embedded.DEFAULT_DIR})")
+    with connect(url) as conn:
+        apply_full(conn)
+        if not populated_tables(conn):
+            from compliance_sync.demo import load_demo_data
+
+            counts = load_demo_data(conn)
+            log("INFO", "demo data loaded: " + ", ".join(f"{t} {n}" for t, n in counts.items()))
+        else:
+            log("INFO", "demo data already present (kept)")
+    os.environ["SUPABASE_DB_URL"] = url
+    os.environ.setdefault("COMPLIANCE_SYNC_BU_MAP", str(EXAMPLE_BU_MAP))
+    argv = ["--year", str(args.year)] + (["--as-of", args.as_of] if args.as_of else []) + (["--dry-run"] if args.dry_run else [])
+    code = cli.run_sync(cli.sync_parser().parse_args(argv))
+    if args.serve:
+        log("INFO", "the demo database stays up until Ctrl-C; in another shell:")
+        log("INFO", f"  export SUPABASE_DB_URL='{url}' COMPLIANCE_SYNC_BU_MAP='{os.environ['COMPLIANCE_SYNC_BU_MAP']}'")
+        log("INFO", "  compliance-sync --dry-run --year 2026    # or: dagster dev -w workspace.yaml")
+        try:
+            while True:
+                time.sleep(3600)
+        except KeyboardInterrupt:
+            pass
+    return code
 
 
 def database_url() -> str:
@@ -54,6 +99,8 @@ def main(argv: Sequence[str]) -> int:
     args = parser().parse_args(list(argv))
     log = Log(sys.stdout)
     try:
+        if args.command == "demo":
+            return run_demo(args, log)
         url = database_url()
         with connect(url) as conn:
             t0 = time.perf_counter()
@@ -67,7 +114,7 @@ def main(argv: Sequence[str]) -> int:
             else:
                 from compliance_sync.demo import load_demo_data
 
-                counts = load_demo_data(conn, clients=args.clients, force=args.force, seed=args.seed, plans_per_client=args.plans_per_client)
+                counts = load_demo_data(conn, clients=args.clients, force=args.force, seed=args.seed, plans_per_client=args.plans_per_client, events_scale=args.events_scale)
                 for table, n in counts.items():
                     log("INFO", f"{table}: {n} rows")
                 log("INFO", f"demo data loaded in {time.perf_counter() - t0:.1f} s")

@@ -3,6 +3,7 @@
     compliance-sync [--dry-run] [--year 2026] [--as-of DATE] [--allow-mass-prune] [--json]
     compliance-sync migrate [--minimal] [--dedupe] [--force]
     compliance-sync demo-data [--clients N] [--force]
+    compliance-sync demo [--year 2025] [--serve]      # embedded PostgreSQL, no server needed
 
 The sync materialises the same multi-asset in-process, on the Dagster instance of ``DAGSTER_HOME`` when it
 is set (so command-line runs appear in the UI), else on an ephemeral one. Exit codes: 0 success, 2 usage
@@ -21,7 +22,7 @@ from typing import Sequence
 from compliance_sync.model import ConnectionFailure, SettingsError, SyncError
 
 EXIT_OK, EXIT_USAGE, EXIT_DATA, EXIT_CONNECTION, EXIT_UNEXPECTED = 0, 2, 3, 4, 1
-SUBCOMMANDS = ("migrate", "demo-data")
+SUBCOMMANDS = ("migrate", "demo-data", "demo")
 
 
 class Log:

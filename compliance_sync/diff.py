@@ -26,6 +26,7 @@ from compliance_sync.model import (
     UUID,
     DataError,
     TargetTable,
+    records,
 )
 
 Key = tuple
@@ -146,13 +147,13 @@ def key_of(table: TargetTable, row: dict[str, Any]) -> Key:
 
 def diff_target(
     table: TargetTable,
-    current: pd.DataFrame,
-    wanted: pd.DataFrame,
+    current: pd.DataFrame | list[dict[str, Any]],
+    wanted: pd.DataFrame | list[dict[str, Any]],
 ) -> TargetDiff:
     """Compare on the owned columns. ``current`` carries key + owned columns + ``has_foreign``
     (any column other than key, id, created_at, updated_at and the owned ones is non-null)."""
-    cur_rows = current.to_dict("records") if len(current) else []
-    want_rows = wanted.to_dict("records") if len(wanted) else []
+    cur_rows = records(current)
+    want_rows = records(wanted)
     by_key: dict[Key, dict[str, Any]] = {}
     for row in cur_rows:
         by_key[key_of(table, row)] = row
@@ -203,8 +204,8 @@ def diff_target(
 
 def diff_all(
     fiscal_year: int,
-    current: dict[str, pd.DataFrame],
-    wanted: dict[str, pd.DataFrame],
+    current: dict[str, pd.DataFrame | list[dict[str, Any]]],
+    wanted: dict[str, pd.DataFrame | list[dict[str, Any]]],
     source_counts: dict[str, int],
     max_prune_fraction: float = 0.5,
 ) -> SyncDiff:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import collections
 import dataclasses
+import functools
 import datetime as dt
 import decimal
 from typing import Any, Iterable
@@ -23,6 +24,7 @@ import pandas as pd
 from compliance_sync.fiscal import FiscalYear, due_counts_by_month, due_month
 from compliance_sync.model import (
     APAC,
+    FACT_COLUMNS,
     BUSINESS_UNIT,
     REQUIREMENTS,
     TARGET_BY_NAME,
@@ -30,6 +32,7 @@ from compliance_sync.model import (
     DataError,
     Facts,
     Finding,
+    records,
 )
 from compliance_sync.settings import RESERVED_BU, BuMap, Thresholds
 
@@ -137,6 +140,7 @@ class Computation:
     fy: FiscalYear
     as_of: dt.date
     wanted: dict[str, pd.DataFrame]
+    rows: dict[str, list[dict[str, Any]]]  # the same wanted rows as dicts (what the diff and invariants read)
     clients: dict[str, Client]
     territories: dict[str, dict[str, Any]]  # strategy id -> the territory row, plus "clients": [names]
     findings: dict[str, Finding]
@@ -155,21 +159,13 @@ def _new_findings() -> _Findings:
     return found
 
 
-def _records(frame: pd.DataFrame | None) -> list[dict[str, Any]]:
-    if frame is None or len(frame) == 0:
-        return []
-    return [{k: (None if _isna(v) else v) for k, v in row.items()} for row in frame.to_dict("records")]
+class Rows:
+    """The facts' frames as lists of dicts, converted once per computation."""
 
-
-def _isna(value: Any) -> bool:
-    if value is None:
-        return True
-    if isinstance(value, (list, dict, tuple, set)):
-        return False
-    try:
-        return bool(pd.isna(value))
-    except (TypeError, ValueError):
-        return False
+    def __init__(self, facts: Facts) -> None:
+        for name in FACT_COLUMNS:
+            frame = getattr(facts, name)
+            setattr(self, name, None if frame is None else records(frame))
 
 
 def _id(value: Any) -> str | None:
@@ -192,10 +188,10 @@ def _fold(name: str) -> str:
 
 
 # --- step 1: plans and clients ------------------------------------------------------------------------
-def plans_in_scope(facts: Facts) -> list[dict[str, Any]]:
+def plans_in_scope(rows: Rows) -> list[dict[str, Any]]:
     """``fiscal_year = FY`` (the backend filtered it) and ``status IS DISTINCT FROM 'archived'``."""
     plans = []
-    for p in _records(facts.plans):
+    for p in rows.plans:
         if p.get("status") == "archived":
             continue
         plans.append({"id": _id(p["id"]), "client_id": _id(p.get("client_id")), "client_name": p["client_name"]})
@@ -204,12 +200,12 @@ def plans_in_scope(facts: Facts) -> list[dict[str, Any]]:
 
 # --- step 2: segment periods ----------------------------------------------------------------------------
 def client_periods(
-    facts: Facts, fy: FiscalYear, clients: Iterable[str], tiers: dict[str, str], found: _Findings
+    rows: Rows, fy: FiscalYear, clients: Iterable[str], tiers: dict[str, str], found: _Findings
 ) -> dict[str, list[Period]]:
     """Valid periods overlapping the FY per client; invalid ones are reported for plan clients."""
     wanted = set(clients)
     by_client: dict[str, list[Period]] = collections.defaultdict(list)
-    for row in _records(facts.periods):
+    for row in rows.periods:
         p = Period(
             id=_id(row["id"]),
             client_name=row["client_name"],
@@ -263,10 +259,10 @@ def latest_period(periods: list[Period]) -> Period:
 
 
 # --- step 3: requirements ---------------------------------------------------------------------------------
-def frequency_table(facts: Facts, tiers: dict[str, str], types: dict[str, dict], found: _Findings) -> dict[str, dict[str, int]]:
+def frequency_table(rows: Rows, tiers: dict[str, str], types: dict[str, dict], found: _Findings) -> dict[str, dict[str, int]]:
     """tier_id -> {event_type_id: frequency}; null counts as 0, negative is reported and counts as 0."""
     table: dict[str, dict[str, int]] = collections.defaultdict(dict)
-    for row in _records(facts.requirements):
+    for row in rows.requirements:
         tier_id, type_id, freq = _id(row.get("tier_id")), _id(row.get("event_type_id")), row.get("frequency")
         freq = 0 if freq is None else int(freq)
         tier_label = tiers.get(tier_id, tier_id)
@@ -285,10 +281,10 @@ def frequency_table(facts: Facts, tiers: dict[str, str], types: dict[str, dict],
     return table
 
 
-def excluded_pairs(facts: Facts) -> set[tuple[str, str]]:
+def excluded_pairs(rows: Rows) -> set[tuple[str, str]]:
     """Pairs removed by ``client_event_exclusions`` unless ``lower(reason)`` contains 'greyed out'."""
     pairs = set()
-    for row in _records(facts.exclusions):
+    for row in rows.exclusions or []:
         reason = row.get("reason")
         if reason is not None and "greyed out" in str(reason).lower():
             continue
@@ -315,11 +311,11 @@ def client_requirements(
 
 # --- step 4: counting ---------------------------------------------------------------------------------------
 def event_index(
-    facts: Facts, types: dict[str, dict], known_clients: set[str], in_scope: set[str], found: _Findings
+    rows: Rows, types: dict[str, dict], known_clients: set[str], in_scope: set[str], found: _Findings
 ) -> dict[tuple[str, str], list[dict[str, Any]]]:
     """Event facts per (client, event type), month order; unknown types / clients reported."""
     index: dict[tuple[str, str], list[dict[str, Any]]] = collections.defaultdict(list)
-    for row in _records(facts.event_facts):
+    for row in rows.event_facts:
         client, type_id = row.get("client_name"), _id(row.get("event_type_id"))
         n = int(row.get("completed") or 0) + int(row.get("scheduled") or 0)
         if type_id is None or type_id not in types:
@@ -372,10 +368,10 @@ def _annual(quarter: Any) -> bool:
     return quarter is None or str(quarter).strip() == ""
 
 
-def used_strategies(facts: Facts, found: _Findings) -> dict[str, dict[str, Any]]:
+def used_strategies(rows: Rows, found: _Findings) -> dict[str, dict[str, Any]]:
     """Per CSE: annual before quarterly, then latest ``updated_at`` (null oldest), then smallest id."""
     by_cse: dict[Any, list[dict[str, Any]]] = collections.defaultdict(list)
-    for s in _records(facts.strategies):
+    for s in rows.strategies:
         if s.get("status") == "archived":
             continue
         s = dict(s, id=_id(s["id"]))
@@ -402,6 +398,11 @@ def used_strategies(facts: Facts, found: _Findings) -> dict[str, dict[str, Any]]
     return used
 
 
+@functools.lru_cache(maxsize=None)
+def _due_counts(required: int) -> tuple[int, ...]:
+    return tuple(due_counts_by_month(required))
+
+
 def _breakdown_entry() -> dict[str, int]:
     return {"clients": 0, "total_required": 0, "total_completed": 0}
 
@@ -419,15 +420,15 @@ def territory_row(fy: FiscalYear, strategy: dict[str, Any], members: list[Client
         seg: dict(e, compliance=rollup_percent(e["total_completed"], e["total_required"]))
         for seg, e in sorted(segments.items())
     }
-    capacity = {fy.month_label(j): {"required": 0, "completed": 0, "scheduled": 0} for j in range(1, 13)}
+    due, done, planned = [0] * 12, [0] * 12, [0] * 12
     for c in members:
         for r in c.requirements:
-            for j, due in enumerate(due_counts_by_month(r.required), start=1):
-                capacity[fy.month_label(j)]["required"] += due
+            for j, n in enumerate(_due_counts(r.required)):
+                due[j] += n
             for j in range(12):
-                month = capacity[fy.month_label(j + 1)]
-                month["completed"] += r.completed_by_month[j]
-                month["scheduled"] += r.scheduled_by_month[j]
+                done[j] += r.completed_by_month[j]
+                planned[j] += r.scheduled_by_month[j]
+    capacity = {fy.month_label(j + 1): {"required": due[j], "completed": done[j], "scheduled": planned[j]} for j in range(12)}
     return {
         "territory_strategy_id": strategy["id"],
         "fiscal_year": fy.year,
@@ -525,18 +526,18 @@ def apac_row(fy: FiscalYear, clients: dict[str, Client]) -> dict[str, Any]:
 
 
 # --- data quality that needs several tables --------------------------------------------------------------------
-def check_names(facts: Facts, plan_clients: set[str], found: _Findings) -> None:
-    seg_names = {r["client_name"] for r in _records(facts.periods) if r.get("client_name") is not None}
+def check_names(rows: Rows, plan_clients: set[str], found: _Findings) -> None:
+    seg_names = {r["client_name"] for r in rows.periods if r.get("client_name") is not None}
     folded = collections.defaultdict(set)
     for n in seg_names:
         folded[_fold(n)].add(n)
-    others = set(plan_clients) | {r["client_name"] for r in _records(facts.event_facts) if r.get("client_name")}
+    others = set(plan_clients) | {r["client_name"] for r in rows.event_facts if r.get("client_name")}
     for name in sorted(others - seg_names):
         matches = folded.get(_fold(name))
         if matches:
             found.add("name_mismatches", f"{name!r} matches {sorted(matches)!r} only when case or spaces are ignored")
     by_uuid = collections.defaultdict(set)
-    for r in _records(facts.periods):
+    for r in rows.periods:
         if r.get("client_uuid") is not None and r.get("client_name") is not None:
             by_uuid[_id(r["client_uuid"])].add(r["client_name"])
     for uid, names in sorted(by_uuid.items()):
@@ -544,12 +545,12 @@ def check_names(facts: Facts, plan_clients: set[str], found: _Findings) -> None:
             found.add("name_mismatches", f"client_uuid {uid} is shared by different names {sorted(names)!r}")
 
 
-def check_cache_drift(facts: Facts, types: dict[str, dict], found: _Findings) -> None:
+def check_cache_drift(rows: Rows, types: dict[str, dict], found: _Findings) -> None:
     actual = {
         (r["client_name"], _id(r["event_type_id"]), int(r["year"])): int(r.get("completed") or 0)
-        for r in _records(facts.calendar_completed)
+        for r in rows.calendar_completed
     }
-    for r in _records(facts.compliance_cache):
+    for r in rows.compliance_cache:
         key = (r["client_name"], _id(r.get("event_type_id")), int(r["year"]))
         cached = r.get("actual_count")
         real = actual.get(key, 0)
@@ -561,19 +562,20 @@ def check_cache_drift(facts: Facts, types: dict[str, dict], found: _Findings) ->
 # --- the whole computation ------------------------------------------------------------------------------------
 def compute(facts: Facts, fy: FiscalYear, thresholds: Thresholds, bu_map: BuMap) -> Computation:
     found = _new_findings()
-    tiers = {_id(t["id"]): t["tier_name"] for t in _records(facts.tiers)}
-    types = {_id(t["id"]): t for t in _records(facts.event_types)}
+    rows = Rows(facts)
+    tiers = {_id(t["id"]): t["tier_name"] for t in rows.tiers}
+    types = {_id(t["id"]): t for t in rows.event_types}
     active = {tid: t for tid, t in sorted(types.items(), key=lambda kv: kv[0]) if t.get("is_active") is True}
 
     # step 1
-    plans = plans_in_scope(facts)
+    plans = plans_in_scope(rows)
     plan_clients = list(dict.fromkeys(p["client_name"] for p in plans))
 
     # step 2
-    periods = client_periods(facts, fy, plan_clients, tiers, found)
+    periods = client_periods(rows, fy, plan_clients, tiers, found)
     # step 3
-    freq = frequency_table(facts, tiers, types, found)
-    excluded = excluded_pairs(facts)
+    freq = frequency_table(rows, tiers, types, found)
+    excluded = excluded_pairs(rows)
 
     clients: dict[str, Client] = {}
     for name in plan_clients:
@@ -594,8 +596,8 @@ def compute(facts: Facts, fy: FiscalYear, thresholds: Thresholds, bu_map: BuMap)
         )
 
     # step 4-6
-    known_clients = set(plan_clients) | {r["client_name"] for r in _records(facts.periods)}
-    events = event_index(facts, types, known_clients, set(clients), found)
+    known_clients = set(plan_clients) | {r["client_name"] for r in rows.periods}
+    events = event_index(rows, types, known_clients, set(clients), found)
     for c in clients.values():
         for req in c.requirements:
             count_events(req, events.get((c.name, req.event_type_id), []))
@@ -628,7 +630,7 @@ def compute(facts: Facts, fy: FiscalYear, thresholds: Thresholds, bu_map: BuMap)
             )
 
     # step 7
-    strategies = used_strategies(facts, found)
+    strategies = used_strategies(rows, found)
     members: dict[str, list[Client]] = collections.defaultdict(list)
     for c in clients.values():
         s = strategies.get(c.cse_name) if c.cse_name is not None else None
@@ -650,17 +652,18 @@ def compute(facts: Facts, fy: FiscalYear, thresholds: Thresholds, bu_map: BuMap)
     apac = apac_row(fy, clients)
 
     # data quality across tables
-    for r in _records(facts.undated_events):
+    for r in rows.undated_events:
         found.add("undated_events", f"event {_id(r['id'])} of {r.get('client_name')!r} has no event_date")
-    check_names(facts, set(plan_clients), found)
-    check_cache_drift(facts, types, found)
+    check_names(rows, set(plan_clients), found)
+    check_cache_drift(rows, types, found)
 
-    wanted = {
-        REQUIREMENTS: _frame(REQUIREMENTS, requirement_rows),
-        TERRITORY: _frame(TERRITORY, [{k: v for k, v in t.items() if k != "clients"} for t in territories.values()]),
-        BUSINESS_UNIT: _frame(BUSINESS_UNIT, business_units),
-        APAC: _frame(APAC, [apac]),
+    wanted_rows = {
+        REQUIREMENTS: requirement_rows,
+        TERRITORY: [{k: v for k, v in t.items() if k != "clients"} for t in territories.values()],
+        BUSINESS_UNIT: business_units,
+        APAC: [apac],
     }
+    wanted = {name: _frame(name, items) for name, items in wanted_rows.items()}
     stats = {
         "plans_in_scope": len(plans),
         "clients_processed": len(clients),
@@ -673,7 +676,7 @@ def compute(facts: Facts, fy: FiscalYear, thresholds: Thresholds, bu_map: BuMap)
         "territories": len(territories),
         "business_units": len(business_units),
     }
-    return Computation(fy, facts.as_of, wanted, clients, territories, dict(found), stats)
+    return Computation(fy, facts.as_of, wanted, wanted_rows, clients, territories, dict(found), stats)
 
 
 def _frame(table: str, rows: list[dict[str, Any]]) -> pd.DataFrame:

@@ -72,6 +72,7 @@ class Outcome:
     backend_warnings: list[str] = dataclasses.field(default_factory=list)
     source_counts: dict[str, int] = dataclasses.field(default_factory=dict)
     written: bool = False
+    timings: dict[str, float] = dataclasses.field(default_factory=dict)  # read_s, compute_s, write_s
     finished_at: dt.datetime | None = None
     error: str | None = None
     exit_code: int = 0
@@ -129,6 +130,7 @@ class Outcome:
             "invariant_violations": {code: f.count for code, f in self.invariants.items() if f.count},
             "guards": [dataclasses.asdict(g) for g in self.guards],
             "source_rows": dict(self.source_counts),
+            "timings": dict(self.timings),
             "error": self.error,
             "exit_code": self.exit_code,
         }
@@ -167,7 +169,7 @@ def evaluate(outcome: Outcome, session, settings: Settings, bu_map: BuMap, allow
     outcome.source_counts = dict(facts.source_counts)
     outcome.backend_warnings = list(getattr(session, "warnings", []))
     outcome.comp = compute(facts, outcome.fy, settings.thresholds, bu_map)
-    outcome.diff = diff_all(outcome.fy.year, session.current, outcome.comp.wanted, facts.source_counts, settings.max_prune_fraction)
+    outcome.diff = diff_all(outcome.fy.year, session.current, outcome.comp.rows, facts.source_counts, settings.max_prune_fraction)
     outcome.invariants = check_invariants(outcome.comp, settings.thresholds)
     outcome.guards = blocking_guards(outcome.diff, allow_mass_prune)
 

@@ -10,6 +10,7 @@ only the selected checks).
 
 import collections
 import datetime as dt
+import time
 from typing import Any, Iterator, Optional
 
 import dagster as dg
@@ -105,8 +106,12 @@ def run_step(context: dg.AssetExecutionContext, config: SyncConfig) -> Iterator[
             )
         bu_map = settings.bu_map()
         context.log.info(f"{fy.describe()} as_of {as_of}, mode {outcome.mode}, backend {backend.name}")
+        clock = time.perf_counter()
         with backend.session(fy, as_of) as session:
+            outcome.timings["read_s"] = round(time.perf_counter() - clock, 3)
+            clock = time.perf_counter()
             evaluate(outcome, session, settings, bu_map, config.allow_mass_prune)
+            outcome.timings["compute_s"] = round(time.perf_counter() - clock, 3)
             for w in outcome.backend_warnings:
                 context.log.warning(w)
             _observe_sources(context, outcome)
@@ -121,7 +126,9 @@ def run_step(context: dg.AssetExecutionContext, config: SyncConfig) -> Iterator[
             if reason:
                 yield from checks.values()
                 raise SyncError(reason)
+            clock = time.perf_counter()
             write(outcome, session, dt.datetime.now(dt.timezone.utc))
+        outcome.timings["write_s"] = round(time.perf_counter() - clock, 3)
         outcome.finished_at = dt.datetime.now(dt.timezone.utc)
         context.log.info(
             "written: "
@@ -191,6 +198,7 @@ def _counts_metadata(outcome: Outcome, name: str) -> dict[str, Any]:
         "as_of": outcome.as_of.isoformat(),
         "rows": len(outcome.comp.wanted[name]),
     }
+    meta.update({f"timing_{k}": v for k, v in outcome.timings.items()})
     meta.update(diff.counts())
     return meta
 
