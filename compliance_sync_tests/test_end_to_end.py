@@ -344,3 +344,13 @@ def test_schedule_current_fy_and_previous_in_grace(monkeypatch):
     assert requests[0].run_config["ops"]["compliance_sync"]["config"]["as_of"] == "2025-07-03"
     ctx = dg.build_schedule_context(scheduled_execution_time=dt.datetime(2025, 9, 1, 6, 0, tzinfo=sydney), repository_def=repo)
     assert [r.partition_key for r in schedule.evaluate_tick(ctx).run_requests] == ["2026"]
+
+
+def test_dagster_pg_url_from_url_or_parts():
+    from compliance_sync.dagster_storage import dagster_pg_url
+
+    assert dagster_pg_url({"DAGSTER_PG_URL": "postgresql://u@h:5432/d"}) == "postgresql+psycopg2://u@h:5432/d"
+    assert dagster_pg_url({"DAGSTER_PG_URL": "postgresql+psycopg2://u@h/d"}) == "postgresql+psycopg2://u@h/d"
+    parts = {"DAGSTER_PG_HOST": "db", "DAGSTER_PG_USER": "dag", "DAGSTER_PG_PASSWORD": "p@ss:w/rd", "DAGSTER_PG_DB": "runs"}
+    assert dagster_pg_url(parts) == "postgresql+psycopg2://dag:p%40ss%3Aw%2Frd@db:5432/runs"
+    assert dagster_pg_url({}) is None
