@@ -141,8 +141,32 @@ class SyncDiff:
         return sum(t.changes for t in self.targets.values())
 
 
+def _key_part(kind: str, value: Any) -> Any:
+    if value is None:
+        return None
+    if kind == UUID:
+        return str(value).lower()
+    if kind == INT:
+        return int(value)
+    return value
+
+
 def key_of(table: TargetTable, row: dict[str, Any]) -> Key:
-    return tuple(normalize(table.types[c], row[c]) for c in table.key)
+    """The row's key in a comparable form (uuids lower-case text, integers as int)."""
+    return tuple(_key_part(table.types[c], row[c]) for c in table.key)
+
+
+def _changed(table: TargetTable, old: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
+    """The owned columns whose values differ, with their current values. Plain equality settles most
+    cells; only unequal ones are normalised (52.6 vs Decimal('52.60'), uuid case, JSON numbers)."""
+    changed = {}
+    for c in table.owned:
+        a, b = old.get(c), new.get(c)
+        if a is b or (type(a) is type(b) and a == b):
+            continue
+        if normalize(table.types[c], a) != normalize(table.types[c], b):
+            changed[c] = a
+    return changed
 
 
 def diff_target(
@@ -170,11 +194,7 @@ def diff_target(
         if old is None:
             inserts.append(row)
             continue
-        changed = {
-            c: old.get(c)
-            for c in table.owned
-            if normalize(table.types[c], old.get(c)) != normalize(table.types[c], row.get(c))
-        }
+        changed = _changed(table, old, row)
         if changed:
             updates.append(RowUpdate(k, changed, row))
         else:
@@ -188,11 +208,7 @@ def diff_target(
             (orphans if bool(old.get("has_foreign")) else deletes).append(k)
         elif table.not_wanted == "reset":
             new = {c: old[c] for c in table.key} | dict(table.reset_values)
-            changed = {
-                c: old.get(c)
-                for c in table.owned
-                if normalize(table.types[c], old.get(c)) != normalize(table.types[c], new.get(c))
-            }
+            changed = _changed(table, old, new)
             if changed:
                 updates.append(RowUpdate(k, changed, new))
             else:

@@ -10,7 +10,7 @@ import decimal
 from typing import Any
 
 from compliance_sync.diff import key_of
-from compliance_sync.model import APAC, BUSINESS_UNIT, REQUIREMENTS, TARGET_BY_NAME, TERRITORY, Finding, records
+from compliance_sync.model import APAC, BUSINESS_UNIT, REQUIREMENTS, TARGET_BY_NAME, TERRITORY, Finding
 from compliance_sync.rules import Computation, requirement_percent, rollup_percent
 from compliance_sync.settings import Thresholds
 
@@ -26,7 +26,7 @@ MAX_PERCENT = decimal.Decimal(200)
 
 def check_invariants(comp: Computation, thresholds: Thresholds) -> dict[str, Finding]:
     found = {code: Finding(code, "ERROR", text) for code, text in INVARIANTS.items()}
-    rows = {name: records(frame) for name, frame in comp.wanted.items()}
+    rows = comp.rows
     clients = comp.clients
 
     for t in rows[TERRITORY]:

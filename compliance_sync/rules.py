@@ -139,12 +139,16 @@ class Computation:
 
     fy: FiscalYear
     as_of: dt.date
-    wanted: dict[str, pd.DataFrame]
-    rows: dict[str, list[dict[str, Any]]]  # the same wanted rows as dicts (what the diff and invariants read)
+    rows: dict[str, list[dict[str, Any]]]  # per target, the wanted rows: what the diff, invariants and writer use
     clients: dict[str, Client]
     territories: dict[str, dict[str, Any]]  # strategy id -> the territory row, plus "clients": [names]
     findings: dict[str, Finding]
     stats: dict[str, int]
+
+    @functools.cached_property
+    def wanted(self) -> dict[str, pd.DataFrame]:
+        """The wanted rows as frames (key + owned columns, object dtype), for previews and reports."""
+        return {name: _frame(name, items) for name, items in self.rows.items()}
 
 
 class _Findings(dict):
@@ -663,7 +667,6 @@ def compute(facts: Facts, fy: FiscalYear, thresholds: Thresholds, bu_map: BuMap)
         BUSINESS_UNIT: business_units,
         APAC: [apac],
     }
-    wanted = {name: _frame(name, items) for name, items in wanted_rows.items()}
     stats = {
         "plans_in_scope": len(plans),
         "clients_processed": len(clients),
@@ -676,7 +679,7 @@ def compute(facts: Facts, fy: FiscalYear, thresholds: Thresholds, bu_map: BuMap)
         "territories": len(territories),
         "business_units": len(business_units),
     }
-    return Computation(fy, facts.as_of, wanted, wanted_rows, clients, territories, dict(found), stats)
+    return Computation(fy, facts.as_of, wanted_rows, clients, territories, dict(found), stats)
 
 
 def _frame(table: str, rows: list[dict[str, Any]]) -> pd.DataFrame:

@@ -57,15 +57,21 @@ class Thresholds:
         return cls(*values)
 
     def status(self, completed: int, required: int) -> str:
-        """SPEC §4.5: from the exact ratio, never from the rounded percentage."""
+        """SPEC §4.5: from the exact ratio, never from the rounded percentage (integers only:
+        ``100*c >= t*r`` with ``t = n/d`` is ``100*c*d >= n*r``)."""
         done = 100 * completed
-        if done >= self.exceeded_from * required:
-            return "exceeded"
-        if done >= self.compliant_from * required:
-            return "compliant"
-        if done >= self.at_risk_from * required:
-            return "at_risk"
+        for (num, den), status in self._cuts:
+            if done * den >= num * required:
+                return status
         return "critical"
+
+    @property
+    def _cuts(self) -> tuple[tuple[tuple[int, int], str], ...]:
+        return (
+            ((self.exceeded_from.numerator, self.exceeded_from.denominator), "exceeded"),
+            ((self.compliant_from.numerator, self.compliant_from.denominator), "compliant"),
+            ((self.at_risk_from.numerator, self.at_risk_from.denominator), "at_risk"),
+        )
 
     def text(self) -> str:
         return ",".join(f"{float(v):g}" for v in (self.at_risk_from, self.compliant_from, self.exceeded_from))

@@ -36,8 +36,7 @@ def examples(comp, code):
 
 
 def req_index(comp, event_type_name):
-    frame = comp.wanted[REQUIREMENTS]
-    (idx,) = frame.index[frame["event_type_name"] == event_type_name].tolist()
+    (idx,) = [i for i, r in enumerate(comp.rows[REQUIREMENTS]) if r["event_type_name"] == event_type_name]
     return idx
 
 
@@ -89,7 +88,7 @@ def test_larger_scenario_has_no_violations():
 
 # --- territory totals ---------------------------------------------------------------------------------------
 def test_tampered_total_required_events(comp):
-    comp.wanted[TERRITORY].at[0, "total_required_events"] = 20
+    comp.rows[TERRITORY][0]["total_required_events"] = 20
     found = codes(comp)
     assert "territory_totals" in found
     assert "capacity_sums" in found  # Σ monthly required is still 19
@@ -102,15 +101,15 @@ def test_tampered_total_required_events(comp):
     [("total_clients", 2), ("clients_critical", 0), ("clients_at_risk", 1)],
 )
 def test_tampered_territory_counts(comp, column, value):
-    comp.wanted[TERRITORY].at[0, column] = value
+    comp.rows[TERRITORY][0][column] = value
     # total_clients also disagrees with the BU's territory_data entry
     assert codes(comp) == ({"territory_totals", "rollup_percentages"} if column == "total_clients" else {"territory_totals"})
-    sid = comp.wanted[TERRITORY].at[0, "territory_strategy_id"]
+    sid = comp.rows[TERRITORY][0]["territory_strategy_id"]
     assert any(sid in e and column in e for e in examples(comp, "territory_totals"))
 
 
 def test_tampered_total_completed_events(comp):
-    comp.wanted[TERRITORY].at[0, "total_completed_events"] = 11
+    comp.rows[TERRITORY][0]["total_completed_events"] = 11
     found = codes(comp)
     assert "territory_totals" in found
     assert "rollup_percentages" in found  # 11/19 = 57.89 != 52.63
@@ -118,61 +117,61 @@ def test_tampered_total_completed_events(comp):
 
 
 def test_tampered_bu_clients_below(comp):
-    comp.wanted[BUSINESS_UNIT].at[0, "clients_below_compliance"] = 0
+    comp.rows[BUSINESS_UNIT][0]["clients_below_compliance"] = 0
     assert codes(comp) == {"territory_totals"}
     assert any("ANZ" in e for e in examples(comp, "territory_totals"))
 
 
 def test_tampered_bu_territory_count(comp):
-    comp.wanted[BUSINESS_UNIT].at[0, "territory_count"] = 2
+    comp.rows[BUSINESS_UNIT][0]["territory_count"] = 2
     assert codes(comp) == {"territory_totals"}
 
 
 def test_tampered_apac_contribution_clients(comp):
-    comp.wanted[APAC].at[0, "bu_contributions"][0]["clients"] = 2
+    comp.rows[APAC][0]["bu_contributions"][0]["clients"] = 2
     assert codes(comp) == {"territory_totals", "rollup_percentages"}  # the sum, and the entry itself
     assert any("APAC" in e for e in examples(comp, "territory_totals"))
 
 
 # --- roll-up percentages -----------------------------------------------------------------------------------
 def test_tampered_territory_percentage(comp):
-    comp.wanted[TERRITORY].at[0, "overall_compliance_percentage"] = Decimal("52.64")
+    comp.rows[TERRITORY][0]["overall_compliance_percentage"] = Decimal("52.64")
     assert codes(comp) == {"rollup_percentages"}
 
 
 def test_tampered_bu_percentage(comp):
-    comp.wanted[BUSINESS_UNIT].at[0, "overall_compliance_percentage"] = Decimal("53.00")
+    comp.rows[BUSINESS_UNIT][0]["overall_compliance_percentage"] = Decimal("53.00")
     assert codes(comp) == {"rollup_percentages"}
     assert any("BU ANZ" in e and "53.00" in e for e in examples(comp, "rollup_percentages"))
 
 
 def test_tampered_apac_actual_compliance(comp):
-    comp.wanted[APAC].at[0, "actual_compliance"] = Decimal("52.64")
+    comp.rows[APAC][0]["actual_compliance"] = Decimal("52.64")
     assert codes(comp) == {"rollup_percentages"}
     assert any("APAC FY2025" in e and "52.64" in e for e in examples(comp, "rollup_percentages"))
 
 
 def test_apac_actual_compliance_null_with_clients(comp):
-    comp.wanted[APAC].at[0, "actual_compliance"] = None
+    comp.rows[APAC][0]["actual_compliance"] = None
     assert codes(comp) == {"rollup_percentages"}
 
 
 def test_percentage_equal_as_number_is_fine(comp):
     # 52.63 written as 52.630 is the same number
-    comp.wanted[APAC].at[0, "actual_compliance"] = Decimal("52.630")
-    comp.wanted[BUSINESS_UNIT].at[0, "overall_compliance_percentage"] = Decimal("52.6300")
+    comp.rows[APAC][0]["actual_compliance"] = Decimal("52.630")
+    comp.rows[BUSINESS_UNIT][0]["overall_compliance_percentage"] = Decimal("52.6300")
     assert codes(comp) == set()
 
 
 # --- monthly capacity ---------------------------------------------------------------------------------------
 def test_tampered_monthly_capacity_required(comp):
-    comp.wanted[TERRITORY].at[0, "monthly_capacity"]["2025-03"]["required"] = 3
+    comp.rows[TERRITORY][0]["monthly_capacity"]["2025-03"]["required"] = 3
     assert codes(comp) == {"capacity_sums"}
     assert any("Σ required 20" in e and "19" in e for e in examples(comp, "capacity_sums"))
 
 
 def test_monthly_capacity_missing_month(comp):
-    cap = comp.wanted[TERRITORY].at[0, "monthly_capacity"]
+    cap = comp.rows[TERRITORY][0]["monthly_capacity"]
     dec = cap.pop("2025-12")
     cap["2025-11"]["required"] += dec["required"]
     assert len(cap) == 11
@@ -181,35 +180,35 @@ def test_monthly_capacity_missing_month(comp):
 
 
 def test_monthly_capacity_null(comp):
-    comp.wanted[TERRITORY].at[0, "monthly_capacity"] = None
+    comp.rows[TERRITORY][0]["monthly_capacity"] = None
     assert codes(comp) == {"capacity_sums"}
 
 
 # --- value ranges and statuses ------------------------------------------------------------------------------
 def test_tampered_requirement_percentage(comp):
     i = req_index(comp, "Sla Review")
-    comp.wanted[REQUIREMENTS].at[i, "compliance_percentage"] = Decimal("50.01")
+    comp.rows[REQUIREMENTS][i]["compliance_percentage"] = Decimal("50.01")
     assert codes(comp) == {"value_ranges"}
     assert any("percentage 50.01" in e for e in examples(comp, "value_ranges"))
 
 
 def test_tampered_requirement_status(comp):
     i = req_index(comp, "Health Check")
-    comp.wanted[REQUIREMENTS].at[i, "status"] = "at_risk"  # 1 of 3 is critical
+    comp.rows[REQUIREMENTS][i]["status"] = "at_risk"  # 1 of 3 is critical
     assert codes(comp) == {"value_ranges"}
     assert any("status at_risk for 1/3" in e for e in examples(comp, "value_ranges"))
 
 
 def test_tampered_completed_count(comp):
     i = req_index(comp, "Insight Tp")
-    comp.wanted[REQUIREMENTS].at[i, "completed_count"] = 8  # 58.33 no longer matches 8/12
+    comp.rows[REQUIREMENTS][i]["completed_count"] = 8  # 58.33 no longer matches 8/12
     assert codes(comp) == {"value_ranges"}
 
 
 @pytest.mark.parametrize("column, value", [("required_count", 0), ("completed_count", -1), ("scheduled_count", -1)])
 def test_impossible_counts(comp, column, value):
     i = req_index(comp, "Sla Review")
-    comp.wanted[REQUIREMENTS].at[i, column] = value
+    comp.rows[REQUIREMENTS][i][column] = value
     assert codes(comp) == {"value_ranges"}
 
 
@@ -226,24 +225,24 @@ def test_statuses_follow_the_given_thresholds(comp):
 )
 def test_percentage_250_out_of_range(comp, where):
     if where == "segment_breakdown":
-        comp.wanted[TERRITORY].at[0, "segment_breakdown"]["Collaboration"]["compliance"] = Decimal("250.00")
+        comp.rows[TERRITORY][0]["segment_breakdown"]["Collaboration"]["compliance"] = Decimal("250.00")
     elif where == "territory_data":
-        comp.wanted[BUSINESS_UNIT].at[0, "territory_data"][0]["compliance"] = Decimal("250.00")
+        comp.rows[BUSINESS_UNIT][0]["territory_data"][0]["compliance"] = Decimal("250.00")
     else:
-        comp.wanted[APAC].at[0, "bu_contributions"][0]["compliance"] = Decimal("250.00")
+        comp.rows[APAC][0]["bu_contributions"][0]["compliance"] = Decimal("250.00")
     # out of range, and no longer the percentage of the clients it summarises
     assert codes(comp) == {"value_ranges", "rollup_percentages"}
     assert any("250.00 outside [0, 200]" in e for e in examples(comp, "value_ranges"))
 
 
 def test_negative_percentage_out_of_range(comp):
-    comp.wanted[BUSINESS_UNIT].at[0, "territory_data"][0]["compliance"] = Decimal("-0.01")
+    comp.rows[BUSINESS_UNIT][0]["territory_data"][0]["compliance"] = Decimal("-0.01")
     assert codes(comp) == {"value_ranges", "rollup_percentages"}
 
 
 def test_requirement_percentage_250(comp):
     i = req_index(comp, "Sla Review")
-    comp.wanted[REQUIREMENTS].at[i, "compliance_percentage"] = Decimal("250.00")
+    comp.rows[REQUIREMENTS][i]["compliance_percentage"] = Decimal("250.00")
     found = check_invariants(comp, Thresholds())
     assert {f.code for f in violations(found)} == {"value_ranges"}
     # reported both as inconsistent with the counts and as out of range
@@ -264,33 +263,30 @@ def test_percentage_200_is_in_range():
 
 # --- unique keys ------------------------------------------------------------------------------------------
 def test_duplicate_requirement_row(comp):
-    frame = comp.wanted[REQUIREMENTS]
-    comp.wanted[REQUIREMENTS] = pd.concat([frame, frame.iloc[[0]]], ignore_index=True)
+    items = comp.rows[REQUIREMENTS]
+    items.append(dict(items[0]))
     assert codes(comp) == {"unique_keys"}
     ex = examples(comp, "unique_keys")
     assert any(REQUIREMENTS in e and "appears 2 times" in e for e in ex)
 
 
 def test_duplicate_requirement_key_differing_in_uuid_case(comp):
-    frame = comp.wanted[REQUIREMENTS]
-    dup = frame.iloc[[0]].copy()
-    dup.iloc[0, dup.columns.get_loc("plan_id")] = str(dup.iloc[0]["plan_id"]).upper()
-    comp.wanted[REQUIREMENTS] = pd.concat([frame, dup], ignore_index=True)
+    items = comp.rows[REQUIREMENTS]
+    items.append(dict(items[0], plan_id=str(items[0]["plan_id"]).upper()))
     assert "unique_keys" in codes(comp)
 
 
 def test_duplicate_apac_row(comp):
-    frame = comp.wanted[APAC]
-    comp.wanted[APAC] = pd.concat([frame, frame], ignore_index=True)
+    items = comp.rows[APAC]
+    items.append(dict(items[0]))
     assert codes(comp) == {"unique_keys"}
     assert any(APAC in e for e in examples(comp, "unique_keys"))
 
 
 # --- several at once ------------------------------------------------------------------------------------------
 def test_counts_and_examples_accumulate(comp):
-    frame = comp.wanted[REQUIREMENTS]
-    for i in frame.index:
-        frame.at[i, "status"] = "exceeded"
+    for row in comp.rows[REQUIREMENTS]:
+        row["status"] = "exceeded"
     found = check_invariants(comp, Thresholds())
     assert [f.code for f in violations(found)] == ["value_ranges"]
     assert found["value_ranges"].count == 3
@@ -299,8 +295,8 @@ def test_counts_and_examples_accumulate(comp):
 
 
 def test_violations_lists_only_findings_with_counts(comp):
-    comp.wanted[APAC].at[0, "actual_compliance"] = Decimal("1.00")
-    comp.wanted[TERRITORY].at[0, "monthly_capacity"]["2025-01"]["required"] = 99
+    comp.rows[APAC][0]["actual_compliance"] = Decimal("1.00")
+    comp.rows[TERRITORY][0]["monthly_capacity"]["2025-01"]["required"] = 99
     found = check_invariants(comp, Thresholds())
     assert sorted(f.code for f in violations(found)) == ["capacity_sums", "rollup_percentages"]
     assert all(found[c].count == 0 for c in ("territory_totals", "value_ranges", "unique_keys"))
@@ -308,10 +304,10 @@ def test_violations_lists_only_findings_with_counts(comp):
 
 
 def test_tampered_apac_below_and_segment_breakdown(comp):
-    comp.wanted[APAC].at[0, "below_compliance_accounts"] = 0
+    comp.rows[APAC][0]["below_compliance_accounts"] = 0
     assert codes(comp) == {"territory_totals"}
 
 
 def test_tampered_segment_breakdown_totals(comp):
-    comp.wanted[TERRITORY].at[0, "segment_breakdown"]["Collaboration"]["total_required"] = 18
+    comp.rows[TERRITORY][0]["segment_breakdown"]["Collaboration"]["total_required"] = 18
     assert codes(comp) == {"territory_totals"}
