@@ -202,6 +202,7 @@ def apply_full(conn: psycopg.Connection, force: bool = False) -> list[str]:
             log.append(f"--force: tables already holding rows: {describe_counts(populated)}")
         try:
             conn.execute(FULL_SQL.read_text(encoding="utf-8"))
+            conn.execute(MINIMAL_SQL.read_text(encoding="utf-8"))  # the ledger and the PostgREST reload
         except (psycopg.IntegrityError, psycopg.ProgrammingError) as exc:
             # only reachable with --force on tables of another shape (or with duplicate keys)
             detail = " ".join(x for x in (exc.diag.message_primary, exc.diag.message_detail) if x) or str(exc)

@@ -13,7 +13,7 @@
 -- This file then adds the run ledger and asks PostgREST to reload its schema cache. Nothing else on
 -- the database is created, altered or dropped. Every statement is idempotent.
 
--- 3.4 The run ledger (job-owned). Same definition as in full.sql.
+-- 3.4 The run ledger (job-owned). The full migration runs this file too.
 CREATE TABLE IF NOT EXISTS public.compliance_sync_runs (
     id                 bigserial PRIMARY KEY,
     fiscal_year        integer NOT NULL,
