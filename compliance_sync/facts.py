@@ -89,24 +89,7 @@ def facts_from_rows(
     strategies = [s for s in strategies if s.get("fiscal_year") == fy.year]
     years = set(fy.calendar_years())
     cache = [c for c in compliance_cache if c.get("year") in years]
-    events = list(events)
     event_facts, undated, calendar = aggregate_events(events, fy, as_of)
-    tiers, event_types, requirements = list(tiers), list(event_types), list(requirements)
-    counts = {
-        "account_plans": len(plans),
-        "client_segmentation": len(periods),
-        "segmentation_tiers": len(tiers),
-        "segmentation_event_types": len(event_types),
-        "tier_event_requirements": len(requirements),
-        "territory_strategies": len(strategies),
-        "segmentation_events": int(event_facts["completed"].sum() + event_facts["scheduled"].sum()) + len(undated)
-        if len(event_facts)
-        else len(undated),
-        "segmentation_event_compliance": len(cache),
-    }
-    if exclusions is not None:
-        exclusions = list(exclusions)
-        counts["client_event_exclusions"] = len(exclusions)
     return Facts(
         fiscal_year=fy.year,
         start=fy.start,
@@ -123,5 +106,4 @@ def facts_from_rows(
         undated_events=undated,
         compliance_cache=_frame("compliance_cache", cache),
         calendar_completed=calendar,
-        source_counts=counts,
     )

@@ -306,8 +306,29 @@ class Facts:
     undated_events: pd.DataFrame
     compliance_cache: pd.DataFrame
     calendar_completed: pd.DataFrame
-    # rows read per source table for this FY (recorded as Dagster observations)
+    # rows read per source table for this FY (recorded as Dagster observations); derived from the frames
     source_counts: dict[str, int] = dataclasses.field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if not self.source_counts:
+            self.source_counts = self.count_sources()
+
+    def count_sources(self) -> dict[str, int]:
+        ev = self.event_facts
+        in_window = int(sum(ev["completed"]) + sum(ev["scheduled"])) if len(ev) else 0
+        counts = {
+            "account_plans": len(self.plans),
+            "client_segmentation": len(self.periods),
+            "segmentation_tiers": len(self.tiers),
+            "segmentation_event_types": len(self.event_types),
+            "tier_event_requirements": len(self.requirements),
+            "territory_strategies": len(self.strategies),
+            "segmentation_events": in_window + len(self.undated_events),
+            "segmentation_event_compliance": len(self.compliance_cache),
+        }
+        if self.exclusions is not None:
+            counts["client_event_exclusions"] = len(self.exclusions)
+        return counts
 
 
 # --- findings -----------------------------------------------------------------------------------------

@@ -523,19 +523,6 @@ class PostgresSession:
             cols["calendar_completed"],
             "segmentation_events",
         )
-        in_window = int(sum(event_facts["completed"]) + sum(event_facts["scheduled"])) if len(event_facts) else 0
-        counts = {
-            "account_plans": len(plans),
-            "client_segmentation": len(periods),
-            "segmentation_tiers": len(tiers),
-            "segmentation_event_types": len(event_types),
-            "tier_event_requirements": len(requirements),
-            "territory_strategies": len(strategies),
-            "segmentation_events": in_window + len(undated),
-            "segmentation_event_compliance": len(cache),
-        }
-        if exclusions is not None:
-            counts[EXCLUSIONS] = len(exclusions)
         self.facts = Facts(
             fiscal_year=fy.year,
             start=fy.start,
@@ -552,7 +539,6 @@ class PostgresSession:
             undated_events=undated,
             compliance_cache=cache,
             calendar_completed=calendar,
-            source_counts=counts,
         )
         self.current = {target.name: self._read_current(target) for target in TARGETS}
 
