@@ -354,3 +354,20 @@ def test_dagster_pg_url_from_url_or_parts():
     parts = {"DAGSTER_PG_HOST": "db", "DAGSTER_PG_USER": "dag", "DAGSTER_PG_PASSWORD": "p@ss:w/rd", "DAGSTER_PG_DB": "runs"}
     assert dagster_pg_url(parts) == "postgresql+psycopg2://dag:p%40ss%3Aw%2Frd@db:5432/runs"
     assert dagster_pg_url({}) is None
+
+
+def test_dagster_single_check_selected_runs_alone(demo_db):
+    """What the UI's "Execute check" launches: no asset selected, one check; nothing is written."""
+    from compliance_sync.definitions import SYNC_JOB, build_definitions
+
+    before = snapshot(demo_db)
+    key = dg.AssetCheckKey(dg.AssetKey(TERRITORY), "unused_strategies")
+    job = build_definitions().resolve_job_def(SYNC_JOB).get_subset(asset_selection=set(), asset_check_selection={key})
+    with dg.DagsterInstance.ephemeral() as instance:
+        result = job.execute_in_process(run_config=_run_config(), instance=instance, partition_key="2025")
+        assert result.success
+        [check] = result.get_asset_check_evaluations()
+        assert check.check_name == "unused_strategies" and not check.passed  # the demo has losing strategies
+        assert check.metadata["total"].value > 0
+        assert result.get_asset_materialization_events() == []
+    assert snapshot(demo_db) == before
