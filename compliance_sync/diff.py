@@ -280,7 +280,8 @@ def describe(diff: TargetDiff, limit: int = 20) -> list[str]:
         return ", ".join(f"{c}={v}" for c, v in zip(t.key, k))
 
     for row in diff.inserts[:limit]:
-        lines.append(f"+ {t.name} [{key_text(key_of(t, row))}]")
+        values = "; ".join(f"{c}={_fmt(row.get(c))}" for c in t.owned if t.types[c] != JSONB)
+        lines.append(f"+ {t.name} [{key_text(key_of(t, row))}] {values}")
     for up in diff.updates[:limit]:
         cols = "; ".join(f"{c}: {_fmt(up.old[c])} -> {_fmt(up.new.get(c))}" for c in up.changed)
         lines.append(f"~ {t.name} [{key_text(up.key)}] {cols}")

@@ -546,7 +546,9 @@ def test_describe_lines():
     d = diff_target(REQ_T, current(REQ_T, cur, foreign=[False, True, False]), wanted(REQ_T, want))
     lines = describe(d)
     text = "\n".join(lines)
-    assert f"+ {REQUIREMENTS} [plan_id={PLAN2}, event_type_id={TYPE2}, fiscal_year=2025]" in lines
+    [insert] = [line for line in lines if line.startswith("+ ")]
+    assert insert.startswith(f"+ {REQUIREMENTS} [plan_id={PLAN2}, event_type_id={TYPE2}, fiscal_year=2025] client_id=")
+    assert "linked_event_ids" not in insert  # JSON columns stay out of the one-line insert summary
     update_line = next(l for l in lines if l.startswith("~"))
     assert f"[plan_id={PLAN1}, event_type_id={TYPE1}, fiscal_year=2025]" in update_line
     assert "completed_count: 2 -> 1" in update_line
