@@ -379,7 +379,9 @@ def records(rows: pd.DataFrame | list[dict[str, Any]] | None) -> list[dict[str, 
     if len(rows) == 0:
         return []
     columns = list(rows.columns)
-    return [
-        dict(zip(columns, [None if (v is None or v is pd.NaT or (type(v) is float and v != v)) else v for v in row]))
-        for row in rows.itertuples(index=False, name=None)
-    ]
+    values = []
+    for c in columns:
+        col = rows[c]
+        missing = col.isna()
+        values.append(col.astype(object).where(~missing, None).tolist() if missing.any() else col.tolist())
+    return [dict(zip(columns, row)) for row in zip(*values)]
