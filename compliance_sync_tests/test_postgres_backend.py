@@ -446,6 +446,25 @@ def test_accepted_type_variants(db: str) -> None:
     assert tuple(facts.plans.columns) == FACT_COLUMNS["plans"]
 
 
+def test_enum_status_accepted_on_sources_not_on_targets(db: str) -> None:
+    execute(
+        db,
+        "CREATE TYPE plan_status AS ENUM ('draft', 'submitted', 'in_review', 'revision_requested', 'approved', 'archived')",
+        "ALTER TABLE account_plans ALTER COLUMN status DROP DEFAULT",
+        "ALTER TABLE account_plans ALTER COLUMN status TYPE plan_status USING status::plan_status",
+        "INSERT INTO account_plans (client_name, fiscal_year, status) VALUES ('Alpha', 2025, 'archived')",
+    )
+    facts, _, _ = read_facts(db, FY25)
+    assert facts.plans["status"].tolist() == ["archived"]  # labels read as text: the rules can compare them
+    execute(
+        db,
+        "CREATE TYPE req_status AS ENUM ('critical', 'at_risk', 'compliant', 'exceeded')",
+        "ALTER TABLE account_plan_event_requirements ALTER COLUMN status TYPE req_status USING status::req_status",
+    )
+    with pytest.raises(DataError, match=r"account_plan_event_requirements\.status has type req_status, expected text"):
+        read_facts(db, FY25)
+
+
 def test_missing_unique_key_is_an_error_naming_the_minimal_migration(db: str) -> None:
     execute(db, "DROP INDEX business_unit_planning_compliance_sync_key")
     message = open_error(db)

@@ -346,7 +346,9 @@ class PostgresSession:
     def _load_catalog(self, tables: Iterable[str]) -> None:
         rows = self.conn.execute(
             """
-            SELECT c.relname::text, a.attname::text, bt.typname::text, format_type(a.atttypid, a.atttypmod)
+            SELECT c.relname::text, a.attname::text,
+                   CASE WHEN bt.typtype = 'e' THEN 'enum' ELSE bt.typname::text END,
+                   format_type(a.atttypid, a.atttypmod)
               FROM pg_class c
               JOIN pg_namespace n ON n.oid = c.relnamespace
               LEFT JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped
@@ -361,7 +363,9 @@ class PostgresSession:
             if column is not None:
                 cols[column] = (base, shown)
 
-    def _check_columns(self, table: str, wanted: dict[str, str], problems: list[str]) -> bool:
+    def _check_columns(self, table: str, wanted: dict[str, str], problems: list[str], source: bool = False) -> bool:
+        """Every column present with a type of its family. A source's text column may also be an enum
+        (labels read as text, e.g. a plan ``status`` enum); targets stay strict, since the job writes them."""
         have = self._columns[table]
         ok = True
         for column, family in wanted.items():
@@ -371,7 +375,7 @@ class PostgresSession:
                 continue
             accepted, expected = TYPE_FAMILIES[family]
             base, shown = have[column]
-            if base not in accepted:
+            if base not in accepted and not (source and family == TEXT and base == "enum"):
                 problems.append(f"{table}.{column} has type {shown}, expected {expected} (no coercion)")
                 ok = False
         return ok
@@ -388,7 +392,7 @@ class PostgresSession:
                     else:
                         self._warn(EXCLUSIONS_MISSING if source.name == EXCLUSIONS else f"{source.name} does not exist")
                     continue
-                self._check_columns(source.name, source.columns, problems)
+                self._check_columns(source.name, source.columns, problems, source=True)
                 if source.name == EXCLUSIONS:
                     self._exclusions_exist = True
             for target in TARGETS:
