@@ -81,7 +81,7 @@ def run_sync(args: argparse.Namespace) -> int:
         reference = parse_as_of(args.as_of) or today
     except SyncError as exc:
         log("ERROR", str(exc))
-        return exc.exit_code
+        return _early_failure(args, str(exc), exc.exit_code)
     mode = "dry run" if args.dry_run else "live"
     log("INFO", f"compliance-sync {fy.describe()}, as_of {fy.as_of(reference)}, mode {mode}")
     report = RunReport()
@@ -104,7 +104,7 @@ def run_sync(args: argparse.Namespace) -> int:
     if outcome is None:
         message, code = report.error or (_failure_message(result), EXIT_UNEXPECTED)
         log("ERROR", message)
-        return code
+        return _early_failure(args, message, code)
     _print_report(outcome, args, log)
     if args.json:
         print(json.dumps(outcome.summary(), indent=2, default=str))
@@ -114,6 +114,13 @@ def run_sync(args: argparse.Namespace) -> int:
         log("ERROR", _failure_message(result))
         return EXIT_UNEXPECTED
     return EXIT_OK
+
+
+def _early_failure(args: argparse.Namespace, message: str, code: int) -> int:
+    """A run that stopped before it had an outcome; ``--json`` still gets a summary object."""
+    if args.json:
+        print(json.dumps({"status": "failed", "error": message, "exit_code": code}, indent=2))
+    return code
 
 
 def _current_year(today: dt.date, settings) -> int:

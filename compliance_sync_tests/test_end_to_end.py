@@ -171,15 +171,16 @@ def test_usage_errors_exit_2(demo_db, capsys, args, needle):
 
 def test_no_backend_configured_names_the_options(demo_db, capsys, monkeypatch):
     monkeypatch.delenv("SUPABASE_DB_URL")
-    code, _, text = run_cli(capsys, "--year", "2025")
+    code, summary, text = run_cli(capsys, "--year", "2025", "--json")
     assert code == 2
     assert "SUPABASE_DB_URL" in text and "NEXT_PUBLIC_SUPABASE_URL" in text
+    assert summary["status"] == "failed" and summary["exit_code"] == 2 and "SUPABASE_DB_URL" in summary["error"]
 
 
 def test_connection_failure_exit_4_without_the_password(demo_db, capsys, monkeypatch):
     monkeypatch.setenv("SUPABASE_DB_URL", "postgresql://postgres:Sup3rS3cret@127.0.0.1:1/postgres")
-    code, _, text = run_cli(capsys, "--year", "2025", "--as-of", AS_OF)
-    assert code == 4
+    code, summary, text = run_cli(capsys, "--year", "2025", "--as-of", AS_OF, "--json")
+    assert code == 4 and summary["exit_code"] == 4
     assert "Sup3rS3cret" not in text and "127.0.0.1" in text
 
 
