@@ -19,7 +19,7 @@ import os
 import sys
 from typing import Sequence
 
-from compliance_sync.model import ConnectionFailure, SettingsError, SyncError
+from compliance_sync.model import SyncError
 
 EXIT_OK, EXIT_USAGE, EXIT_DATA, EXIT_CONNECTION, EXIT_UNEXPECTED = 0, 2, 3, 4, 1
 SUBCOMMANDS = ("migrate", "demo-data", "demo")

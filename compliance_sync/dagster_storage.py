@@ -15,7 +15,7 @@ import tempfile
 from urllib.parse import quote
 
 from dagster._core.storage.base_storage import DagsterStorage
-from dagster._serdes import ConfigurableClass, ConfigurableClassData
+from dagster._serdes import ConfigurableClass
 
 log = logging.getLogger("compliance_sync")
 

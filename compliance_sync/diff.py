@@ -14,8 +14,6 @@ from typing import Any, Iterable
 import pandas as pd
 
 from compliance_sync.model import (
-    APAC,
-    BUSINESS_UNIT,
     DATE,
     INT,
     JSONB,
@@ -295,21 +293,6 @@ def describe(diff: TargetDiff, limit: int = 20) -> list[str]:
     return lines
 
 
-__all__ = [
-    "APAC",
-    "BUSINESS_UNIT",
-    "Guard",
-    "RowUpdate",
-    "SyncDiff",
-    "TargetDiff",
-    "blocking_guards",
-    "describe",
-    "diff_all",
-    "diff_target",
-    "guards",
-    "normalize",
-    "to_json",
-]
 
 
 def iter_changed_rows(diff: TargetDiff) -> Iterable[dict[str, Any]]:

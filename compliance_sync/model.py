@@ -121,7 +121,6 @@ SOURCES: tuple[SourceTable, ...] = (
         required=False,
     ),
 )
-SOURCE_BY_NAME = {s.name: s for s in SOURCES}
 # SPEC §5 guard: a live run stops when one of these returned no rows for the FY.
 REQUIRED_NONEMPTY = ("account_plans", "client_segmentation", "segmentation_tiers", "tier_event_requirements")
 

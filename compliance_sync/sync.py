@@ -14,7 +14,7 @@ from typing import Any
 from compliance_sync.diff import Guard, SyncDiff, blocking_guards, diff_all
 from compliance_sync.fiscal import FiscalYear, partition_keys
 from compliance_sync.invariants import check_invariants, violations
-from compliance_sync.model import APAC, BUSINESS_UNIT, REQUIREMENTS, TERRITORY, TARGETS, DataError, Finding, SettingsError
+from compliance_sync.model import APAC, REQUIREMENTS, TERRITORY, DataError, Finding, SettingsError
 from compliance_sync.rules import Computation, compute
 from compliance_sync.settings import BuMap, Settings
 
@@ -192,6 +192,3 @@ def write(outcome: Outcome, session, run_ts: dt.datetime) -> None:
     session.apply(outcome.diff, run_ts, ledger=outcome.ledger_row("succeeded"))
     outcome.written = True
 
-
-TARGET_NAMES = tuple(t.name for t in TARGETS)
-__all__ = ["Outcome", "evaluate", "make_backend", "parse_as_of", "parse_year", "stop_reason", "write", "BUSINESS_UNIT"]

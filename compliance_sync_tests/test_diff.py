@@ -11,7 +11,6 @@ from decimal import Decimal
 import pandas as pd
 import pytest
 
-from compliance_sync import diff
 from compliance_sync.diff import (
     RowUpdate,
     blocking_guards,
@@ -593,7 +592,3 @@ def test_sync_diff_changes_sum_over_targets():
     assert d.changes == 3
     assert d.targets[REQUIREMENTS].name == REQUIREMENTS
 
-
-def test_module_exports():
-    for name in diff.__all__:
-        assert hasattr(diff, name)

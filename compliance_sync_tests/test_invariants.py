@@ -5,7 +5,6 @@ from __future__ import annotations
 
 from decimal import Decimal
 
-import pandas as pd
 import pytest
 
 from compliance_sync.invariants import INVARIANTS, check_invariants, violations
