@@ -64,6 +64,10 @@ def test_live_run_then_second_run_writes_nothing(demo_db, capsys):
     code, summary, text = run_cli(capsys, "--year", "2025", "--as-of", AS_OF, "--json")
     assert code == 0, text
     assert summary["fiscal_year"] == 2025 and summary["window"] == {"start": "2025-01-01", "end": "2025-12-31"}
+    with psycopg.connect(demo_db) as conn:
+        ledger = conn.execute("SELECT status, mode, backend, as_of, rows_inserted FROM compliance_sync_runs").fetchall()
+    inserted = sum(t["inserted"] for t in summary["targets"].values())
+    assert ledger == [("succeeded", "live", "postgres", dt.date(2025, 6, 30), inserted)]
     assert summary["clients_processed"] > 40 and summary["status"] == "written"
     req = summary["targets"][REQUIREMENTS]
     assert req["inserted"] == summary["requirement_rows"] == count(demo_db, f"SELECT count(*) FROM {REQUIREMENTS} WHERE fiscal_year = 2025")
@@ -79,6 +83,8 @@ def test_live_run_then_second_run_writes_nothing(demo_db, capsys):
         assert counts["inserted"] == counts["updated"] == counts["deleted"] == 0, name
     assert summary["status"] == "unchanged"
     assert snapshot(demo_db) == before  # updated_at included: nothing was rewritten
+    with psycopg.connect(demo_db) as conn:  # but "last synced" moves: one ledger row per live run
+        assert conn.execute("SELECT count(*), max(rows_inserted) FILTER (WHERE id = (SELECT max(id) FROM compliance_sync_runs)) FROM compliance_sync_runs").fetchone() == (2, 0)
 
 
 def test_summary_block_and_log_lines(demo_db, capsys):
@@ -125,6 +131,9 @@ def test_guard_empty_source_stops_live_run(demo_db, capsys):
     assert code == 3
     assert "account_plans returned no rows" in summary["error"]
     assert snapshot(demo_db) == before
+    with psycopg.connect(demo_db) as conn:  # the refused live run is in the ledger, with its reason
+        status, mode, error = conn.execute("SELECT status, mode, error FROM compliance_sync_runs ORDER BY id DESC LIMIT 1").fetchone()
+    assert (status, mode) == ("failed", "live") and "account_plans returned no rows" in error
 
 
 def test_guard_mass_prune_and_override(demo_db, capsys):

@@ -18,7 +18,7 @@ import dagster as dg
 from compliance_sync.assets.checks import CHECKS_BY_TARGET, GUARD_DESCRIPTION, check_specs, result_for
 from compliance_sync.diff import describe
 from compliance_sync.fiscal import FiscalYear
-from compliance_sync.model import APAC, BUSINESS_UNIT, REQUIREMENTS, SOURCES, TARGET_BY_NAME, TARGETS, TERRITORY, Finding, SyncError
+from compliance_sync.model import APAC, BUSINESS_UNIT, REQUIREMENTS, SOURCES, TARGET_BY_NAME, TARGETS, TERRITORY, DataError, Finding, SyncError
 from compliance_sync.sync import Outcome, evaluate, make_backend, parse_as_of, stop_reason, today_in, write
 
 DIFF_LINES = 50
@@ -125,9 +125,14 @@ def run_step(context: dg.AssetExecutionContext, config: SyncConfig) -> Iterator[
             reason = stop_reason(outcome)
             if reason:
                 yield from checks.values()
-                raise SyncError(reason)
+                _record_failure(session, outcome, reason)
+                raise DataError(reason)
             clock = time.perf_counter()
-            write(outcome, session, dt.datetime.now(dt.timezone.utc))
+            try:
+                write(outcome, session, dt.datetime.now(dt.timezone.utc))
+            except SyncError as exc:
+                _record_failure(session, outcome, str(exc))
+                raise
         outcome.timings["write_s"] = round(time.perf_counter() - clock, 3)
         outcome.finished_at = dt.datetime.now(dt.timezone.utc)
         context.log.info(
@@ -148,6 +153,14 @@ def run_step(context: dg.AssetExecutionContext, config: SyncConfig) -> Iterator[
             report.error = (str(exc), exc.exit_code)
         context.log.error(str(exc))
         raise dg.Failure(description=str(exc), allow_retries=False) from None
+
+
+def _record_failure(session, outcome: Outcome, error: str) -> None:
+    """A live run that stopped still gets its ledger row (status failed, the reason); targets untouched."""
+    outcome.error = error
+    record = getattr(session, "record_failure", None)
+    if record is not None:
+        record(outcome.ledger_row("failed"))
 
 
 def _observe_sources(context: dg.AssetExecutionContext, outcome: Outcome) -> None:
