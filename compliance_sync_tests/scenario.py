@@ -8,6 +8,7 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import uuid
+from decimal import Decimal
 from typing import Any
 
 from compliance_sync.facts import facts_from_rows
@@ -141,3 +142,28 @@ def appendix_a() -> Scenario:
     s.event("b6", "Alpha Health", "INSIGHT_TP", "2025-06-25")
     s.event("c1", "Alpha Health", "HEALTH_CHECK", "2025-03-03")
     return s
+
+
+# --- Appendix A's business-unit and APAC rows, for tests that build target rows by hand ----------------------
+def bu_row(bu: str = "ANZ", fy: int = 2025, **over: Any) -> dict[str, Any]:
+    row = {
+        "bu_name": bu,
+        "fiscal_year": fy,
+        "overall_compliance_percentage": Decimal("52.63"),
+        "clients_below_compliance": 1,
+        "territory_count": 1,
+        "territory_data": [{"territory": "VIC + NZ", "cse_name": "Kim Lee", "clients": 1, "compliance": Decimal("52.63")}],
+    }
+    row.update(over)
+    return row
+
+
+def apac_row(fy: int = 2025, **over: Any) -> dict[str, Any]:
+    row = {
+        "fiscal_year": fy,
+        "actual_compliance": Decimal("52.63"),
+        "below_compliance_accounts": 1,
+        "bu_contributions": [{"bu_name": "ANZ", "compliance": Decimal("52.63"), "clients": 1, "clients_below": 1}],
+    }
+    row.update(over)
+    return row

@@ -39,6 +39,7 @@ from compliance_sync.model import (
     UUID,
     DataError,
 )
+from compliance_sync_tests.scenario import apac_row, bu_row
 
 REQ_T = TARGET_BY_NAME[REQUIREMENTS]
 TER_T = TARGET_BY_NAME[TERRITORY]
@@ -91,30 +92,6 @@ def ter_row(sid=TS1, fy=2025, **over):
         "clients_critical": 1,
         "segment_breakdown": {"Collaboration": {"clients": 1, "total_required": 19, "total_completed": 10, "compliance": Decimal("52.63")}},
         "monthly_capacity": {f"2025-{m:02d}": {"required": 1, "completed": 0, "scheduled": 0} for m in range(1, 13)},
-    }
-    row.update(over)
-    return row
-
-
-def bu_row(bu="ANZ", fy=2025, **over):
-    row = {
-        "bu_name": bu,
-        "fiscal_year": fy,
-        "overall_compliance_percentage": Decimal("52.63"),
-        "clients_below_compliance": 1,
-        "territory_count": 1,
-        "territory_data": [{"territory": "VIC + NZ", "cse_name": "Kim Lee", "clients": 1, "compliance": Decimal("52.63")}],
-    }
-    row.update(over)
-    return row
-
-
-def apac_row(fy=2025, **over):
-    row = {
-        "fiscal_year": fy,
-        "actual_compliance": Decimal("52.63"),
-        "below_compliance_accounts": 1,
-        "bu_contributions": [{"bu_name": "ANZ", "compliance": Decimal("52.63"), "clients": 1, "clients_below": 1}],
     }
     row.update(over)
     return row

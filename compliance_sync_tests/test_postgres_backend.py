@@ -31,7 +31,7 @@ from compliance_sync.model import (
     ConnectionFailure,
     DataError,
 )
-from compliance_sync_tests.scenario import Scenario, appendix_a, d, uid
+from compliance_sync_tests.scenario import Scenario, apac_row, appendix_a, bu_row, d, uid
 
 D = decimal.Decimal
 UTC = dt.timezone.utc
@@ -140,30 +140,6 @@ def terr_row(strategy: str, fy: int = 2025, **kw: Any) -> dict[str, Any]:
         "clients_critical": 1,
         "segment_breakdown": {"Collaboration": {"clients": 1, "total_required": 19, "total_completed": 10, "compliance": D("52.63")}},
         "monthly_capacity": {"2025-01": {"required": 1, "completed": 1, "scheduled": 0}},
-    }
-    row.update(kw)
-    return row
-
-
-def bu_row(bu: str, fy: int = 2025, **kw: Any) -> dict[str, Any]:
-    row = {
-        "bu_name": bu,
-        "fiscal_year": fy,
-        "overall_compliance_percentage": D("52.63"),
-        "clients_below_compliance": 1,
-        "territory_count": 1,
-        "territory_data": [{"territory": "VIC + NZ", "cse_name": "Kim Lee", "clients": 1, "compliance": D("52.63")}],
-    }
-    row.update(kw)
-    return row
-
-
-def apac_row(fy: int = 2025, **kw: Any) -> dict[str, Any]:
-    row = {
-        "fiscal_year": fy,
-        "actual_compliance": D("52.63"),
-        "below_compliance_accounts": 1,
-        "bu_contributions": [{"bu_name": "ANZ", "compliance": D("52.63"), "clients": 1, "clients_below": 1}],
     }
     row.update(kw)
     return row
