@@ -209,7 +209,7 @@ def _counts_metadata(outcome: Outcome, name: str) -> dict[str, Any]:
         "fiscal_year": outcome.fy.year,
         "window": f"{outcome.fy.start} … {outcome.fy.end}",
         "as_of": outcome.as_of.isoformat(),
-        "rows": len(outcome.comp.wanted[name]),
+        "rows": len(outcome.comp.rows[name]),
     }
     meta.update({f"timing_{k}": v for k, v in outcome.timings.items()})
     meta.update(diff.counts())
@@ -227,22 +227,22 @@ def _dry_metadata(outcome: Outcome, name: str) -> dict[str, Any]:
 
 def _live_metadata(outcome: Outcome, name: str) -> dict[str, Any]:
     meta = _counts_metadata(outcome, name)
-    frame = outcome.comp.wanted[name]
+    rows = outcome.comp.rows[name]
     if name == REQUIREMENTS:
-        statuses = collections.Counter(frame["status"]) if len(frame) else collections.Counter()
+        statuses = collections.Counter(r["status"] for r in rows)
         for status in ("critical", "at_risk", "compliant", "exceeded"):
             meta[f"status_{status}"] = int(statuses.get(status, 0))
-        meta["preview"] = _preview(frame, ["client_name", "event_type_name", "required_count", "completed_count", "compliance_percentage", "status"])
+        meta["preview"] = _preview(rows, ["client_name", "event_type_name", "required_count", "completed_count", "compliance_percentage", "status"])
     elif name == TERRITORY:
-        meta["preview"] = _preview(frame, ["territory", "cse_name", "total_clients", "total_required_events", "total_completed_events", "overall_compliance_percentage"])
+        meta["preview"] = _preview(rows, ["territory", "cse_name", "total_clients", "total_required_events", "total_completed_events", "overall_compliance_percentage"])
     elif name == BUSINESS_UNIT:
-        for row in frame.to_dict("records"):
+        for row in rows:
             if row["overall_compliance_percentage"] is not None:
                 meta[f"compliance_{row['bu_name']}"] = float(row["overall_compliance_percentage"])
             meta[f"clients_below_{row['bu_name']}"] = int(row["clients_below_compliance"])
-        meta["preview"] = _preview(frame, ["bu_name", "overall_compliance_percentage", "clients_below_compliance", "territory_count"])
+        meta["preview"] = _preview(rows, ["bu_name", "overall_compliance_percentage", "clients_below_compliance", "territory_count"])
     else:
-        row = frame.to_dict("records")[0]
+        row = rows[0]
         if row["actual_compliance"] is not None:
             meta["actual_compliance"] = float(row["actual_compliance"])
         meta["below_compliance_accounts"] = int(row["below_compliance_accounts"])
@@ -252,12 +252,11 @@ def _live_metadata(outcome: Outcome, name: str) -> dict[str, Any]:
     return meta
 
 
-def _preview(frame, columns: list[str], limit: int = 10) -> dg.MetadataValue:
-    if not len(frame):
+def _preview(rows: list[dict[str, Any]], columns: list[str], limit: int = 10) -> dg.MetadataValue:
+    """The first rows as a markdown table (the UI renders it on the materialisation)."""
+    if not rows:
         return dg.MetadataValue.md("_no rows_")
     head = "| " + " | ".join(columns) + " |\n|" + "---|" * len(columns) + "\n"
-    body = "".join(
-        "| " + " | ".join("" if r[c] is None else str(r[c]) for c in columns) + " |\n" for r in frame.head(limit).to_dict("records")
-    )
-    more = f"\n… {len(frame) - limit} more rows" if len(frame) > limit else ""
+    body = "".join("| " + " | ".join("" if r[c] is None else str(r[c]) for c in columns) + " |\n" for r in rows[:limit])
+    more = f"\n… {len(rows) - limit} more rows" if len(rows) > limit else ""
     return dg.MetadataValue.md(head + body + more)
