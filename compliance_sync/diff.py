@@ -293,8 +293,6 @@ def describe(diff: TargetDiff, limit: int = 20) -> list[str]:
     return lines
 
 
-
-
 def iter_changed_rows(diff: TargetDiff) -> Iterable[dict[str, Any]]:
     """Inserts and updates as whole rows (what a writer upserts)."""
     yield from diff.inserts

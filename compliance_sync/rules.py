@@ -14,9 +14,9 @@ from __future__ import annotations
 
 import collections
 import dataclasses
-import functools
 import datetime as dt
 import decimal
+import functools
 from typing import Any, Iterable
 
 import pandas as pd
@@ -573,7 +573,8 @@ def compute(facts: Facts, fy: FiscalYear, thresholds: Thresholds, bu_map: BuMap)
 
     # step 1
     plans = plans_in_scope(rows)
-    plan_clients = list(dict.fromkeys(p["client_name"] for p in plans))
+    plans_per_client = collections.Counter(p["client_name"] for p in plans)
+    plan_clients = list(plans_per_client)  # first-seen order
 
     # step 2
     periods = client_periods(rows, fy, plan_clients, tiers, found)
@@ -585,8 +586,7 @@ def compute(facts: Facts, fy: FiscalYear, thresholds: Thresholds, bu_map: BuMap)
     for name in plan_clients:
         ps = periods.get(name)
         if not ps:
-            n_plans = sum(1 for p in plans if p["client_name"] == name)
-            found.add("clients_without_segmentation", f"{name!r} ({n_plans} plan(s)): no segment period in {fy.describe()}")
+            found.add("clients_without_segmentation", f"{name!r} ({plans_per_client[name]} plan(s)): no segment period in {fy.describe()}")
             continue
         last = latest_period(ps)
         tier_ids = {p.tier_id for p in ps}

@@ -73,7 +73,6 @@ class Outcome:
     source_counts: dict[str, int] = dataclasses.field(default_factory=dict)
     written: bool = False
     timings: dict[str, float] = dataclasses.field(default_factory=dict)  # read_s, compute_s, write_s
-    finished_at: dt.datetime | None = None
     error: str | None = None
     exit_code: int = 0
 
@@ -188,7 +187,6 @@ def write(outcome: Outcome, session, run_ts: dt.datetime) -> None:
     reason = stop_reason(outcome)
     if reason:
         raise DataError(reason)
-    outcome.finished_at = run_ts
     session.apply(outcome.diff, run_ts, ledger=outcome.ledger_row("succeeded"))
     outcome.written = True
 

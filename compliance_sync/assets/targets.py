@@ -134,7 +134,6 @@ def run_step(context: dg.AssetExecutionContext, config: SyncConfig) -> Iterator[
                 _record_failure(session, outcome, str(exc))
                 raise
         outcome.timings["write_s"] = round(time.perf_counter() - clock, 3)
-        outcome.finished_at = dt.datetime.now(dt.timezone.utc)
         context.log.info(
             "written: "
             + "; ".join(f"{n} {t.counts()}" for n, t in outcome.diff.targets.items())
