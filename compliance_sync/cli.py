@@ -1,187 +1,185 @@
-"""``compliance-sync``: the old script's interface on top of the Dagster asset (no second pipeline).
+"""``compliance-sync``: the old script's interface on top of the Dagster asset, plus the project's commands.
 
-    compliance-sync [--dry-run] [--year 2026] [--as-of DATE] [--allow-mass-prune] [--json]
-    compliance-sync migrate [--minimal] [--dedupe] [--force]
-    compliance-sync demo-data [--clients N] [--force]
-    compliance-sync demo [--year 2025] [--serve]      # embedded PostgreSQL, no server needed
+    compliance-sync [--dry-run] [--year 2026] [--as-of DATE] [--allow-mass-prune] [--json] [--diff-limit N] [--verbose]
+    compliance-sync migrate [--minimal] [--dedupe] [--force] [--print-sql]
+    compliance-sync demo-data [--clients N] [--plans-per-client K] [--events-scale X] [--seed S] [--force]
+    compliance-sync demo [--year 2025] [--as-of DATE] [--dry-run] [--reset] [--ui] [--port N]
+    compliance-sync ui [--port N]
 
-The sync materialises the same multi-asset in-process, on the Dagster instance of ``DAGSTER_HOME`` when it
-is set (so command-line runs appear in the UI), else on an ephemeral one. Exit codes: 0 success, 2 usage
-or settings, 3 stopped by data (schema, guards, invariants), 4 connection or authentication failure.
+One argparse parser with subcommands (the sync is the default, so the old flags keep working). Exit codes
+(SPEC §7): 0 success, 2 usage or settings, 3 stopped by the data or the database's state, 4 cannot reach or
+authenticate, 130 interrupted; ``--json`` always prints exactly one JSON object on stdout.
 """
 
 from __future__ import annotations
 
 import argparse
-import datetime as dt
-import json
-import os
+import signal
 import sys
+import time
 from typing import Sequence
 
-from compliance_sync.model import SyncError
-
-EXIT_OK, EXIT_USAGE, EXIT_DATA, EXIT_CONNECTION, EXIT_UNEXPECTED = 0, 2, 3, 4, 1
-SUBCOMMANDS = ("migrate", "demo-data", "demo")
-
-
-class Log:
-    """Timestamped lines with a level: INFO, WARN, ERROR, DRY-RUN (stderr when --json owns stdout)."""
-
-    def __init__(self, stream) -> None:
-        self.stream = stream
-
-    def __call__(self, level: str, message: str) -> None:
-        stamp = dt.datetime.now().astimezone().strftime("%Y-%m-%d %H:%M:%S%z")
-        for line in str(message).splitlines() or [""]:
-            print(f"[{stamp}] [{level}] {line}", file=self.stream, flush=True)
+from compliance_sync import logs
+from compliance_sync.errors import ExitCode, SettingsError, SyncError
+from compliance_sync.logs import log
 
 
-def sync_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+class _Parser(argparse.ArgumentParser):
+    """Usage errors become :class:`SettingsError` so that ``--json`` still prints its one object."""
+
+    def error(self, message: str):  # type: ignore[override]
+        raise SettingsError(f"{self.prog}: {message} (see --help)")
+
+
+def parser() -> argparse.ArgumentParser:
+    p = _Parser(
         prog="compliance-sync",
-        description="Sync segmentation compliance into the planning tables for one fiscal year. "
-        "Other commands: `compliance-sync migrate --help`, `compliance-sync demo-data --help`.",
+        description="Sync segmentation compliance into the planning tables, one fiscal year at a time. "
+        "Without a command: sync one fiscal year (the old script's flags).",
     )
     p.add_argument("--dry-run", action="store_true", help="compute and report the diff; write nothing")
     p.add_argument("--year", help="fiscal year, e.g. 2026 (default: the FY containing today)")
     p.add_argument("--as-of", help="reference date YYYY-MM-DD (default: today in COMPLIANCE_SYNC_TIMEZONE)")
-    p.add_argument("--allow-mass-prune", action="store_true", help="let the run delete more than max_prune_fraction of a target's rows")
-    p.add_argument("--json", action="store_true", help="print a machine-readable summary on stdout (logs go to stderr)")
-    p.add_argument("--diff-limit", type=int, default=50, help="rows per section shown in a dry run's diff (default 50)")
+    p.add_argument("--allow-mass-prune", action="store_true", help="let the run delete more than max_prune_fraction of a target's rows, and pass the collapse guards")
+    p.add_argument("--json", action="store_true", help="print one machine-readable JSON object on stdout (logs go to stderr)")
+    p.add_argument("--diff-limit", type=int, default=50, help="rows per action and target listed in a dry run's diff (default 50)")
     p.add_argument("--verbose", action="store_true", help="also print Dagster's own log lines")
+    sub = p.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+
+    m = sub.add_parser("migrate", help="create the schema (full, for local use and demos) or only the job's keys and ledger (--minimal)")
+    m.add_argument("--minimal", action="store_true", help="only what the job needs on an existing Supabase database (SPEC §3.3)")
+    m.add_argument("--dedupe", action="store_true", help="with --minimal: delete duplicate keys, keeping the latest updated_at")
+    m.add_argument("--force", action="store_true", help="full migration even when the tables already hold rows")
+    m.add_argument("--print-sql", action="store_true", help="with --minimal: print the SQL to paste into Supabase's SQL editor (no connection needed)")
+
+    d = sub.add_parser("demo-data", help="load the deterministic APAC demo dataset (or a larger one) over SUPABASE_DB_URL")
+    d.add_argument("--clients", type=int, default=60, help="number of clients (default 60; 10000 with --plans-per-client 2 = 20,000 plans)")
+    d.add_argument("--plans-per-client", type=int, default=1)
+    d.add_argument("--seed", type=int, default=7)
+    d.add_argument("--events-scale", type=float, default=1.0, help="events per client and type, relative to the demo (3.5 with 10,000 clients ≈ 2M events)")
+    d.add_argument("--force", action="store_true", help="replace the rows of a database that already holds data")
+
+    e = sub.add_parser("demo", help="an embedded PostgreSQL with the demo data (loaded once), a sync, and what to do next; no server needed")
+    e.add_argument("--year", default="2025", help="fiscal year to sync (default 2025)")
+    e.add_argument("--as-of", default=None, help="reference date (default: today)")
+    e.add_argument("--dry-run", action="store_true")
+    e.add_argument("--reset", action="store_true", help="reload the demo data (the targets start empty again)")
+    e.add_argument("--ui", action="store_true", help="then start the Dagster UI (dagster dev) on the same data until Ctrl-C")
+    e.add_argument("--port", type=int, default=3000, help="the UI's port (default 3000)")
+    e.add_argument("--data-dir", default=None, help="where the embedded server keeps its files (default .compliance_sync/pgdata)")
+
+    u = sub.add_parser("ui", help="start the Dagster UI and daemon (dagster dev) for the configured database until Ctrl-C")
+    u.add_argument("--port", type=int, default=3000)
     return p
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    if argv and argv[0] in SUBCOMMANDS:
-        from compliance_sync import admin
-
-        return admin.main(argv)
-    args = sync_parser().parse_args(argv)
-    return run_sync(args)
-
-
-def run_sync(args: argparse.Namespace) -> int:
-    import dagster as dg
-
-    from compliance_sync.definitions import SYNC_JOB, build_definitions
-    from compliance_sync.resources import RunReport
-    from compliance_sync.settings import load_settings
-    from compliance_sync.sync import parse_as_of, parse_year, today_in
-
-    log = Log(sys.stderr if args.json else sys.stdout)
+    as_json = "--json" in argv
+    logs.configure(sys.stderr if as_json else sys.stdout)
+    logs.route_warnings()
+    if threading_main():
+        signal.signal(signal.SIGTERM, _interrupt)
     try:
-        settings = load_settings()
-        settings.backend_kind()
-        settings.bu_map()
-        today = today_in(settings)
-        fy = parse_year(args.year if args.year is not None else _current_year(today, settings), settings, today)
-        reference = parse_as_of(args.as_of) or today
+        args = parser().parse_args(argv)
+        if args.command == "migrate":
+            return migrate(args)
+        if args.command == "demo-data":
+            return demo_data(args)
+        if args.command in ("demo", "ui"):
+            from compliance_sync import launch
+
+            if args.command == "ui":
+                return launch.ui(args.port)
+            return launch.demo(args.year, args.as_of, dry_run=args.dry_run, reset=args.reset, ui=args.ui, port=args.port, data_dir=args.data_dir)
+        return sync(args)
     except SyncError as exc:
-        log("ERROR", str(exc))
-        return _early_failure(args, str(exc), exc.exit_code)
-    mode = "dry run" if args.dry_run else "live"
-    log("INFO", f"compliance-sync {fy.describe()}, as_of {fy.as_of(reference)}, mode {mode}")
-    report = RunReport()
-    defs = build_definitions(resources={"run_report": dg.ResourceDefinition.hardcoded_resource(report)})
-    job = defs.resolve_job_def(SYNC_JOB)
-    run_config = {
-        "ops": {"compliance_sync": {"config": {"dry_run": bool(args.dry_run), "as_of": reference.isoformat(), "allow_mass_prune": bool(args.allow_mass_prune)}}},
-        "loggers": {"console": {"config": {"log_level": "DEBUG" if args.verbose else "CRITICAL"}}},
-    }
-    instance = dg.DagsterInstance.get() if os.environ.get("DAGSTER_HOME") else dg.DagsterInstance.ephemeral()
-    with instance:
-        result = job.execute_in_process(
-            run_config=run_config,
-            instance=instance,
-            partition_key=fy.key,
-            raise_on_error=False,
-            tags={"compliance_sync/trigger": "cli", "compliance_sync/as_of": reference.isoformat()},
-        )
-    outcome = report.outcome
-    if outcome is None:
-        message, code = report.error or (_failure_message(result), EXIT_UNEXPECTED)
-        log("ERROR", message)
-        return _early_failure(args, message, code)
-    _print_report(outcome, args, log)
-    if args.json:
-        print(json.dumps(outcome.summary(), indent=2, default=str))
-    if outcome.error:
-        return outcome.exit_code
-    if not result.success:
-        log("ERROR", _failure_message(result))
-        return EXIT_UNEXPECTED
-    return EXIT_OK
+        log.error(str(exc))
+        if as_json:
+            from compliance_sync.runner import failure_summary, print_json
+
+            print_json(failure_summary(str(exc), exc.exit_code))
+        return int(exc.exit_code)
+    except KeyboardInterrupt:
+        log.error("interrupted")
+        if as_json:
+            from compliance_sync.runner import failure_summary, print_json
+
+            print_json(failure_summary("interrupted: nothing written (none of it)", ExitCode.INTERRUPTED))
+        return int(ExitCode.INTERRUPTED)
 
 
-def _early_failure(args: argparse.Namespace, message: str, code: int) -> int:
-    """A run that stopped before it had an outcome; ``--json`` still gets a summary object."""
+def threading_main() -> bool:
+    import threading
+
+    return threading.current_thread() is threading.main_thread()
+
+
+def sync(args: argparse.Namespace) -> int:
+    from compliance_sync.backends import choose_backend
+    from compliance_sync.runner import print_json, print_report, run
+    from compliance_sync.settings import load_settings
+    from compliance_sync.sync import current_year, parse_as_of, parse_year
+
+    settings = load_settings()
+    backend = choose_backend(settings)
+    settings.bu_map()
+    today = settings.today()
+    fy = parse_year(args.year if args.year is not None else current_year(settings), settings, today)
+    reference = parse_as_of(args.as_of) or today
+    if args.diff_limit < 0:
+        raise SettingsError(f"--diff-limit must be 0 or more, got {args.diff_limit}")
+    log.info("compliance-sync %s, as_of %s, %s, backend %s at %s", fy.describe(), fy.as_of(reference), "dry run" if args.dry_run else "live", backend.name.value, backend.describe())
+    summary, code = run(settings, backend, fy, reference, dry_run=args.dry_run, allow_mass_prune=args.allow_mass_prune, diff_limit=args.diff_limit, verbose=args.verbose)
+    print_report(summary)
     if args.json:
-        print(json.dumps({"status": "failed", "error": message, "exit_code": code}, indent=2))
+        print_json(summary)
     return code
 
 
-def _current_year(today: dt.date, settings) -> int:
-    from compliance_sync.fiscal import fiscal_year_of
+def _database_url() -> str:
+    from compliance_sync.settings import load_settings
 
-    return fiscal_year_of(today, settings.fy_start_month).year
-
-
-def _failure_message(result) -> str:
-    for event in result.all_events:
-        if event.is_step_failure and event.step_failure_data and event.step_failure_data.error:
-            return event.step_failure_data.error.message.strip()
-    return "the run failed (see the Dagster event log)"
+    settings = load_settings()
+    if not settings.db_url:
+        raise SettingsError("SUPABASE_DB_URL is not set: migrate and demo-data need a direct PostgreSQL connection (or use `compliance-sync migrate --minimal --print-sql` and paste the SQL into Supabase's SQL editor)")
+    return settings.db_url.get_secret_value()
 
 
-def _print_report(outcome, args, log: Log) -> None:
-    from compliance_sync.diff import describe
-    from compliance_sync.model import REQUIREMENTS
+def migrate(args: argparse.Namespace) -> int:
+    from compliance_sync import migrate as migrations
 
-    for w in outcome.backend_warnings:
-        log("WARN", w)
-    for code, f in outcome.findings.items():
-        if f.count:
-            log("WARN", f"{code}: {f.count} — {f.description}; e.g. " + "; ".join(f.examples[:3]))
-    for table, f in outcome.orphan_findings().items():
-        if f.count:
-            log("WARN", f"orphans in {table}: {f.count} kept (they carry data the job does not own); e.g. " + "; ".join(f.examples[:3]))
-    for code, f in outcome.invariants.items():
-        if f.count:
-            log("ERROR", f"invariant {code}: {f.count} violation(s); e.g. " + "; ".join(f.examples[:3]))
-    dry = outcome.mode == "dry_run"
-    if dry and outcome.diff:
-        for g in outcome.guards:
-            log("DRY-RUN", f"a live run would stop: {g.message}")
-        for name, t in outcome.diff.targets.items():
-            log("DRY-RUN", f"{name}: " + ", ".join(f"{k} {v}" for k, v in t.counts().items()))
-            for line in describe(t, limit=args.diff_limit):
-                log("DRY-RUN", "  " + line)
-    if outcome.error:
-        log("ERROR", outcome.error)
-    s = outcome.summary()
-    req = s["targets"].get(REQUIREMENTS, {})
-    level = "DRY-RUN" if dry else "INFO"
-    lines = [
-        "=" * 60,
-        f"SUMMARY FY{outcome.fy.year} ({outcome.fy.start} … {outcome.fy.end}), as_of {outcome.as_of}",
-        f"Mode:                {'DRY RUN (nothing written)' if dry else 'LIVE'}; backend {outcome.backend}",
-        f"Clients processed:   {s['clients_processed']} (skipped {s['clients_skipped']}, unassigned {s['clients_unassigned']})",
-        f"Requirement rows:    {s['requirement_rows']} (inserted {req.get('inserted', 0)}, updated {req.get('updated', 0)}, "
-        f"deleted {req.get('deleted', 0)}, unchanged {req.get('unchanged', 0)}, orphans {req.get('orphans', 0)})",
-        f"Territories:         {s['territories']}",
-        f"Business units:      {s['business_units']}",
-        f"APAC updated:        {'yes' if s['apac_updated'] else 'no'}",
-        f"Clients at risk:     {s['clients_at_risk']}",
-        f"Clients critical:    {s['clients_critical']}",
-        f"Clients compliant:   {s['clients_compliant']}",
-        f"Status:              {s['status']}" + (f" (exit {outcome.exit_code})" if outcome.error else ""),
-        "=" * 60,
-    ]
+    if args.print_sql:
+        if not args.minimal:
+            raise SettingsError("--print-sql goes with --minimal: the SQL of the minimal migration, for Supabase's SQL editor")
+        print(migrations.minimal_sql_script(), flush=True)
+        return 0
+    from compliance_sync.backends.postgres import connect
+
+    started = time.perf_counter()
+    with connect(_database_url(), autocommit=False) as conn:
+        lines = migrations.apply_minimal(conn, dedupe=args.dedupe) if args.minimal else migrations.apply_full(conn, force=args.force)
     for line in lines:
-        log(level, line)
+        log.info(line)
+    log.info("migration %s done in %.1f s", "minimal" if args.minimal else "full", time.perf_counter() - started)
+    return 0
+
+
+def demo_data(args: argparse.Namespace) -> int:
+    from compliance_sync.backends.postgres import connect
+    from compliance_sync.demo import load_demo_data
+
+    started = time.perf_counter()
+    with connect(_database_url(), autocommit=False) as conn:
+        counts = load_demo_data(conn, clients=args.clients, force=args.force, seed=args.seed, plans_per_client=args.plans_per_client, events_scale=args.events_scale)
+    for table, n in counts.items():
+        log.info("%s: %s rows", table, f"{n:,}")
+    log.info("demo data loaded in %.1f s", time.perf_counter() - started)
+    return 0
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -79,17 +79,13 @@ from decimal import ROUND_HALF_UP, Decimal
 import psycopg
 from psycopg import sql
 
-from compliance_sync.migrate import (
-    SCHEMA,
-    SECTION3_TABLES,
-    SOURCE_TABLES,
-    TARGET_TABLES,
-    _in_transaction,
-    describe_counts,
-    existing_tables,
-    populated_tables,
-)
-from compliance_sync.model import DataError
+from compliance_sync.catalog import SCHEMA, existing_tables
+from compliance_sync.errors import DataError
+from compliance_sync.migrate import describe_counts, populated_tables
+from compliance_sync.tables import SECTION3_TABLES, SOURCES, TARGETS
+
+SOURCE_TABLES = tuple(s.name for s in SOURCES)
+TARGET_TABLES = tuple(t.name for t in TARGETS)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -743,4 +739,5 @@ def load_demo_data(
             conn.execute(sql.SQL("ANALYZE {}").format(sql.Identifier(SCHEMA, table)))
         return counts
 
-    return _in_transaction(conn, work)
+    with conn.transaction():
+        return work()

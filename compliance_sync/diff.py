@@ -1,56 +1,62 @@
 """The diff of SPEC §5 as data: what a run would insert, update, delete, keep as orphans, leave alone.
 
-Pure: current rows and wanted rows in, a :class:`SyncDiff` out. Live runs apply it, dry runs report it;
-minimal writes ("a second run changes nothing") and the dry-run report fall out of the same object.
+Both backends return the same :class:`SyncDiff`: counts per target, the first rows of each action in key
+order (C collation) with their old and new values, and a few figures about the current rows that the
+guards need. How they get there differs: the direct backend compares inside PostgreSQL; the REST backend
+reads the current rows and calls :func:`diff_rows` here, which also returns the full change set it writes.
+Values are compared by :func:`same`, so equal values in different spellings (``52.6`` and ``52.60``, uuid
+case, JSON numbers) never count as a change.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import datetime as dt
 import decimal
+import enum
+import heapq
 import json
 from typing import Any, Iterable
 
-import pandas as pd
-
-from compliance_sync.model import (
-    DATE,
-    INT,
-    JSONB,
-    NUMERIC,
-    REQUIRED_NONEMPTY,
-    TARGETS,
-    TEXT,
-    UUID,
-    DataError,
-    TargetTable,
-    records,
-)
+from compliance_sync.errors import DataError
+from compliance_sync.tables import DATE, INT, JSONB, NUMERIC, TEXT, UUID, Kind, NotWanted, TargetTable
 
 Key = tuple
 
 
-def normalize(kind: str, value: Any) -> Any:
-    """One comparable form per column type, so equal values never count as a change."""
+class Action(str, enum.Enum):
+    INSERT = "insert"
+    UPDATE = "update"
+    DELETE = "delete"
+    ORPHAN = "orphan"
+
+
+# --- comparing values ---------------------------------------------------------------------------------------
+def is_missing(value: Any) -> bool:
+    """None, or a missing value in another spelling (float NaN; pandas' NA and NaT from a caller's frame)."""
     if value is None:
+        return True
+    if isinstance(value, float):
+        return value != value
+    return type(value).__name__ in ("NAType", "NaTType")
+
+
+def normalize(kind: Kind, value: Any) -> Any:
+    """One comparable form per column type."""
+    if is_missing(value):
         return None
-    if isinstance(value, (list, dict, tuple)):
-        return _normalize_json(list(value) if isinstance(value, tuple) else value) if kind == JSONB else value
-    try:
-        if pd.isna(value):
-            return None
-    except (TypeError, ValueError):
-        pass
+    if kind == JSONB:
+        return _normalize_json(json.loads(value) if isinstance(value, str) else value)
     if kind == UUID:
         return str(value).lower()
     if kind == INT:
         return int(value)
     if kind == NUMERIC:
         return decimal.Decimal(str(value)).normalize()
-    if kind == JSONB:
-        return _normalize_json(json.loads(value) if isinstance(value, str) else value)
     if kind == DATE:
-        return value.date() if hasattr(value, "date") and callable(value.date) else value
+        if isinstance(value, str):
+            return dt.date.fromisoformat(value[:10])
+        return value.date() if isinstance(value, dt.datetime) else value
     if kind == TEXT:
         return str(value)
     return value
@@ -69,10 +75,33 @@ def _normalize_json(value: Any) -> Any:
     return value
 
 
+def same(kind: Kind, a: Any, b: Any) -> bool:
+    """Plain equality settles most cells; only unequal ones are normalised."""
+    if a is b or (type(a) is type(b) and a == b):
+        return True
+    return normalize(kind, a) == normalize(kind, b)
+
+
+def changed_columns(table: TargetTable, old: dict[str, Any], new: dict[str, Any]) -> list[str]:
+    return [c for c in table.owned if not same(table.types[c], old.get(c), new.get(c))]
+
+
+def key_of(table: TargetTable, row: dict[str, Any]) -> Key:
+    """The row's key in a comparable form (uuids lower-case text, integers as int); None parts kept."""
+    return tuple(None if row.get(c) is None else normalize(table.types[c], row[c]) for c in table.key)
+
+
+def sort_key(key: Key) -> tuple:
+    """Key order of the dry-run lines: C collation for text (code point order), numbers as numbers."""
+    return tuple((0, v) if isinstance(v, int) else (1, str(v)) for v in key)
+
+
 def json_default(value: Any) -> Any:
     """``json.dumps(..., default=json_default)``: Decimals become JSON numbers with their two decimals."""
     if isinstance(value, decimal.Decimal):
         return float(value)
+    if isinstance(value, (dt.date, dt.datetime)):
+        return value.isoformat()
     raise TypeError(f"not JSON serialisable: {type(value).__name__}")
 
 
@@ -80,26 +109,33 @@ def to_json(value: Any) -> str:
     return json.dumps(value, default=json_default, ensure_ascii=False, separators=(",", ":"))
 
 
+# --- the diff as data ---------------------------------------------------------------------------------------
 @dataclasses.dataclass
-class RowUpdate:
-    key: Key
-    old: dict[str, Any]  # the changed owned columns, current values
-    new: dict[str, Any]  # the whole wanted row (key + owned columns)
+class DiffLine:
+    """One row of a dry-run report: its key, its current values (update, delete, orphan) and its wanted
+    values (insert, update)."""
 
-    @property
-    def changed(self) -> tuple[str, ...]:
-        return tuple(self.old)
+    action: Action
+    key: Key
+    old: dict[str, Any] | None
+    new: dict[str, Any] | None
 
 
 @dataclasses.dataclass
 class TargetDiff:
     table: TargetTable
-    inserts: list[dict[str, Any]]  # whole wanted rows (key + owned columns)
-    updates: list[RowUpdate]
-    deletes: list[Key]  # keys of rows to delete (they carry nothing the job does not own)
-    orphans: list[Key]  # keys of rows not computed that carry foreign data: kept as they are
-    unchanged: int
-    current_count: int  # rows of the FY before the run
+    inserted: int = 0
+    updated: int = 0
+    deleted: int = 0
+    orphans: int = 0
+    unchanged: int = 0
+    current_count: int = 0  # rows of the FY before the run (with a full key)
+    null_keys: int = 0  # rows of the FY with a NULL key column: never matched, updated or deleted
+    lines: list[DiffLine] = dataclasses.field(default_factory=list)  # the first `limit` of each action, key order
+    # figures about the current rows for the guards: completed events recorded (requirements), rows with
+    # territories (business units)
+    current_completed: int = 0
+    current_with_territories: int = 0
 
     @property
     def name(self) -> str:
@@ -107,194 +143,89 @@ class TargetDiff:
 
     @property
     def changes(self) -> int:
-        return len(self.inserts) + len(self.updates) + len(self.deletes)
+        return self.inserted + self.updated + self.deleted
 
     def counts(self) -> dict[str, int]:
-        return {
-            "inserted": len(self.inserts),
-            "updated": len(self.updates),
-            "deleted": len(self.deletes),
-            "orphans": len(self.orphans),
-            "unchanged": self.unchanged,
-        }
+        return {"inserted": self.inserted, "updated": self.updated, "deleted": self.deleted, "orphans": self.orphans, "unchanged": self.unchanged}
 
-
-@dataclasses.dataclass
-class Guard:
-    """A SPEC §5 guard that would stop a live run."""
-
-    code: str  # "empty_source" or "mass_prune"
-    table: str
-    message: str
+    def hidden(self) -> int:
+        """Rows counted but not among :attr:`lines`."""
+        return self.inserted + self.updated + self.deleted + self.orphans - len(self.lines)
 
 
 @dataclasses.dataclass
 class SyncDiff:
     fiscal_year: int
     targets: dict[str, TargetDiff]
-    guards: list[Guard]
 
     @property
     def changes(self) -> int:
         return sum(t.changes for t in self.targets.values())
 
 
-def _key_part(kind: str, value: Any) -> Any:
-    if value is None:
-        return None
-    if kind == UUID:
-        return str(value).lower()
-    if kind == INT:
-        return int(value)
-    return value
+@dataclasses.dataclass
+class ChangeSet:
+    """What a writer applies for one target (the REST backend's plan): whole rows to upsert, rows to delete."""
+
+    upserts: list[dict[str, Any]]
+    deletes: list[dict[str, Any]]  # the current rows (key columns at least) that carry nothing foreign
 
 
-def key_of(table: TargetTable, row: dict[str, Any]) -> Key:
-    """The row's key in a comparable form (uuids lower-case text, integers as int)."""
-    return tuple(_key_part(table.types[c], row[c]) for c in table.key)
+def reset_row(table: TargetTable, key_row: dict[str, Any]) -> dict[str, Any]:
+    """The wanted row of a business unit that gets no territory this time (SPEC §4.8)."""
+    return {c: key_row[c] for c in table.key} | dict(table.reset_values)
 
 
-def _changed(table: TargetTable, old: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
-    """The owned columns whose values differ, with their current values. Plain equality settles most
-    cells; only unequal ones are normalised (52.6 vs Decimal('52.60'), uuid case, JSON numbers)."""
-    changed = {}
-    for c in table.owned:
-        a, b = old.get(c), new.get(c)
-        if a is b or (type(a) is type(b) and a == b):
-            continue
-        if normalize(table.types[c], a) != normalize(table.types[c], b):
-            changed[c] = a
-    return changed
-
-
-def diff_target(
-    table: TargetTable,
-    current: pd.DataFrame | list[dict[str, Any]],
-    wanted: pd.DataFrame | list[dict[str, Any]],
-) -> TargetDiff:
-    """Compare on the owned columns. ``current`` carries key + owned columns + ``has_foreign``
-    (any column other than key, id, created_at, updated_at and the owned ones is non-null)."""
-    cur_rows = records(current)
-    want_rows = records(wanted)
+def diff_rows(table: TargetTable, current: Iterable[dict[str, Any]], wanted: Iterable[dict[str, Any]], limit: int) -> tuple[TargetDiff, ChangeSet]:
+    """Compare on the owned columns. ``current`` rows carry key + owned columns + ``has_foreign`` (a column
+    the job does not own is non-null). Rows with a NULL key column are counted and left alone."""
+    diff = TargetDiff(table)
+    changes = ChangeSet([], [])
     by_key: dict[Key, dict[str, Any]] = {}
-    for row in cur_rows:
-        by_key[key_of(table, row)] = row
-    inserts: list[dict[str, Any]] = []
-    updates: list[RowUpdate] = []
-    unchanged = 0
+    for row in current:
+        k = key_of(table, row)
+        if None in k:
+            diff.null_keys += 1
+            continue
+        by_key[k] = row
+        diff.current_count += 1
+        diff.current_completed += int(row.get("completed_count") or 0) if "completed_count" in table.owned else 0
+        diff.current_with_territories += int(bool(row.get("territory_count"))) if "territory_count" in table.owned else 0
+    lines: dict[Action, list[DiffLine]] = {a: [] for a in Action}
     seen: set[Key] = set()
-    for row in want_rows:
+    for row in wanted:
         k = key_of(table, row)
         if k in seen:
             raise DataError(f"{table.name}: duplicate key {k} among the rows about to be written")
         seen.add(k)
         old = by_key.get(k)
         if old is None:
-            inserts.append(row)
-            continue
-        changed = _changed(table, old, row)
-        if changed:
-            updates.append(RowUpdate(k, changed, row))
+            diff.inserted += 1
+            changes.upserts.append(row)
+            lines[Action.INSERT].append(DiffLine(Action.INSERT, k, None, row))
+        elif changed_columns(table, old, row):
+            diff.updated += 1
+            changes.upserts.append(row)
+            lines[Action.UPDATE].append(DiffLine(Action.UPDATE, k, old, row))
         else:
-            unchanged += 1
-    deletes: list[Key] = []
-    orphans: list[Key] = []
+            diff.unchanged += 1
     for k, old in by_key.items():
         if k in seen:
             continue
-        if table.not_wanted == "prune":
-            (orphans if bool(old.get("has_foreign")) else deletes).append(k)
-        elif table.not_wanted == "reset":
-            new = {c: old[c] for c in table.key} | dict(table.reset_values)
-            changed = _changed(table, old, new)
-            if changed:
-                updates.append(RowUpdate(k, changed, new))
+        if table.not_wanted == NotWanted.PRUNE:
+            action = Action.ORPHAN if old.get("has_foreign") else Action.DELETE
+            if action == Action.DELETE:
+                diff.deleted += 1
+                changes.deletes.append(old)
             else:
-                unchanged += 1
+                diff.orphans += 1
+            lines[action].append(DiffLine(action, k, old, None))
+        elif table.not_wanted == NotWanted.RESET and changed_columns(table, old, new := reset_row(table, old)):
+            diff.updated += 1
+            changes.upserts.append(new)
+            lines[Action.UPDATE].append(DiffLine(Action.UPDATE, k, old, new))
         else:
-            unchanged += 1
-    return TargetDiff(table, inserts, updates, deletes, orphans, unchanged, len(cur_rows))
-
-
-def diff_all(
-    fiscal_year: int,
-    current: dict[str, pd.DataFrame | list[dict[str, Any]]],
-    wanted: dict[str, pd.DataFrame | list[dict[str, Any]]],
-    source_counts: dict[str, int],
-    max_prune_fraction: float = 0.5,
-) -> SyncDiff:
-    """The diff of all four targets plus the guards a live run must respect."""
-    targets = {t.name: diff_target(t, current[t.name], wanted[t.name]) for t in TARGETS}
-    return SyncDiff(fiscal_year, targets, guards(targets, source_counts, max_prune_fraction))
-
-
-def guards(
-    targets: dict[str, TargetDiff], source_counts: dict[str, int], max_prune_fraction: float
-) -> list[Guard]:
-    found: list[Guard] = []
-    for name in REQUIRED_NONEMPTY:
-        if source_counts.get(name, 0) == 0:
-            found.append(
-                Guard(
-                    "empty_source",
-                    name,
-                    f"{name} returned no rows for this fiscal year; a live run writes nothing "
-                    "(wrong key or row-level security?)",
-                )
-            )
-    for diff in targets.values():
-        n = len(diff.deletes)
-        if n and n > max_prune_fraction * diff.current_count:
-            found.append(
-                Guard(
-                    "mass_prune",
-                    diff.name,
-                    f"{diff.name}: the run would delete {n} of {diff.current_count} rows of the fiscal year "
-                    f"(more than max_prune_fraction={max_prune_fraction:g}); rerun with --allow-mass-prune "
-                    "(run config allow_mass_prune) if that is intended",
-                )
-            )
-    return found
-
-
-def blocking_guards(diff: SyncDiff, allow_mass_prune: bool) -> list[Guard]:
-    return [g for g in diff.guards if not (allow_mass_prune and g.code == "mass_prune")]
-
-
-def _fmt(value: Any) -> str:
-    if isinstance(value, (list, dict)):
-        text = to_json(value)
-    else:
-        text = "null" if value is None else str(value)
-    return text if len(text) <= 120 else text[:117] + "..."
-
-
-def describe(diff: TargetDiff, limit: int = 20) -> list[str]:
-    """Row-level lines of a dry-run report: inserts, updates (column: old -> new), deletes, orphans."""
-    lines: list[str] = []
-    t = diff.table
-
-    def key_text(k: Key) -> str:
-        return ", ".join(f"{c}={v}" for c, v in zip(t.key, k))
-
-    for row in diff.inserts[:limit]:
-        values = "; ".join(f"{c}={_fmt(row.get(c))}" for c in t.owned if t.types[c] != JSONB)
-        lines.append(f"+ {t.name} [{key_text(key_of(t, row))}] {values}")
-    for up in diff.updates[:limit]:
-        cols = "; ".join(f"{c}: {_fmt(up.old[c])} -> {_fmt(up.new.get(c))}" for c in up.changed)
-        lines.append(f"~ {t.name} [{key_text(up.key)}] {cols}")
-    for k in diff.deletes[:limit]:
-        lines.append(f"- {t.name} [{key_text(k)}]")
-    for k in diff.orphans[:limit]:
-        lines.append(f"! {t.name} [{key_text(k)}] orphan kept (carries data the job does not own)")
-    hidden = sum(max(0, len(x) - limit) for x in (diff.inserts, diff.updates, diff.deletes, diff.orphans))
-    if hidden:
-        lines.append(f"  … {hidden} more rows of {t.name} not shown")
-    return lines
-
-
-def iter_changed_rows(diff: TargetDiff) -> Iterable[dict[str, Any]]:
-    """Inserts and updates as whole rows (what a writer upserts)."""
-    yield from diff.inserts
-    for up in diff.updates:
-        yield up.new
+            diff.unchanged += 1
+    for action in Action:
+        diff.lines += heapq.nsmallest(limit, lines[action], key=lambda line: sort_key(line.key))
+    return diff, changes

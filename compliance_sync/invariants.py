@@ -1,18 +1,24 @@
-"""The pre-write invariants of SPEC §6, re-derived independently from the rows about to be written.
+"""The pre-write invariants of SPEC §6, one function each, recomputed independently of the rules.
 
-Any violation is an error: the writer step reports it as a failed ERROR check and stops before writing.
+They share no arithmetic with :mod:`compliance_sync.rules`: percentages come from ``Decimal`` division
+rounded half-up, statuses from ``Fraction`` comparisons; each client's totals and flags are checked against
+its requirement values, and every roll-up against its clients. Any violation is an error: the writer step
+reports it as a failed ERROR check and stops before writing.
 """
 
 from __future__ import annotations
 
 import collections
 import decimal
-from typing import Any
+import functools
+from fractions import Fraction
+from typing import Any, Iterable
 
 from compliance_sync.diff import key_of
-from compliance_sync.model import APAC, BUSINESS_UNIT, REQUIREMENTS, TARGET_BY_NAME, TERRITORY, Finding
-from compliance_sync.rules import Computation, requirement_percent, rollup_percent
-from compliance_sync.settings import Thresholds
+from compliance_sync.findings import Findings, Severity
+from compliance_sync.rules import Client, Computation
+from compliance_sync.settings import RESERVED_BU, Thresholds
+from compliance_sync.tables import APAC, BUSINESS_UNIT, REQUIREMENTS, TARGET_BY_NAME, TERRITORY
 
 INVARIANTS: dict[str, str] = {
     "territory_totals": "Each territory's totals are the sums over its clients",
@@ -21,121 +27,181 @@ INVARIANTS: dict[str, str] = {
     "value_ranges": "Percentages within [0, 200]; statuses and percentages consistent with the counts",
     "unique_keys": "No duplicate keys among the rows about to be written",
 }
+CENT = decimal.Decimal("0.01")
+HUNDRED = decimal.Decimal(100)
 MAX_PERCENT = decimal.Decimal(200)
+_CONTEXT = decimal.Context(prec=60, rounding=decimal.ROUND_HALF_UP)
 
 
-def check_invariants(comp: Computation, thresholds: Thresholds) -> dict[str, Finding]:
-    found = {code: Finding(code, "ERROR", text) for code, text in INVARIANTS.items()}
-    rows = comp.rows
-    clients = comp.clients
+@functools.lru_cache(maxsize=1 << 16)
+def percent(done: int, required: int, cap: bool) -> decimal.Decimal:
+    """done/required in percent, rounded half-up to hundredths; 100.00 when nothing is required."""
+    if required == 0:
+        return HUNDRED.quantize(CENT)
+    exact = _CONTEXT.divide(decimal.Decimal(done) * HUNDRED, decimal.Decimal(required))
+    value = exact.quantize(CENT, context=_CONTEXT)
+    return min(value, MAX_PERCENT.quantize(CENT)) if cap else value
 
-    for t in rows[TERRITORY]:
+
+@functools.lru_cache(maxsize=1 << 16)
+def status(done: int, required: int, thresholds: Thresholds) -> str:
+    ratio = Fraction(100 * done, required)
+    if ratio >= thresholds.exceeded_from:
+        return "exceeded"
+    if ratio >= thresholds.compliant_from:
+        return "compliant"
+    if ratio >= thresholds.at_risk_from:
+        return "at_risk"
+    return "critical"
+
+
+def _group(members: Iterable[Client]) -> tuple[int, int, int, int, int, int]:
+    n = required = credited = at_risk = critical = 0
+    for c in members:
+        n += 1
+        required += c.required_total
+        credited += c.credited_total
+        at_risk += c.is_at_risk
+        critical += c.is_critical
+    return n, required, credited, at_risk, critical, at_risk + critical
+
+
+def territory_totals(comp: Computation, found: Findings) -> None:
+    for t in comp.wanted.territories:
         sid = t["territory_strategy_id"]
-        members = [clients[n] for n in comp.territories.get(sid, {}).get("clients", [])]
-        expected = {
-            "total_clients": len(members),
-            "total_required_events": sum(c.required_total for c in members),
-            "total_completed_events": sum(c.credited_total for c in members),
-            "clients_at_risk": sum(1 for c in members if c.is_at_risk),
-            "clients_critical": sum(1 for c in members if c.is_critical),
-        }
+        members = comp.territories[sid].members if sid in comp.territories else []
+        n, required, credited, at_risk, critical, _ = _group(members)
+        expected = {"total_clients": n, "total_required_events": required, "total_completed_events": credited, "clients_at_risk": at_risk, "clients_critical": critical}
         for col, value in expected.items():
             if t[col] != value:
-                found["territory_totals"].add(f"territory {sid}: {col} = {t[col]}, clients sum to {value}")
-        pct = rollup_percent(t["total_completed_events"], t["total_required_events"])
-        if t["overall_compliance_percentage"] != pct:
-            found["rollup_percentages"].add(f"territory {sid}: {t['overall_compliance_percentage']} != {pct}")
-        segments: dict[str, list] = {}
-        for c in members:
-            segments.setdefault(c.segment, []).append(c)
+                found.add("territory_totals", f"territory {sid}: {col} = {t[col]}, its clients sum to {value}")
+        segments: dict[str, list[Client]] = collections.defaultdict(list)
+        for m in members:
+            segments[m.segment].append(m)
         breakdown = t["segment_breakdown"] or {}
         if set(breakdown) != set(segments):
-            found["territory_totals"].add(f"territory {sid}: segment_breakdown segments {sorted(breakdown)} != {sorted(segments)}")
+            found.add("territory_totals", f"territory {sid}: segment_breakdown segments {sorted(breakdown)} != {sorted(segments)}")
         for seg, group in segments.items():
             e = breakdown.get(seg)
-            want = (len(group), sum(c.required_total for c in group), sum(c.credited_total for c in group))
-            if e is not None and (e["clients"], e["total_required"], e["total_completed"]) != want:
-                found["territory_totals"].add(f"territory {sid}: segment {seg} totals disagree with its clients")
-            if e is not None and e["compliance"] != rollup_percent(want[2], want[1]):
-                found["rollup_percentages"].add(f"territory {sid}: segment {seg} compliance {e['compliance']}")
+            if e is None:
+                continue
+            n, required, credited, *_ = _group(group)
+            if (e["clients"], e["total_required"], e["total_completed"]) != (n, required, credited):
+                found.add("territory_totals", f"territory {sid}: segment {seg} totals disagree with its clients")
+            if e["compliance"] != percent(credited, required, False):
+                found.add("rollup_percentages", f"territory {sid}: segment {seg} compliance {e['compliance']}")
+
+
+def rollup_percentages(comp: Computation, found: Findings) -> None:
+    rows = comp.wanted
+    for t in rows.territories:
+        if t["overall_compliance_percentage"] != percent(t["total_completed_events"], t["total_required_events"], False):
+            found.add("rollup_percentages", f"territory {t['territory_strategy_id']}: {t['overall_compliance_percentage']} for {t['total_completed_events']}/{t['total_required_events']}")
+    by_territory = {(t["territory"], t["cse_name"]): t for t in rows.territories}
+    members_of_bu: dict[str, list[Client]] = collections.defaultdict(list)
+    for name, c in comp.clients.items():
+        members_of_bu[comp.bu_of_client.get(name) or RESERVED_BU].append(c)
+    for bu in rows.business_units:
+        n, required, credited, _, _, below = _group(members_of_bu.get(bu["bu_name"], []))
+        if bu["overall_compliance_percentage"] != percent(credited, required, False):
+            found.add("rollup_percentages", f"BU {bu['bu_name']}: {bu['overall_compliance_percentage']} for {credited}/{required}")
+        if bu["clients_below_compliance"] != below or bu["territory_count"] != len(bu["territory_data"]):
+            found.add("territory_totals", f"BU {bu['bu_name']}: counts disagree with its territories and clients")
+        for d in bu["territory_data"]:
+            t = by_territory.get((d["territory"], d["cse_name"]))
+            if t is None or t["overall_compliance_percentage"] != d["compliance"] or t["total_clients"] != d["clients"]:
+                found.add("rollup_percentages", f"BU {bu['bu_name']}: territory_data entry {d['territory']!r} disagrees with its territory row")
+    everyone = list(comp.clients.values())
+    for apac in rows.apac:
+        n, required, credited, _, _, below = _group(everyone)
+        want = percent(credited, required, False) if n else None
+        if apac["actual_compliance"] != want:
+            found.add("rollup_percentages", f"APAC FY{apac['fiscal_year']}: {apac['actual_compliance']} != {want}")
+        if apac["below_compliance_accounts"] != below:
+            found.add("territory_totals", "APAC: below_compliance_accounts disagrees with its clients")
+        if sum(e["clients"] for e in apac["bu_contributions"]) != n:
+            found.add("territory_totals", "APAC: bu_contributions do not add up to every client")
+        for e in apac["bu_contributions"]:
+            n, required, credited, _, _, below = _group(members_of_bu.get(e["bu_name"], []))
+            if (e["compliance"], e["clients"], e["clients_below"]) != (percent(credited, required, False), n, below):
+                found.add("rollup_percentages", f"APAC: contribution of {e['bu_name']} disagrees with its clients")
+
+
+def capacity_sums(comp: Computation, found: Findings) -> None:
+    for t in comp.wanted.territories:
         capacity = t["monthly_capacity"] or {}
         total = sum(int(m["required"]) for m in capacity.values())
         if len(capacity) != 12 or total != t["total_required_events"]:
-            found["capacity_sums"].add(
-                f"territory {sid}: {len(capacity)} months, Σ required {total} != total_required_events {t['total_required_events']}"
-            )
+            found.add("capacity_sums", f"territory {t['territory_strategy_id']}: {len(capacity)} months, Σ required {total} != total_required_events {t['total_required_events']}")
 
-    for bu in rows[BUSINESS_UNIT]:
-        members = [c for c in clients.values() if c.bu_name == bu["bu_name"]]
-        pct = rollup_percent(sum(c.credited_total for c in members), sum(c.required_total for c in members))
-        if bu["overall_compliance_percentage"] != pct:
-            found["rollup_percentages"].add(f"BU {bu['bu_name']}: {bu['overall_compliance_percentage']} != {pct}")
-        below = sum(1 for c in members if c.below)
-        if bu["clients_below_compliance"] != below or bu["territory_count"] != len(bu["territory_data"]):
-            found["territory_totals"].add(f"BU {bu['bu_name']}: counts disagree with its territories")
-        for d in bu["territory_data"]:
-            same = [t for t in rows[TERRITORY] if (t["territory"], t["cse_name"]) == (d["territory"], d["cse_name"])]
-            if not any(t["overall_compliance_percentage"] == d["compliance"] and t["total_clients"] == d["clients"] for t in same):
-                found["rollup_percentages"].add(f"BU {bu['bu_name']}: territory_data entry {d['territory']!r} disagrees with its territory row")
 
-    for apac in rows[APAC]:
-        everyone = list(clients.values())
-        pct = (
-            rollup_percent(sum(c.credited_total for c in everyone), sum(c.required_total for c in everyone))
-            if everyone
-            else None
-        )
-        if apac["actual_compliance"] != pct:
-            found["rollup_percentages"].add(f"APAC FY{apac['fiscal_year']}: {apac['actual_compliance']} != {pct}")
-        if sum(e["clients"] for e in apac["bu_contributions"]) != len(everyone):
-            found["territory_totals"].add("APAC: bu_contributions do not add up to every client")
-        if apac["below_compliance_accounts"] != sum(1 for c in everyone if c.below):
-            found["territory_totals"].add("APAC: below_compliance_accounts disagrees with its clients")
-        for e in apac["bu_contributions"]:
-            group = [c for c in everyone if (c.bu_name or "Unassigned") == e["bu_name"]]
-            want = rollup_percent(sum(c.credited_total for c in group), sum(c.required_total for c in group))
-            if e["compliance"] != want or e["clients"] != len(group) or e["clients_below"] != sum(1 for c in group if c.below):
-                found["rollup_percentages"].add(f"APAC: contribution of {e['bu_name']} disagrees with its clients")
-
-    for r in rows[REQUIREMENTS]:
-        req, done = r["required_count"], r["completed_count"]
-        if req <= 0 or done < 0 or r["scheduled_count"] < 0:
-            found["value_ranges"].add(f"plan {r['plan_id']} / {r['event_type_name']}: counts {done}/{req}")
-            continue
-        if r["compliance_percentage"] != requirement_percent(done, req):
-            found["value_ranges"].add(f"plan {r['plan_id']} / {r['event_type_name']}: percentage {r['compliance_percentage']}")
-        if r["status"] != thresholds.status(done, req):
-            found["value_ranges"].add(f"plan {r['plan_id']} / {r['event_type_name']}: status {r['status']} for {done}/{req}")
-
-    for value, where in _percentages(rows):
+def value_ranges(comp: Computation, thresholds: Thresholds, found: Findings) -> None:
+    for name, c in comp.clients.items():
+        required = sum(r.required for r in c.requirements)
+        credited = sum(min(r.completed, r.required) for r in c.requirements)
+        if (c.required_total, c.credited_total) != (required, credited):
+            found.add("value_ranges", f"{name}: client totals {c.credited_total}/{c.required_total}, its requirements sum to {credited}/{required}")
+        if all(r.required > 0 and r.status == status(r.completed, r.required, thresholds) for r in c.requirements):
+            # flags follow the statuses (a wrong status is reported below, once)
+            critical = any(r.status == "critical" for r in c.requirements)
+            at_risk = not critical and any(r.status == "at_risk" for r in c.requirements)
+            if (c.is_critical, c.is_at_risk) != (critical, at_risk):
+                found.add("value_ranges", f"{name}: flags critical={c.is_critical}, at_risk={c.is_at_risk} disagree with its statuses")
+        for r in c.requirements:
+            where = f"{name} / {r.event_type_name}"
+            if r.required <= 0 or r.completed < 0 or r.scheduled < 0:
+                found.add("value_ranges", f"{where}: counts {r.completed}/{r.required}, scheduled {r.scheduled}")
+                continue
+            if r.percent != percent(r.completed, r.required, True):
+                found.add("value_ranges", f"{where}: percentage {r.percent} for {r.completed}/{r.required}")
+            if r.status != status(r.completed, r.required, thresholds):
+                found.add("value_ranges", f"{where}: status {r.status} for {r.completed}/{r.required}")
+    for value, where in _percentages(comp):
         if value is not None and not (0 <= value <= MAX_PERCENT):
-            found["value_ranges"].add(f"{where}: {value} outside [0, 200]")
-
-    for name, items in rows.items():
-        table = TARGET_BY_NAME[name]
-        counts = collections.Counter(key_of(table, r) for r in items)
-        for key, n in counts.items():
-            if n > 1:
-                found["unique_keys"].add(f"{name}: key {key} appears {n} times")
-    return found
+            found.add("value_ranges", f"{where}: {value} outside [0, 200]")
 
 
-def _percentages(rows: dict[str, list[dict[str, Any]]]):
-    for r in rows[REQUIREMENTS]:
-        yield r["compliance_percentage"], f"{REQUIREMENTS} plan {r['plan_id']}"
-    for r in rows[TERRITORY]:
+def _percentages(comp: Computation) -> Iterable[tuple[Any, str]]:
+    for name, c in comp.clients.items():
+        for r in c.requirements:
+            yield r.percent, f"{REQUIREMENTS} {name} / {r.event_type_name}"
+    rows = comp.wanted
+    for r in rows.territories:
         yield r["overall_compliance_percentage"], f"{TERRITORY} {r['territory_strategy_id']}"
         for seg, e in (r["segment_breakdown"] or {}).items():
             yield e["compliance"], f"{TERRITORY} {r['territory_strategy_id']} segment {seg}"
-    for r in rows[BUSINESS_UNIT]:
+    for r in rows.business_units:
         yield r["overall_compliance_percentage"], f"{BUSINESS_UNIT} {r['bu_name']}"
         for d in r["territory_data"]:
             yield d["compliance"], f"{BUSINESS_UNIT} {r['bu_name']} territory {d['territory']}"
-    for r in rows[APAC]:
+    for r in rows.apac:
         yield r["actual_compliance"], f"{APAC} FY{r['fiscal_year']}"
         for d in r["bu_contributions"]:
             yield d["compliance"], f"{APAC} contribution {d['bu_name']}"
 
 
-def violations(found: dict[str, Finding]) -> list[Finding]:
-    return [f for f in found.values() if f.count]
+def unique_keys(comp: Computation, found: Findings) -> None:
+    req = comp.wanted.requirements
+    plan_counts = collections.Counter(str(p.plan_id).lower() for p in req.plans)
+    for plan_id, n in plan_counts.items():
+        if n > 1:
+            found.add("unique_keys", f"{REQUIREMENTS}: plan {plan_id} appears {n} times")
+    for name, reqs in req.by_client.items():
+        for type_id, n in collections.Counter(r.event_type_id for r in reqs).items():
+            if n > 1:
+                found.add("unique_keys", f"{REQUIREMENTS}: event type {type_id} appears {n} times for {name}")
+    for table in (TERRITORY, BUSINESS_UNIT, APAC):
+        target = TARGET_BY_NAME[table]
+        for key, n in collections.Counter(key_of(target, r) for r in comp.wanted.rows(table)).items():
+            if n > 1:
+                found.add("unique_keys", f"{table}: key {key} appears {n} times")
+
+
+def check_invariants(comp: Computation, thresholds: Thresholds) -> Findings:
+    found = Findings(INVARIANTS, Severity.ERROR)
+    territory_totals(comp, found)
+    rollup_percentages(comp, found)
+    capacity_sums(comp, found)
+    value_ranges(comp, thresholds, found)
+    unique_keys(comp, found)
+    return found

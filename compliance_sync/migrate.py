@@ -16,98 +16,27 @@ lock, and return human-readable log lines. Both are idempotent.
 from __future__ import annotations
 
 import pathlib
-from collections.abc import Callable, Iterable, Sequence
-from typing import Any, TypeVar
+from collections.abc import Iterable, Sequence
+from typing import Any
 
 import psycopg
 from psycopg import sql
 
-from compliance_sync.model import SOURCES, TARGETS, DataError, TargetTable
+from compliance_sync.catalog import SCHEMA, WRITABLE, existing_tables, find_key_index, relations, row_counts, table_columns
+from compliance_sync.errors import DataError
+from compliance_sync.tables import LEDGER_TABLE, SECTION3_TABLES, TARGETS, TargetTable
 
-SCHEMA = "public"
 MIGRATIONS_DIR = pathlib.Path(__file__).with_name("migrations")
 FULL_SQL = MIGRATIONS_DIR / "full.sql"
 MINIMAL_SQL = MIGRATIONS_DIR / "minimal.sql"
-
-# The tables of SPEC §3.1 and §3.2 (the ones the safety rails protect). The ledger (§3.4) is not among
-# them: it is the job's own bookkeeping and every statement that touches it is idempotent.
-SOURCE_TABLES: tuple[str, ...] = tuple(s.name for s in SOURCES)
-TARGET_TABLES: tuple[str, ...] = tuple(t.name for t in TARGETS)
-SECTION3_TABLES: tuple[str, ...] = SOURCE_TABLES + TARGET_TABLES
-
-LEDGER_TABLE = "compliance_sync_runs"
-# Columns of the run ledger, in table order. `id` is a bigserial (the latest run of a FY is the row with
-# the greatest started_at); `mode` is 'live' or 'dry_run', `status` 'succeeded' or 'failed'.
-LEDGER_COLUMNS: tuple[str, ...] = (
-    "id",
-    "fiscal_year",
-    "as_of",
-    "started_at",
-    "finished_at",
-    "backend",
-    "mode",
-    "status",
-    "clients_processed",
-    "clients_skipped",
-    "rows_inserted",
-    "rows_updated",
-    "rows_deleted",
-    "rows_unchanged",
-    "orphans",
-    "territories",
-    "business_units",
-    "error",
-)
-
 KEY_INDEX_SUFFIX = "_compliance_sync_key"
 MAX_LISTED = 20  # duplicate keys listed per table in a refusal
 _LOCK_SQL = "SELECT pg_advisory_xact_lock(hashtext('compliance_sync'), hashtext('migrate'))"
-
-T = TypeVar("T")
 
 
 def key_index_name(table: str) -> str:
     """The name the migrations give the unique index behind a target key."""
     return f"{table}{KEY_INDEX_SUFFIX}"
-
-
-# --- small catalog helpers (also used by demo.py) ----------------------------------------------------
-
-
-def existing_tables(conn: psycopg.Connection, tables: Iterable[str], schema: str = SCHEMA) -> list[str]:
-    """Those of ``tables`` that exist (as tables, views, ...) in ``schema``, in the given order."""
-    names = list(tables)
-    rows = conn.execute(
-        """
-        SELECT c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
-        WHERE n.nspname = %s AND c.relname = ANY(%s) AND c.relkind IN ('r', 'p', 'v', 'm', 'f')
-        """,
-        (schema, names),
-    ).fetchall()
-    found = {r[0] for r in rows}
-    return [t for t in names if t in found]
-
-
-def table_columns(conn: psycopg.Connection, table: str, schema: str = SCHEMA) -> list[str]:
-    rows = conn.execute(
-        """
-        SELECT a.attname FROM pg_attribute a
-        JOIN pg_class c ON c.oid = a.attrelid JOIN pg_namespace n ON n.oid = c.relnamespace
-        WHERE n.nspname = %s AND c.relname = %s AND a.attnum > 0 AND NOT a.attisdropped
-        ORDER BY a.attnum
-        """,
-        (schema, table),
-    ).fetchall()
-    return [r[0] for r in rows]
-
-
-def row_counts(conn: psycopg.Connection, tables: Iterable[str], schema: str = SCHEMA) -> dict[str, int]:
-    """Exact row counts of the given tables that exist (missing tables are left out)."""
-    counts: dict[str, int] = {}
-    for table in existing_tables(conn, tables, schema):
-        query = sql.SQL("SELECT count(*) FROM {}").format(sql.Identifier(schema, table))
-        counts[table] = conn.execute(query).fetchone()[0]
-    return counts
 
 
 def populated_tables(conn: psycopg.Connection, tables: Iterable[str] = SECTION3_TABLES) -> dict[str, int]:
@@ -119,60 +48,9 @@ def describe_counts(counts: dict[str, int]) -> str:
     return ", ".join(f"{t} ({n:,} row{'s' if n != 1 else ''})" for t, n in counts.items())
 
 
-def find_key_index(
-    conn: psycopg.Connection, table: str, columns: Sequence[str], schema: str = SCHEMA
-) -> str | None:
-    """The name of a unique index of ``schema.table`` on exactly ``columns`` (in any order), else None.
-
-    Counts: a primary key, a unique constraint or a plain unique index, whatever its name, including one
-    with INCLUDE columns. Does not count: a partial index (WHERE ...), an index on expressions, an invalid
-    index (a failed CREATE INDEX CONCURRENTLY), a deferrable constraint (none of these can back
-    ``INSERT ... ON CONFLICT (columns)``), or an index on a different column set. When several qualify,
-    the primary key comes first, then the smallest name.
-    """
-    row = conn.execute(
-        """
-        SELECT i.relname
-        FROM pg_index x
-        JOIN pg_class t ON t.oid = x.indrelid
-        JOIN pg_namespace n ON n.oid = t.relnamespace
-        JOIN pg_class i ON i.oid = x.indexrelid
-        WHERE n.nspname = %s AND t.relname = %s
-          AND x.indisunique AND x.indisvalid AND x.indimmediate
-          AND x.indpred IS NULL AND x.indexprs IS NULL
-          AND x.indnkeyatts = cardinality(%s::text[])
-          AND (SELECT array_agg(a.attname::text ORDER BY a.attname::text)
-               FROM unnest((x.indkey::int2[])[0:x.indnkeyatts - 1]) AS k(attnum)
-               JOIN pg_attribute a ON a.attrelid = x.indrelid AND a.attnum = k.attnum)
-              = (SELECT array_agg(c ORDER BY c) FROM unnest(%s::text[]) AS u(c))
-        ORDER BY x.indisprimary DESC, i.relname
-        LIMIT 1
-        """,
-        (schema, table, list(columns), list(columns)),
-    ).fetchone()
-    return row[0] if row else None
-
-
 def key_indexes(conn: psycopg.Connection) -> dict[str, str | None]:
     """For each target table: the unique index backing its key (SPEC §3.3), or None when there is none."""
     return {t.name: find_key_index(conn, t.name, t.key) for t in TARGETS}
-
-
-# --- transactions ------------------------------------------------------------------------------------
-
-
-def _in_transaction(conn: psycopg.Connection, work: Callable[[], T]) -> T:
-    """Run ``work`` in one transaction: commit when it returns, roll back when it raises."""
-    if conn.autocommit:
-        with conn.transaction():
-            return work()
-    try:
-        result = work()
-    except BaseException:
-        conn.rollback()
-        raise
-    conn.commit()
-    return result
 
 
 # --- the full migration ------------------------------------------------------------------------------
@@ -222,7 +100,8 @@ def apply_full(conn: psycopg.Connection, force: bool = False) -> list[str]:
         log.append("full migration applied (schema public); PostgREST asked to reload its schema")
         return log
 
-    return _in_transaction(conn, work)
+    with conn.transaction():
+        return work()
 
 
 # --- the minimal migration ---------------------------------------------------------------------------
@@ -324,6 +203,14 @@ def apply_minimal(conn: psycopg.Connection, dedupe: bool = False) -> list[str]:
                 "The minimal migration only adds indexes and the run ledger to existing planning tables; "
                 "create the tables first (for a local or demo database: `compliance-sync migrate`)."
             )
+        rels = relations(conn, [t.name for t in TARGETS])
+        not_tables = [f"{name} is a {rel.kind_name}" for name, rel in rels.items() if rel.kind not in WRITABLE]
+        if not_tables:
+            raise DataError(
+                f"minimal migration: {'; '.join(not_tables)}, not a table: a unique index can only be created on a "
+                "table, and the job writes tables. Replace it with a table of the same columns (the full "
+                "migration's definition is in compliance_sync/migrations/full.sql), then run the minimal migration again."
+            )
         columns: dict[str, list[str]] = {}
         for target in TARGETS:
             columns[target.name] = table_columns(conn, target.name)
@@ -381,4 +268,44 @@ def apply_minimal(conn: psycopg.Connection, dedupe: bool = False) -> list[str]:
         log.append("NOTIFY pgrst, 'reload schema' sent (delivered at commit)")
         return log
 
-    return _in_transaction(conn, work)
+    with conn.transaction():
+        return work()
+
+
+# --- the minimal migration as a script, for Supabase's SQL editor (REST-only users) ---------------------------
+
+
+def minimal_sql_script() -> str:
+    """What :func:`apply_minimal` does, as one SQL script to paste into Supabase's SQL editor: each key gets a
+    unique index unless one already backs it (whatever its name), then the ledger and the PostgREST reload.
+    Duplicate keys make the script stop with PostgreSQL's unique-violation error, naming the key; the
+    commented query under each block lists them."""
+    parts = [
+        "-- compliance_sync: the minimal migration (SPEC §3.3, §3.4), for Supabase's SQL editor.",
+        "-- Generated by `compliance-sync migrate --minimal --print-sql`. Idempotent: run it again at will.",
+        "BEGIN;",
+    ]
+    for t in TARGETS:
+        cols = ", ".join(t.key)
+        where = " AND ".join(f"{c} IS NOT NULL" for c in t.key)
+        parts += [
+            f"-- {t.name} ({cols}); duplicates, if the index fails:",
+            f"--   SELECT {cols}, count(*) FROM public.{t.name} WHERE {where} GROUP BY {cols} HAVING count(*) > 1;",
+            "DO $$",
+            "BEGIN",
+            "    IF NOT EXISTS (",
+            "        SELECT 1 FROM pg_index x JOIN pg_class c ON c.oid = x.indrelid JOIN pg_namespace n ON n.oid = c.relnamespace",
+            f"         WHERE n.nspname = 'public' AND c.relname = '{t.name}' AND x.indisunique AND x.indisvalid AND x.indimmediate",
+            "           AND x.indpred IS NULL AND x.indexprs IS NULL",
+            f"           AND x.indnkeyatts = {len(t.key)}",
+            "           AND (SELECT array_agg(a.attname::text ORDER BY a.attname::text) FROM unnest((x.indkey::int2[])[0:x.indnkeyatts - 1]) AS k(attnum)",
+            "                JOIN pg_attribute a ON a.attrelid = x.indrelid AND a.attnum = k.attnum)",
+            f"               = ARRAY[{', '.join(repr(c) for c in sorted(t.key))}]::text[]",
+            "    ) THEN",
+            f"        CREATE UNIQUE INDEX {key_index_name(t.name)} ON public.{t.name} ({cols});",
+            "    END IF;",
+            "END",
+            "$$;",
+        ]
+    parts += [MINIMAL_SQL.read_text(encoding="utf-8").strip(), "COMMIT;"]
+    return "\n".join(parts)

@@ -1,35 +1,56 @@
-"""One FY's sync, step by step, without Dagster: read → rules → diff → invariants → guards → write.
+"""One FY's sync over the backend port, without Dagster: read → rules → plan → invariants → guards → write.
 
-The Dagster multi-asset (``assets/targets.py``) drives these functions and turns their results into
-materialisations, observations and check results; the command line runs that same asset in-process and
-prints the :class:`Outcome` it leaves behind. There is no second pipeline.
+The Dagster multi-asset drives :func:`run_fiscal_year` and turns its :class:`Outcome` into events; the
+command line materialises that asset in-process and prints the summary the asset records. A serialization
+failure or deadlock (a planner editing a row the run writes) retries the whole run a bounded number of
+times (tenacity), then stops with exit 3.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import enum
+import logging
+import time
 from typing import Any
 
-from compliance_sync.diff import Guard, SyncDiff, blocking_guards, diff_all
-from compliance_sync.fiscal import FiscalYear, partition_keys
-from compliance_sync.invariants import check_invariants, violations
-from compliance_sync.model import APAC, REQUIREMENTS, TERRITORY, DataError, Finding, SettingsError
+import tenacity
+
+from compliance_sync import report
+from compliance_sync.backends.port import Backend
+from compliance_sync.diff import Action, SyncDiff
+from compliance_sync.errors import ConcurrentChange, DataError, ExitCode, SettingsError, SyncError
+from compliance_sync.findings import MAX_EXAMPLES, WARNINGS, Finding, Findings, Severity
+from compliance_sync.fiscal import FiscalYear, fiscal_year_of, partition_keys
+from compliance_sync.guards import Guard, blocking, find_guards
+from compliance_sync.invariants import check_invariants
+from compliance_sync.ledger import LedgerRow
 from compliance_sync.rules import Computation, compute
 from compliance_sync.settings import BuMap, Settings
+from compliance_sync.tables import APAC, BUSINESS_UNIT, REQUIREMENTS, TERRITORY
+
+log = logging.getLogger(__name__)
+
+CONCURRENT_ATTEMPTS = 3
+DIFF_WARNINGS = ("orphans", "null_key_rows")
+PARTLY_WRITTEN = (
+    "partly written over REST: some new and changed rows were upserted, no stale row deleted yet; every row "
+    "is old or new, none missing, and a rerun converges"
+)
 
 
-def make_backend(settings: Settings):
-    """The backend the settings name: the direct PostgreSQL connection when configured (preferred)."""
-    kind = settings.backend_kind()
-    if kind == "postgres":
-        from compliance_sync.backends.postgres import PostgresBackend
+class Mode(str, enum.Enum):
+    LIVE = "live"
+    DRY_RUN = "dry_run"
 
-        return PostgresBackend(settings.db_url.value)
-    raise SettingsError(
-        "the REST backend (NEXT_PUBLIC_SUPABASE_URL + SUPABASE_SERVICE_ROLE_KEY) is not available in this "
-        "release; set SUPABASE_DB_URL to Supabase's direct PostgreSQL connection string"
-    )
+
+class RunStatus(str, enum.Enum):
+    WRITTEN = "written"
+    UNCHANGED = "unchanged"
+    DRY_RUN = "dry_run"
+    FAILED = "failed"
+    INTERRUPTED = "interrupted"
 
 
 def parse_year(text: str | int, settings: Settings, today: dt.date) -> FiscalYear:
@@ -39,8 +60,12 @@ def parse_year(text: str | int, settings: Settings, today: dt.date) -> FiscalYea
         raise SettingsError(f"--year must be a fiscal year such as 2026, got {text!r}")
     keys = partition_keys(settings.first_fiscal_year, today, settings.fy_start_month)
     if raw not in keys:
-        raise SettingsError(f"--year {raw} is outside the fiscal-year partitions {keys[0]}…{keys[-1]}")
+        raise SettingsError(f"--year {raw} is outside the fiscal-year partitions {keys[0]}…{keys[-1]}" if keys else f"--year {raw}: no partitions")
     return FiscalYear(int(raw), settings.fy_start_month)
+
+
+def current_year(settings: Settings) -> int:
+    return fiscal_year_of(settings.today(), settings.fy_start_month).year
 
 
 def parse_as_of(text: str | None, name: str = "--as-of") -> dt.date | None:
@@ -49,144 +74,227 @@ def parse_as_of(text: str | None, name: str = "--as-of") -> dt.date | None:
     try:
         return dt.date.fromisoformat(str(text).strip())
     except ValueError:
-        raise SettingsError(f"{name} must be a date YYYY-MM-DD, got {text!r}")
-
-
-def today_in(settings: Settings) -> dt.date:
-    return dt.datetime.now(settings.tz).date()
+        raise SettingsError(f"{name} must be a date YYYY-MM-DD, got {text!r}") from None
 
 
 @dataclasses.dataclass
 class Outcome:
-    """Everything a run learned; the CLI prints it, Dagster turns it into metadata."""
+    """Everything one run learned: what the command line prints and Dagster records."""
 
     fy: FiscalYear
     as_of: dt.date
-    mode: str  # "live" or "dry_run"
+    mode: Mode
     backend: str
-    started_at: dt.datetime
+    run_id: str
+    started_at: dt.datetime = dataclasses.field(default_factory=lambda: dt.datetime.now(dt.timezone.utc))
     comp: Computation | None = None
     diff: SyncDiff | None = None
-    invariants: dict[str, Finding] = dataclasses.field(default_factory=dict)
-    guards: list[Guard] = dataclasses.field(default_factory=list)  # the ones that stop (or would stop) a live run
+    invariants: Findings | None = None
+    guards: list[Guard] = dataclasses.field(default_factory=list)  # every guard found
+    stopping: list[Guard] = dataclasses.field(default_factory=list)  # those that stop (or would stop) a live run
     backend_warnings: list[str] = dataclasses.field(default_factory=list)
     source_counts: dict[str, int] = dataclasses.field(default_factory=dict)
+    timings: dict[str, float] = dataclasses.field(default_factory=dict)
     written: bool = False
-    timings: dict[str, float] = dataclasses.field(default_factory=dict)  # read_s, compute_s, write_s
+    partly_written: bool = False  # REST only: some upserts landed before the stop (a rerun converges)
     error: str | None = None
-    exit_code: int = 0
+    exit_code: ExitCode = ExitCode.OK
 
-    @property
+    # --- findings ------------------------------------------------------------------------------------------
     def findings(self) -> dict[str, Finding]:
-        return dict(self.comp.findings) if self.comp else {}
+        """The rules' warnings plus the diff's: orphans and rows with a NULL key, over all targets."""
+        found = dict(self.comp.findings) if self.comp else {}
+        for code in DIFF_WARNINGS:
+            found[code] = Finding(code, Severity.WARN, WARNINGS[code])
+            for name in TARGET_ORDER:
+                f = self.target_finding(name, code)
+                if f.count:
+                    found[code].add(f"{name}: {f.count} row(s)", f.count)
+        return found
 
-    def orphan_findings(self) -> dict[str, Finding]:
-        out = {}
-        for name in (REQUIREMENTS, TERRITORY):
-            f = Finding("orphans", "WARN", f"{name}: rows kept because they carry data the job does not own")
-            if self.diff:
-                t = self.diff.targets[name]
-                for key in t.orphans:
-                    f.add(", ".join(f"{c}={v}" for c, v in zip(t.table.key, key)))
-            out[name] = f
-        return out
+    def target_finding(self, table: str, code: str) -> Finding:
+        """The orphans / NULL-key finding of one target (its Dagster check)."""
+        f = Finding(code, Severity.WARN, WARNINGS[code])
+        if self.diff:
+            t = self.diff.targets[table]
+            f.count = t.orphans if code == "orphans" else t.null_keys
+            if code == "orphans":
+                f.examples = [f"{report.row_label(t.table, line)} [{report.key_text(t.table, line.key)}]" for line in t.lines if line.action == Action.ORPHAN][:MAX_EXAMPLES]
+            elif f.count:
+                f.examples = [f"{f.count} row(s) with a NULL in ({', '.join(t.table.key)})"]
+        return f
 
-    def warning_total(self) -> int:
-        return sum(f.count for f in self.findings.values()) + sum(f.count for f in self.orphan_findings().values())
+    def stop_reason(self) -> str | None:
+        """Why a live run must not write (invariants first, then guards), or None."""
+        bad = self.invariants.found() if self.invariants else []
+        if bad:
+            return "invariant violated, nothing written: " + "; ".join(f"{f.code} ({f.count}): {f.examples[0]}" for f in bad)
+        if self.stopping:
+            return "guard stopped the run, nothing written: " + "; ".join(g.message for g in self.stopping)
+        return None
 
     @property
-    def status(self) -> str:
+    def status(self) -> RunStatus:
+        if self.exit_code == ExitCode.INTERRUPTED:
+            return RunStatus.INTERRUPTED
         if self.error:
-            return "failed"
-        if self.mode == "dry_run":
-            return "dry_run"
-        return "written" if self.written and self.diff and self.diff.changes else "unchanged"
+            return RunStatus.FAILED
+        if self.mode == Mode.DRY_RUN:
+            return RunStatus.DRY_RUN
+        return RunStatus.WRITTEN if self.written and self.diff and self.diff.changes else RunStatus.UNCHANGED
 
+    # --- what it reports --------------------------------------------------------------------------------------
     def summary(self) -> dict[str, Any]:
-        """The old script's summary, machine-readable (``--json``)."""
+        """The old script's summary, machine-readable (``--json``, Dagster metadata, the ledger row)."""
         stats = dict(self.comp.stats) if self.comp else {}
         targets = {name: t.counts() for name, t in self.diff.targets.items()} if self.diff else {}
+        warnings = {code: f.count for code, f in self.findings().items() if f.count}
         return {
             "fiscal_year": self.fy.year,
             "window": {"start": self.fy.start.isoformat(), "end": self.fy.end.isoformat()},
             "as_of": self.as_of.isoformat(),
-            "mode": self.mode,
+            "mode": self.mode.value,
             "backend": self.backend,
-            "status": self.status,
-            "clients_processed": stats.get("clients_processed", 0),
-            "clients_skipped": stats.get("clients_skipped", 0),
-            "clients_at_risk": stats.get("clients_at_risk", 0),
-            "clients_critical": stats.get("clients_critical", 0),
-            "clients_compliant": stats.get("clients_compliant", 0),
-            "clients_unassigned": stats.get("clients_unassigned", 0),
-            "requirement_rows": stats.get("requirement_rows", 0),
-            "territories": stats.get("territories", 0),
-            "business_units": stats.get("business_units", 0),
-            "apac_updated": bool(self.diff and self.diff.targets[APAC].changes) and (self.written or self.mode == "dry_run"),
+            "run_id": self.run_id,
+            "status": self.status.value,
+            "written": self.written,
+            **{k: stats.get(k, 0) for k in STAT_KEYS},
+            "apac_updated": bool(self.diff and self.diff.targets[APAC].changes) and (self.written or self.mode == Mode.DRY_RUN),
             "targets": targets,
-            "warnings": {code: f.count for code, f in self.findings.items() if f.count}
-            | ({"orphans": sum(f.count for f in self.orphan_findings().values())} if any(f.count for f in self.orphan_findings().values()) else {}),
-            "invariant_violations": {code: f.count for code, f in self.invariants.items() if f.count},
-            "guards": [dataclasses.asdict(g) for g in self.guards],
+            "warnings": warnings,
+            "backend_warnings": list(self.backend_warnings),
+            "invariant_violations": {f.code: f.count for f in self.invariants.found()} if self.invariants else {},
+            "guards": [{"code": g.code.value, "table": g.table, "message": g.message, "stops_live_run": g in self.stopping} for g in self.guards],
             "source_rows": dict(self.source_counts),
             "timings": dict(self.timings),
+            "diff": {name: report.describe(t) for name, t in self.diff.targets.items()} if self.diff and self.mode == Mode.DRY_RUN else {},
             "error": self.error,
-            "exit_code": self.exit_code,
+            "exit_code": int(self.exit_code),
         }
 
-    def ledger_row(self, status: str) -> dict[str, Any]:
+    def ledger_row(self, status: str) -> LedgerRow:
         stats = self.comp.stats if self.comp else {}
-        counts = {k: 0 for k in ("inserted", "updated", "deleted", "unchanged", "orphans")}
-        if self.diff:
-            for t in self.diff.targets.values():
-                for k, v in t.counts().items():
-                    counts[k] += v
-        return {
-            "fiscal_year": self.fy.year,
-            "as_of": self.as_of,
-            "started_at": self.started_at,
-            "finished_at": dt.datetime.now(dt.timezone.utc),
-            "backend": self.backend,
-            "mode": self.mode,
-            "status": status,
-            "clients_processed": stats.get("clients_processed", 0),
-            "clients_skipped": stats.get("clients_skipped", 0),
-            "rows_inserted": counts["inserted"],
-            "rows_updated": counts["updated"],
-            "rows_deleted": counts["deleted"],
-            "rows_unchanged": counts["unchanged"],
-            "orphans": counts["orphans"],
-            "territories": stats.get("territories", 0),
-            "business_units": stats.get("business_units", 0),
-            "error": self.error,
-        }
+        counts = dict.fromkeys(("inserted", "updated", "deleted", "unchanged", "orphans"), 0)
+        for t in self.diff.targets.values() if self.diff else ():
+            for k, v in t.counts().items():
+                counts[k] += v
+        return LedgerRow(
+            run_id=self.run_id,
+            fiscal_year=self.fy.year,
+            as_of=self.as_of,
+            started_at=self.started_at,
+            finished_at=dt.datetime.now(dt.timezone.utc),
+            backend=self.backend,
+            mode=self.mode.value,
+            status=status,
+            clients_processed=stats.get("clients_processed", 0),
+            clients_skipped=stats.get("clients_skipped", 0),
+            rows_inserted=counts["inserted"],
+            rows_updated=counts["updated"],
+            rows_deleted=counts["deleted"],
+            rows_unchanged=counts["unchanged"],
+            orphans=counts["orphans"],
+            territories=stats.get("territories", 0),
+            business_units=stats.get("business_units", 0),
+            error=self.error,
+        )
 
 
-def evaluate(outcome: Outcome, session, settings: Settings, bu_map: BuMap, allow_mass_prune: bool) -> None:
-    """Rules, diff, invariants and guards over one session's facts and current rows (no writes)."""
-    facts = session.facts
-    outcome.source_counts = dict(facts.source_counts)
-    outcome.backend_warnings = list(getattr(session, "warnings", []))
-    outcome.comp = compute(facts, outcome.fy, settings.thresholds, bu_map)
-    outcome.diff = diff_all(outcome.fy.year, session.current, outcome.comp.rows, facts.source_counts, settings.max_prune_fraction)
-    outcome.invariants = check_invariants(outcome.comp, settings.thresholds)
-    outcome.guards = blocking_guards(outcome.diff, allow_mass_prune)
+# The counts of the old script's summary, in its order; the rules' stats carry them.
+STAT_KEYS = (
+    "clients_processed",
+    "clients_skipped",
+    "clients_unassigned",
+    "clients_at_risk",
+    "clients_critical",
+    "clients_compliant",
+    "requirement_rows",
+    "territories",
+    "business_units",
+)
+TARGET_ORDER = (REQUIREMENTS, TERRITORY, BUSINESS_UNIT, APAC)
 
 
-def stop_reason(outcome: Outcome) -> str | None:
-    """Why a live run must not write (invariants first, then guards), or None."""
-    bad = violations(outcome.invariants)
-    if bad:
-        return "invariant violated, nothing written: " + "; ".join(f"{f.code} ({f.count}): {f.examples[0]}" for f in bad)
-    if outcome.guards:
-        return "guard stopped the run, nothing written: " + "; ".join(g.message for g in outcome.guards)
-    return None
+@dataclasses.dataclass(frozen=True)
+class RunOptions:
+    mode: Mode = Mode.LIVE
+    allow_mass_prune: bool = False
+    diff_limit: int = 50
+    run_id: str = ""
 
 
-def write(outcome: Outcome, session, run_ts: dt.datetime) -> None:
-    reason = stop_reason(outcome)
-    if reason:
-        raise DataError(reason)
-    session.apply(outcome.diff, run_ts, ledger=outcome.ledger_row("succeeded"))
-    outcome.written = True
+def _timed(outcome: Outcome, name: str, started: float) -> None:
+    outcome.timings[name] = round(time.perf_counter() - started, 3)
 
+
+def _attempt(backend: Backend, settings: Settings, bu_map: BuMap, outcome: Outcome, options: RunOptions) -> None:
+    with backend.session(outcome.fy, outcome.as_of) as session:
+        try:
+            outcome.partly_written = False
+            clock = time.perf_counter()
+            facts = session.read_facts()
+            _timed(outcome, "read_s", clock)
+            clock = time.perf_counter()
+            outcome.source_counts = facts.source_counts()
+            outcome.comp = compute(facts, settings.thresholds, bu_map)
+            outcome.invariants = check_invariants(outcome.comp, settings.thresholds)
+            _timed(outcome, "compute_s", clock)
+            clock = time.perf_counter()
+            outcome.diff = session.plan(outcome.comp.wanted, options.diff_limit)
+            _timed(outcome, "plan_s", clock)
+            stats = outcome.comp.stats
+            outcome.guards = find_guards(outcome.diff, outcome.source_counts, facts.events_in_window, stats["territories"], stats["business_units"], settings.max_prune_fraction)
+            outcome.stopping = blocking(outcome.guards, options.allow_mass_prune)
+            outcome.backend_warnings = list(session.warnings)
+            reason = outcome.stop_reason()
+            if outcome.mode == Mode.DRY_RUN:
+                if outcome.invariants.found():  # a guard never stops a dry run; a broken invariant does
+                    raise DataError(reason)
+                return
+            if reason:
+                raise DataError(reason)
+            clock = time.perf_counter()
+            session.apply(outcome.diff, dt.datetime.now(dt.timezone.utc), outcome.ledger_row("succeeded"))
+            outcome.written = True
+            _timed(outcome, "write_s", clock)
+        except SyncError as exc:
+            outcome.backend_warnings = list(session.warnings)
+            outcome.partly_written = session.partly_written
+            if outcome.mode == Mode.LIVE and not isinstance(exc, ConcurrentChange):
+                outcome.error = str(exc)
+                session.record_failure(outcome.ledger_row("failed"))
+            raise
+        except BaseException:  # Ctrl-C, SIGTERM: say exactly what was written
+            outcome.written = session.committed
+            outcome.partly_written = session.partly_written
+            raise
+
+
+def run_fiscal_year(backend: Backend, settings: Settings, bu_map: BuMap, outcome: Outcome, options: RunOptions) -> Outcome:
+    """Run one FY into ``outcome``: a stop leaves its message and exit code there (nothing is raised); an
+    interrupt (Ctrl-C, SIGTERM) is raised after the outcome says whether the FY was written."""
+    retrying = tenacity.Retrying(
+        retry=tenacity.retry_if_exception_type(ConcurrentChange),
+        stop=tenacity.stop_after_attempt(CONCURRENT_ATTEMPTS),
+        wait=tenacity.wait_exponential(multiplier=0.5, max=5),
+        before_sleep=lambda rs: log.warning("FY%s: %s; retrying the run (attempt %d of %d)", outcome.fy.year, rs.outcome.exception(), rs.attempt_number + 1, CONCURRENT_ATTEMPTS),
+        reraise=True,
+    )
+    try:
+        for attempt in retrying:
+            with attempt:
+                outcome.written, outcome.error = False, None
+                _attempt(backend, settings, bu_map, outcome, options)
+    except ConcurrentChange as exc:
+        outcome.error, outcome.exit_code = f"{exc} (still failing after {CONCURRENT_ATTEMPTS} attempts; rerun the FY)", exc.exit_code
+    except SyncError as exc:
+        outcome.error, outcome.exit_code = str(exc), exc.exit_code
+    except (KeyboardInterrupt, SystemExit):
+        outcome.exit_code = ExitCode.INTERRUPTED
+        outcome.error = "interrupted: " + (
+            "the FY was written (all of it)" if outcome.written
+            else PARTLY_WRITTEN if outcome.partly_written
+            else "nothing written (none of it)"
+        )
+        raise
+    return outcome

@@ -112,11 +112,11 @@ class Scenario:
         )
 
     def compute(self):
-        return compute(self.facts(), self.fy, self.thresholds, self.bu_map)
+        return compute(self.facts(), self.thresholds, self.bu_map)
 
 
 def rows(comp, table: str) -> list[dict]:
-    return comp.wanted[table].to_dict("records")
+    return [dict(r) for r in comp.wanted.rows(table)]
 
 
 def appendix_a() -> Scenario:
@@ -167,3 +167,33 @@ def apac_row(fy: int = 2025, **over: Any) -> dict[str, Any]:
     }
     row.update(over)
     return row
+
+
+# --- wanted rows by hand, for backend tests ---------------------------------------------------------------
+def wanted_rows(fiscal_year: int = 2025, requirements=(), territories=(), business_units=(), apac=()):
+    """:class:`WantedRows` from whole target rows (dicts). Requirement rows are factored back into plans and
+    client requirements, as the rules hand them over; their ``linked_event_ids`` are left to the backend,
+    which takes them from the FY's events it read."""
+    from compliance_sync.wanted import ClientRequirement, PlanRow, RequirementRows, WantedRows
+
+    plans: dict[str, PlanRow] = {}
+    segments: dict[str, str] = {}
+    by_client: dict[str, list] = {}
+    for r in requirements:
+        plans.setdefault(r["plan_id"], PlanRow(r["plan_id"], r.get("client_id"), r["client_name"]))
+        segments[r["client_name"]] = r["segment"]
+        reqs = by_client.setdefault(r["client_name"], [])
+        if not any(x.event_type_id == r["event_type_id"] for x in reqs):
+            reqs.append(
+                ClientRequirement(
+                    r["event_type_id"], r["event_type_name"], r["required_count"], r["completed_count"], r["scheduled_count"],
+                    r["compliance_percentage"], r["status"], r["next_due_date"],
+                )
+            )
+    return WantedRows(
+        fiscal_year,
+        RequirementRows(fiscal_year, list(plans.values()), segments, by_client),
+        [dict(t) for t in territories],
+        [dict(b) for b in business_units],
+        [dict(a) for a in apac],
+    )

@@ -12,8 +12,9 @@ import pytest
 import yaml
 
 from compliance_sync import demo
-from compliance_sync.migrate import SECTION3_TABLES, row_counts
-from compliance_sync.model import DataError
+from compliance_sync.catalog import row_counts
+from compliance_sync.errors import DataError
+from compliance_sync.tables import SECTION3_TABLES
 
 EXAMPLE_BU_MAP = pathlib.Path(demo.__file__).with_name("bu_map.example.yaml")
 

@@ -1,5 +1,5 @@
 """SPEC §5: the diff (inserts, updates with old values, unchanged, deletes vs orphans, BU reset, APAC kept),
-normalisation, the guards and the dry-run description. Pure: hand-built frames, no database."""
+normalisation, the guards and the dry-run description. Pure: hand-built rows, no database."""
 
 from __future__ import annotations
 
@@ -8,22 +8,14 @@ import datetime as dt
 import uuid
 from decimal import Decimal
 
-import pandas as pd
+import pandas as pd  # only to check that pandas' missing values compare as missing
 import pytest
 
-from compliance_sync.diff import (
-    RowUpdate,
-    blocking_guards,
-    describe,
-    diff_all,
-    diff_target,
-    guards,
-    iter_changed_rows,
-    key_of,
-    normalize,
-    to_json,
-)
-from compliance_sync.model import (
+from compliance_sync import report
+from compliance_sync.diff import Action, SyncDiff, changed_columns, diff_rows, key_of, normalize, to_json
+from compliance_sync.errors import DataError
+from compliance_sync.guards import blocking, find_guards
+from compliance_sync.tables import (
     APAC,
     BUSINESS_UNIT,
     DATE,
@@ -37,7 +29,6 @@ from compliance_sync.model import (
     TERRITORY,
     TEXT,
     UUID,
-    DataError,
 )
 from compliance_sync_tests.scenario import apac_row, bu_row
 
@@ -98,20 +89,77 @@ def ter_row(sid=TS1, fy=2025, **over):
 
 
 def wanted(table, rows):
-    cols = list(table.columns)
-    if not rows:
-        return pd.DataFrame({c: pd.Series(dtype=object) for c in cols})
-    return pd.DataFrame([copy.deepcopy(r) for r in rows], columns=cols, dtype=object)
+    return [copy.deepcopy(r) for r in rows]
 
 
 def current(table, rows, foreign=None):
     """Current rows: key + owned + has_foreign (default False for every row)."""
-    cols = list(table.columns) + ["has_foreign"]
-    if not rows:
-        return pd.DataFrame({c: pd.Series(dtype=object) for c in cols})
     foreign = foreign or [False] * len(rows)
-    data = [dict(copy.deepcopy(r), has_foreign=f) for r, f in zip(rows, foreign)]
-    return pd.DataFrame(data, columns=cols, dtype=object)
+    return [dict(copy.deepcopy(r), has_foreign=f) for r, f in zip(rows, foreign)]
+
+
+class RowUpdate:
+    """An update as the tests read it: the key, the changed columns with their old values, the new row."""
+
+    def __init__(self, table, line):
+        self.key = line.key
+        self.changed = tuple(changed_columns(table, line.old, line.new))
+        self.old = {c: line.old[c] for c in self.changed}
+        self.new = line.new
+
+
+class Diff:
+    """One target's diff, every row listed (limit above any test's size)."""
+
+    def __init__(self, table, cur, want):
+        self.target, self.changeset = diff_rows(table, cur, want, limit=10_000)
+        lines = self.target.lines
+        self.inserts = [line.new for line in lines if line.action == Action.INSERT]
+        self.updates = [RowUpdate(table, line) for line in lines if line.action == Action.UPDATE]
+        self.deletes = [line.key for line in lines if line.action == Action.DELETE]
+        self.orphans = [line.key for line in lines if line.action == Action.ORPHAN]
+        self.unchanged = self.target.unchanged
+        self.current_count = self.target.current_count
+        self.changes = self.target.changes
+        self.name = self.target.name
+
+    def counts(self):
+        return self.target.counts()
+
+
+def diff_target(table, cur, want):
+    return Diff(table, cur, want)
+
+
+def iter_changed_rows(d):
+    return d.changeset.upserts
+
+
+class All:
+    def __init__(self, fiscal_year, cur, want, counts, fraction=0.5):
+        self.parts = {t.name: Diff(t, cur[t.name], want[t.name]) for t in TARGETS}
+        self.sync = SyncDiff(fiscal_year, {n: d.target for n, d in self.parts.items()})
+        self.guards = find_guards(self.sync, counts, events_in_window=1, territories=0, business_units=0, max_prune_fraction=fraction)
+        self.fiscal_year = fiscal_year
+        self.targets = self.parts
+        self.changes = self.sync.changes
+
+
+def diff_all(fiscal_year, cur, want, counts, fraction=0.5):
+    return All(fiscal_year, cur, want, counts, fraction)
+
+
+def blocking_guards(d, allow_mass_prune):
+    return blocking(d.guards, allow_mass_prune)
+
+
+def guards(targets, counts, fraction):
+    parts = {t.name: Diff(t, [], []).target for t in TARGETS} | {n: d.target for n, d in targets.items()}
+    return find_guards(SyncDiff(2025, parts), counts, 1, 0, 0, fraction)
+
+
+def describe(d):
+    return report.describe(d.target)
 
 
 def full_counts(**over):
@@ -322,7 +370,7 @@ def test_territory_orphan_and_delete():
 
 
 def test_has_foreign_missing_column_means_deletable():
-    cur = current(REQ_T, [req_row()]).drop(columns=["has_foreign"])
+    cur = [{k: v for k, v in row.items() if k != "has_foreign"} for row in current(REQ_T, [req_row()])]
     d = diff_target(REQ_T, cur, wanted(REQ_T, []))
     assert d.deletes == [(PLAN1, TYPE1, 2025)] and not d.orphans
 
@@ -361,11 +409,8 @@ def test_bu_already_reset_is_unchanged():
 
 
 def test_bu_already_reset_as_the_database_returns_it_is_unchanged():
-    # NULL numeric as NaN (pandas inference), jsonb as a JSON string
-    cur = pd.DataFrame(
-        [{"bu_name": "SEA", "fiscal_year": 2025, "overall_compliance_percentage": None, "clients_below_compliance": 0, "territory_count": 0, "territory_data": "[]", "has_foreign": True}]
-    )
-    cur["overall_compliance_percentage"] = cur["overall_compliance_percentage"].astype(float)
+    # NULL numeric as NaN, jsonb as a JSON string
+    cur = [{"bu_name": "SEA", "fiscal_year": 2025, "overall_compliance_percentage": float("nan"), "clients_below_compliance": 0, "territory_count": 0, "territory_data": "[]", "has_foreign": True}]
     d = diff_target(BU_T, cur, wanted(BU_T, []))
     assert d.unchanged == 1 and not d.updates and not d.deletes and not d.orphans
 
@@ -523,32 +568,48 @@ def test_describe_lines():
     lines = describe(d)
     text = "\n".join(lines)
     [insert] = [line for line in lines if line.startswith("+ ")]
-    assert insert.startswith(f"+ {REQUIREMENTS} [plan_id={PLAN2}, event_type_id={TYPE2}, fiscal_year=2025] client_id=")
-    assert "linked_event_ids" not in insert  # JSON columns stay out of the one-line insert summary
+    assert insert.startswith(f"+ {REQUIREMENTS} Alpha Health · Sla Review [plan_id={PLAN2}, event_type_id={TYPE2}, fiscal_year=2025] client_id=")
+    assert "linked_event_ids=2 items" in insert  # JSON columns summarised in the one-line insert
     update_line = next(l for l in lines if l.startswith("~"))
     assert f"[plan_id={PLAN1}, event_type_id={TYPE1}, fiscal_year=2025]" in update_line
-    assert "completed_count: 2 -> 1" in update_line
-    assert "compliance_percentage: 50.00 -> 25.00" in update_line
-    assert "status: at_risk -> critical" in update_line
-    assert f"- {REQUIREMENTS} [plan_id={PLAN1}, event_type_id={TYPE2}, fiscal_year=2025]" in lines
-    assert f"! {REQUIREMENTS} [plan_id={PLAN2}, event_type_id={TYPE1}, fiscal_year=2025] orphan kept" in text
+    assert "completed_count: 2 → 1" in update_line
+    assert "compliance_percentage: 50.00 → 25.00" in update_line
+    assert "status: at_risk → critical" in update_line
+    assert f"- {REQUIREMENTS} Alpha Health · Sla Review [plan_id={PLAN1}, event_type_id={TYPE2}, fiscal_year=2025]" in text
+    assert f"! {REQUIREMENTS} Alpha Health · Sla Review [plan_id={PLAN2}, event_type_id={TYPE1}, fiscal_year=2025] kept" in text
 
 
 def test_describe_null_and_json_values():
     cur = [bu_row("SEA")]
     d = diff_target(BU_T, current(BU_T, cur), wanted(BU_T, []))
     (line,) = describe(d)
-    assert line.startswith(f"~ {BUSINESS_UNIT} [bu_name=SEA, fiscal_year=2025] ")
-    assert "overall_compliance_percentage: 52.63 -> null" in line
-    assert "territory_count: 1 -> 0" in line
-    assert 'territory_data: [{"territory":"VIC + NZ","cse_name":"Kim Lee","clients":1,"compliance":52.63}] -> []' in line
+    assert line.startswith(f"~ {BUSINESS_UNIT} SEA [bu_name=SEA, fiscal_year=2025] ")
+    assert "overall_compliance_percentage: 52.63 → null" in line
+    assert "territory_count: 1 → 0" in line
+    assert "territory_data: -VIC + NZ / Kim Lee" in line  # the entry that went, named
+
+
+def test_describe_json_changes_inside_values():
+    old, new = ter_row(), ter_row()
+    new["monthly_capacity"]["2025-03"]["completed"] = 2
+    new["segment_breakdown"]["Leverage"] = {"clients": 1, "total_required": 2, "total_completed": 1, "compliance": Decimal("50.00")}
+    (line,) = describe(diff_target(TER_T, current(TER_T, [old]), wanted(TER_T, [new])))
+    assert "monthly_capacity: 2025-03.completed: 0 → 2" in line
+    assert '+Leverage {"clients":1,"compliance":50,"total_completed":1,"total_required":2}' in line
+    old, new = req_row(), req_row(linked_event_ids=[EV2, EV1])
+    (line,) = describe(diff_target(REQ_T, current(REQ_T, [old]), wanted(REQ_T, [new])))
+    assert "linked_event_ids: value: same items, new order" in line
 
 
 def test_describe_limit_and_hidden_count():
-    d = diff_target(REQ_T, current(REQ_T, []), wanted(REQ_T, _requirements_rows(25)))
-    lines = describe(d, limit=20)
+    rows = _requirements_rows(25)
+    t, _ = diff_rows(REQ_T, current(REQ_T, []), wanted(REQ_T, rows), limit=20)
+    lines = report.describe(t)
     assert sum(1 for l in lines if l.startswith("+")) == 20
-    assert lines[-1] == f"  … 5 more rows of {REQUIREMENTS} not shown"
+    assert lines[-1] == f"  … 5 more rows of {REQUIREMENTS} not listed"
+    # the first rows in key order (C collation), whatever order they came in
+    listed = [l.split("plan_id=")[1].split(",")[0] for l in lines if l.startswith("+")]
+    assert listed == sorted(r["plan_id"] for r in rows)[:20]
 
 
 def test_describe_nothing_to_say():

@@ -17,7 +17,7 @@ import psycopg
 import pytest
 
 from compliance_sync import cli
-from compliance_sync.model import APAC, BUSINESS_UNIT, REQUIREMENTS, TARGETS, TERRITORY
+from compliance_sync.tables import APAC, BUSINESS_UNIT, REQUIREMENTS, TARGETS, TERRITORY
 from compliance_sync.settings import EXAMPLE_BU_MAP
 
 AS_OF = "2025-06-30"
@@ -118,7 +118,7 @@ def test_dry_run_reports_exact_diff_and_writes_nothing(demo_db, capsys):
     assert summary["targets"][REQUIREMENTS]["updated"] == 1
     assert summary["targets"][REQUIREMENTS]["inserted"] == summary["targets"][REQUIREMENTS]["deleted"] == 0
     assert summary["targets"][TERRITORY]["updated"] == 1
-    assert f"completed_count: {completed} -> {completed + 1}" in text
+    assert f"completed_count: {completed} → {completed + 1}" in text
     assert f"plan_id={plan_id}" in text and "[DRY-RUN]" in text
     assert snapshot(demo_db) == before
 
@@ -229,16 +229,22 @@ def test_dagster_live_materialises_four_targets_with_metadata(demo_db):
         apac = mats[APAC].materialization.metadata
         assert apac["actual_compliance"].value == float(count(demo_db, f"SELECT actual_compliance FROM {APAC} WHERE fiscal_year = 2025"))
         req = mats[REQUIREMENTS].materialization.metadata
-        assert req["inserted"].value == req["rows"].value > 0
-        assert sum(req[f"status_{s}"].value for s in ("critical", "at_risk", "compliant", "exceeded")) == req["rows"].value
+        assert req["changes"].value["inserted"] == req["dagster/row_count"].value == req["rows_written"].value > 0
+        assert [c.name for c in req["dagster/column_schema"].value.columns][:3] == ["plan_id", "event_type_id", "fiscal_year"]
+        assert len(req["preview"].value.records) == 10
         assert any(k.startswith("compliance_") for k in mats[BUSINESS_UNIT].materialization.metadata)
+        assert all(mats[t].materialization.partition == "2025" for t in TARGET_NAMES)
         observed = {o.asset_key.to_user_string(): o for o in result.get_asset_observation_events()}
-        assert observed["account_plans"].asset_observation_data.asset_observation.partition == "2025"
-        assert observed["account_plans"].asset_observation_data.asset_observation.metadata["rows_read"].value == count(
-            demo_db, "SELECT count(*) FROM account_plans WHERE fiscal_year = 2025"
+        obs = observed["account_plans"].asset_observation_data.asset_observation
+        assert obs.metadata["fiscal_year"].value == "2025"  # sources are unpartitioned; the FY read is metadata
+        assert obs.metadata["rows_read"].value == count(
+            demo_db, "SELECT count(*) FROM account_plans WHERE fiscal_year = 2025 AND status IS DISTINCT FROM 'archived'"
         )
         checks = result.get_asset_check_evaluations()
-        assert len(checks) == sum(len(w) + len(e) for w, e in __import__("compliance_sync.assets.checks", fromlist=["x"]).CHECKS_BY_TARGET.values())
+        from compliance_sync.definitions.checks import CHECKS_BY_TARGET
+
+        assert len(checks) == sum(len(w) + len(e) for w, e in CHECKS_BY_TARGET.values())
+        assert {c.partition for c in checks} == {"2025"} if hasattr(checks[0], "partition") else True
         assert all(c.passed for c in checks if c.severity == dg.AssetCheckSeverity.ERROR)
 
 
@@ -254,22 +260,51 @@ def test_dagster_dry_run_observes_and_does_not_materialise(demo_db):
         observed = [o.asset_key.to_user_string() for o in result.get_asset_observation_events()]
         assert set(TARGET_NAMES) <= set(observed)
         req = next(o for o in result.get_asset_observation_events() if o.asset_key.to_user_string() == REQUIREMENTS)
-        assert req.asset_observation_data.asset_observation.metadata["inserted"].value > 0
+        meta = req.asset_observation_data.asset_observation.metadata
+        assert meta["changes"].value["inserted"] > 0
+        assert meta["diff"].value.records and meta["mode"].value.startswith("dry run")
         assert result.get_asset_check_evaluations()
+        assert instance.get_run_by_id(result.run_id).tags["compliance_sync/mode"] == "dry_run"
     assert snapshot(demo_db) == before
 
 
-def test_dagster_checks_job_runs_checks_alone(demo_db):
+def checks_job():
     from compliance_sync.definitions import CHECKS_JOB, build_definitions
 
+    return build_definitions().resolve_job_def(CHECKS_JOB)
+
+
+def single_check_job():
+    from compliance_sync.definitions import SYNC_JOB, build_definitions
+
+    key = dg.AssetCheckKey(dg.AssetKey(TERRITORY), "unused_strategies")
+    return build_definitions().resolve_job_def(SYNC_JOB).get_subset(asset_selection=set(), asset_check_selection={key})
+
+
+def execute_as_launched(fn, tmp_path, run_config=None, partition="2025"):
+    """As the daemon runs a launched run: a reconstructable job, the partition as the dagster/partition tag
+    (in-process execution of a checks-only selection with a partition key fails on Dagster 1.13)."""
+    home = tmp_path / "home"
+    home.mkdir(exist_ok=True)
+    instance = dg.DagsterInstance.local_temp(str(home))
+    result = dg.execute_job(dg.reconstructable(fn), instance=instance, run_config=run_config, tags={"dagster/partition": partition})
+    return instance, result
+
+
+@pytest.mark.parametrize("dry_run", [None, False])
+def test_dagster_checks_job_runs_checks_alone(demo_db, tmp_path, dry_run):
+    """The checks job never writes, whatever its run config says (dry_run: false edited in the launchpad)."""
     before = snapshot(demo_db)
-    job = build_definitions().resolve_job_def(CHECKS_JOB)
-    with dg.DagsterInstance.ephemeral() as instance:
-        result = job.execute_in_process(instance=instance, partition_key="2025")
+    config = None if dry_run is None else _run_config(dry_run=dry_run)
+    instance, result = execute_as_launched(checks_job, tmp_path, config)
+    with instance, result:
         assert result.success
         assert result.get_asset_materialization_events() == []
-        assert len(result.get_asset_check_evaluations()) > 5
+        checks = result.get_asset_check_evaluations()
+        assert len(checks) > 5
+        assert instance.get_run_by_id(result.run_id).tags["compliance_sync/mode"] == "dry_run"
     assert snapshot(demo_db) == before
+    assert count(demo_db, "SELECT count(*) FROM compliance_sync_runs") == 0
 
 
 def reconstructable_multiprocess_job():
@@ -340,7 +375,7 @@ def test_dagster_postgres_storage_from_dagster_yaml(demo_db, tmp_path, server_ur
 # --- schedule ------------------------------------------------------------------------------------------------
 def test_schedule_current_fy_and_previous_in_grace(monkeypatch):
     from compliance_sync.definitions import build_definitions
-    from compliance_sync.schedules import SCHEDULE_NAME
+    from compliance_sync.definitions.schedules import SCHEDULE_NAME
 
     monkeypatch.setenv("COMPLIANCE_SYNC_FIRST_FY", "2020")
     monkeypatch.setenv("COMPLIANCE_SYNC_FY_START_MONTH", "7")
@@ -356,28 +391,15 @@ def test_schedule_current_fy_and_previous_in_grace(monkeypatch):
     assert [r.partition_key for r in schedule.evaluate_tick(ctx).run_requests] == ["2026"]
 
 
-def test_dagster_pg_url_from_url_or_parts():
-    from compliance_sync.dagster_storage import dagster_pg_url
-
-    assert dagster_pg_url({"DAGSTER_PG_URL": "postgresql://u@h:5432/d"}) == "postgresql+psycopg2://u@h:5432/d"
-    assert dagster_pg_url({"DAGSTER_PG_URL": "postgresql+psycopg2://u@h/d"}) == "postgresql+psycopg2://u@h/d"
-    parts = {"DAGSTER_PG_HOST": "db", "DAGSTER_PG_USER": "dag", "DAGSTER_PG_PASSWORD": "p@ss:w/rd", "DAGSTER_PG_DB": "runs"}
-    assert dagster_pg_url(parts) == "postgresql+psycopg2://dag:p%40ss%3Aw%2Frd@db:5432/runs"
-    assert dagster_pg_url({}) is None
-
-
-def test_dagster_single_check_selected_runs_alone(demo_db):
+def test_dagster_single_check_selected_runs_alone(demo_db, tmp_path):
     """What the UI's "Execute check" launches: no asset selected, one check; nothing is written."""
-    from compliance_sync.definitions import SYNC_JOB, build_definitions
-
     before = snapshot(demo_db)
-    key = dg.AssetCheckKey(dg.AssetKey(TERRITORY), "unused_strategies")
-    job = build_definitions().resolve_job_def(SYNC_JOB).get_subset(asset_selection=set(), asset_check_selection={key})
-    with dg.DagsterInstance.ephemeral() as instance:
-        result = job.execute_in_process(run_config=_run_config(), instance=instance, partition_key="2025")
+    instance, result = execute_as_launched(single_check_job, tmp_path, _run_config())
+    with instance, result:
         assert result.success
         [check] = result.get_asset_check_evaluations()
         assert check.check_name == "unused_strategies" and not check.passed  # the demo has losing strategies
         assert check.metadata["total"].value > 0
+        assert check.partition == "2025"
         assert result.get_asset_materialization_events() == []
     assert snapshot(demo_db) == before

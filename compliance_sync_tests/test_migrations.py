@@ -8,19 +8,11 @@ import uuid
 import psycopg
 import pytest
 
-from compliance_sync import model
-from compliance_sync.migrate import (
-    LEDGER_COLUMNS,
-    LEDGER_TABLE,
-    SECTION3_TABLES,
-    apply_full,
-    apply_minimal,
-    find_key_index,
-    key_index_name,
-    key_indexes,
-    table_columns,
-)
-from compliance_sync.model import DataError
+from compliance_sync import tables as model
+from compliance_sync.catalog import find_key_index, table_columns
+from compliance_sync.errors import DataError
+from compliance_sync.migrate import apply_full, apply_minimal, key_index_name, key_indexes
+from compliance_sync.tables import LEDGER_COLUMNS, LEDGER_TABLE, SECTION3_TABLES
 
 PG_TYPE_FAMILY = {
     "uuid": model.UUID,
@@ -117,7 +109,7 @@ def test_full_backs_every_key_with_a_unique_index_and_the_source_uniques(migrate
 
 def test_full_creates_the_ledger(migrated_db):
     with psycopg.connect(migrated_db) as conn:
-        assert tuple(table_columns(conn, LEDGER_TABLE)) == LEDGER_COLUMNS
+        assert tuple(table_columns(conn, LEDGER_TABLE)) == ("id", *LEDGER_COLUMNS)
         types = column_types(conn, LEDGER_TABLE)
         assert types["fiscal_year"] == "integer" and types["as_of"] == "date"
         assert types["started_at"] == "timestamp with time zone" and types["error"] == "text"
@@ -243,7 +235,7 @@ def test_minimal_creates_the_indexes_the_ledger_and_notifies_postgrest(db_url):
         listener.execute("LISTEN pgrst")
         log = apply_minimal(conn)
         assert key_indexes(conn) == {t.name: key_index_name(t.name) for t in model.TARGETS}
-        assert tuple(table_columns(conn, LEDGER_TABLE)) == LEDGER_COLUMNS
+        assert tuple(table_columns(conn, LEDGER_TABLE)) == ("id", *LEDGER_COLUMNS)
         assert any("compliance_sync_runs: created" in line for line in log)
         notes = list(listener.notifies(timeout=5, stop_after=1))
         assert [(n.channel, n.payload) for n in notes] == [("pgrst", "reload schema")]

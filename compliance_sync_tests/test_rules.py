@@ -7,7 +7,8 @@ from decimal import Decimal
 
 import pytest
 
-from compliance_sync.model import APAC, BUSINESS_UNIT, REQUIREMENTS, TERRITORY, DataError
+from compliance_sync.errors import DataError
+from compliance_sync.tables import APAC, BUSINESS_UNIT, REQUIREMENTS, TERRITORY
 from compliance_sync.rules import pct_hundredths, requirement_percent, rollup_percent
 from compliance_sync.settings import BuMap
 from compliance_sync_tests.scenario import Scenario, appendix_a, d, rows, uid

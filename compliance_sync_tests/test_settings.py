@@ -12,11 +12,12 @@ from fractions import Fraction
 
 import pytest
 
-from compliance_sync.model import SettingsError
+from pydantic import SecretStr
+
+from compliance_sync.errors import SettingsError
 from compliance_sync.settings import (
     RESERVED_BU,
     BuMap,
-    Secret,
     Settings,
     Thresholds,
     load_settings,
@@ -83,8 +84,8 @@ def test_explicit_values(tmp_path):
         COMPLIANCE_SYNC_GRACE_DAYS="14",
         COMPLIANCE_SYNC_MAX_PRUNE_FRACTION="0.25",
     )
-    assert isinstance(s.db_url, Secret)
-    assert s.db_url.value == DB_URL
+    assert isinstance(s.db_url, SecretStr)
+    assert s.db_url.get_secret_value() == DB_URL
     assert s.bu_map_path == "/etc/bu.yaml"
     assert s.fy_start_month == 7
     assert s.first_fiscal_year == 2022
@@ -147,7 +148,7 @@ def test_explicit_environ_ignores_process_environment(tmp_path, monkeypatch):
     # and without environ the process environment is read
     s = load_settings(cwd=tmp_path)
     assert s.fy_start_month == 9
-    assert s.db_url.value == DB_URL
+    assert s.db_url.get_secret_value() == DB_URL
 
 
 def test_dotenv_read_from_cwd_not_elsewhere(tmp_path):
@@ -488,17 +489,16 @@ def test_backend_from_dotenv(tmp_path):
     write(tmp_path / ".env", f"SUPABASE_DB_URL={DB_URL}\n")
     s = load(tmp_path)
     assert s.backend_kind() == "postgres"
-    assert s.db_url.value == DB_URL
+    assert s.db_url.get_secret_value() == DB_URL
 
 
 # --- secrets -----------------------------------------------------------------------------------------------
 def test_secret_repr_hides_value():
-    s = Secret(SERVICE_KEY)
-    assert repr(s) == "Secret('***')"
-    assert SERVICE_KEY not in repr(s)
+    s = SecretStr(SERVICE_KEY)
+    assert SERVICE_KEY not in repr(s) and SERVICE_KEY not in str(s) and SERVICE_KEY not in f"{s}"
     assert SERVICE_KEY not in repr([s])
     assert SERVICE_KEY not in repr({"key": s})
-    assert s.value == SERVICE_KEY
+    assert s.get_secret_value() == SERVICE_KEY
 
 
 def test_settings_repr_never_shows_secrets(tmp_path):
@@ -508,11 +508,11 @@ def test_settings_repr_never_shows_secrets(tmp_path):
         NEXT_PUBLIC_SUPABASE_URL="https://abcd.supabase.co",
         SUPABASE_SERVICE_ROLE_KEY=SERVICE_KEY,
     )
-    assert isinstance(s.service_role_key, Secret)
-    assert s.service_role_key.value == SERVICE_KEY
-    for text in (repr(s), str(s), f"{s}", f"{s!r}"):
+    assert isinstance(s.service_role_key, SecretStr)
+    assert s.service_role_key.get_secret_value() == SERVICE_KEY
+    for text in (repr(s), str(s), f"{s}", f"{s!r}", s.model_dump_json()):
         assert DB_PASSWORD not in text
         assert SERVICE_KEY not in text
-        assert "Secret('***')" in text
+        assert "**********" in text
     # the non-secret URL stays visible for diagnostics
     assert "https://abcd.supabase.co" in repr(s)

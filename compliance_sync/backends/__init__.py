@@ -1,5 +1,26 @@
-"""Backends: adapters behind one small port ("read the facts of FY N", "apply this diff to its targets").
+"""Backends behind one port (:mod:`.port`): the direct PostgreSQL connection and Supabase's REST API.
 
-``postgres.PostgresBackend`` talks to PostgreSQL directly (psycopg 3). Import it from its module so that
-importing this package never pulls in a driver that is not needed.
+:func:`choose_backend` is the one place that turns settings into a backend. Drivers are imported lazily,
+so importing this package costs nothing.
 """
+
+from __future__ import annotations
+
+from compliance_sync.backends.port import Backend
+from compliance_sync.settings import BackendKind, Settings
+
+
+def choose_backend(settings: Settings) -> Backend:
+    """``SUPABASE_DB_URL`` → direct; else ``NEXT_PUBLIC_SUPABASE_URL`` + ``SUPABASE_SERVICE_ROLE_KEY`` → REST
+    (the key's type is checked before any request); neither → a settings error naming both options."""
+    kind = settings.backend_kind()
+    if kind == BackendKind.POSTGRES:
+        from compliance_sync.backends.postgres import PostgresBackend
+
+        return PostgresBackend(settings.db_url.get_secret_value(), lock_timeout_s=settings.lock_timeout_s)
+    from compliance_sync.backends.rest import RestBackend
+
+    return RestBackend.from_settings(settings)
+
+
+__all__ = ["Backend", "choose_backend"]

@@ -16,6 +16,7 @@
 -- 3.4 The run ledger (job-owned). The full migration runs this file too.
 CREATE TABLE IF NOT EXISTS public.compliance_sync_runs (
     id                 bigserial PRIMARY KEY,
+    run_id             text,                -- the Dagster run id: links "last synced" to the run
     fiscal_year        integer NOT NULL,
     as_of              date,
     started_at         timestamptz NOT NULL,
@@ -34,6 +35,9 @@ CREATE TABLE IF NOT EXISTS public.compliance_sync_runs (
     business_units     integer,
     error              text
 );
+-- Ledgers created before run_id existed get it here; its unique index makes a retried REST write idempotent.
+ALTER TABLE public.compliance_sync_runs ADD COLUMN IF NOT EXISTS run_id text;
+CREATE UNIQUE INDEX IF NOT EXISTS compliance_sync_runs_run_id_key ON public.compliance_sync_runs (run_id);
 CREATE INDEX IF NOT EXISTS compliance_sync_runs_fiscal_year_started_at_idx
     ON public.compliance_sync_runs (fiscal_year, started_at DESC);
 COMMENT ON TABLE public.compliance_sync_runs IS

@@ -1,0 +1,93 @@
+"""The checks declared beside the writer, one per SPEC §6 warning (WARN) and pre-write invariant (ERROR),
+each on the target whose rows it concerns and partitioned by fiscal year like the targets, so the UI shows
+each FY's own results. Every run — live, dry, or checks only — reports every selected check."""
+
+from __future__ import annotations
+
+import warnings
+
+import dagster as dg
+
+from compliance_sync.findings import WARNINGS, Finding, Severity
+from compliance_sync.invariants import INVARIANTS
+from compliance_sync.sync import Mode, Outcome
+from compliance_sync.tables import APAC, BUSINESS_UNIT, REQUIREMENTS, TERRITORY
+
+GUARDS = "write_guards"
+GUARD_DESCRIPTION = "No SPEC §5 guard stops a live run (empty required source, mass prune, a collapse that looks like hidden rows)"
+PER_TARGET = ("orphans", "null_key_rows")  # warnings counted per target by the diff
+
+# target -> (warning codes, invariant codes)
+CHECKS_BY_TARGET: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
+    REQUIREMENTS: (
+        (
+            "invalid_segment_periods",
+            "overlapping_segment_periods",
+            "clients_without_segmentation",
+            "negative_frequency",
+            "undated_events",
+            "unknown_events",
+            "completed_future_events",
+            "name_mismatches",
+            "compliance_cache_drift",
+            "orphans",
+            "null_key_rows",
+        ),
+        ("value_ranges", "unique_keys"),
+    ),
+    TERRITORY: (("clients_without_strategy", "unused_strategies", "orphans", "null_key_rows"), ("territory_totals", "capacity_sums")),
+    BUSINESS_UNIT: (("unmapped_territories", "null_key_rows"), ("rollup_percentages",)),
+    APAC: ((), (GUARDS,)),
+}
+
+
+def check_specs(partitions_def: dg.PartitionsDefinition) -> list[dg.AssetCheckSpec]:
+    specs = []
+    with warnings.catch_warnings():
+        # partitioned checks are a preview feature of Dagster 1.13, used knowingly (per-FY results)
+        warnings.simplefilter("ignore", dg.PreviewWarning)
+        for target, (warns, errors) in CHECKS_BY_TARGET.items():
+            for code in warns:
+                specs.append(dg.AssetCheckSpec(code, asset=target, description=f"WARN: {WARNINGS[code]}", partitions_def=partitions_def))
+            for code in errors:
+                text = GUARD_DESCRIPTION if code == GUARDS else INVARIANTS[code]
+                specs.append(dg.AssetCheckSpec(code, asset=target, description=f"ERROR: {text}", blocking=True, partitions_def=partitions_def))
+    return specs
+
+
+def _finding(outcome: Outcome, target: str, code: str) -> Finding:
+    if code in PER_TARGET:
+        return outcome.target_finding(target, code)
+    if code == GUARDS:
+        # a dry run reports what a live run would do: a guard never fails it (SPEC §7)
+        f = Finding(GUARDS, Severity.WARN if outcome.mode == Mode.DRY_RUN else Severity.ERROR, GUARD_DESCRIPTION)
+        for g in outcome.stopping:
+            f.add(("a live run would stop: " if outcome.mode == Mode.DRY_RUN else "") + g.message)
+        return f
+    if code in INVARIANTS:
+        return outcome.invariants[code] if outcome.invariants else Finding(code, Severity.ERROR, INVARIANTS[code])
+    return outcome.comp.findings[code] if outcome.comp else Finding(code, Severity.WARN, WARNINGS[code])
+
+
+def result(target: str, finding: Finding, partition: str) -> dg.AssetCheckResult:
+    metadata: dict[str, dg.RawMetadataValue] = {"total": finding.count, "fiscal_year": dg.MetadataValue.text(partition)}
+    if finding.examples:
+        metadata["examples"] = dg.MetadataValue.md("\n".join(f"- {e}" for e in finding.examples))
+    return dg.AssetCheckResult(
+        asset_key=target,
+        check_name=finding.code,
+        passed=finding.count == 0,
+        severity=dg.AssetCheckSeverity.ERROR if finding.severity == Severity.ERROR else dg.AssetCheckSeverity.WARN,
+        description=finding.description,
+        metadata=metadata,
+    )
+
+
+def check_results(outcome: Outcome, selected: set[tuple[str, str]]) -> dict[tuple[str, str], dg.AssetCheckResult]:
+    """A result for every selected (target, check) the outcome can speak for."""
+    out = {}
+    for target, (warns, errors) in CHECKS_BY_TARGET.items():
+        for code in warns + errors:
+            if (target, code) in selected and (outcome.comp is not None or code == GUARDS):
+                out[(target, code)] = result(target, _finding(outcome, target, code), outcome.fy.key)
+    return out

@@ -1,0 +1,41 @@
+"""The Dagster resource that says where the data lives and how the job is configured.
+
+Settings are read when a run starts, from the environment and ``.env`` / ``.env.local`` (SPEC §7), parsed
+and validated by pydantic (:mod:`compliance_sync.settings`): so secrets never enter run config or the UI,
+and the daemon, ``dagster dev`` and the command line read the same variables. A test hands the asset any
+object with the same two methods (:class:`FixedSync`), e.g. to give it a backend directly.
+"""
+
+
+
+from typing import Optional
+
+import dagster as dg
+
+from compliance_sync.backends import Backend, choose_backend
+from compliance_sync.settings import Settings, load_settings
+
+
+class ComplianceSyncResource(dg.ConfigurableResource):
+    """Settings and backend of the sync (resource key ``compliance_sync``)."""
+
+    env_dir: Optional[str] = None  # where .env / .env.local are read from (default: the working directory)
+
+    def settings(self) -> Settings:
+        return load_settings(self.env_dir)
+
+    def backend(self, settings: Settings) -> Backend:
+        return choose_backend(settings)
+
+
+class FixedSync:
+    """Given settings and an optional backend: what tests and the demo hand the asset."""
+
+    def __init__(self, settings: Settings, backend: Backend | None = None) -> None:
+        self._settings, self._backend = settings, backend
+
+    def settings(self) -> Settings:
+        return self._settings
+
+    def backend(self, settings: Settings) -> Backend:
+        return self._backend or choose_backend(settings)

@@ -1,0 +1,98 @@
+"""Knowing it works, and following the data: a run-failure alert posted to a webhook, and a sensor that
+requests a run for a fiscal year whose sources changed (beside the daily schedule)."""
+
+from __future__ import annotations
+
+import json
+import logging
+
+import dagster as dg
+import httpx
+import tenacity
+
+from compliance_sync.backends import choose_backend
+from compliance_sync.definitions.schedules import run_request, scheduled_years
+from compliance_sync.redact import redact
+from compliance_sync.settings import Settings
+
+log = logging.getLogger(__name__)
+
+ALERT_SENSOR = "compliance_sync_failure_alert"
+CHANGE_SENSOR = "compliance_sync_on_change"
+ALERT_TIMEOUT_S = 10.0
+
+
+def alert_message(job: str, fiscal_year: str | None, error: str, run_id: str, dagster_url: str | None) -> dict[str, str | None]:
+    """The short JSON an alert posts: job, FY, error, a link to the run (never a secret)."""
+    return {
+        "text": redact(f"compliance_sync: {job} failed for FY{fiscal_year or '?'}: {error}")[:1000],
+        "job": job,
+        "fiscal_year": fiscal_year,
+        "error": redact(error)[:1000],
+        "run_id": run_id,
+        "run_url": f"{dagster_url}/runs/{run_id}" if dagster_url else None,
+    }
+
+
+@tenacity.retry(
+    retry=tenacity.retry_if_exception_type(httpx.TransportError),
+    stop=tenacity.stop_after_attempt(3),
+    wait=tenacity.wait_exponential(multiplier=0.5, max=4),
+    reraise=True,
+)
+def post_alert(webhook: str, message: dict) -> int:
+    """POST the alert; returns the HTTP status. The webhook URL is a secret: never logged."""
+    response = httpx.post(webhook, content=json.dumps(message), headers={"Content-Type": "application/json"}, timeout=ALERT_TIMEOUT_S)
+    return response.status_code
+
+
+def build_failure_alert(settings: Settings, jobs: list) -> dg.RunStatusSensorDefinition:
+    @dg.run_failure_sensor(
+        name=ALERT_SENSOR,
+        monitored_jobs=jobs,
+        default_status=dg.DefaultSensorStatus.RUNNING if settings.alert_webhook else dg.DefaultSensorStatus.STOPPED,
+        description="Posts a short JSON message (job, fiscal year, error, link to the run) to COMPLIANCE_SYNC_ALERT_WEBHOOK when a run fails.",
+    )
+    def compliance_sync_failure_alert(context: dg.RunFailureSensorContext):
+        if not settings.alert_webhook:
+            return dg.SkipReason("COMPLIANCE_SYNC_ALERT_WEBHOOK is not set")
+        run = context.dagster_run
+        error = context.failure_event.message or "the run failed"
+        message = alert_message(run.job_name, run.tags.get("dagster/partition"), error, run.run_id, settings.dagster_url)
+        try:
+            status = post_alert(settings.alert_webhook.get_secret_value(), message)
+        except httpx.HTTPError as exc:
+            context.log.warning(f"could not post the failure alert of run {run.run_id} to the webhook: {type(exc).__name__}")
+            return None
+        if status >= 300:
+            context.log.warning(f"the alert webhook answered HTTP {status} for run {run.run_id}")
+        return None
+
+    return compliance_sync_failure_alert
+
+
+def build_change_sensor(settings: Settings, job: dg.UnresolvedAssetJobDefinition, partition_keys: list[str]) -> dg.SensorDefinition:
+    @dg.sensor(
+        name=CHANGE_SENSOR,
+        job=job,
+        minimum_interval_seconds=settings.change_sensor_interval_s,
+        default_status=dg.DefaultSensorStatus.RUNNING if settings.change_sensor else dg.DefaultSensorStatus.STOPPED,
+        description="Requests a run for a fiscal year the schedule covers when its source rows changed "
+        "(a fingerprint of the FY's rows; run key per FY, fingerprint and date).",
+    )
+    def compliance_sync_on_change(context: dg.SensorEvaluationContext):
+        today = settings.today()
+        seen = json.loads(context.cursor) if context.cursor else {}
+        backend = choose_backend(settings)
+        from compliance_sync.fiscal import FiscalYear
+
+        requests, now = [], {}
+        for key in scheduled_years(today, settings, partition_keys):
+            fingerprint = backend.fingerprint(FiscalYear(int(key), settings.fy_start_month))
+            now[key] = fingerprint
+            if key in seen and seen[key] != fingerprint:
+                requests.append(run_request(key, today, "change", f"fy{key}-{fingerprint}-{today.isoformat()}"))
+        context.update_cursor(json.dumps(now, sort_keys=True))
+        return requests or dg.SkipReason("no source of the watched fiscal years changed" if seen else "first look: fingerprints recorded")
+
+    return compliance_sync_on_change

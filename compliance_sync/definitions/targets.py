@@ -1,0 +1,132 @@
+"""The four planning targets as one multi-asset: its single step runs :func:`compliance_sync.sync.run_fiscal_year`
+for the partition's fiscal year and translates the outcome into Dagster events.
+
+Whatever a user selects (one target, several, or only checks), the step writes the four targets together
+in one transaction and records all four as materialised for the FY (unselected ones through
+``log_event``); a selection of checks alone runs as a dry run of those checks. Run config:
+``ops.compliance_sync.config`` with ``dry_run``, ``as_of`` (YYYY-MM-DD, default today in the configured
+timezone), ``allow_mass_prune`` and ``diff_limit``.
+"""
+
+import datetime as dt
+from typing import Any, Iterator, Optional
+
+import dagster as dg
+
+from compliance_sync.definitions import checks, metadata, sources
+from compliance_sync.errors import SettingsError, SyncError
+from compliance_sync.fiscal import FiscalYear
+from compliance_sync.sync import Mode, Outcome, RunOptions, parse_as_of, run_fiscal_year
+from compliance_sync.tables import APAC, BUSINESS_UNIT, REQUIREMENTS, SOURCES, TARGETS, TERRITORY
+
+OP_NAME = "compliance_sync"  # public: run config lives at ops.compliance_sync.config
+MODE_TAG = "compliance_sync/mode"
+DEPENDENCIES = {
+    REQUIREMENTS: [s.name for s in SOURCES if s.name != "territory_strategies"],
+    TERRITORY: [REQUIREMENTS, "territory_strategies"],
+    BUSINESS_UNIT: [TERRITORY],
+    APAC: [BUSINESS_UNIT],
+}
+
+
+class SyncConfig(dg.Config):
+    dry_run: bool = False
+    as_of: Optional[str] = None
+    allow_mass_prune: bool = False
+    diff_limit: int = 50
+
+
+def target_specs(partitions_def: dg.PartitionsDefinition, freshness_hours: float) -> list[dg.AssetSpec]:
+    freshness = dg.FreshnessPolicy.time_window(fail_window=dt.timedelta(hours=freshness_hours))
+    return [
+        dg.AssetSpec(
+            key=t.name,
+            deps=DEPENDENCIES[t.name],
+            description=f"{t.description} Key: ({', '.join(t.key)}). Columns the job owns: "
+            f"{', '.join(t.owned)}, updated_at; every other column is never written.",
+            group_name="planning",
+            partitions_def=partitions_def,
+            skippable=True,
+            kinds={"postgres"},
+            freshness_policy=freshness,
+            metadata={"dagster/column_schema": dg.MetadataValue.table_schema(metadata.column_schema(t.name))},
+        )
+        for t in TARGETS
+    ]
+
+
+def build_targets_asset(partitions_def: dg.PartitionsDefinition, freshness_hours: float) -> dg.AssetsDefinition:
+    @dg.multi_asset(
+        name=OP_NAME,
+        specs=target_specs(partitions_def, freshness_hours),
+        check_specs=checks.check_specs(partitions_def),
+        can_subset=True,
+        required_resource_keys={"compliance_sync"},
+        description="Sync one fiscal year of compliance from the segmentation tables into the four planning tables.",
+    )
+    def compliance_sync_targets(context: dg.AssetExecutionContext, config: SyncConfig) -> Iterator[Any]:
+        yield from run_step(context, config)
+
+    return compliance_sync_targets
+
+
+def _fail(message: str, outcome: Outcome | None = None) -> dg.Failure:
+    meta = {metadata.SUMMARY: dg.MetadataValue.json(outcome.summary())} if outcome else {}
+    return dg.Failure(description=message, metadata=meta, allow_retries=False)
+
+
+def _prepare(context: dg.AssetExecutionContext, config: SyncConfig, mode: Mode) -> tuple:
+    if not context.has_partition_key:
+        raise SettingsError("choose a fiscal-year partition: the sync and its checks run one fiscal year at a time")
+    sync = context.resources.compliance_sync
+    settings = sync.settings()
+    fy = FiscalYear(int(context.partition_key), settings.fy_start_month)
+    as_of = fy.as_of(parse_as_of(config.as_of, "run config as_of") or settings.today())
+    backend, bu_map = sync.backend(settings), settings.bu_map()
+    context.log.info(f"{fy.describe()} as_of {as_of}, {mode.value.replace('_', ' ')}, backend {backend.name.value} at {backend.describe()}")
+    return backend, settings, bu_map, Outcome(fy, as_of, mode, backend.name.value, context.run.run_id)
+
+
+def run_step(context: dg.AssetExecutionContext, config: SyncConfig) -> Iterator[Any]:
+    selected = {k.to_user_string() for k in context.selected_asset_keys}
+    mode = Mode.DRY_RUN if config.dry_run or not selected else Mode.LIVE
+    if mode == Mode.DRY_RUN and context.run.tags.get(MODE_TAG) != Mode.DRY_RUN.value:
+        context.instance.add_run_tags(context.run.run_id, {MODE_TAG: Mode.DRY_RUN.value})
+    try:
+        backend, settings, bu_map, outcome = _prepare(context, config, mode)
+    except SyncError as exc:  # settings and the like: before any outcome exists
+        context.log.error(str(exc))
+        raise _fail(str(exc)) from None
+    options = RunOptions(mode, config.allow_mass_prune, config.diff_limit, context.run.run_id)
+    try:
+        run_fiscal_year(backend, settings, bu_map, outcome, options)
+    except (KeyboardInterrupt, SystemExit):  # say what was written before the run ends
+        context.log_event(dg.AssetObservation(asset_key=APAC, partition=outcome.fy.key, metadata={metadata.SUMMARY: dg.MetadataValue.json(outcome.summary())}))
+        context.log.error(outcome.error)
+        raise
+    for w in outcome.backend_warnings:
+        context.log.warning(w)
+    for obs in sources.observations(outcome.source_counts, outcome.fy.key, outcome.as_of.isoformat()):
+        context.log_event(obs)
+    selected_checks = {(k.asset_key.to_user_string(), k.name) for k in context.selected_asset_check_keys}
+    results = checks.check_results(outcome, selected_checks)
+    for (target, code), r in results.items():
+        if not r.passed:
+            (context.log.error if r.severity == dg.AssetCheckSeverity.ERROR else context.log.warning)(f"{target} check {code}: {r.metadata['total'].value}")
+    if outcome.error:
+        context.log.error(outcome.error)
+        yield from results.values()
+        raise _fail(outcome.error, outcome)
+    if mode == Mode.DRY_RUN:
+        if selected:
+            for t in TARGETS:
+                context.log_event(dg.AssetObservation(asset_key=t.name, partition=outcome.fy.key, metadata=metadata.for_target(t.name, outcome, with_summary=t.name == APAC)))
+        yield from results.values()
+        return
+    context.log.info("written: " + "; ".join(f"{n} {t.counts()}" for n, t in outcome.diff.targets.items()))
+    for t in TARGETS:
+        meta = metadata.for_target(t.name, outcome, with_summary=t.name == APAC)
+        if t.name in selected:
+            yield dg.MaterializeResult(asset_key=t.name, metadata=meta, check_results=[r for (target, _), r in results.items() if target == t.name])
+        else:  # written in the same transaction: recorded as materialised whatever was selected
+            context.log_event(dg.AssetMaterialization(asset_key=t.name, partition=outcome.fy.key, metadata=meta))

@@ -1,0 +1,116 @@
+"""Secrets never leave the process: every text shown to a person passes through :func:`redact`.
+
+A secret is registered once (the database password, the service-role key, the alert webhook URL) in
+several spellings (raw, percent-encoded, percent-decoded, form-encoded). :func:`redact` masks every
+stretch of six or more characters that appears inside any registered spelling, so even a fragment of a
+secret (a password cut in two by a URL parser, say) is masked. Masking too much is the safe failure.
+"""
+
+from __future__ import annotations
+
+import threading
+from urllib.parse import parse_qsl, quote, quote_plus, unquote, unquote_plus
+
+from psycopg.conninfo import conninfo_to_dict
+
+MIN_FRAGMENT = 6
+MASK = "***"
+
+_lock = threading.Lock()
+_short: set[str] = set()  # secrets shorter than MIN_FRAGMENT: masked when they appear whole
+_grams: set[str] = set()  # every MIN_FRAGMENT-character window of every spelling of every secret
+
+
+def _spellings(secret: str) -> set[str]:
+    return {secret, quote(secret, safe=""), quote_plus(secret, safe=""), unquote(secret), unquote_plus(secret)}
+
+
+def register(secret: str | None) -> None:
+    """Remember a secret so that :func:`redact` masks it (and any fragment of six or more characters)."""
+    if not secret:
+        return
+    with _lock:
+        for s in _spellings(str(secret)):
+            if len(s) < MIN_FRAGMENT:
+                if len(s) >= 3:  # masking one or two characters everywhere would garble every line
+                    _short.add(s)
+                continue
+            for i in range(len(s) - MIN_FRAGMENT + 1):
+                _grams.add(s[i : i + MIN_FRAGMENT])
+
+
+def redact(text: str) -> str:
+    """``text`` with every fragment of a registered secret replaced by ``***``."""
+    if not text or not (_grams or _short):
+        return text
+    covered = bytearray(len(text))
+    n = MIN_FRAGMENT
+    grams = _grams
+    for i in range(len(text) - n + 1):
+        if text[i : i + n] in grams:
+            covered[i : i + n] = b"\x01" * n
+    for s in _short:
+        start = text.find(s)
+        while start >= 0:
+            covered[start : start + len(s)] = b"\x01" * len(s)
+            start = text.find(s, start + 1)
+    if not any(covered):
+        return text
+    out, i = [], 0
+    while i < len(text):
+        if covered[i]:
+            while i < len(text) and covered[i]:
+                i += 1
+            out.append(MASK)
+        else:
+            out.append(text[i])
+            i += 1
+    return "".join(out)
+
+
+def dsn_secrets(dsn: str) -> list[str]:
+    """The password of a database URL or ``key=value`` string, however malformed, in every spelling a
+    parser could cut it: after the first ``:`` of everything before the last ``@``, ``password=`` query
+    parameters, and what libpq itself finds."""
+    found: list[str] = []
+    if "://" in dsn:
+        rest = dsn.split("://", 1)[1]
+        if "@" in rest:
+            userinfo = rest[: rest.rfind("@")]
+            if ":" in userinfo:
+                found.append(userinfo.split(":", 1)[1])
+        if "?" in rest:
+            found += [v for k, v in parse_qsl(rest.split("?", 1)[1], keep_blank_values=True) if k.lower() in ("password", "sslpassword")]
+    try:
+        params = conninfo_to_dict(dsn)
+    except Exception:
+        params = {}
+    found += [str(params[k]) for k in ("password", "sslpassword") if params.get(k)]
+    return [f for f in found if f]
+
+
+def register_dsn(dsn: str | None) -> None:
+    for secret in dsn_secrets(dsn or ""):
+        register(secret)
+
+
+def describe_dsn(dsn: str) -> str:
+    """``host:port/dbname`` of a database URL or ``key=value`` string: never its user or password, and
+    only what stands after the last ``@`` (a password holding ``/`` or ``@`` cannot pass for a host)."""
+    if "://" in dsn:
+        rest = dsn.split("://", 1)[1]
+        rest = rest[rest.rfind("@") + 1 :]
+        hostspec, _, tail = rest.partition("/")
+        hostspec = hostspec.split("?", 1)[0]
+        dbname = tail.split("?", 1)[0]
+        query = dict(parse_qsl(rest.split("?", 1)[1])) if "?" in rest else {}
+        host = unquote(hostspec) or query.get("host") or "localhost"
+        shown = f"{host}/{unquote(dbname) or query.get('dbname') or '?'}"
+    else:
+        try:
+            params = conninfo_to_dict(dsn)
+        except Exception:
+            return "<database URL not shown>"
+        host = params.get("host") or params.get("hostaddr") or "localhost"
+        shown = f"{host}:{params.get('port') or '5432'}/{params.get('dbname') or params.get('user') or '?'}"
+    return redact(shown)

@@ -1,0 +1,182 @@
+"""Run one fiscal year from the command line, then print the old script's report from the run's summary.
+
+The command line and Dagster run the same code, :func:`compliance_sync.sync.run_fiscal_year`: the Dagster
+asset is a thin translation of its outcome into events. When ``DAGSTER_HOME`` is set, the command line
+materialises that asset in-process on that instance, so the run appears in the UI, and reads the summary
+back from the run's event log. Without it, there is no instance to record the run in, and the command line
+calls the same function directly: an ephemeral Dagster instance would record nothing and, at demo scale,
+cost more than the sync itself (README, "Performance").
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import logging
+import os
+import pathlib
+import uuid
+from typing import Any
+
+from compliance_sync.backends import Backend
+from compliance_sync.errors import ExitCode
+from compliance_sync.fiscal import FiscalYear
+from compliance_sync.logs import DRY_RUN, log
+from compliance_sync.settings import Settings
+from compliance_sync.tables import REQUIREMENTS
+
+
+def failure_summary(message: str, code: int) -> dict[str, Any]:
+    """The one JSON object ``--json`` prints when a run stops before it has a summary of its own."""
+    return {"status": "failed", "error": message, "exit_code": int(code)}
+
+
+def _summary_from_events(instance: Any, run_id: str) -> dict[str, Any] | None:
+    from compliance_sync.definitions.metadata import SUMMARY
+
+    found = None
+    for record in instance.all_logs(run_id):
+        event = record.dagster_event
+        if event is None:
+            continue
+        data = event.event_specific_data
+        meta = None
+        if event.is_step_materialization or event.event_type_value == "ASSET_OBSERVATION":
+            meta = getattr(getattr(data, "materialization", None) or getattr(data, "asset_observation", None), "metadata", None)
+        elif event.is_step_failure:
+            meta = getattr(getattr(data, "user_failure_data", None), "metadata", None)
+        if meta and SUMMARY in meta:
+            found = meta[SUMMARY].value
+    return found
+
+
+def _failure_message(instance: Any, run_id: str) -> str:
+    for record in instance.all_logs(run_id):
+        event = record.dagster_event
+        if event is not None and event.is_step_failure and event.step_failure_data and event.step_failure_data.error:
+            return event.step_failure_data.error.message.strip().splitlines()[0]
+    return "the run failed (see the Dagster event log)"
+
+
+def run(
+    settings: Settings,
+    backend: Backend,
+    fy: FiscalYear,
+    reference: dt.date,
+    *,
+    dry_run: bool,
+    allow_mass_prune: bool,
+    diff_limit: int,
+    verbose: bool,
+    trigger: str = "cli",
+    dagster_home: pathlib.Path | None = None,
+) -> tuple[dict[str, Any], int]:
+    """Run the FY: through Dagster when there is an instance to record it in, else directly."""
+    if dagster_home is not None or os.environ.get("DAGSTER_HOME"):
+        return run_in_dagster(settings, backend, fy, reference, dry_run=dry_run, allow_mass_prune=allow_mass_prune, diff_limit=diff_limit, verbose=verbose, trigger=trigger, dagster_home=dagster_home)
+    return run_directly(settings, backend, fy, reference, dry_run=dry_run, allow_mass_prune=allow_mass_prune, diff_limit=diff_limit)
+
+
+def run_directly(settings: Settings, backend: Backend, fy: FiscalYear, reference: dt.date, *, dry_run: bool, allow_mass_prune: bool, diff_limit: int) -> tuple[dict[str, Any], int]:
+    from compliance_sync.sync import Mode, Outcome, RunOptions, run_fiscal_year
+
+    mode = Mode.DRY_RUN if dry_run else Mode.LIVE
+    outcome = Outcome(fy, fy.as_of(reference), mode, backend.name.value, f"cli-{uuid.uuid4()}")
+    try:
+        run_fiscal_year(backend, settings, settings.bu_map(), outcome, RunOptions(mode, allow_mass_prune, diff_limit, outcome.run_id))
+    except (KeyboardInterrupt, SystemExit):
+        return outcome.summary(), ExitCode.INTERRUPTED
+    return outcome.summary(), int(outcome.exit_code)
+
+
+def run_in_dagster(
+    settings: Settings,
+    backend: Backend,
+    fy: FiscalYear,
+    reference: dt.date,
+    *,
+    dry_run: bool,
+    allow_mass_prune: bool,
+    diff_limit: int,
+    verbose: bool,
+    trigger: str = "cli",
+    dagster_home: pathlib.Path | None = None,
+) -> tuple[dict[str, Any], int]:
+    """Materialise the FY in-process; returns the run's summary and the process exit code. ``dagster_home``
+    (the demo's) is where the run is recorded, else ``DAGSTER_HOME``."""
+    import dagster as dg
+
+    from compliance_sync.definitions import SYNC_JOB, build_definitions
+    from compliance_sync.definitions.resources import FixedSync
+
+    defs = build_definitions(settings, resources={"compliance_sync": FixedSync(settings, backend)})
+    job = defs.resolve_job_def(SYNC_JOB)
+    run_config = {
+        "ops": {"compliance_sync": {"config": {"dry_run": dry_run, "as_of": reference.isoformat(), "allow_mass_prune": allow_mass_prune, "diff_limit": diff_limit}}},
+        "loggers": {"console": {"config": {"log_level": "DEBUG" if verbose else "CRITICAL"}}},
+    }
+    tags = {"compliance_sync/trigger": trigger, "compliance_sync/as_of": reference.isoformat()} | ({"compliance_sync/mode": "dry_run"} if dry_run else {})
+    run_id = str(uuid.uuid4())
+    if dagster_home is not None:
+        os.environ["DAGSTER_HOME"] = str(dagster_home)  # Dagster's own way to name an instance
+    instance = dg.DagsterInstance.get()
+    with instance:
+        try:
+            result = job.execute_in_process(run_config=run_config, instance=instance, partition_key=fy.key, raise_on_error=False, tags=tags, run_id=run_id)
+        except KeyboardInterrupt:
+            summary = _summary_from_events(instance, run_id) or failure_summary("interrupted: nothing written (none of it)", ExitCode.INTERRUPTED)
+            summary["exit_code"] = int(ExitCode.INTERRUPTED)
+            return summary, ExitCode.INTERRUPTED
+        summary = _summary_from_events(instance, run_id)
+        if summary is None:
+            return failure_summary(_failure_message(instance, run_id), ExitCode.UNEXPECTED), ExitCode.UNEXPECTED
+        if not result.success and not summary.get("error"):
+            summary["error"], summary["exit_code"] = _failure_message(instance, run_id), int(ExitCode.UNEXPECTED)
+    return summary, int(summary.get("exit_code", ExitCode.UNEXPECTED))
+
+
+def print_report(summary: dict[str, Any], logger: logging.Logger = log) -> None:
+    """The old script's report: warnings, a dry run's row-level diff, then the summary block."""
+    for w in summary.get("backend_warnings", []):
+        logger.warning(w)
+    for code, n in summary.get("warnings", {}).items():
+        logger.warning("%s: %s", code, n)
+    for code, n in summary.get("invariant_violations", {}).items():
+        logger.error("invariant %s: %s violation(s)", code, n)
+    dry = summary.get("mode") == "dry_run"
+    for g in summary.get("guards", []):
+        if g.get("stops_live_run"):
+            logger.log(DRY_RUN if dry else logging.ERROR, ("a live run would stop: " if dry else "") + g["message"])
+    for name, lines in summary.get("diff", {}).items():
+        counts = summary["targets"].get(name, {})
+        logger.log(DRY_RUN, "%s: %s", name, ", ".join(f"{k} {v}" for k, v in counts.items()))
+        for line in lines:
+            logger.log(DRY_RUN, "  %s", line)
+    if summary.get("error"):
+        logger.error(summary["error"])
+    if "fiscal_year" not in summary:
+        return
+    req = summary["targets"].get(REQUIREMENTS, {})
+    level = DRY_RUN if dry else logging.INFO
+    lines = [
+        "=" * 60,
+        f"SUMMARY FY{summary['fiscal_year']} ({summary['window']['start']} … {summary['window']['end']}), as_of {summary['as_of']}",
+        f"Mode:                {'DRY RUN (nothing written)' if dry else 'LIVE'}; backend {summary['backend']}",
+        f"Clients processed:   {summary['clients_processed']} (skipped {summary['clients_skipped']}, unassigned {summary['clients_unassigned']})",
+        f"Requirement rows:    {summary['requirement_rows']} (inserted {req.get('inserted', 0)}, updated {req.get('updated', 0)}, "
+        f"deleted {req.get('deleted', 0)}, unchanged {req.get('unchanged', 0)}, orphans {req.get('orphans', 0)})",
+        f"Territories:         {summary['territories']}",
+        f"Business units:      {summary['business_units']}",
+        f"APAC updated:        {'yes' if summary['apac_updated'] else 'no'}",
+        f"Clients at risk:     {summary['clients_at_risk']}",
+        f"Clients critical:    {summary['clients_critical']}",
+        f"Clients compliant:   {summary['clients_compliant']}",
+        f"Status:              {summary['status']}" + (f" (exit {summary['exit_code']})" if summary.get("exit_code") else ""),
+        "=" * 60,
+    ]
+    for line in lines:
+        logger.log(level, line)
+
+
+def print_json(summary: dict[str, Any]) -> None:
+    print(json.dumps(summary, indent=2, default=str), flush=True)
