@@ -1,0 +1,1 @@
+"""Benchmark scripts (plain scripts; the package makes ``benchmarks.pure_sql`` importable from tests)."""
