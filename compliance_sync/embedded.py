@@ -83,14 +83,9 @@ import time
 from dataclasses import dataclass
 from urllib.parse import quote
 
-try:
-    from compliance_sync.errors import ExitCode, SettingsError, SyncError
+from compliance_sync.errors import ExitCode, SettingsError, SyncError
 
-    _EXIT_CONNECTION: int = ExitCode.CONNECTION
-except ImportError:  # the layout before compliance_sync.errors
-    from compliance_sync.model import SettingsError, SyncError  # type: ignore[no-redef]
-
-    _EXIT_CONNECTION = 4
+_EXIT_CONNECTION: int = ExitCode.CONNECTION
 
 log = logging.getLogger("compliance_sync.embedded")
 
