@@ -1,0 +1,572 @@
+"""The REST backend: Supabase's REST API (PostgREST) through supabase-py, for users who hold a project URL and
+a service-role key but no database password.
+
+No transactions and no locks over REST, so the writing order is what keeps every row old or new (SPEC §5):
+new and changed rows are upserted first (idempotent, on the target's unique key), stale rows are deleted last,
+each delete filtered so that it removes a row only while every column the job does not own is still null,
+and the ledger row is written last under the run's id (a retried POST adds no second row). A failure at any
+point leaves every row old or new, none missing, and a rerun converges.
+
+Reads page by keyset on the primary key (``pk=gt.<last>&order=pk.asc&limit=n``) until an empty page, so a
+server row cap below the page size truncates nothing. Each page is its own transaction on the server: the
+REST path reads no single consistent picture (the targets are read last; a change made while it reads is
+picked up by the next run). Requests go through one ``httpx.Client`` (timeouts, keep-alive); transient
+failures (5xx, 429, timeouts, dropped connections) are retried with backoff by tenacity, writes included.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import dataclasses
+import datetime as dt
+import hashlib
+import json
+import logging
+from typing import Any, Callable, Iterator, Sequence
+from urllib.parse import urlsplit
+
+import httpx
+import tenacity
+
+from compliance_sync import schema
+from compliance_sync.catalog import Column, Relation
+from compliance_sync.diff import ChangeSet, SyncDiff, diff_rows, to_json
+from compliance_sync.errors import ConnectionFailure, DataError, SettingsError, SyncError, TransientFailure
+from compliance_sync.facts import EventAggregator, Facts, facts_from_rows
+from compliance_sync.fiscal import FiscalYear
+from compliance_sync.ledger import LedgerRow
+from compliance_sync.logs import Progress
+from compliance_sync.redact import redact, register
+from compliance_sync.settings import BackendKind, Settings
+from compliance_sync.tables import (
+    EVENTS,
+    EXCLUSIONS,
+    LEDGER_TABLE,
+    SOURCE_BY_NAME,
+    SOURCES,
+    TARGETS,
+    NotWanted,
+    TargetTable,
+)
+from compliance_sync.wanted import WantedRows, longest_texts
+
+log = logging.getLogger(__name__)
+
+TRANSIENT_STATUS = {429, 500, 502, 503, 504}
+UPSERT_CHUNK = 500
+MINIMAL = "minimal"  # Prefer: return=minimal
+URL_BUDGET = 6000  # characters of filters per DELETE (Supabase's edge refuses URLs over ~16 KiB)
+NOT_POSTGREST = "the reply is not PostgREST's: is NEXT_PUBLIC_SUPABASE_URL your project's API URL (https://<project>.supabase.co)?"
+RELOAD_HINT = "apply the migration, then run NOTIFY pgrst, 'reload schema' in Supabase's SQL editor"
+
+# PostgREST's OpenAPI `format` (no typmods) -> the pg_type names the schema check knows
+FORMATS = {
+    "uuid": "uuid",
+    "text": "text",
+    "character varying": "varchar",
+    "character": "bpchar",
+    "integer": "int4",
+    "int32": "int4",
+    "smallint": "int2",
+    "bigint": "int8",
+    "int64": "int8",
+    "boolean": "bool",
+    "date": "date",
+    "numeric": "numeric",
+    "jsonb": "jsonb",
+    "json": "json",
+    "timestamp with time zone": "timestamptz",
+    "timestamp without time zone": "timestamp",
+    "double precision": "float8",
+    "real": "float4",
+}
+
+
+# --- the key, checked before any request ------------------------------------------------------------------
+def key_role(key: str) -> str:
+    """``service_role`` for a key the job may use; raises :class:`SettingsError` (exit 2) for any other,
+    without a request: an anon or publishable key would read only what row-level security lets it see."""
+    if key.startswith("sb_secret_"):
+        return "service_role"
+    if key.startswith("sb_publishable_"):
+        raise SettingsError("SUPABASE_SERVICE_ROLE_KEY is a publishable key (sb_publishable_…): the job needs the secret key (sb_secret_…) or the legacy service_role JWT (Supabase dashboard: Project Settings → API keys)")
+    parts = key.split(".")
+    if len(parts) == 3:
+        try:
+            claims = json.loads(base64.urlsafe_b64decode(parts[1] + "=" * (-len(parts[1]) % 4)))
+        except Exception:
+            claims = None
+        if isinstance(claims, dict):
+            role = claims.get("role")
+            if role == "service_role":
+                return "service_role"
+            raise SettingsError(f"SUPABASE_SERVICE_ROLE_KEY is a JWT whose role is {role!r}, not 'service_role' (an anon key reads only what row-level security lets it see): use the service_role key")
+    raise SettingsError("SUPABASE_SERVICE_ROLE_KEY is neither a service_role JWT nor a secret key (sb_secret_…)")
+
+
+# --- errors ---------------------------------------------------------------------------------------------------
+class RestHTTPError(Exception):
+    """A non-2xx answer, read before postgrest-py sees it (so the status is known)."""
+
+    def __init__(self, status: int, body: Any, content_type: str) -> None:
+        self.status, self.body, self.content_type = status, body, content_type
+        self.code = body.get("code") if isinstance(body, dict) else None
+        self.message = (body.get("message") if isinstance(body, dict) else None) or (str(body)[:200] if body else f"HTTP {status}")
+        super().__init__(f"HTTP {status} {self.code or ''} {self.message}".strip())
+
+
+class NotPostgrest(Exception):
+    """A 2xx answer without what PostgREST always sends (a JSON body, ``Content-Range`` on reads)."""
+
+
+def _raise_for_status(response: httpx.Response) -> None:
+    if response.is_success:
+        path = response.request.url.path.rstrip("/")
+        if response.request.method in ("GET", "HEAD") and not path.endswith("/rest/v1") and "content-range" not in response.headers:
+            raise NotPostgrest(path)
+        return
+    response.read()
+    content_type = response.headers.get("content-type", "")
+    try:
+        body = response.json()
+    except ValueError:
+        body = response.text[:500]
+    raise RestHTTPError(response.status_code, body, content_type)
+
+
+def translate(exc: BaseException, what: str, where: str) -> SyncError:
+    """A REST failure as the run's error type (SPEC §7's exit codes)."""
+    if isinstance(exc, SyncError):
+        return exc
+    if isinstance(exc, NotPostgrest):
+        return ConnectionFailure(f"{what}: {NOT_POSTGREST}")
+    if isinstance(exc, httpx.TimeoutException):
+        return TransientFailure(f"{what}: no answer from {where} within the timeout (COMPLIANCE_SYNC_REST_TIMEOUT)")
+    if isinstance(exc, httpx.TransportError):
+        return TransientFailure(f"{what}: lost the connection to {where} ({type(exc).__name__})")
+    if not isinstance(exc, RestHTTPError):
+        return DataError(f"{what}: {type(exc).__name__}: {exc}")
+    code, status, message = exc.code, exc.status, redact(" ".join(str(exc.message).split()))
+    detail = f" ({code}: {message})" if code else f" ({message})"
+    if status in TRANSIENT_STATUS:
+        return TransientFailure(f"{what}: {where} answered HTTP {status}{detail}")
+    if code == "42501":
+        return DataError(f"{what}: permission denied{detail}: row-level security or a missing grant refused the service role; check the key is the service_role key and the table's grants")
+    if status in (401, 403):
+        return ConnectionFailure(f"{what}: {where} refused the key (HTTP {status}{detail}): SUPABASE_SERVICE_ROLE_KEY is wrong or expired")
+    if code == "PGRST205" or (status == 404 and code is None):
+        return DataError(f"{what}: the table is not in the REST API's schema cache{detail}; {RELOAD_HINT}")
+    if code in ("42703", "PGRST204"):
+        return DataError(f"{what}: a column is missing{detail}; {RELOAD_HINT}")
+    if code == "42P10":
+        return DataError(f"{what}: no unique index matches the upsert's key{detail}: run `compliance-sync migrate --minimal` (or paste `compliance-sync migrate --minimal --print-sql` into the SQL editor)")
+    if "json" not in exc.content_type:
+        return ConnectionFailure(f"{what}: HTTP {status}; {NOT_POSTGREST}")
+    return DataError(f"{what}: HTTP {status}{detail}")
+
+
+def _retryable(exc: BaseException) -> bool:
+    return isinstance(exc, httpx.TransportError) or (isinstance(exc, RestHTTPError) and exc.status in TRANSIENT_STATUS)
+
+
+# --- values over JSON -------------------------------------------------------------------------------------------
+def _json_row(row: dict[str, Any], columns: Sequence[str]) -> dict[str, Any]:
+    """A row as PostgREST takes it: numbers as JSON numbers, dates as ISO text, jsonb as JSON."""
+    return json.loads(to_json({c: row.get(c) for c in columns}))
+
+
+def _quote(value: Any) -> str:
+    """A value inside PostgREST's ``or=(…)``/``in.(…)`` grammar: double-quoted when it holds reserved characters."""
+    text = str(value)
+    if any(ch in text for ch in ',.:()"\\ ') or text == "":
+        return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    return text
+
+
+def _period(row: dict[str, Any]) -> dict[str, Any]:
+    """Infinite dates as PostgREST returns them: -infinity starts before any FY, infinity is open like null."""
+    row = dict(row)
+    if row.get("effective_from") == "-infinity":
+        row["effective_from"] = "0001-01-01"
+    if row.get("effective_to") == "infinity":
+        row["effective_to"] = None
+    elif row.get("effective_to") == "-infinity":
+        row["effective_to"] = "0001-01-01"
+    return row
+
+
+# --- the backend -------------------------------------------------------------------------------------------------
+class RestBackend:
+    name = BackendKind.REST
+    atomic = False
+
+    def __init__(self, url: str, key: str, page_size: int = 1000, timeout_s: float = 30.0, retries: int = 4):
+        key_role(key)
+        register(key)
+        self.url = url.rstrip("/")
+        self._key = key
+        self.page_size = page_size
+        self.timeout_s = timeout_s
+        self.retries = retries
+        parts = urlsplit(self.url)
+        self.where = redact(parts.netloc or self.url)
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> RestBackend:
+        return cls(settings.supabase_url, settings.service_role_key.get_secret_value(), settings.rest_page_size, settings.rest_timeout_s, settings.rest_retries)
+
+    def __repr__(self) -> str:  # never the key
+        return f"RestBackend({self.where!r})"
+
+    def describe(self) -> str:
+        return self.where
+
+    @contextlib.contextmanager
+    def client(self) -> Iterator[RestClient]:
+        with RestClient(self) as c:
+            yield c
+
+    @contextlib.contextmanager
+    def session(self, fy: FiscalYear, as_of: dt.date) -> Iterator[RestSession]:
+        with self.client() as c:
+            yield RestSession(self, c, fy, as_of)
+
+    def fingerprint(self, fy: FiscalYear) -> str:
+        """What REST sees cheaply: per source, the FY's row count and the latest updated_at / created_at where
+        the table has one (a flipped flag without a touched timestamp goes unseen; README)."""
+        parts = []
+        with self.client() as c:
+            spec = c.openapi()
+            for s in SOURCES:
+                if s.name not in spec:
+                    continue
+                filters = _fy_filters(s.name, fy)
+                parts.append((s.name, c.count(s.name, filters)))
+                for stamp in ("updated_at", "created_at"):
+                    if stamp in spec[s.name].columns:
+                        rows = c.get(s.name, {"select": stamp, "order": f"{stamp}.desc.nullslast", "limit": "1", **filters})
+                        parts.append((s.name, stamp, rows[0][stamp] if rows else None))
+                        break
+        return hashlib.sha256(repr(parts).encode()).hexdigest()[:16]
+
+
+def _fy_filters(table: str, fy: FiscalYear) -> dict[str, str]:
+    """Server-side filters of a source for the FY, as query parameters."""
+    years = fy.calendar_years()
+    lo, hi = min(fy.start, dt.date(years[0], 1, 1)), max(fy.end, dt.date(years[-1], 12, 31))
+    return {
+        "account_plans": {"fiscal_year": f"eq.{fy.year}", "or": "(status.is.null,status.neq.archived)"},
+        "territory_strategies": {"fiscal_year": f"eq.{fy.year}", "or": "(status.is.null,status.neq.archived)"},
+        "client_segmentation": {"effective_from": f"lte.{fy.end}", "or": f"(effective_to.is.null,effective_to.gte.{fy.start})"},
+        "segmentation_events": {"or": f"(event_date.is.null,and(event_date.gte.{lo},event_date.lte.{hi}))"},
+        "segmentation_event_compliance": {"year": f"in.({','.join(map(str, years))})"},
+    }.get(table, {})
+
+
+class RestClient:
+    """One session's HTTP side: supabase-py's PostgREST client over our own httpx.Client, every call retried."""
+
+    def __init__(self, backend: RestBackend) -> None:
+        from supabase import ClientOptions, create_client  # supabase-py, imported when REST is used
+
+        self.backend = backend
+        self._http = httpx.Client(
+            timeout=httpx.Timeout(backend.timeout_s),
+            event_hooks={"response": [_raise_for_status]},
+            follow_redirects=False,
+        )
+        options = ClientOptions(httpx_client=self._http, postgrest_client_retry=False, auto_refresh_token=False, persist_session=False)
+        self._supabase = create_client(backend.url, backend._key, options=options)
+        self.rest = self._supabase.postgrest
+        self._retrying = tenacity.Retrying(
+            retry=tenacity.retry_if_exception(_retryable),
+            stop=tenacity.stop_after_attempt(backend.retries + 1),
+            wait=tenacity.wait_exponential(multiplier=0.5, max=8),
+            before_sleep=lambda rs: log.warning("REST request to %s failed (%s); retrying (attempt %d of %d)", backend.where, _short(rs.outcome.exception()), rs.attempt_number + 1, backend.retries + 1),
+            reraise=True,
+        )
+        self._openapi: dict[str, Relation] | None = None
+        self.pks: dict[str, list[str]] = {}
+
+    def __enter__(self) -> RestClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._http.close()
+
+    def call(self, what: str, fn: Callable[[], Any]) -> Any:
+        try:
+            return self._retrying(fn)
+        except Exception as exc:
+            raise translate(exc, what, self.backend.where) from None
+
+    # --- reading ------------------------------------------------------------------------------------------
+    def openapi(self) -> dict[str, Relation]:
+        """The tables the API exposes, from PostgREST's OpenAPI description at the API root."""
+        if self._openapi is None:
+            response = self.call("reading the API description", lambda: self.rest.session.get(f"{self.rest.base_url}/", headers={**self.rest.headers, "Accept": "application/openapi+json"}))
+            try:
+                doc = response.json()
+            except ValueError:
+                raise ConnectionFailure(f"reading the API description of {self.backend.where}: {NOT_POSTGREST}") from None
+            if not isinstance(doc, dict) or not isinstance(doc.get("definitions"), dict) or not ("swagger" in doc or "openapi" in doc):
+                raise ConnectionFailure(f"reading the API description of {self.backend.where}: {NOT_POSTGREST}")
+            self._openapi = {}
+            for table, definition in doc["definitions"].items():
+                props = definition.get("properties") or {}
+                required = set(definition.get("required") or ())
+                columns = {}
+                for name, p in props.items():
+                    fmt = str(p.get("format", ""))
+                    base = "enum" if p.get("enum") else FORMATS.get(fmt, fmt)
+                    shown = f"{fmt}({p['maxLength']})" if "maxLength" in p else fmt
+                    columns[name] = Column(base, shown, name in required)
+                self._openapi[table] = Relation(table, "r", columns)
+                self.pks[table] = [n for n, p in props.items() if "<pk/>" in str(p.get("description", ""))]
+        return self._openapi
+
+    def query(self, table: str, select: str, filters: dict[str, str], count: bool = False) -> Any:
+        """A select through supabase-py's query builder, with filters given as PostgREST query parameters
+        (``column: "op.value"``, ``or: "(…)"``)."""
+        from postgrest.types import CountMethod
+
+        builder = self.rest.from_(table).select(select, count=CountMethod.exact if count else None, head=count or None)
+        for name, value in filters.items():
+            if name == "or":
+                builder = builder.or_(value[1:-1])
+            else:
+                op, _, criteria = value.partition(".")
+                builder = builder.filter(name, op, criteria)
+        return builder
+
+    def get(self, table: str, params: dict[str, str]) -> list[dict[str, Any]]:
+        filters = {k: v for k, v in params.items() if k not in ("select", "order", "limit")}
+
+        def fetch() -> list[dict[str, Any]]:
+            builder = self.query(table, params.get("select", "*"), filters)
+            for term in filter(None, params.get("order", "").split(",")):
+                col, _, rest = term.partition(".")
+                builder = builder.order(col, desc=rest.startswith("desc"), nullsfirst="nullsfirst" in rest)
+            if "limit" in params:
+                builder = builder.limit(int(params["limit"]))
+            data = builder.execute().data
+            if not isinstance(data, list):
+                raise NotPostgrest(table)
+            return data
+
+        return self.call(f"reading {table}", fetch)
+
+    def count(self, table: str, filters: dict[str, str]) -> int:
+        return self.call(f"counting {table}", lambda: self.query(table, "*", filters, count=True).execute().count or 0)
+
+    def pages(self, table: str, columns: Sequence[str], filters: dict[str, str], keyset: Sequence[str]) -> Iterator[list[dict[str, Any]]]:
+        """Every row, page by page, by keyset on ``keyset`` (a primary key), until an empty page: a server cap
+        below the page size truncates nothing. No exact counts, no long ``in.(…)`` lists."""
+        select = ",".join(dict.fromkeys([*columns, *keyset]))
+        order = ",".join(f"{c}.asc" for c in keyset)
+        last: list[Any] | None = None
+        progress = Progress(f"reading {table}")
+        while True:
+            params = {"select": select, "order": order, "limit": str(self.backend.page_size), **filters}
+            rows = self.get(table, params) if last is None else self.get_after(table, params, keyset, last)
+            if not rows:
+                progress.finish()
+                return
+            progress.add(len(rows))
+            last = [rows[-1][c] for c in keyset]
+            yield rows
+
+    def get_after(self, table: str, params: dict[str, str], keyset: Sequence[str], last: Sequence[Any]) -> list[dict[str, Any]]:
+        """The next page: ``(k1, k2, …) > (v1, v2, …)`` in PostgREST's grammar, beside the other filters."""
+        if len(keyset) == 1:
+            return self.get(table, params | {keyset[0]: f"gt.{last[0]}"})
+        tree = _after(keyset, last)  # or(…)
+        both = f"(and(or({params['or'][1:-1]}),{tree}))" if "or" in params else f"({tree[3:-1]})"
+        return self.get(table, params | {"or": both})
+
+
+def _after(keyset: Sequence[str], last: Sequence[Any]) -> str:
+    """The keyset condition ``(k1, k2, …) > (v1, v2, …)`` in PostgREST's grammar."""
+    if len(keyset) == 1:
+        return f"{keyset[0]}.gt.{_quote(last[0])}"
+    terms = []
+    for i, col in enumerate(keyset):
+        eqs = [f"{keyset[j]}.eq.{_quote(last[j])}" for j in range(i)]
+        gt = f"{col}.gt.{_quote(last[i])}"
+        terms.append(f"and({','.join(eqs + [gt])})" if eqs else gt)
+    return f"or({','.join(terms)})"
+
+
+def _short(exc: BaseException | None) -> str:
+    return redact(str(exc))[:200] if exc else ""
+
+
+# --- the session ---------------------------------------------------------------------------------------------------
+class RestSession:
+    """One FY's run over REST (see the module docstring for the order of writes)."""
+
+    def __init__(self, backend: RestBackend, client: RestClient, fy: FiscalYear, as_of: dt.date) -> None:
+        self.backend, self.client, self.fy, self.as_of = backend, client, fy, as_of
+        self.warnings: list[str] = []
+        self.committed = False
+        self.partly_written = False
+        self.report: schema.SchemaReport | None = None
+        self._event_ids: dict | None = None
+        self._changes: dict[str, ChangeSet] = {}
+        self._planned: SyncDiff | None = None
+
+    def _warn(self, message: str) -> None:
+        if message not in self.warnings:
+            self.warnings.append(message)
+            log.warning(message)
+
+    def _keyset(self, table: str) -> list[str]:
+        """The primary key from the API description, else the table's natural key (SPEC lists no id for some)."""
+        pk = self.client.pks.get(table) or []
+        if pk:
+            return pk
+        if table in SOURCE_BY_NAME:
+            return list(SOURCE_BY_NAME[table].keyset)
+        target = next(t for t in TARGETS if t.name == table)
+        return list(target.key)
+
+    # --- schema check ---------------------------------------------------------------------------------------
+    def _probe_key(self, target: TargetTable) -> bool:
+        """A zero-row upsert on the key: PostgreSQL answers 42P10 when no unique index backs it."""
+        try:
+            self.client.call(f"checking the unique key of {target.name}", lambda: self.client.rest.from_(target.name).upsert([], on_conflict=",".join(target.key), returning=MINIMAL).execute())
+        except DataError as exc:
+            if "42P10" in str(exc):
+                return False
+            raise
+        return True
+
+    def check_schema(self) -> schema.SchemaReport:
+        relations = self.client.openapi()
+        keys = {t.name: self._probe_key(t) for t in TARGETS if t.name in relations and all(c in relations[t.name].columns for c in t.key)}
+        report = schema.check(relations, keys, f"{self.backend.where} (REST API)")
+        for w in report.warnings:
+            self._warn(w)
+        return report
+
+    # --- reading ----------------------------------------------------------------------------------------------
+    def _read(self, table: str, filters: dict[str, str] | None = None) -> list[dict[str, Any]]:
+        source = SOURCE_BY_NAME[table]
+        return [row for page in self.client.pages(table, list(source.columns), filters or {}, self._keyset(table)) for row in page]
+
+    def read_facts(self) -> Facts:
+        self.report = self.check_schema()
+        fy = self.fy
+        aggregator = EventAggregator(fy, self.as_of)
+        for page in self.client.pages(EVENTS, list(SOURCE_BY_NAME[EVENTS].columns), _fy_filters(EVENTS, fy), self._keyset(EVENTS)):
+            aggregator.add(page)
+        facts = facts_from_rows(
+            fy,
+            self.as_of,
+            plans=self._read("account_plans", _fy_filters("account_plans", fy)),
+            periods=[_period(p) for p in self._read("client_segmentation", _fy_filters("client_segmentation", fy))],
+            tiers=self._read("segmentation_tiers"),
+            event_types=self._read("segmentation_event_types"),
+            requirements=self._read("tier_event_requirements"),
+            strategies=self._read("territory_strategies", _fy_filters("territory_strategies", fy)),
+            exclusions=self._read(EXCLUSIONS) if self.report.exclusions_exist else None,
+            events=aggregator,
+            compliance_cache=self._read("segmentation_event_compliance", _fy_filters("segmentation_event_compliance", fy)),
+            prefiltered=True,
+        )
+        self._event_ids = facts.event_ids
+        facts.event_ids = None  # the session attaches them when it plans, as the direct backend does in SQL
+        return facts
+
+    def _current(self, target: TargetTable) -> list[dict[str, Any]]:
+        """The FY's rows of a target (read last), with ``has_foreign``."""
+        foreign = self.report.foreign_columns[target.name]
+        columns = list(target.columns) + foreign
+        rows = [r for page in self.client.pages(target.name, columns, {"fiscal_year": f"eq.{self.fy.year}"}, self._keyset(target.name)) for r in page]
+        for r in rows:
+            r["has_foreign"] = any(r.get(c) is not None for c in foreign)
+        return rows
+
+    # --- planning ------------------------------------------------------------------------------------------------
+    def plan(self, wanted: WantedRows, limit: int) -> SyncDiff:
+        if self.report is None:
+            raise RuntimeError("read_facts() first: the plan compares against the schema it checked")
+        schema.check_lengths(self.report.varchar_limits, longest_texts(wanted))
+        wanted.requirements = dataclasses.replace(wanted.requirements, event_ids=self._event_ids or {})
+        targets = {}
+        for t in TARGETS:
+            targets[t.name], self._changes[t.name] = diff_rows(t, self._current(t), wanted.rows(t.name), limit)
+        self._planned = SyncDiff(self.fy.year, targets)
+        return self._planned
+
+    # --- writing ----------------------------------------------------------------------------------------------------
+    def _upsert(self, table: str, rows: list[dict[str, Any]], columns: Sequence[str], on_conflict: Sequence[str]) -> None:
+        """Idempotent chunks on the unique key (a retried chunk writes the same values again)."""
+        progress = Progress(f"writing {table}")
+        for i in range(0, len(rows), UPSERT_CHUNK):
+            chunk = [_json_row(r, columns) for r in rows[i : i + UPSERT_CHUNK]]
+            self.client.call(f"writing {table}", lambda c=chunk: self.client.rest.from_(table).upsert(c, on_conflict=",".join(on_conflict), returning=MINIMAL).execute())
+            self.partly_written = True
+            progress.add(len(chunk))
+        progress.finish()
+
+    def _delete(self, target: TargetTable, rows: list[dict[str, Any]]) -> None:
+        """Delete stale rows, each only while every column the job does not own is still null (a note a planner
+        adds after the read is never deleted). Keys go in bounded batches (Supabase refuses long URLs)."""
+        foreign = self.report.foreign_columns[target.name]
+        batch: list[str] = []
+
+        def flush() -> None:
+            if not batch:
+                return
+            terms = ",".join(batch)
+
+            def send() -> Any:
+                builder = self.client.rest.from_(target.name).delete(returning=MINIMAL).eq("fiscal_year", str(self.fy.year))
+                for c in foreign:
+                    builder = builder.is_(c, "null")
+                return builder.or_(terms).execute()
+
+            self.client.call(f"deleting from {target.name}", send)
+            self.partly_written = True
+            batch.clear()
+
+        for row in rows:
+            term = f"and({','.join(f'{c}.eq.{_quote(row[c])}' for c in target.key if c != 'fiscal_year')})"
+            if sum(map(len, batch)) + len(term) > URL_BUDGET:
+                flush()
+            batch.append(term)
+        flush()
+
+    def _write_ledger(self, ledger: LedgerRow) -> None:
+        """Last, and idempotent: on the run's id when the ledger has that column."""
+        columns = self.report.ledger_columns if self.report else None
+        if not columns:
+            return
+        row = _json_row(ledger.values(columns), [c for c in ledger.values(columns)])
+        if "run_id" in row:
+            self.client.call(f"writing {LEDGER_TABLE}", lambda: self.client.rest.from_(LEDGER_TABLE).upsert([row], on_conflict="run_id", returning=MINIMAL).execute())
+        else:
+            self.client.call(f"writing {LEDGER_TABLE}", lambda: self.client.rest.from_(LEDGER_TABLE).insert([row], returning=MINIMAL).execute())
+
+    def apply(self, diff: SyncDiff, run_ts: dt.datetime, ledger: LedgerRow) -> None:
+        if diff is not self._planned or self.committed:
+            raise RuntimeError("apply() takes the diff this session planned, once")
+        stamp = run_ts.isoformat()
+        for t in TARGETS:  # upserts first, every target
+            rows = [dict(r, updated_at=stamp) for r in self._changes[t.name].upserts]
+            if rows:
+                self._upsert(t.name, rows, [*t.columns, "updated_at"], t.key)
+        for t in TARGETS:  # stale rows last
+            if t.not_wanted == NotWanted.PRUNE and self._changes[t.name].deletes:
+                self._delete(t, self._changes[t.name].deletes)
+        self._write_ledger(ledger)
+        self.committed = True
+
+    def record_failure(self, ledger: LedgerRow) -> None:
+        try:
+            self._write_ledger(ledger)
+        except SyncError as exc:
+            self._warn(f"could not record the failed run in {LEDGER_TABLE}: {exc}")
+
