@@ -92,7 +92,8 @@ class CacheRow(NamedTuple):
 
 
 class CalendarCount(NamedTuple):
-    """Completed events (``completed IS TRUE``) of a calendar year overlapping the FY, any date in that year."""
+    """Completed events (``completed IS TRUE``, any date in the calendar year) of a (client, type, year) that
+    the compliance cache holds for a calendar year overlapping the FY: what the drift check compares."""
 
     client_name: str | None
     event_type_id: str | None
@@ -206,8 +207,9 @@ class EventAggregator:
     def event_ids(self) -> dict[tuple, list[str]]:
         return {k: [i for _, i in sorted(v)] for k, v in self._ids.items()}
 
-    def calendar_completed(self) -> list[CalendarCount]:
-        return [CalendarCount(c, t, y, n) for (c, t, y), n in self._calendar.items()]
+    def calendar_completed(self, keys: set[tuple] | None = None) -> list[CalendarCount]:
+        """Per (client, type, year); only the given keys (the compliance cache's) when given."""
+        return [CalendarCount(c, t, y, n) for (c, t, y), n in self._calendar.items() if keys is None or (c, t, y) in keys]
 
 
 def overlaps(period: Mapping[str, Any], fy: FiscalYear) -> bool:
@@ -255,6 +257,7 @@ def facts_from_rows(
     else:
         aggregator = EventAggregator(fy, as_of)
         aggregator.add(events)
+    cache_rows = _rows(CacheRow, compliance_cache, uuids=("event_type_id",))
     return Facts(
         fy=fy,
         as_of=as_of,
@@ -267,7 +270,7 @@ def facts_from_rows(
         exclusions=None if exclusions is None else _rows(Exclusion, exclusions, uuids=("event_type_id",)),
         event_counts=aggregator.event_counts(),
         undated_events=aggregator.undated,
-        compliance_cache=_rows(CacheRow, compliance_cache, uuids=("event_type_id",)),
-        calendar_completed=aggregator.calendar_completed(),
+        compliance_cache=cache_rows,
+        calendar_completed=aggregator.calendar_completed({(c.client_name, c.event_type_id, c.year) for c in cache_rows}),
         event_ids=aggregator.event_ids(),
     )

@@ -43,7 +43,6 @@ def percent(done: int, required: int, cap: bool) -> decimal.Decimal:
     return min(value, MAX_PERCENT.quantize(CENT)) if cap else value
 
 
-@functools.lru_cache(maxsize=1 << 16)
 def status(done: int, required: int, thresholds: Thresholds) -> str:
     ratio = Fraction(100 * done, required)
     if ratio >= thresholds.exceeded_from:
@@ -136,12 +135,19 @@ def capacity_sums(comp: Computation, found: Findings) -> None:
 
 
 def value_ranges(comp: Computation, thresholds: Thresholds, found: Findings) -> None:
+    statuses: dict[tuple[int, int], str] = {}  # (completed, required) -> status: few distinct pairs
+
+    def status_of(done: int, required: int) -> str:
+        if (done, required) not in statuses:
+            statuses[(done, required)] = status(done, required, thresholds)
+        return statuses[(done, required)]
+
     for name, c in comp.clients.items():
         required = sum(r.required for r in c.requirements)
         credited = sum(min(r.completed, r.required) for r in c.requirements)
         if (c.required_total, c.credited_total) != (required, credited):
             found.add("value_ranges", f"{name}: client totals {c.credited_total}/{c.required_total}, its requirements sum to {credited}/{required}")
-        if all(r.required > 0 and r.status == status(r.completed, r.required, thresholds) for r in c.requirements):
+        if all(r.required > 0 and r.status == status_of(r.completed, r.required) for r in c.requirements):
             # flags follow the statuses (a wrong status is reported below, once)
             critical = any(r.status == "critical" for r in c.requirements)
             at_risk = not critical and any(r.status == "at_risk" for r in c.requirements)
@@ -154,7 +160,7 @@ def value_ranges(comp: Computation, thresholds: Thresholds, found: Findings) -> 
                 continue
             if r.percent != percent(r.completed, r.required, True):
                 found.add("value_ranges", f"{where}: percentage {r.percent} for {r.completed}/{r.required}")
-            if r.status != status(r.completed, r.required, thresholds):
+            if r.status != status_of(r.completed, r.required):
                 found.add("value_ranges", f"{where}: status {r.status} for {r.completed}/{r.required}")
     for value, where in _percentages(comp):
         if value is not None and not (0 <= value <= MAX_PERCENT):

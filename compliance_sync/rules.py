@@ -19,8 +19,7 @@ import dataclasses
 import datetime as dt
 import decimal
 import functools
-import operator
-from typing import Any, Iterable
+from typing import Any, Callable, Iterable
 
 from compliance_sync.errors import DataError
 from compliance_sync.facts import EventCounts, Facts, Period, Plan, Strategy
@@ -245,32 +244,28 @@ def index_events(facts: Facts, codes: dict[str, str], known_clients: set[str], s
 
 
 # --- steps 5 and 6: per requirement and per client ------------------------------------------------------------
-def score_requirement(fy: FiscalYear, thresholds: Thresholds, type_id: str, name: str | None, required: int, counts: EventCounts | None) -> ClientRequirement:
+def score(fy: FiscalYear, thresholds: Thresholds, completed: int, required: int) -> tuple[decimal.Decimal, str, dt.date | None]:
+    """SPEC §4.5 for one (completed, required): percentage, status, next due date."""
+    return requirement_percent(completed, required), thresholds.status(completed, required).value, next_due_date(fy, completed, required)
+
+
+def score_requirement(scored: Callable[[int, int], tuple], type_id: str, name: str | None, required: int, counts: EventCounts | None) -> ClientRequirement:
     completed = sum(counts.completed) if counts else 0
     scheduled = sum(counts.scheduled) if counts else 0
-    return ClientRequirement(
-        event_type_id=type_id,
-        event_type_name=name,
-        required=required,
-        completed=completed,
-        scheduled=scheduled,
-        percent=requirement_percent(completed, required),
-        status=thresholds.status(completed, required).value,
-        next_due=next_due_date(fy, completed, required),
-    )
+    percent, status, next_due = scored(completed, required)
+    return ClientRequirement(type_id, name, required, completed, scheduled, percent, status, next_due)
 
 
-def _add(a: Iterable[int], b: Iterable[int]) -> tuple[int, ...]:
-    return tuple(map(operator.add, a, b))
+def month_sums(rows: Iterable[tuple[int, ...]]) -> tuple[int, ...]:
+    """Element-wise sum of twelve-month tuples."""
+    return tuple(map(sum, zip(ZERO_MONTHS, *rows)))
 
 
 def score_client(name: str, segment: str, last: Period, requirements: list[ClientRequirement], counts: list[EventCounts | None]) -> Client:
     """Step 6: credited totals (``min(c, r)`` per requirement), flags, and the client's monthly figures."""
-    done, planned, due = ZERO_MONTHS, ZERO_MONTHS, ZERO_MONTHS
-    for r, c in zip(requirements, counts):
-        due = _add(due, due_counts(r.required))
-        if c is not None:
-            done, planned = _add(done, c.completed), _add(planned, c.scheduled)
+    seen = [c for c in counts if c is not None]
+    done, planned = month_sums(c.completed for c in seen), month_sums(c.scheduled for c in seen)
+    due = month_sums(due_counts(r.required) for r in requirements)
     critical = any(r.status == Status.CRITICAL for r in requirements)
     return Client(
         name=name,
@@ -362,9 +357,9 @@ def territory_row(fy: FiscalYear, t: Territory) -> dict[str, Any]:
             "total_completed": sum(c.credited_total for c in group),
             "compliance": rollup(group)[0],
         }
-    due = done = planned = ZERO_MONTHS
-    for c in t.members:
-        due, done, planned = _add(due, c.due_by_month), _add(done, c.completed_by_month), _add(planned, c.scheduled_by_month)
+    due = month_sums(c.due_by_month for c in t.members)
+    done = month_sums(c.completed_by_month for c in t.members)
+    planned = month_sums(c.scheduled_by_month for c in t.members)
     return {
         "territory_strategy_id": t.strategy.id,
         "fiscal_year": fy.year,
@@ -488,6 +483,7 @@ def compute(facts: Facts, thresholds: Thresholds, bu_map: BuMap) -> Computation:
     known = set(plan_clients) | {p.client_name for p in facts.periods}
     events = index_events(facts, codes, known, {n for n in plan_clients if periods.get(n)}, found)  # 4
 
+    scored = functools.lru_cache(maxsize=None)(functools.partial(score, fy, thresholds))  # few distinct (c, r)
     clients: dict[str, Client] = {}
     plans_per_client = collections.Counter(p.client_name for p in plans)
     for name in plan_clients:
@@ -497,7 +493,7 @@ def compute(facts: Facts, thresholds: Thresholds, bu_map: BuMap) -> Computation:
         last = latest_period(periods[name])
         needs = required_counts(name, {p.tier_id for p in periods[name]}, active, freq, excluded)
         counts = [events.get((name, type_id)) for type_id, _, _ in needs]
-        reqs = [score_requirement(fy, thresholds, t, n, r, c) for (t, n, r), c in zip(needs, counts)]  # 5
+        reqs = [score_requirement(scored, t, n, r, c) for (t, n, r), c in zip(needs, counts)]  # 5
         clients[name] = score_client(name, tiers[last.tier_id], last, reqs, counts)  # 6
 
     territories = assign_territories(fy, clients, used_strategies(facts.strategies, found), found)  # 7

@@ -12,13 +12,12 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import decimal
-from typing import Any, Iterator
+from typing import Any, Iterator, NamedTuple
 
 from compliance_sync.tables import APAC, BUSINESS_UNIT, REQUIREMENTS, TERRITORY
 
 
-@dataclasses.dataclass(frozen=True, slots=True)
-class ClientRequirement:
+class ClientRequirement(NamedTuple):
     """One client requirement of SPEC §4.3-4.5 (the same for each of the client's plans)."""
 
     event_type_id: str

@@ -37,7 +37,7 @@ def tamper(comp, event_type_name, **changes):
     for c in comp.clients.values():
         for i, r in enumerate(c.requirements):
             if r.event_type_name == event_type_name:
-                c.requirements[i] = dataclasses.replace(r, **{FIELD[k]: v for k, v in changes.items()})
+                c.requirements[i] = r._replace(**{FIELD[k]: v for k, v in changes.items()})
 
 
 class Rows:

@@ -121,7 +121,8 @@ def translate(exc: BaseException, what: str, where: str, broken: bool = False, b
         held = f" held by {blocker}" if blocker else ""
         return DataError(f"{what}: gave up waiting for a lock{held} after the lock timeout (COMPLIANCE_SYNC_LOCK_TIMEOUT); nothing written")
     if state in CANCELLED_STATES:
-        return DataError(f"{what}: statement cancelled ({text}); nothing written")
+        held = f" while waiting for a lock held by {blocker}" if blocker else ""
+        return DataError(f"{what}: statement cancelled{held} ({text}); nothing written")
     if state == "42501":
         return DataError(
             f"{what}: permission denied ({text}); the job's role needs SELECT on the sources, SELECT, INSERT, "
@@ -135,8 +136,8 @@ def translate(exc: BaseException, what: str, where: str, broken: bool = False, b
 class LockWatch:
     """While a statement runs, a second connection says every few seconds which session blocks it (if any)."""
 
-    def __init__(self, dsn: str, pid: int, what: str) -> None:
-        self.dsn, self.pid, self.what = dsn, pid, what
+    def __init__(self, dsn: str, pid: int, what: str, first_check_s: float = 2.0) -> None:
+        self.dsn, self.pid, self.what, self.first_check_s = dsn, pid, what, first_check_s
         self.blocker: str | None = None
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="compliance_sync-lockwatch", daemon=True)
@@ -150,7 +151,7 @@ class LockWatch:
         self._thread.join(timeout=2)
 
     def _run(self) -> None:
-        if self._stop.wait(2.0):
+        if self._stop.wait(self.first_check_s):
             return
         try:
             with connect(self.dsn, timeout_s=5) as conn:
@@ -257,9 +258,13 @@ class PostgresSession:
     def _fail(self, exc: BaseException, what: str, blocker: str | None = None) -> SyncError:
         return translate(exc, what, self.backend.where, broken=self.conn.broken, blocker=blocker)
 
+    def _watch(self, what: str) -> LockWatch:
+        # the first look comes well before the lock timeout ends the wait, so the error can name the blocker
+        return LockWatch(self.backend._dsn, self.conn.info.backend_pid, what, min(2.0, self.backend.lock_timeout_s / 4))
+
     def _run(self, what: str, query: sql.Composable | str, params: Any = None, watch: bool = False) -> psycopg.Cursor:
         """Execute one statement; with ``watch``, say who blocks it while it waits for a lock."""
-        watcher = LockWatch(self.backend._dsn, self.conn.info.backend_pid, what) if watch else contextlib.nullcontext()
+        watcher = self._watch(what) if watch else contextlib.nullcontext()
         try:
             with watcher:
                 return self.conn.execute(query, params)
@@ -347,12 +352,15 @@ class PostgresSession:
 
     # --- reading ---------------------------------------------------------------------------------------------
     def _rows(self, what: str, query: sql.Composable, params: Any = None, binary: bool = False) -> list[tuple]:
+        """Read rows; a read waits for a table lock another session holds (bounded by lock_timeout), so
+        it is watched like a write."""
+        watcher = self._watch(f"reading {what}")
         try:
-            with self.conn.cursor(binary=binary) as cur:
+            with watcher, self.conn.cursor(binary=binary) as cur:
                 cur.execute(query, params)
                 return cur.fetchall()
         except psycopg.Error as exc:
-            raise self._fail(exc, f"reading {what}") from None
+            raise self._fail(exc, f"reading {what}", watcher.blocker) from None
 
     def read_facts(self) -> Facts:
         self.report = self.check_schema()
@@ -387,10 +395,14 @@ class PostgresSession:
         cache = self._rows("segmentation_event_compliance", q(
             "SELECT client_name, event_type_id::text, year, actual_count FROM {} WHERE year = ANY(%(years)s)"
         ).format(t("segmentation_event_compliance")), {"years": years})
+        # completed events per calendar year, for the (client, type, year) of the cache's rows (the drift check)
         calendar = self._rows("segmentation_events", q(
-            "SELECT client_name, event_type_id::text, extract(year FROM event_date)::int, count(*)::int FROM {} "
-            "WHERE completed IS TRUE AND event_date >= %(from)s AND event_date < %(to)s GROUP BY 1, 2, 3"
-        ).format(t("segmentation_events")), {"from": dt.date(years[0], 1, 1), "to": dt.date(years[-1] + 1, 1, 1)})
+            "SELECT e.client_name, e.event_type_id::text, extract(year FROM e.event_date)::int, count(*)::int FROM {events} e "
+            "JOIN (SELECT DISTINCT client_name, event_type_id, year FROM {cache} WHERE year = ANY(%(years)s)) k "
+            "ON k.client_name = e.client_name AND k.event_type_id = e.event_type_id "
+            "AND e.event_date >= make_date(k.year, 1, 1) AND e.event_date < make_date(k.year + 1, 1, 1) "
+            "WHERE e.completed IS TRUE GROUP BY 1, 2, 3"
+        ).format(events=t("segmentation_events"), cache=t("segmentation_event_compliance")), {"years": years}) if cache else []
         return Facts(
             fy=fy,
             as_of=self.as_of,
@@ -408,35 +420,25 @@ class PostgresSession:
         )
 
     def _event_counts(self, p: dict[str, Any]) -> list[EventCounts]:
-        """Aggregate the FY's events once in SQL: per (client, type), counts per FY month for the rules,
-        and the ordered ids in a temporary table for the writer (they never travel to Python)."""
-        events = self._t("segmentation_events")
+        """The FY's events counted in SQL per (client, type) and FY month, one row per (client, type) with
+        the non-empty months as text ``month:completed:scheduled,…`` (a fraction of the cost of arrays)."""
         month = sql.SQL("(extract(year FROM event_date)::int - %(sy)s) * 12 + extract(month FROM event_date)::int - %(sm)s")
-        done = sql.SQL("(completed IS TRUE AND event_date <= %(as_of)s)")
-        self._run("aggregating segmentation_events", sql.SQL(
-            "CREATE TEMP TABLE cs_events ON COMMIT DROP AS "
-            "SELECT client_name, event_type_id, {month} AS fy_month, {done} AS done, "
-            "(completed IS TRUE AND event_date > %(as_of)s) AS future, event_date, id "
-            "FROM {events} WHERE event_date BETWEEN %(start)s AND %(end)s"
-        ).format(month=month, done=done, events=events), p)
-        self._run("aggregating event ids", sql.SQL(
-            "CREATE TEMP TABLE cs_event_ids ON COMMIT DROP AS "
-            "SELECT client_name, event_type_id, jsonb_agg(id ORDER BY event_date, id) AS ids FROM cs_events "
-            "WHERE event_type_id IS NOT NULL GROUP BY 1, 2"
-        ))
         rows = self._rows("segmentation_events", sql.SQL(
-            "SELECT client_name, event_type_id::text, array_agg(fy_month ORDER BY fy_month), array_agg(c ORDER BY fy_month), "
-            "array_agg(s ORDER BY fy_month), sum(f)::int FROM ("
-            "  SELECT client_name, event_type_id, fy_month, count(*) FILTER (WHERE done)::int AS c, "
-            "  count(*) FILTER (WHERE NOT done)::int AS s, count(*) FILTER (WHERE future)::int AS f "
-            "  FROM cs_events GROUP BY 1, 2, 3) AS m GROUP BY 1, 2"
-        ), binary=True)
+            "SELECT client_name, event_type_id::text, string_agg(m || ':' || c || ':' || s, ','), sum(f)::int FROM ("
+            "  SELECT client_name, event_type_id, {month} AS m,"
+            "    count(*) FILTER (WHERE completed IS TRUE AND event_date <= %(as_of)s) AS c,"
+            "    count(*) FILTER (WHERE NOT (completed IS TRUE AND event_date <= %(as_of)s)) AS s,"
+            "    count(*) FILTER (WHERE completed IS TRUE AND event_date > %(as_of)s) AS f"
+            "  FROM {events} WHERE event_date BETWEEN %(start)s AND %(end)s GROUP BY 1, 2, 3) AS per_month "
+            "GROUP BY 1, 2"
+        ).format(month=month, events=self._t("segmentation_events")), p)
         out = []
-        for client, type_id, months, completed, scheduled, future in rows:
+        for client, type_id, months, future in rows:
             c, s = [0] * 12, [0] * 12
-            for m, nc, ns in zip(months, completed, scheduled):
-                c[m] = nc
-                s[m] = ns
+            for item in months.split(","):
+                m, nc, ns = item.split(":")
+                c[int(m)] = int(nc)
+                s[int(m)] = int(ns)
             out.append(EventCounts(client, type_id, tuple(c), tuple(s), future))
         return out
 
@@ -481,6 +483,14 @@ class PostgresSession:
                 for r in reqs
             ),
         )
+        # SPEC §4.4: the ids of each requirement's events, ordered by event_date then id, from the same snapshot
+        self._run("staging event ids", sql.SQL(
+            "CREATE TEMP TABLE cs_event_ids ON COMMIT DROP AS "
+            "SELECT e.client_name, e.event_type_id, to_jsonb(array_agg(e.id ORDER BY e.event_date, e.id)) AS ids "
+            "FROM {events} e JOIN (SELECT DISTINCT client_name, event_type_id FROM cs_client_reqs) r "
+            "ON r.client_name = e.client_name AND r.event_type_id = e.event_type_id "
+            "WHERE e.event_date BETWEEN %(start)s AND %(end)s GROUP BY 1, 2"
+        ).format(events=self._t("segmentation_events")), {"start": self.fy.start, "end": self.fy.end}, watch=True)
         # one row per plan x client requirement (SPEC §4.5), ids from the FY's events (SPEC §4.4)
         self._run("staging", sql.SQL(
             "CREATE TEMP TABLE cs_want_{n} ON COMMIT DROP AS "
