@@ -18,7 +18,7 @@ PY_CHECK='import sys; sys.exit(0 if (3, 11) <= sys.version_info[:2] < (3, 13) el
 usage() {
     cat >&2 <<'EOF'
 usage: sh dev.sh demo [options]   run the demo: embedded PostgreSQL, demo data, one sync
-                                  (options go to `compliance-sync demo`, e.g. --year 2026 --serve)
+                                  (options go to `compliance-sync demo`, e.g. --year 2026 --ui)
        sh dev.sh test [options]   ruff, then pytest (options go to pytest, e.g. -x -k fiscal)
 EOF
 }
