@@ -1,0 +1,102 @@
+"""Change-driven runs (issue 7): the direct backend's fingerprint follows every row of the FY's sources, and the
+sensor requests one run per (FY, fingerprint, date) when they change, never twice for the same state."""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+
+import dagster as dg
+import psycopg
+import pytest
+
+from compliance_sync.backends.postgres import PostgresBackend
+from compliance_sync.definitions import build_definitions
+from compliance_sync.definitions.sensors import CHANGE_SENSOR
+from compliance_sync.fiscal import FiscalYear, fiscal_year_of
+from compliance_sync.settings import EXAMPLE_BU_MAP, load_settings
+
+
+@pytest.fixture
+def demo(migrated_db, tmp_path, monkeypatch):
+    from compliance_sync.demo import load_demo_data
+
+    with psycopg.connect(migrated_db) as conn:
+        load_demo_data(conn)
+    monkeypatch.chdir(tmp_path)
+    for var in list(os.environ):
+        if var.startswith(("COMPLIANCE_SYNC_", "NEXT_PUBLIC_", "SUPABASE_", "DAGSTER_")) and var != "COMPLIANCE_SYNC_TEST_DATABASE_URL":
+            monkeypatch.delenv(var)
+    monkeypatch.setenv("SUPABASE_DB_URL", migrated_db)
+    monkeypatch.setenv("COMPLIANCE_SYNC_BU_MAP", str(EXAMPLE_BU_MAP))
+    monkeypatch.setenv("COMPLIANCE_SYNC_FIRST_FY", "2024")
+    return migrated_db
+
+
+def execute(url: str, statement: str) -> None:
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute(statement)
+
+
+@pytest.mark.parametrize(
+    "edit",
+    [
+        "UPDATE segmentation_events SET completed = NOT coalesce(completed, false) WHERE id = (SELECT id FROM segmentation_events WHERE event_date BETWEEN '{start}' AND '{end}' ORDER BY id LIMIT 1)",
+        "UPDATE tier_event_requirements SET frequency = frequency + 1 WHERE id = (SELECT id FROM tier_event_requirements ORDER BY id LIMIT 1)",
+        "UPDATE client_segmentation c SET tier_id = (SELECT t.id FROM segmentation_tiers t WHERE t.id IS DISTINCT FROM c.tier_id ORDER BY t.id LIMIT 1) "
+        "WHERE id = (SELECT id FROM client_segmentation WHERE effective_to IS NULL ORDER BY id LIMIT 1)",
+        "UPDATE account_plans SET status = 'archived' WHERE id = (SELECT id FROM account_plans WHERE fiscal_year = {year} ORDER BY id LIMIT 1)",
+        "UPDATE territory_strategies SET territory = territory || ' (renamed)' WHERE id = (SELECT id FROM territory_strategies WHERE fiscal_year = {year} ORDER BY id LIMIT 1)",
+    ],
+    ids=["flipped completed flag", "frequency edit", "tier move", "plan archived", "territory renamed"],
+)
+def test_the_fingerprint_follows_each_kind_of_edit(demo, edit):
+    fy = FiscalYear(2026)
+    backend = PostgresBackend(demo)
+    before = backend.fingerprint(fy)
+    assert backend.fingerprint(fy) == before  # stable while nothing changes
+    execute(demo, edit.format(start=fy.start, end=fy.end, year=fy.year))
+    assert backend.fingerprint(fy) != before
+
+
+def test_an_edit_outside_the_fy_leaves_its_fingerprint_alone(demo):
+    fy = FiscalYear(2026)
+    backend = PostgresBackend(demo)
+    before = backend.fingerprint(fy)
+    execute(demo, "UPDATE account_plans SET status = 'draft' WHERE fiscal_year = 2024")
+    assert backend.fingerprint(fy) == before
+
+
+def test_the_sensor_requests_one_run_per_changed_state(demo):
+    settings = load_settings()
+    defs = build_definitions(settings)
+    sensor = defs.resolve_sensor_def(CHANGE_SENSOR)
+    today = settings.today()
+    key = str(fiscal_year_of(today).year)
+    with dg.instance_for_test() as instance:
+        first = sensor.evaluate_tick(dg.build_sensor_context(instance=instance, repository_def=defs.get_repository_def()))
+        assert first.run_requests == [] and first.cursor  # first look: fingerprints recorded, nothing requested
+        again = sensor.evaluate_tick(dg.build_sensor_context(cursor=first.cursor, instance=instance, repository_def=defs.get_repository_def()))
+        assert again.run_requests == []  # unchanged: nothing
+        fy = FiscalYear(int(key))
+        execute(demo, f"UPDATE segmentation_events SET completed = NOT coalesce(completed, false) WHERE id = (SELECT id FROM segmentation_events WHERE event_date BETWEEN '{fy.start}' AND '{fy.end}' ORDER BY id LIMIT 1)")
+        changed = sensor.evaluate_tick(dg.build_sensor_context(cursor=again.cursor, instance=instance, repository_def=defs.get_repository_def()))
+        [request] = changed.run_requests
+        assert request.partition_key == key
+        assert request.run_config["ops"]["compliance_sync"]["config"]["as_of"] == today.isoformat()
+        assert request.run_key.startswith(f"fy{key}-") and request.run_key.endswith(today.isoformat())
+        assert request.tags["compliance_sync/trigger"] == "change"
+        after = sensor.evaluate_tick(dg.build_sensor_context(cursor=changed.cursor, instance=instance, repository_def=defs.get_repository_def()))
+        assert after.run_requests == []  # the same state never triggers twice
+
+
+def test_the_sensor_is_off_by_default_and_on_by_setting(demo, monkeypatch):
+    assert build_definitions(load_settings()).resolve_sensor_def(CHANGE_SENSOR).default_status == dg.DefaultSensorStatus.STOPPED
+    monkeypatch.setenv("COMPLIANCE_SYNC_CHANGE_SENSOR", "true")
+    monkeypatch.setenv("COMPLIANCE_SYNC_CHANGE_SENSOR_INTERVAL", "120")
+    sensor = build_definitions(load_settings()).resolve_sensor_def(CHANGE_SENSOR)
+    assert sensor.default_status == dg.DefaultSensorStatus.RUNNING and sensor.minimum_interval_seconds == 120
+
+
+def test_today_is_a_date():
+    assert isinstance(load_settings(environ={}).today(), dt.date)
