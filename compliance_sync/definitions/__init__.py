@@ -31,7 +31,7 @@ def build_definitions(settings: Settings | None = None, resources: dict | None =
         assets=[*source_specs(), targets],
         jobs=jobs,
         schedules=[build_schedule(sync_job, settings, partitions)],
-        sensors=[build_failure_alert(settings, jobs), build_change_sensor(settings, sync_job, partitions.get_partition_keys())],
+        sensors=[build_failure_alert(settings), build_change_sensor(settings, sync_job, partitions.get_partition_keys())],
         resources={"compliance_sync": ComplianceSyncResource()} | (resources or {}),
         executor=dg.in_process_executor,
     )

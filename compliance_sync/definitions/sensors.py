@@ -24,8 +24,9 @@ ALERT_TIMEOUT_S = 10.0
 
 def alert_message(job: str, fiscal_year: str | None, error: str, run_id: str, dagster_url: str | None) -> dict[str, str | None]:
     """The short JSON an alert posts: job, FY, error, a link to the run (never a secret)."""
+    what = "an asset run (materialize / backfill / checks)" if job.startswith("__ASSET_JOB") else job
     return {
-        "text": redact(f"compliance_sync: {job} failed for FY{fiscal_year or '?'}: {error}")[:1000],
+        "text": redact(f"compliance_sync: {what} failed for FY{fiscal_year or '?'}: {error}")[:1000],
         "job": job,
         "fiscal_year": fiscal_year,
         "error": redact(error)[:1000],
@@ -46,19 +47,38 @@ def post_alert(webhook: str, message: dict) -> int:
     return response.status_code
 
 
-def build_failure_alert(settings: Settings, jobs: list) -> dg.RunStatusSensorDefinition:
+def failure_text(context: dg.RunFailureSensorContext) -> str:
+    """What went wrong, in one line: the step's ``dg.Failure`` description (what the sync said), else the
+    first line of the step's error, else the run failure's own message (e.g. a run that never started)."""
+    for event in context.get_step_failure_events():
+        data = event.step_failure_data
+        if data is None:
+            continue
+        if data.user_failure_data is not None and data.user_failure_data.description:
+            return data.user_failure_data.description.strip()
+        error = data.error
+        while error is not None and error.cause is not None and error.cls_name == "DagsterExecutionStepExecutionError":
+            error = error.cause  # Dagster's wrapper around the exception the step raised
+        if error is not None and error.message.strip():
+            return error.message.strip().splitlines()[0]
+    return (context.failure_event.message or "the run failed").strip()
+
+
+def build_failure_alert(settings: Settings) -> dg.RunStatusSensorDefinition:
+    """Every job of this code location is monitored (``monitored_jobs`` left unset): runs launched from an
+    asset's "Materialize…" and asset backfills run as the hidden ``__ASSET_JOB``, not as a named job."""
+
     @dg.run_failure_sensor(
         name=ALERT_SENSOR,
-        monitored_jobs=jobs,
         default_status=dg.DefaultSensorStatus.RUNNING if settings.alert_webhook else dg.DefaultSensorStatus.STOPPED,
-        description="Posts a short JSON message (job, fiscal year, error, link to the run) to COMPLIANCE_SYNC_ALERT_WEBHOOK when a run fails.",
+        description="Posts a short JSON message (job, fiscal year, error, link to the run) to COMPLIANCE_SYNC_ALERT_WEBHOOK "
+        "when a run of this code location fails.",
     )
     def compliance_sync_failure_alert(context: dg.RunFailureSensorContext):
         if not settings.alert_webhook:
             return dg.SkipReason("COMPLIANCE_SYNC_ALERT_WEBHOOK is not set")
         run = context.dagster_run
-        error = context.failure_event.message or "the run failed"
-        message = alert_message(run.job_name, run.tags.get("dagster/partition"), error, run.run_id, settings.dagster_url)
+        message = alert_message(run.job_name, run.tags.get("dagster/partition"), failure_text(context), run.run_id, settings.dagster_url)
         try:
             status = post_alert(settings.alert_webhook.get_secret_value(), message)
         except httpx.HTTPError as exc:

@@ -6,6 +6,11 @@ in one transaction and records all four as materialised for the FY (unselected o
 ``log_event``); a selection of checks alone runs as a dry run of those checks. Run config:
 ``ops.compliance_sync.config`` with ``dry_run``, ``as_of`` (YYYY-MM-DD, default today in the configured
 timezone), ``allow_mass_prune`` and ``diff_limit``.
+
+Dry or live: a run is a dry run when its config says ``dry_run: true``, when it selects checks only, or
+when it carries the tag ``compliance_sync/mode: dry_run`` (the dry-run and checks jobs set it; so
+``dry_run: false`` edited into their launchpad cannot make them write). Every dry run carries that tag:
+the step adds it when the run was launched without it.
 """
 
 import datetime as dt
@@ -75,12 +80,39 @@ def _fail(message: str, outcome: Outcome | None = None) -> dg.Failure:
     return dg.Failure(description=message, metadata=meta, allow_retries=False)
 
 
+NO_PARTITION = (
+    "this run has no fiscal-year partition: the sync and its checks run one fiscal year at a time. Choose one "
+    "(e.g. 2025): \"Materialize…\" on a target and pick a partition, or launch compliance_checks_job / "
+    "compliance_sync_job from the launchpad with a partition selected"
+)
+PARTITION_RANGE = (
+    "this run targets the fiscal-year range {start}…{end}: the sync runs one fiscal year at a time. Launch a "
+    "backfill of those partitions instead (one run per fiscal year)"
+)
+
+
+def _partition_key(context: dg.AssetExecutionContext) -> str:
+    if context.has_partition_key:
+        return context.partition_key
+    if context.has_partition_key_range:
+        keys = context.partition_key_range
+        if keys.start == keys.end:
+            return keys.start
+        raise SettingsError(PARTITION_RANGE.format(start=keys.start, end=keys.end))
+    raise SettingsError(NO_PARTITION)
+
+
+def run_mode(context: dg.AssetExecutionContext, config: SyncConfig) -> Mode:
+    """Dry when the config says so, when only checks are selected, or when the run is tagged dry_run."""
+    dry = config.dry_run or not context.selected_asset_keys or context.run.tags.get(MODE_TAG) == Mode.DRY_RUN.value
+    return Mode.DRY_RUN if dry else Mode.LIVE
+
+
 def _prepare(context: dg.AssetExecutionContext, config: SyncConfig, mode: Mode) -> tuple:
-    if not context.has_partition_key:
-        raise SettingsError("choose a fiscal-year partition: the sync and its checks run one fiscal year at a time")
+    key = _partition_key(context)
     sync = context.resources.compliance_sync
     settings = sync.settings()
-    fy = FiscalYear(int(context.partition_key), settings.fy_start_month)
+    fy = FiscalYear(int(key), settings.fy_start_month)
     as_of = fy.as_of(parse_as_of(config.as_of, "run config as_of") or settings.today())
     backend, bu_map = sync.backend(settings), settings.bu_map()
     context.log.info(f"{fy.describe()} as_of {as_of}, {mode.value.replace('_', ' ')}, backend {backend.name.value} at {backend.describe()}")
@@ -89,7 +121,7 @@ def _prepare(context: dg.AssetExecutionContext, config: SyncConfig, mode: Mode) 
 
 def run_step(context: dg.AssetExecutionContext, config: SyncConfig) -> Iterator[Any]:
     selected = {k.to_user_string() for k in context.selected_asset_keys}
-    mode = Mode.DRY_RUN if config.dry_run or not selected else Mode.LIVE
+    mode = run_mode(context, config)
     if mode == Mode.DRY_RUN and context.run.tags.get(MODE_TAG) != Mode.DRY_RUN.value:
         context.instance.add_run_tags(context.run.run_id, {MODE_TAG: Mode.DRY_RUN.value})
     try:
