@@ -111,7 +111,7 @@ case $command in
         exec "$VENV/bin/compliance-sync" demo "$@"
         ;;
     test)
-        "$VENV/bin/ruff" check compliance_sync compliance_sync_tests benchmarks
+        "$VENV/bin/ruff" check compliance_sync compliance_sync_tests benchmarks scripts
         exec "$VPY" -m pytest -q "$@"
         ;;
 esac
