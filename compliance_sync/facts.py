@@ -183,7 +183,7 @@ class EventAggregator:
                 continue
             key = (e.get("client_name"), uid(e.get("event_type_id")))
             done = e.get("completed") is True
-            if done and day.year in self._years:
+            if done and day.year in self._years and None not in key:  # matched to cache rows by equality, as in SQL
                 self._calendar[key + (day.year,)] += 1
             if not fy.start <= day <= fy.end:
                 continue

@@ -256,6 +256,7 @@ def _attempt(backend: Backend, settings: Settings, bu_map: BuMap, outcome: Outco
             clock = time.perf_counter()
             session.apply(outcome.diff, dt.datetime.now(dt.timezone.utc), outcome.ledger_row("succeeded"))
             outcome.written = True
+            outcome.backend_warnings = list(session.warnings)  # what writing noticed (orphans found late, ...)
             _timed(outcome, "write_s", clock)
         except SyncError as exc:
             outcome.backend_warnings = list(session.warnings)

@@ -5,7 +5,9 @@ No transactions and no locks over REST, so the writing order is what keeps every
 new and changed rows are upserted first (idempotent, on the target's unique key), stale rows are deleted last,
 each delete filtered so that it removes a row only while every column the job does not own is still null,
 and the ledger row is written last under the run's id (a retried POST adds no second row). A failure at any
-point leaves every row old or new, none missing, and a rerun converges.
+point leaves every row old or new, none missing, and a rerun converges. A delete that removes fewer rows than
+planned looks again: a row still there gained data the job does not own after the read, and is counted (and
+reported) as an orphan, not as deleted.
 
 Reads page by keyset on the primary key (``pk=gt.<last>&order=pk.asc&limit=n``) until an empty page, so a
 server row cap below the page size truncates nothing. Each page is its own transaction on the server: the
@@ -20,9 +22,11 @@ import base64
 import contextlib
 import dataclasses
 import datetime as dt
+import functools
 import hashlib
 import json
 import logging
+import ssl
 from typing import Any, Callable, Iterator, Sequence
 from urllib.parse import urlsplit
 
@@ -55,6 +59,8 @@ log = logging.getLogger(__name__)
 
 TRANSIENT_STATUS = {429, 500, 502, 503, 504}
 UPSERT_CHUNK = 500
+BACKOFF_S = 0.5  # first wait before a retry; doubles per attempt, at most BACKOFF_MAX_S
+BACKOFF_MAX_S = 8.0
 MINIMAL = "minimal"  # Prefer: return=minimal
 URL_BUDGET = 6000  # characters of filters per DELETE (Supabase's edge refuses URLs over ~16 KiB)
 NOT_POSTGREST = "the reply is not PostgREST's: is NEXT_PUBLIC_SUPABASE_URL your project's API URL (https://<project>.supabase.co)?"
@@ -151,18 +157,18 @@ def translate(exc: BaseException, what: str, where: str) -> SyncError:
     detail = f" ({code}: {message})" if code else f" ({message})"
     if status in TRANSIENT_STATUS:
         return TransientFailure(f"{what}: {where} answered HTTP {status}{detail}")
+    if "json" not in exc.content_type and status not in (401, 403):
+        return ConnectionFailure(f"{what}: HTTP {status}; {NOT_POSTGREST}")
     if code == "42501":
         return DataError(f"{what}: permission denied{detail}: row-level security or a missing grant refused the service role; check the key is the service_role key and the table's grants")
     if status in (401, 403):
         return ConnectionFailure(f"{what}: {where} refused the key (HTTP {status}{detail}): SUPABASE_SERVICE_ROLE_KEY is wrong or expired")
-    if code == "PGRST205" or (status == 404 and code is None):
+    if code in ("PGRST205", "42P01") or (status == 404 and code is None):
         return DataError(f"{what}: the table is not in the REST API's schema cache{detail}; {RELOAD_HINT}")
     if code in ("42703", "PGRST204"):
         return DataError(f"{what}: a column is missing{detail}; {RELOAD_HINT}")
     if code == "42P10":
         return DataError(f"{what}: no unique index matches the upsert's key{detail}: run `compliance-sync migrate --minimal` (or paste `compliance-sync migrate --minimal --print-sql` into the SQL editor)")
-    if "json" not in exc.content_type:
-        return ConnectionFailure(f"{what}: HTTP {status}; {NOT_POSTGREST}")
     return DataError(f"{what}: HTTP {status}{detail}")
 
 
@@ -251,6 +257,12 @@ class RestBackend:
         return hashlib.sha256(repr(parts).encode()).hexdigest()[:16]
 
 
+@functools.cache
+def _ssl_context() -> ssl.SSLContext:
+    """One TLS context per process (loading the CA bundle costs ~0.1 s; a run opens a client per session)."""
+    return httpx.create_ssl_context()
+
+
 def _fy_filters(table: str, fy: FiscalYear) -> dict[str, str]:
     """Server-side filters of a source for the FY, as query parameters."""
     years = fy.calendar_years()
@@ -273,6 +285,7 @@ class RestClient:
         self.backend = backend
         self._http = httpx.Client(
             timeout=httpx.Timeout(backend.timeout_s),
+            verify=_ssl_context(),
             event_hooks={"response": [_raise_for_status]},
             follow_redirects=False,
         )
@@ -282,12 +295,13 @@ class RestClient:
         self._retrying = tenacity.Retrying(
             retry=tenacity.retry_if_exception(_retryable),
             stop=tenacity.stop_after_attempt(backend.retries + 1),
-            wait=tenacity.wait_exponential(multiplier=0.5, max=8),
+            wait=tenacity.wait_exponential(multiplier=BACKOFF_S, max=BACKOFF_MAX_S),
             before_sleep=lambda rs: log.warning("REST request to %s failed (%s); retrying (attempt %d of %d)", backend.where, _short(rs.outcome.exception()), rs.attempt_number + 1, backend.retries + 1),
             reraise=True,
         )
         self._openapi: dict[str, Relation] | None = None
         self.pks: dict[str, list[str]] = {}
+        self.unreachable = False  # the last failed request could not reach the API or was refused
 
     def __enter__(self) -> RestClient:
         return self
@@ -295,11 +309,17 @@ class RestClient:
     def __exit__(self, *exc: object) -> None:
         self._http.close()
 
-    def call(self, what: str, fn: Callable[[], Any]) -> Any:
+    def call(self, what: str, fn: Callable[[], Any], retry: bool = True) -> Any:
+        """``fn()`` (one request), retried on transient failures unless ``retry`` is False; any failure
+        raised as the run's error type."""
         try:
-            return self._retrying(fn)
+            return self._retrying(fn) if retry else fn()
         except Exception as exc:
-            raise translate(exc, what, self.backend.where) from None
+            error = translate(exc, what, self.backend.where)
+            self.unreachable = isinstance(error, ConnectionFailure)
+            if retry and _retryable(exc) and self.backend.retries:
+                error = type(error)(f"{error} (still failing after {self.backend.retries + 1} attempts, COMPLIANCE_SYNC_REST_RETRIES)")
+            raise error from None
 
     # --- reading ------------------------------------------------------------------------------------------
     def openapi(self) -> dict[str, Relation]:
@@ -362,40 +382,67 @@ class RestClient:
 
     def pages(self, table: str, columns: Sequence[str], filters: dict[str, str], keyset: Sequence[str]) -> Iterator[list[dict[str, Any]]]:
         """Every row, page by page, by keyset on ``keyset`` (a primary key), until an empty page: a server cap
-        below the page size truncates nothing. No exact counts, no long ``in.(…)`` lists."""
+        below the page size truncates nothing. No offsets, no exact counts, no long ``in.(…)`` lists."""
         select = ",".join(dict.fromkeys([*columns, *keyset]))
-        order = ",".join(f"{c}.asc" for c in keyset)
+        order = ",".join(f"{c}.asc" for c in keyset)  # nulls last (postgrest-py adds .nullslast)
+        nullable = self.nullable(table, keyset)
         last: list[Any] | None = None
         progress = Progress(f"reading {table}")
         while True:
             params = {"select": select, "order": order, "limit": str(self.backend.page_size), **filters}
-            rows = self.get(table, params) if last is None else self.get_after(table, params, keyset, last)
+            if last is not None and len(keyset) == 1 and keyset[0] not in nullable and keyset[0] not in filters:
+                params[keyset[0]] = f"gt.{last[0]}"  # the usual case: a primary key
+            elif last is not None:
+                after = _after(keyset, last, nullable)
+                if after is None:  # the last row had the greatest possible key
+                    break
+                params = _with_condition(params, after)
+            rows = self.get(table, params)
             if not rows:
-                progress.finish()
-                return
+                break
             progress.add(len(rows))
-            last = [rows[-1][c] for c in keyset]
+            last = [rows[-1].get(c) for c in keyset]
             yield rows
+        progress.finish()
 
-    def get_after(self, table: str, params: dict[str, str], keyset: Sequence[str], last: Sequence[Any]) -> list[dict[str, Any]]:
-        """The next page: ``(k1, k2, …) > (v1, v2, …)`` in PostgREST's grammar, beside the other filters."""
-        if len(keyset) == 1:
-            return self.get(table, params | {keyset[0]: f"gt.{last[0]}"})
-        tree = _after(keyset, last)  # or(…)
-        both = f"(and(or({params['or'][1:-1]}),{tree}))" if "or" in params else f"({tree[3:-1]})"
-        return self.get(table, params | {"or": both})
+    def nullable(self, table: str, columns: Sequence[str]) -> set[str]:
+        """The columns of ``columns`` that may hold NULL (NOT NULL columns are in the API description's
+        ``required``; a primary key never holds NULL)."""
+        relation = (self._openapi or {}).get(table)
+        if relation is None:
+            return set(columns)
+        return {c for c in columns if not (c in relation.columns and relation.columns[c].not_null) and c not in self.pks.get(table, ())}
 
 
-def _after(keyset: Sequence[str], last: Sequence[Any]) -> str:
-    """The keyset condition ``(k1, k2, …) > (v1, v2, …)`` in PostgREST's grammar."""
-    if len(keyset) == 1:
-        return f"{keyset[0]}.gt.{_quote(last[0])}"
+def _with_condition(params: dict[str, str], condition: str) -> dict[str, str]:
+    """``params`` with a logic-tree condition added beside the other filters (never replacing one of them)."""
+    if "or" in params:
+        return params | {"or": f"(and(or({params['or'][1:-1]}),{condition}))"}
+    return params | {"or": f"({condition})"}
+
+
+def _after(keyset: Sequence[str], last: Sequence[Any], nullable: set[str] = frozenset()) -> str | None:
+    """The keyset condition ``(k1, k2, …) > (v1, v2, …)`` in PostgREST's grammar, in the order of
+    ``order=k1.asc.nullslast,…`` (a NULL sorts after every value); None when no key can follow."""
+
+    def eq(col: str, value: Any) -> str:
+        return f"{col}.is.null" if value is None else f"{col}.eq.{_quote(value)}"
+
+    def gt(col: str, value: Any) -> str | None:
+        if value is None:
+            return None  # nothing sorts after NULL
+        return f"or({col}.gt.{_quote(value)},{col}.is.null)" if col in nullable else f"{col}.gt.{_quote(value)}"
+
     terms = []
     for i, col in enumerate(keyset):
-        eqs = [f"{keyset[j]}.eq.{_quote(last[j])}" for j in range(i)]
-        gt = f"{col}.gt.{_quote(last[i])}"
-        terms.append(f"and({','.join(eqs + [gt])})" if eqs else gt)
-    return f"or({','.join(terms)})"
+        after = gt(col, last[i])
+        if after is None:
+            continue
+        eqs = [eq(keyset[j], last[j]) for j in range(i)]
+        terms.append(f"and({','.join(eqs + [after])})" if eqs else after)
+    if not terms:
+        return None
+    return terms[0] if len(terms) == 1 else f"or({','.join(terms)})"
 
 
 def _short(exc: BaseException | None) -> str:
@@ -445,7 +492,13 @@ class RestSession:
     def check_schema(self) -> schema.SchemaReport:
         relations = self.client.openapi()
         keys = {t.name: self._probe_key(t) for t in TARGETS if t.name in relations and all(c in relations[t.name].columns for c in t.key)}
-        report = schema.check(relations, keys, f"{self.backend.where} (REST API)")
+        try:
+            report = schema.check(relations, keys, f"{self.backend.where} (REST API)")
+        except DataError as exc:
+            text = str(exc)
+            if " does not exist" in text or " is missing" in text:  # or PostgREST's schema cache is stale
+                text += f" (over the REST API a table or column created recently also looks missing until PostgREST reloads its schema cache: {RELOAD_HINT})"
+            raise DataError(text) from None
         for w in report.warnings:
             self._warn(w)
         return report
@@ -511,44 +564,79 @@ class RestSession:
             progress.add(len(chunk))
         progress.finish()
 
-    def _delete(self, target: TargetTable, rows: list[dict[str, Any]]) -> None:
-        """Delete stale rows, each only while every column the job does not own is still null (a note a planner
-        adds after the read is never deleted). Keys go in bounded batches (Supabase refuses long URLs)."""
-        foreign = self.report.foreign_columns[target.name]
+    def _key_terms(self, target: TargetTable, rows: list[dict[str, Any]]) -> Iterator[str]:
+        """``or=(…)`` terms matching the rows' keys (within the FY), in batches that keep URLs short (Supabase's
+        edge refuses URLs over ~16 KiB; a key is a few uuids, never a long ``in.(…)`` list)."""
         batch: list[str] = []
+        size = 0
+        for row in rows:
+            term = f"and({','.join(f'{c}.eq.{_quote(row[c])}' for c in target.key if c != 'fiscal_year')})"
+            if batch and size + len(term) > URL_BUDGET:
+                yield ",".join(batch)
+                batch, size = [], 0
+            batch.append(term)
+            size += len(term) + 1
+        if batch:
+            yield ",".join(batch)
 
-        def flush() -> None:
-            if not batch:
-                return
-            terms = ",".join(batch)
+    def _delete(self, target: TargetTable, rows: list[dict[str, Any]]) -> int:
+        """Delete stale rows, each only while every column the job does not own is still null (a note a planner
+        adds after the read is never deleted). Returns how many of ``rows`` are still there afterwards: rows
+        that gained such data after the read, now orphans."""
+        from postgrest.types import CountMethod
 
-            def send() -> Any:
-                builder = self.client.rest.from_(target.name).delete(returning=MINIMAL).eq("fiscal_year", str(self.fy.year))
+        foreign = self.report.foreign_columns[target.name]
+        deleted = 0
+        for terms in self._key_terms(target, rows):
+
+            def send(terms: str = terms) -> Any:
+                builder = self.client.rest.from_(target.name).delete(count=CountMethod.exact, returning=MINIMAL).eq("fiscal_year", str(self.fy.year))
                 for c in foreign:
                     builder = builder.is_(c, "null")
                 return builder.or_(terms).execute()
 
-            self.client.call(f"deleting from {target.name}", send)
+            response = self.client.call(f"deleting from {target.name}", send)
             self.partly_written = True
-            batch.clear()
+            deleted += response.count if response.count is not None else terms.count("and(")
+        if deleted >= len(rows):
+            return 0
+        # fewer deleted than planned: a row gained data the job does not own since the read (kept, an orphan
+        # now), or another run deleted it first; only the rows still there count as orphans
+        kept = 0
+        for terms in self._key_terms(target, rows):
+            filters = {"fiscal_year": f"eq.{self.fy.year}", "or": f"({terms})"}
+            kept += sum(len(page) for page in self.client.pages(target.name, list(target.key), filters, self._keyset(target.name)))
+        return kept
 
-        for row in rows:
-            term = f"and({','.join(f'{c}.eq.{_quote(row[c])}' for c in target.key if c != 'fiscal_year')})"
-            if sum(map(len, batch)) + len(term) > URL_BUDGET:
-                flush()
-            batch.append(term)
-        flush()
+    def _kept_as_orphans(self, target: TargetTable, kept: int, ledger: LedgerRow) -> None:
+        """Count rows the delete kept (they gained data the job does not own after the read) as orphans."""
+        diff = self._planned.targets[target.name]
+        diff.deleted -= kept
+        diff.orphans += kept
+        ledger.rows_deleted -= kept
+        ledger.orphans += kept
+        self._warn(
+            f"{target.name}: {kept} stale row(s) gained data the job does not own after they were read "
+            "(a planner's note?); kept as orphans, not deleted"
+        )
 
-    def _write_ledger(self, ledger: LedgerRow) -> None:
-        """Last, and idempotent: on the run's id when the ledger has that column."""
+    def _write_ledger(self, ledger: LedgerRow, retry: bool = True) -> None:
+        """Last, and idempotent: upserted on the run's id (a retried POST adds no second row)."""
         columns = self.report.ledger_columns if self.report else None
         if not columns:
             return
-        row = _json_row(ledger.values(columns), [c for c in ledger.values(columns)])
+        values = ledger.values(columns)
+        row = _json_row(values, list(values))
+        table = self.client.rest.from_
         if "run_id" in row:
-            self.client.call(f"writing {LEDGER_TABLE}", lambda: self.client.rest.from_(LEDGER_TABLE).upsert([row], on_conflict="run_id", returning=MINIMAL).execute())
-        else:
-            self.client.call(f"writing {LEDGER_TABLE}", lambda: self.client.rest.from_(LEDGER_TABLE).insert([row], returning=MINIMAL).execute())
+            try:
+                self.client.call(f"writing {LEDGER_TABLE}", lambda: table(LEDGER_TABLE).upsert([row], on_conflict="run_id", returning=MINIMAL).execute(), retry)
+                return
+            except DataError as exc:
+                if "42P10" not in str(exc):
+                    raise
+                self._warn(f"{LEDGER_TABLE}.run_id has no unique index: a retried ledger write may add a second row (run `compliance-sync migrate --minimal`)")
+        self.client.call(f"writing {LEDGER_TABLE}", lambda: table(LEDGER_TABLE).insert([row], returning=MINIMAL).execute(), retry)
 
     def apply(self, diff: SyncDiff, run_ts: dt.datetime, ledger: LedgerRow) -> None:
         if diff is not self._planned or self.committed:
@@ -560,13 +648,17 @@ class RestSession:
                 self._upsert(t.name, rows, [*t.columns, "updated_at"], t.key)
         for t in TARGETS:  # stale rows last
             if t.not_wanted == NotWanted.PRUNE and self._changes[t.name].deletes:
-                self._delete(t, self._changes[t.name].deletes)
+                kept = self._delete(t, self._changes[t.name].deletes)
+                if kept:
+                    self._kept_as_orphans(t, kept, ledger)
         self._write_ledger(ledger)
         self.committed = True
 
     def record_failure(self, ledger: LedgerRow) -> None:
+        """Best effort: one attempt when the run stopped because the API was unreachable (no second round
+        of retries before the error is shown)."""
         try:
-            self._write_ledger(ledger)
+            self._write_ledger(ledger, retry=not self.client.unreachable)
         except SyncError as exc:
             self._warn(f"could not record the failed run in {LEDGER_TABLE}: {exc}")
 
