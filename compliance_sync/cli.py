@@ -14,6 +14,7 @@ authenticate, 130 interrupted; ``--json`` always prints exactly one JSON object 
 from __future__ import annotations
 
 import argparse
+import re
 import signal
 import sys
 import time
@@ -51,6 +52,7 @@ def parser() -> argparse.ArgumentParser:
     m.add_argument("--dedupe", action="store_true", help="with --minimal: delete duplicate keys, keeping the latest updated_at")
     m.add_argument("--force", action="store_true", help="full migration even when the tables already hold rows")
     m.add_argument("--print-sql", action="store_true", help="with --minimal: print the SQL to paste into Supabase's SQL editor (no connection needed)")
+    m.add_argument("--json", action="store_true", default=argparse.SUPPRESS, help="print one JSON object on stdout (logs go to stderr)")
 
     d = sub.add_parser("demo-data", help="load the deterministic APAC demo dataset (or a larger one) over SUPABASE_DB_URL")
     d.add_argument("--clients", type=int, default=60, help="number of clients (default 60; 10000 with --plans-per-client 2 = 20,000 plans)")
@@ -58,6 +60,7 @@ def parser() -> argparse.ArgumentParser:
     d.add_argument("--seed", type=int, default=7)
     d.add_argument("--events-scale", type=float, default=1.0, help="events per client and type, relative to the demo (3.5 with 10,000 clients ≈ 2M events)")
     d.add_argument("--force", action="store_true", help="replace the rows of a database that already holds data")
+    d.add_argument("--json", action="store_true", default=argparse.SUPPRESS, help="print one JSON object on stdout (logs go to stderr)")
 
     e = sub.add_parser("demo", help="an embedded PostgreSQL with the demo data (loaded once), a sync, and what to do next; no server needed")
     e.add_argument("--year", default="2025", help="fiscal year to sync (default 2025)")
@@ -111,6 +114,16 @@ def main(argv: Sequence[str] | None = None) -> int:
 
             print_json(failure_summary("interrupted: nothing written (none of it)", ExitCode.INTERRUPTED))
         return int(ExitCode.INTERRUPTED)
+    except Exception as exc:  # a bug: still one JSON object, and a traceback (secrets masked) on the log
+        from compliance_sync.redact import redact
+
+        message = redact(f"unexpected error: {type(exc).__name__}: {' '.join(str(exc).split())}")
+        log.exception(message)
+        if as_json:
+            from compliance_sync.runner import failure_summary, print_json
+
+            print_json(failure_summary(message, ExitCode.UNEXPECTED))
+        return int(ExitCode.UNEXPECTED)
 
 
 def threading_main() -> bool:
@@ -130,6 +143,9 @@ def sync(args: argparse.Namespace) -> int:
     settings.bu_map()
     today = settings.today()
     fy = parse_year(args.year if args.year is not None else current_year(settings), settings, today)
+    if args.as_of is not None and args.as_of.strip() and not re.fullmatch(r"\d{4}-\d{2}-\d{2}", args.as_of.strip()):
+        # Python's date.fromisoformat also takes 20250630 and 2025-W27-1: not the documented YYYY-MM-DD
+        raise SettingsError(f"--as-of must be a date YYYY-MM-DD, got {args.as_of!r}")
     reference = parse_as_of(args.as_of) or today
     if args.diff_limit < 0:
         raise SettingsError(f"--diff-limit must be 0 or more, got {args.diff_limit}")
@@ -156,7 +172,12 @@ def migrate(args: argparse.Namespace) -> int:
     if args.print_sql:
         if not args.minimal:
             raise SettingsError("--print-sql goes with --minimal: the SQL of the minimal migration, for Supabase's SQL editor")
-        print(migrations.minimal_sql_script(), flush=True)
+        if args.json:
+            from compliance_sync.runner import print_json
+
+            print_json({"status": "printed", "sql": migrations.minimal_sql_script(), "error": None, "exit_code": 0})
+        else:
+            print(migrations.minimal_sql_script(), flush=True)
         return 0
     from compliance_sync.backends.postgres import connect
 
@@ -166,6 +187,10 @@ def migrate(args: argparse.Namespace) -> int:
     for line in lines:
         log.info(line)
     log.info("migration %s done in %.1f s", "minimal" if args.minimal else "full", time.perf_counter() - started)
+    if args.json:
+        from compliance_sync.runner import print_json
+
+        print_json({"status": "migrated", "migration": "minimal" if args.minimal else "full", "log": lines, "error": None, "exit_code": 0})
     return 0
 
 
@@ -179,6 +204,10 @@ def demo_data(args: argparse.Namespace) -> int:
     for table, n in counts.items():
         log.info("%s: %s rows", table, f"{n:,}")
     log.info("demo data loaded in %.1f s", time.perf_counter() - started)
+    if args.json:
+        from compliance_sync.runner import print_json
+
+        print_json({"status": "loaded", "rows": counts, "error": None, "exit_code": 0})
     return 0
 
 

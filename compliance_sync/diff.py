@@ -75,11 +75,22 @@ def _normalize_json(value: Any) -> Any:
     return value
 
 
+def _strict(a: Any, b: Any) -> bool:
+    """Equality as jsonb compares: JSON true is not the number 1."""
+    if isinstance(a, bool) or isinstance(b, bool):
+        return type(a) is type(b) and a == b
+    if isinstance(a, dict) and isinstance(b, dict):
+        return a.keys() == b.keys() and all(_strict(a[k], b[k]) for k in a)
+    if isinstance(a, list) and isinstance(b, list):
+        return len(a) == len(b) and all(map(_strict, a, b))
+    return a == b
+
+
 def same(kind: Kind, a: Any, b: Any) -> bool:
-    """Plain equality settles most cells; only unequal ones are normalised."""
-    if a is b or (type(a) is type(b) and a == b):
+    """Plain equality settles most cells; only unequal ones (and JSON values) are normalised."""
+    if a is b or (type(a) is type(b) and not isinstance(a, (dict, list)) and a == b):
         return True
-    return normalize(kind, a) == normalize(kind, b)
+    return _strict(normalize(kind, a), normalize(kind, b))
 
 
 def changed_columns(table: TargetTable, old: dict[str, Any], new: dict[str, Any]) -> list[str]:

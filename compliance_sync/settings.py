@@ -13,6 +13,7 @@ import datetime as dt
 import enum
 import os
 import pathlib
+import re
 import zoneinfo
 from fractions import Fraction
 from typing import Any, Mapping
@@ -23,6 +24,7 @@ from dotenv import dotenv_values
 
 from compliance_sync import redact
 from compliance_sync.errors import SettingsError
+from compliance_sync.fiscal import fiscal_year_of
 
 RESERVED_BU = "Unassigned"
 DEFAULT_THRESHOLDS = "50,80,100"
@@ -156,6 +158,48 @@ def validate_timezone(name: str, var: str = "COMPLIANCE_SYNC_TIMEZONE") -> str:
     return name
 
 
+# The plain five-field cron schedules (numbers, ``*``, ranges, steps, lists) that Dagster accepts, checked
+# without importing Dagster; anything else is left to Dagster's own rule (the schedule's).
+_CRON_FIELDS = ((0, 59), (0, 23), (1, 31), (1, 12), (0, 6))
+_CRON_ITEM = re.compile(r"(\*|(\d{1,2})(?:-(\d{1,2}))?)(?:/(\d{1,2}))?")
+
+
+def _plain_cron(text: str) -> bool:
+    fields = text.split()
+    if len(fields) != 5:
+        return False
+    values: list[set[int]] = []
+    for field, (lo, hi) in zip(fields, _CRON_FIELDS):
+        seen: set[int] = set()
+        for item in field.split(","):
+            m = _CRON_ITEM.fullmatch(item)
+            if not m or (m.group(4) and m.group(2) and not m.group(3)):  # "5/10": Dagster decides
+                return False
+            start, end = (lo, hi) if m.group(1) == "*" else (int(m.group(2)), int(m.group(3) or m.group(2)))
+            step = int(m.group(4) or 1)
+            if not (lo <= start <= end <= hi and 1 <= step <= hi - lo):
+                return False
+            seen.update(range(start, end + 1, step))
+        values.append(seen)
+    return values[3] != {2}  # February alone: Dagster refuses its 30th and 31st; let it decide
+
+
+def validate_cron(text: str, var: str = "COMPLIANCE_SYNC_SCHEDULE_CRON") -> str:
+    """A cron schedule the daily schedule can use (the rule of Dagster's ``ScheduleDefinition``), so that
+    the command line refuses what would stop the code location from loading."""
+    if _plain_cron(text):
+        return text
+    from dagster._utils.schedules import is_valid_cron_string  # the rule ScheduleDefinition applies
+
+    try:
+        valid = is_valid_cron_string(text)
+    except Exception:
+        valid = False
+    if not valid:
+        raise SettingsError(f"{var}: {text!r} is not a valid cron schedule (five fields, e.g. '0 6 * * *')")
+    return text
+
+
 class BackendKind(str, enum.Enum):
     POSTGRES = "postgres"
     REST = "rest"
@@ -207,6 +251,11 @@ class Settings(pydantic.BaseModel):
     def _timezone(cls, value: str) -> str:
         return validate_timezone(value)
 
+    @pydantic.field_validator("schedule_cron")
+    @classmethod
+    def _cron(cls, value: str) -> str:
+        return validate_cron(value)
+
     @pydantic.field_validator("thresholds", mode="before")
     @classmethod
     def _thresholds(cls, value: Any) -> Any:
@@ -232,6 +281,17 @@ class Settings(pydantic.BaseModel):
         if value is not None:
             redact.register(value.get_secret_value())
         return value
+
+    @pydantic.model_validator(mode="after")
+    def _some_partition(self) -> Settings:
+        """SPEC §2: partitions run from the first FY to the FY containing today plus one."""
+        last = fiscal_year_of(self.today(), self.fy_start_month).year + 1
+        if self.first_fiscal_year > last:
+            raise SettingsError(
+                f"COMPLIANCE_SYNC_FIRST_FY={self.first_fiscal_year} is after the fiscal year containing today plus one "
+                f"(FY{last} in {self.timezone}): there would be no fiscal-year partition"
+            )
+        return self
 
     # --- derived -------------------------------------------------------------------------------------------
     @property

@@ -12,6 +12,7 @@ import dataclasses
 import datetime as dt
 import enum
 import logging
+import re
 import time
 from typing import Any
 
@@ -71,6 +72,8 @@ def current_year(settings: Settings) -> int:
 def parse_as_of(text: str | None, name: str = "--as-of") -> dt.date | None:
     if text is None or str(text).strip() == "":
         return None
+    if not re.fullmatch(r"\d{4}-\d{2}-\d{2}", str(text).strip()):  # fromisoformat also takes 20250630, 2025-W27-1
+        raise SettingsError(f"{name} must be a date YYYY-MM-DD, got {text!r}")
     try:
         return dt.date.fromisoformat(str(text).strip())
     except ValueError:
@@ -227,7 +230,7 @@ def _timed(outcome: Outcome, name: str, started: float) -> None:
     outcome.timings[name] = round(time.perf_counter() - started, 3)
 
 
-def _attempt(backend: Backend, settings: Settings, bu_map: BuMap, outcome: Outcome, options: RunOptions) -> None:
+def _attempt(backend: Backend, settings: Settings, bu_map: BuMap, outcome: Outcome, options: RunOptions, last: bool = True) -> None:
     with backend.session(outcome.fy, outcome.as_of) as session:
         try:
             outcome.partly_written = False
@@ -261,7 +264,7 @@ def _attempt(backend: Backend, settings: Settings, bu_map: BuMap, outcome: Outco
         except SyncError as exc:
             outcome.backend_warnings = list(session.warnings)
             outcome.partly_written = session.partly_written
-            if outcome.mode == Mode.LIVE and not isinstance(exc, ConcurrentChange):
+            if outcome.mode == Mode.LIVE and (last or not isinstance(exc, ConcurrentChange)):  # the last attempt is recorded
                 outcome.error = str(exc)
                 session.record_failure(outcome.ledger_row("failed"))
             raise
@@ -285,7 +288,7 @@ def run_fiscal_year(backend: Backend, settings: Settings, bu_map: BuMap, outcome
         for attempt in retrying:
             with attempt:
                 outcome.written, outcome.error = False, None
-                _attempt(backend, settings, bu_map, outcome, options)
+                _attempt(backend, settings, bu_map, outcome, options, last=attempt.retry_state.attempt_number >= CONCURRENT_ATTEMPTS)
     except ConcurrentChange as exc:
         outcome.error, outcome.exit_code = f"{exc} (still failing after {CONCURRENT_ATTEMPTS} attempts; rerun the FY)", exc.exit_code
     except SyncError as exc:

@@ -56,4 +56,4 @@ def test_ci_runs_the_readmes_second_command_verbatim():
         ["awk", '/^```/{fence++; next} fence==1{n++; if (n==2) {print; exit}}', str(ROOT / "README.md")], capture_output=True, text=True, check=True
     ).stdout.strip()
     assert extracted == "sh dev.sh test"
-    assert f"awk '/^```/{{fence++; next}} fence==1{{n++; if (n==2) {{print; exit}}}}' README.md" in ci
+    assert "awk '/^```/{fence++; next} fence==1{n++; if (n==2) {print; exit}}' README.md" in ci
