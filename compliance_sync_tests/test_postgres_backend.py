@@ -269,7 +269,7 @@ def test_event_aggregation(db: str) -> None:
     sla = uid("type:SLA")
     with PostgresBackend(db).session(FY25, d("2025-06-30")) as session:
         facts = session.read_facts()
-        session.plan(wanted(requirements=[req_row("p1", "SLA", client_name="Alpha")]), 10)  # ids are staged for required pairs
+        session.plan(wanted(requirements=[req_row("p1", "SLA", client_name="Alpha")]), 10)  # the ids are ready when planning
         ids = dict(((c, t), v) for c, t, v in session.conn.execute("SELECT client_name, event_type_id::text, ids FROM cs_event_ids").fetchall())
     got = {(e.client_name, e.event_type_id): e for e in facts.event_counts}
     alpha = got[("Alpha", sla)]
@@ -281,7 +281,7 @@ def test_event_aggregation(db: str) -> None:
     assert got[("Beta", sla)].scheduled == (1,) + (0,) * 11
     assert len(got) == 3  # nothing from 2024-12-31 or 2026-01-01
     assert ids[("Alpha", sla)] == [uid("first-day"), uid("earlier"), *same_day, uid("jun-not-done"), uid("as-of-day"), uid("future-done"), uid("null-done"), uid("last-day")]
-    assert ("Alpha", None) not in ids and ("Beta", sla) not in ids  # no type, or not required: never linked
+    assert ("Alpha", None) not in ids  # events of no type never link
     assert facts.undated_events == [(uid("undated"), "Alpha")]
     assert facts.source_counts()["segmentation_events"] == 13  # 12 events in the window + 1 undated
 

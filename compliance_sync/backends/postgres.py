@@ -170,6 +170,35 @@ class LockWatch:
             log.debug("lock watch stopped: %s", exc)
 
 
+class Background:
+    """One statement run on the session's connection in a thread, so PostgreSQL works while Python computes
+    (the caller must not touch the connection until :meth:`wait`). The GIL is released while libpq waits."""
+
+    def __init__(self, session: PostgresSession, what: str, query: sql.Composable, params: Any = None) -> None:
+        self.session, self.what = session, what
+        self.error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, args=(query, params), name="compliance_sync-background", daemon=True)
+        self._thread.start()
+
+    def _run(self, query: sql.Composable, params: Any) -> None:
+        try:
+            self.session._run(self.what, query, params, watch=True)
+        except BaseException as exc:  # re-raised by wait(), in the caller's thread
+            self.error = exc
+
+    def wait(self) -> None:
+        self._thread.join()
+        if self.error is not None:
+            raise self.error
+
+    def cancel(self) -> None:
+        """Stop the statement (a run interrupted while PostgreSQL works) and wait for the thread."""
+        if self._thread.is_alive():
+            with contextlib.suppress(Exception):
+                self.session.conn.cancel_safe()
+            self._thread.join(timeout=30)
+
+
 class PostgresBackend:
     """Direct PostgreSQL (``SUPABASE_DB_URL``): server-side filters and aggregation, one transaction."""
 
@@ -243,6 +272,7 @@ class PostgresSession:
         self.planned: SyncDiff | None = None
         self.committed = False
         self.partly_written = False  # a single transaction: never
+        self._event_ids: Background | None = None
         self._locked = False
         self._finished = False
 
@@ -310,6 +340,8 @@ class PostgresSession:
 
     def close(self) -> None:
         conn = self.conn
+        if self._event_ids is not None:
+            self._event_ids.cancel()
         try:
             if conn.closed or conn.broken:
                 return  # the server releases a dead session's advisory lock itself
@@ -389,7 +421,6 @@ class PostgresSession:
         exclusions = None
         if self.report.exclusions_exist:
             exclusions = [Exclusion(*r) for r in self._rows(EXCLUSIONS, q("SELECT client_name, event_type_id::text, reason FROM {}").format(t(EXCLUSIONS)))]
-        counts = self._event_counts(p)
         undated = self._rows("segmentation_events", q("SELECT id::text, client_name FROM {} WHERE event_date IS NULL").format(t("segmentation_events")))
         years = fy.calendar_years()
         cache = self._rows("segmentation_event_compliance", q(
@@ -403,6 +434,7 @@ class PostgresSession:
             "AND e.event_date >= make_date(k.year, 1, 1) AND e.event_date < make_date(k.year + 1, 1, 1) "
             "WHERE e.completed IS TRUE GROUP BY 1, 2, 3"
         ).format(events=t("segmentation_events"), cache=t("segmentation_event_compliance")), {"years": years}) if cache else []
+        counts = self._event_counts(p)  # last: it starts the ids' aggregation, which holds the connection
         return Facts(
             fy=fy,
             as_of=self.as_of,
@@ -432,6 +464,12 @@ class PostgresSession:
             "  FROM {events} WHERE event_date BETWEEN %(start)s AND %(end)s GROUP BY 1, 2, 3) AS per_month "
             "GROUP BY 1, 2"
         ).format(month=month, events=self._t("segmentation_events")), p)
+        # SPEC §4.4's ordered ids of each (client, type), aggregated by PostgreSQL while Python parses and computes
+        self._event_ids = Background(self, "aggregating event ids", sql.SQL(
+            "CREATE TEMP TABLE cs_event_ids ON COMMIT DROP AS "
+            "SELECT client_name, event_type_id, to_jsonb(array_agg(id ORDER BY event_date, id)) AS ids "
+            "FROM {events} WHERE event_date BETWEEN %(start)s AND %(end)s AND event_type_id IS NOT NULL GROUP BY 1, 2"
+        ).format(events=self._t("segmentation_events")), p)
         out = []
         for client, type_id, months, future in rows:
             c, s = [0] * 12, [0] * 12
@@ -483,23 +521,19 @@ class PostgresSession:
                 for r in reqs
             ),
         )
-        # SPEC §4.4: the ids of each requirement's events, ordered by event_date then id, from the same snapshot
-        self._run("staging event ids", sql.SQL(
-            "CREATE TEMP TABLE cs_event_ids ON COMMIT DROP AS "
-            "SELECT e.client_name, e.event_type_id, to_jsonb(array_agg(e.id ORDER BY e.event_date, e.id)) AS ids "
-            "FROM {events} e JOIN (SELECT DISTINCT client_name, event_type_id FROM cs_client_reqs) r "
-            "ON r.client_name = e.client_name AND r.event_type_id = e.event_type_id "
-            "WHERE e.event_date BETWEEN %(start)s AND %(end)s GROUP BY 1, 2"
-        ).format(events=self._t("segmentation_events")), {"start": self.fy.start, "end": self.fy.end}, watch=True)
-        # one row per plan x client requirement (SPEC §4.5), ids from the FY's events (SPEC §4.4)
+        self._run("staging", "ANALYZE cs_plans")
+        self._run("staging", "ANALYZE cs_client_reqs")
+        self._event_ids.wait()
+        # one row per plan x client requirement (SPEC §4.5), ids from the FY's events (SPEC §4.4): a view, so
+        # the rows are never stored twice; the comparison and the insert each join what they need
         self._run("staging", sql.SQL(
-            "CREATE TEMP TABLE cs_want_{n} ON COMMIT DROP AS "
-            "SELECT p.plan_id, r.event_type_id, %(fy)s::int AS fiscal_year, p.client_id, p.client_name, r.segment, "
+            "CREATE TEMP VIEW cs_want_{n} AS "
+            "SELECT p.plan_id, r.event_type_id, {fy}::int AS fiscal_year, p.client_id, p.client_name, r.segment, "
             "r.event_type_name, r.required_count, r.completed_count, r.scheduled_count, r.compliance_percentage, "
             "r.status, r.next_due_date, coalesce(e.ids, '[]'::jsonb) AS linked_event_ids "
             "FROM cs_plans p JOIN cs_client_reqs r ON r.client_name = p.client_name "
             "LEFT JOIN cs_event_ids e ON e.client_name = p.client_name AND e.event_type_id = r.event_type_id"
-        ).format(n=sql.SQL(str(TARGETS.index(target)))), {"fy": self.fy.year})
+        ).format(n=sql.SQL(str(TARGETS.index(target))), fy=sql.Literal(self.fy.year)))
         for i, t in enumerate(TARGETS):
             if t.name == REQUIREMENTS:
                 continue
@@ -514,8 +548,9 @@ class PostgresSession:
                     "AND NOT EXISTS (SELECT 1 FROM {stage} w WHERE {match})"
                 ).format(stage=sql.Identifier(stage), cols=cols, values=values, target=self._t(t.name),
                          full=self._full_key(t, "t"), match=self._match(t, "w", "t")), {"fy": self.fy.year})
-        for i in range(len(TARGETS)):
-            self._run("staging", sql.SQL("ANALYZE {}").format(sql.Identifier(f"cs_want_{i}")))
+        for i, t in enumerate(TARGETS):
+            if t.name != REQUIREMENTS:
+                self._run("staging", sql.SQL("ANALYZE {}").format(sql.Identifier(f"cs_want_{i}")))
 
     @staticmethod
     def _match(t: TargetTable, a: str, b: str) -> sql.Composable:
@@ -574,14 +609,16 @@ class PostgresSession:
         )
         diff.current_count, diff.null_keys, diff.current_completed, diff.current_with_territories = self._rows(t.name, current, fy)[0]
         columns = list(t.columns)
-        for action in Action:
+        counted = {Action.INSERT: diff.inserted, Action.UPDATE: diff.updated, Action.DELETE: diff.deleted, Action.ORPHAN: diff.orphans}
+        for action in (a for a in Action if counted[a]):
+            # the first rows in key order from the narrow diff table, then their values: never a sort of every row
             rows = self._rows(t.name, sql.SQL(
-                "SELECT {w}, {c} FROM {diff} d LEFT JOIN {want} w ON {mw} "
-                "LEFT JOIN (SELECT * FROM {target} WHERE fiscal_year = %(fy)s) c ON {mc} "
-                "WHERE d.action = %(action)s ORDER BY {order} LIMIT %(limit)s"
-            ).format(w=self._select(t, "w", columns), c=self._select(t, "c", columns), diff=sql.Identifier(f"cs_diff_{i}"),
-                     want=sql.Identifier(f"cs_want_{i}"), mw=self._match(t, "w", "d"), target=self._t(t.name), mc=self._match(t, "c", "d"),
-                     order=self._order(t, "d")), fy | {"action": action.value, "limit": limit})
+                "WITH d AS (SELECT {keys} FROM {diff} d WHERE d.action = %(action)s ORDER BY {order} LIMIT %(limit)s) "
+                "SELECT {w}, {c} FROM d LEFT JOIN {want} w ON {mw} "
+                "LEFT JOIN (SELECT * FROM {target} WHERE fiscal_year = %(fy)s) c ON {mc} ORDER BY {order}"
+            ).format(keys=sql.SQL(", ").join(sql.Identifier("d", k) for k in t.key), w=self._select(t, "w", columns), c=self._select(t, "c", columns),
+                     diff=sql.Identifier(f"cs_diff_{i}"), want=sql.Identifier(f"cs_want_{i}"), mw=self._match(t, "w", "d"), target=self._t(t.name),
+                     mc=self._match(t, "c", "d"), order=self._order(t, "d")), fy | {"action": action.value, "limit": limit})
             for row in rows:
                 new = dict(zip(columns, row[: len(columns)]))
                 old = dict(zip(columns, row[len(columns) :]))
@@ -641,6 +678,7 @@ class PostgresSession:
             for i, t in enumerate(TARGETS):
                 self._write_target(i, t, run_ts)
             self._insert_ledger(ledger)
+            self._run("committing", "DROP VIEW cs_want_0")  # the temporary tables under it drop at commit
             try:
                 self.conn.commit()
             except psycopg.Error as exc:
