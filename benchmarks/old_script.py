@@ -24,7 +24,8 @@ import json
 import sys
 import time
 from collections import defaultdict
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -73,7 +74,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "Prefer": "return=minimal",
     }
     year = f"eq.{fy.year}"
-    stamp = dt.datetime.now(dt.timezone.utc).isoformat()
+    stamp = dt.datetime.now(dt.UTC).isoformat()
     requests = 0
 
     def send(client: httpx.Client, method: str, table: str, params: dict[str, str], body: Any = None) -> httpx.Response:

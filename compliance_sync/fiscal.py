@@ -5,6 +5,7 @@ from __future__ import annotations
 import calendar
 import dataclasses
 import datetime as dt
+import functools
 
 
 @dataclasses.dataclass(frozen=True)
@@ -44,7 +45,7 @@ class FiscalYear:
         return first.replace(day=calendar.monthrange(first.year, first.month)[1])
 
     def month_label(self, j: int) -> str:
-        return self.month_start(j).strftime("%Y-%m")
+        return _month_label(self.year, self.start_month, j)
 
     def month_of(self, day: dt.date) -> int:
         """FY month (1-12) of a date inside the window."""
@@ -82,3 +83,9 @@ def due_month(k: int, required: int) -> int:
 def due_counts_by_month(required: int) -> list[int]:
     """How many due dates fall in each FY month: floor(j*r/12) - floor((j-1)*r/12)."""
     return [(j * required) // 12 - ((j - 1) * required) // 12 for j in range(1, 13)]
+
+
+@functools.lru_cache(maxsize=4096)
+def _month_label(year: int, start_month: int, j: int) -> str:
+    """``YYYY-MM`` of FY month j: asked for every territory's twelve months."""
+    return FiscalYear(year, start_month).month_start(j).strftime("%Y-%m")

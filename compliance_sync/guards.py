@@ -13,7 +13,7 @@ from compliance_sync.diff import SyncDiff
 from compliance_sync.tables import BUSINESS_UNIT, EVENTS, REQUIRED_NONEMPTY, REQUIREMENTS
 
 
-class GuardCode(str, enum.Enum):
+class GuardCode(enum.StrEnum):
     EMPTY_SOURCE = "empty_source"
     MASS_PRUNE = "mass_prune"
     EVENTS_COLLAPSE = "events_collapse"

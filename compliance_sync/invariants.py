@@ -11,8 +11,9 @@ from __future__ import annotations
 import collections
 import decimal
 import functools
+from collections.abc import Iterable
 from fractions import Fraction
-from typing import Any, Iterable
+from typing import Any
 
 from compliance_sync.diff import key_of
 from compliance_sync.findings import Findings, Severity

@@ -24,6 +24,7 @@ stop it: exit 0, after which the embedded server (when this process started it) 
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import json
 import os
@@ -181,10 +182,8 @@ def _group_members(pgid: int) -> list[int]:
 
 
 def _killpg(pgid: int, sig: int) -> None:
-    try:
+    with contextlib.suppress(ProcessLookupError):
         os.killpg(pgid, sig)
-    except ProcessLookupError:
-        pass
 
 
 def _poll_until(predicate, timeout: float) -> bool:

@@ -19,7 +19,8 @@ import dataclasses
 import datetime as dt
 import decimal
 import functools
-from typing import Any, Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any
 
 from compliance_sync.errors import DataError
 from compliance_sync.facts import EventCounts, Facts, Period, Plan, Strategy
@@ -58,7 +59,7 @@ def next_due_date(fy: FiscalYear, completed: int, required: int) -> dt.date | No
     return None if completed >= required else fy.month_end(due_month(completed + 1, required))
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def due_counts(required: int) -> tuple[int, ...]:
     return tuple(due_counts_by_month(required))
 
@@ -212,15 +213,20 @@ def excluded_pairs(facts: Facts) -> set[tuple[str | None, str | None]]:
     }
 
 
-def required_counts(client: str, tier_ids: set[str], active: dict[str, str | None], freq: dict[str, dict[str, int]], excluded: set) -> list[tuple[str, str | None, int]]:
+def required_counts(tier_ids: frozenset[str], active: dict[str, str | None], freq: dict[str, dict[str, int]]) -> tuple[tuple[str, str | None, int], ...]:
     """``required = MAX(frequency)`` over the tiers of all the client's periods, keeping ``> 0``:
-    (event type id, event name, required), in event type id order."""
-    out = []
-    for type_id, name in active.items():
-        required = max((freq.get(tier, {}).get(type_id, 0) for tier in tier_ids), default=0)
-        if required > 0 and (client, type_id) not in excluded:
-            out.append((type_id, name, required))
-    return out
+    (event type id, event name, required), in event type id order. Clients share tier sets, so
+    :func:`compute` asks once per set."""
+    return tuple(
+        (type_id, name, required)
+        for type_id, name in active.items()
+        if (required := max((freq.get(tier, {}).get(type_id, 0) for tier in tier_ids), default=0)) > 0
+    )
+
+
+def without_exclusions(client: str, needs: Sequence[tuple[str, str | None, int]], excluded: set) -> Sequence[tuple[str, str | None, int]]:
+    """The client's requirements less its exclusions (``client_event_exclusions``)."""
+    return [n for n in needs if (client, n[0]) not in excluded] if excluded else needs
 
 
 # --- step 4: counting ---------------------------------------------------------------------------------------
@@ -229,12 +235,13 @@ def index_events(facts: Facts, codes: dict[str, str], known_clients: set[str], s
     events of the clients being computed, reported."""
     index: dict[tuple, EventCounts] = {}
     for e in facts.event_counts:
-        n = sum(e.completed) + sum(e.scheduled)
         if e.event_type_id is None or e.event_type_id not in codes:
+            n = sum(e.completed) + sum(e.scheduled)
             kind = "a null event type" if e.event_type_id is None else f"unknown event type {e.event_type_id}"
             found.add("unknown_events", f"{n} event(s) of client {e.client_name!r} with {kind}")
             continue
         if e.client_name not in known_clients:
+            n = sum(e.completed) + sum(e.scheduled)
             found.add("unknown_events", f"{n} event(s) of unknown client {e.client_name!r} ({codes[e.event_type_id]})")
             continue
         if e.completed_future and e.client_name in segmented:
@@ -305,7 +312,7 @@ def _stamp(value: Any) -> float:
     if isinstance(value, str):
         value = dt.datetime.fromisoformat(value)
     if isinstance(value, dt.datetime) and value.tzinfo is None:
-        value = value.replace(tzinfo=dt.timezone.utc)
+        value = value.replace(tzinfo=dt.UTC)
     return value.timestamp()
 
 
@@ -485,13 +492,17 @@ def compute(facts: Facts, thresholds: Thresholds, bu_map: BuMap) -> Computation:
 
     scored = functools.lru_cache(maxsize=None)(functools.partial(score, fy, thresholds))  # few distinct (c, r)
     clients: dict[str, Client] = {}
+    needs_by_tiers: dict[frozenset[str], tuple] = {}
     plans_per_client = collections.Counter(p.client_name for p in plans)
     for name in plan_clients:
         if not periods.get(name):
             found.add("clients_without_segmentation", f"{name!r} ({plans_per_client[name]} plan(s)): no segment period in {fy.describe()}")
             continue
         last = latest_period(periods[name])
-        needs = required_counts(name, {p.tier_id for p in periods[name]}, active, freq, excluded)
+        tier_set = frozenset(p.tier_id for p in periods[name])
+        if tier_set not in needs_by_tiers:
+            needs_by_tiers[tier_set] = required_counts(tier_set, active, freq)
+        needs = without_exclusions(name, needs_by_tiers[tier_set], excluded)
         counts = [events.get((name, type_id)) for type_id, _, _ in needs]
         reqs = [score_requirement(scored, t, n, r, c) for (t, n, r), c in zip(needs, counts)]  # 5
         clients[name] = score_client(name, tiers[last.tier_id], last, reqs, counts)  # 6

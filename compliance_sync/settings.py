@@ -15,8 +15,9 @@ import os
 import pathlib
 import re
 import zoneinfo
+from collections.abc import Mapping
 from fractions import Fraction
-from typing import Any, Mapping
+from typing import Any
 
 import pydantic
 import yaml
@@ -32,7 +33,7 @@ EXAMPLE_BU_MAP = pathlib.Path(__file__).with_name("bu_map.example.yaml")
 BU_MAP_MAX_BYTES = 1_000_000  # a BU map is a few hundred names; anything larger is a mistake (or /dev/zero)
 
 
-class Status(str, enum.Enum):
+class Status(enum.StrEnum):
     """A requirement's status (SPEC §4.5), from the exact ratio of completed to required."""
 
     CRITICAL = "critical"
@@ -200,7 +201,7 @@ def validate_cron(text: str, var: str = "COMPLIANCE_SYNC_SCHEDULE_CRON") -> str:
     return text
 
 
-class BackendKind(str, enum.Enum):
+class BackendKind(enum.StrEnum):
     POSTGRES = "postgres"
     REST = "rest"
 

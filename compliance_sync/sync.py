@@ -8,6 +8,7 @@ times (tenacity), then stops with exit 3.
 
 from __future__ import annotations
 
+import concurrent.futures
 import dataclasses
 import datetime as dt
 import enum
@@ -41,12 +42,12 @@ PARTLY_WRITTEN = (
 )
 
 
-class Mode(str, enum.Enum):
+class Mode(enum.StrEnum):
     LIVE = "live"
     DRY_RUN = "dry_run"
 
 
-class RunStatus(str, enum.Enum):
+class RunStatus(enum.StrEnum):
     WRITTEN = "written"
     UNCHANGED = "unchanged"
     DRY_RUN = "dry_run"
@@ -89,7 +90,7 @@ class Outcome:
     mode: Mode
     backend: str
     run_id: str
-    started_at: dt.datetime = dataclasses.field(default_factory=lambda: dt.datetime.now(dt.timezone.utc))
+    started_at: dt.datetime = dataclasses.field(default_factory=lambda: dt.datetime.now(dt.UTC))
     comp: Computation | None = None
     diff: SyncDiff | None = None
     invariants: Findings | None = None
@@ -186,7 +187,7 @@ class Outcome:
             fiscal_year=self.fy.year,
             as_of=self.as_of,
             started_at=self.started_at,
-            finished_at=dt.datetime.now(dt.timezone.utc),
+            finished_at=dt.datetime.now(dt.UTC),
             backend=self.backend,
             mode=self.mode.value,
             status=status,
@@ -240,10 +241,13 @@ def _attempt(backend: Backend, settings: Settings, bu_map: BuMap, outcome: Outco
             clock = time.perf_counter()
             outcome.source_counts = facts.source_counts()
             outcome.comp = compute(facts, settings.thresholds, bu_map)
-            outcome.invariants = check_invariants(outcome.comp, settings.thresholds)
             _timed(outcome, "compute_s", clock)
             clock = time.perf_counter()
-            outcome.diff = session.plan(outcome.comp.wanted, options.diff_limit)
+            # the independent check runs while the backend plans (the direct path mostly waits on PostgreSQL)
+            with concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="compliance_sync-invariants") as pool:
+                checked = pool.submit(check_invariants, outcome.comp, settings.thresholds)
+                outcome.diff = session.plan(outcome.comp.wanted, options.diff_limit)
+                outcome.invariants = checked.result()
             _timed(outcome, "plan_s", clock)
             stats = outcome.comp.stats
             outcome.guards = find_guards(outcome.diff, outcome.source_counts, facts.events_in_window, stats["territories"], stats["business_units"], settings.max_prune_fraction)
@@ -257,7 +261,7 @@ def _attempt(backend: Backend, settings: Settings, bu_map: BuMap, outcome: Outco
             if reason:
                 raise DataError(reason)
             clock = time.perf_counter()
-            session.apply(outcome.diff, dt.datetime.now(dt.timezone.utc), outcome.ledger_row("succeeded"))
+            session.apply(outcome.diff, dt.datetime.now(dt.UTC), outcome.ledger_row("succeeded"))
             outcome.written = True
             outcome.backend_warnings = list(session.warnings)  # what writing noticed (orphans found late, ...)
             _timed(outcome, "write_s", clock)

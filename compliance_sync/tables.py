@@ -11,7 +11,7 @@ import enum
 from typing import Any
 
 
-class Kind(str, enum.Enum):
+class Kind(enum.StrEnum):
     """Column type families: what the schema check accepts and how the diff compares values."""
 
     UUID = "uuid"
@@ -27,7 +27,7 @@ class Kind(str, enum.Enum):
 UUID, TEXT, INT, BOOL, DATE, NUMERIC, JSONB, TIMESTAMPTZ = Kind
 
 
-class Group(str, enum.Enum):
+class Group(enum.StrEnum):
     SEGMENTATION = "segmentation"
     PLANNING = "planning"
 
@@ -43,7 +43,7 @@ class SourceTable:
     keyset: tuple[str, ...] = ("id",)
 
 
-class NotWanted(str, enum.Enum):
+class NotWanted(enum.StrEnum):
     """What happens to a target row of the FY that the run did not compute (SPEC §4.8, §5)."""
 
     PRUNE = "prune"  # deleted, or kept as an orphan when it carries data the job does not own

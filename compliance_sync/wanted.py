@@ -12,7 +12,8 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import decimal
-from typing import Any, Iterator, NamedTuple
+from collections.abc import Iterator
+from typing import Any, NamedTuple
 
 from compliance_sync.tables import APAC, BUSINESS_UNIT, REQUIREMENTS, TERRITORY
 

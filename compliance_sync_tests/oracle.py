@@ -26,8 +26,9 @@ import calendar
 import datetime as dt
 import uuid
 from collections import defaultdict
+from collections.abc import Iterable
 from decimal import Decimal
-from typing import Any, Iterable
+from typing import Any
 
 REQUIREMENTS = "account_plan_event_requirements"
 TERRITORY = "territory_compliance_summary"
@@ -35,7 +36,7 @@ BUSINESS_UNIT = "business_unit_planning"
 APAC = "apac_planning_goals"
 
 UNASSIGNED = "Unassigned"
-EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.timezone.utc)
+EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
 
 
 # --- small helpers ----------------------------------------------------------------------------------
@@ -319,7 +320,7 @@ def compute(
         cse = cl["cse_name"]
         if cse is not None and cse in used:
             terr_clients[uid(used[cse]["id"])].append(name)
-    for cse, s in used.items():
+    for s in used.values():
         sid = uid(s["id"])
         members_names = terr_clients.get(sid, [])
         if not members_names:

@@ -154,8 +154,9 @@ import threading
 import time
 import traceback
 import urllib.parse
+from collections.abc import Callable, Iterable
 from datetime import datetime, timedelta
-from typing import Any, Callable, Iterable
+from typing import Any
 
 import psycopg
 from psycopg.adapt import Loader
@@ -1339,12 +1340,12 @@ class _Frag:
         self.sql = sql
         self.params = list(params)
 
-    def __add__(self, other: "_Frag | str") -> "_Frag":
+    def __add__(self, other: _Frag | str) -> _Frag:
         if isinstance(other, str):
             return _Frag(self.sql + other.replace("%", "%%"), self.params)
         return _Frag(self.sql + other.sql, self.params + other.params)
 
-    def __radd__(self, other: str) -> "_Frag":
+    def __radd__(self, other: str) -> _Frag:
         return _Frag(other.replace("%", "%%") + self.sql, self.params)
 
 
@@ -1511,9 +1512,7 @@ class Fault:
     def matches(self, method: str, table: str | None) -> bool:
         if self.method is not None and self.method.upper() != method.upper():
             return False
-        if self.table is not None and self.table != table:
-            return False
-        return True
+        return not (self.table is not None and self.table != table)
 
     def to_dict(self) -> dict:
         d = {
@@ -1540,7 +1539,7 @@ class FaultInjector:
     """Fault rules of one server. Also reachable over HTTP: ``POST /__admin/faults`` (a spec object or a list),
     ``GET /__admin/faults``, ``DELETE /__admin/faults[?id=N]``."""
 
-    def __init__(self, server: "PostgrestServer"):
+    def __init__(self, server: PostgrestServer):
         self._server = server
         self._lock = threading.Lock()
         self._faults: list[Fault] = []
@@ -1772,7 +1771,7 @@ class _Prefs:
     invalid: list[str] = dataclasses.field(default_factory=list)
 
     @classmethod
-    def parse(cls, values: list[str]) -> "_Prefs":
+    def parse(cls, values: list[str]) -> _Prefs:
         """Preferences.fromHeaders: comma-separated, several headers, the first value of each kind wins."""
         prefs = cls()
         kinds = {
@@ -1919,7 +1918,7 @@ class _Range:
     def __init__(self, lower: int = 0, upper: int | None = None):
         self.lower, self.upper = lower, upper
 
-    def intersect(self, other: "_Range") -> "_Range":
+    def intersect(self, other: _Range) -> _Range:
         ups = [u for u in (self.upper, other.upper) if u is not None]
         return _Range(max(self.lower, other.lower), min(ups) if ups else None)
 
@@ -1976,7 +1975,7 @@ class PostgrestServer:
         self.publishable_key = "sb_publishable_" + _b64url(os.urandom(18))
 
     # -- lifecycle
-    def start(self) -> "PostgrestServer":
+    def start(self) -> PostgrestServer:
         """Listen for schema reloads, load the schema cache, then serve in a background thread."""
         self._stopping.clear()
         if self._listen_for_reload:
@@ -2011,7 +2010,7 @@ class PostgrestServer:
             self._listener = None
         self._pool.close()
 
-    def __enter__(self) -> "PostgrestServer":
+    def __enter__(self) -> PostgrestServer:
         return self.start()
 
     def __exit__(self, *exc) -> None:

@@ -9,14 +9,15 @@ compared on everything but ``id``, ``created_at`` and ``updated_at``.
 from __future__ import annotations
 
 import contextlib
-import decimal
 import datetime as dt
+import decimal
 import json
 import random
 import threading
 import time
 import uuid
-from typing import Any, Callable, Iterator
+from collections.abc import Callable, Iterator
+from typing import Any
 
 import psycopg
 from psycopg import sql

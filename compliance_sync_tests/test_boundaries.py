@@ -19,6 +19,7 @@ import yaml
 
 from compliance_sync.tables import APAC, BUSINESS_UNIT, REQUIREMENTS, TERRITORY
 from compliance_sync_tests.scenario import Scenario
+
 pytest.register_assert_rewrite("compliance_sync_tests.world")
 from compliance_sync_tests.world import load, run_cli
 
@@ -95,7 +96,7 @@ def test_daily_ticks_around_a_dst_change_map_to_their_local_date(cli_env, monkey
         if hour is not None:
             assert local.hour == hour, when
         # the tick as Dagster hands it over, and the same instant in UTC: the same local date either way
-        for moment in (when, when.astimezone(dt.timezone.utc)):
+        for moment in (when, when.astimezone(dt.UTC)):
             ctx = dg.build_schedule_context(scheduled_execution_time=moment, repository_def=repo)
             [request] = schedule.evaluate_tick(ctx).run_requests
             assert request.run_config["ops"]["compliance_sync"]["config"]["as_of"] == local.date().isoformat()
@@ -113,7 +114,7 @@ def test_a_utc_tick_late_in_the_utc_day_is_the_next_local_day(cli_env, monkeypat
     defs = build_definitions(settings)
     schedule = defs.resolve_schedule_def(SCHEDULE_NAME)
     # 2025-10-04 19:00 UTC = 2025-10-05 06:00 AEDT: the first DST morning, and day 4 of FY2026 (start month 10)
-    ctx = dg.build_schedule_context(scheduled_execution_time=dt.datetime(2025, 10, 4, 19, tzinfo=dt.timezone.utc), repository_def=defs.get_repository_def())
+    ctx = dg.build_schedule_context(scheduled_execution_time=dt.datetime(2025, 10, 4, 19, tzinfo=dt.UTC), repository_def=defs.get_repository_def())
     requests = list(schedule.evaluate_tick(ctx).run_requests)
     assert [r.partition_key for r in requests] == ["2026", "2025"]
     assert {r.run_config["ops"]["compliance_sync"]["config"]["as_of"] for r in requests} == {"2025-10-05"}

@@ -11,7 +11,8 @@ import datetime as dt
 import json
 import threading
 import time
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
 import dagster as dg
 import psycopg
@@ -22,6 +23,7 @@ from compliance_sync.errors import ConcurrentChange, ConnectionFailure, ExitCode
 from compliance_sync.tables import REQUIREMENTS
 from compliance_sync_tests.conftest import url_for_database
 from compliance_sync_tests.scenario import uid
+
 pytest.register_assert_rewrite("compliance_sync_tests.world")
 from compliance_sync_tests.world import (  # noqa: E402
     AS_OF,
@@ -139,9 +141,9 @@ def test_a_cli_run_and_a_dagster_run_of_one_fy_serialise(world, capsys, hooks):
 
 
 def test_runs_of_different_fys_proceed_in_parallel(world, hooks):
+    from compliance_sync.fiscal import FiscalYear
     from compliance_sync.runner import run_directly
     from compliance_sync.settings import load_settings
-    from compliance_sync.fiscal import FiscalYear
 
     execute(
         world,

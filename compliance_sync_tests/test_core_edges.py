@@ -14,7 +14,7 @@ from compliance_sync.diff import diff_rows, same, sort_key
 from compliance_sync.invariants import check_invariants
 from compliance_sync.settings import Thresholds
 from compliance_sync.tables import APAC, BUSINESS_UNIT, JSONB, NUMERIC, REQUIREMENTS, TARGET_BY_NAME, UUID
-from compliance_sync_tests.scenario import Scenario, appendix_a, apac_row, bu_row
+from compliance_sync_tests.scenario import Scenario, apac_row, appendix_a, bu_row
 
 D = Decimal
 
@@ -170,7 +170,7 @@ def test_client_totals_and_flags_wrong_are_named_even_for_a_requirement_of_one()
 
 # --- the shared pure diff (the REST path's) -----------------------------------------------------------------------------
 REQ_T, BU_T, APAC_T = TARGET_BY_NAME[REQUIREMENTS], TARGET_BY_NAME[BUSINESS_UNIT], TARGET_BY_NAME[APAC]
-P = ["6f1c2a3b-4d5e-4f60-8a7b-9c0d1e2f3a4%s" % i for i in "abcdef"]
+P = [f"6f1c2a3b-4d5e-4f60-8a7b-9c0d1e2f3a4{i}" for i in "abcdef"]
 T1 = "8b3c4d5e-6f70-4182-9cad-1e2f3a4b5c6d"
 
 
@@ -316,7 +316,7 @@ def test_strategy_tie_break_reads_timestamps_as_instants():
 
     sydney = dt.timezone(dt.timedelta(hours=10))
     # 09:00 in Sydney on the 2nd is 23:00 UTC on the 1st: midnight UTC on the 2nd is later
-    assert winner(dt.datetime(2025, 1, 2, 9, tzinfo=sydney), dt.datetime(2025, 1, 2, 0, tzinfo=dt.timezone.utc)) == "T1"
+    assert winner(dt.datetime(2025, 1, 2, 9, tzinfo=sydney), dt.datetime(2025, 1, 2, 0, tzinfo=dt.UTC)) == "T1"
     assert winner("2025-01-02T09:00:00+10:00", "2025-01-02T00:00:00+00:00") == "T1"
     assert winner("2025-01-02T00:30:00", dt.datetime(2025, 1, 2, 9, tzinfo=sydney)) == "T0"  # naive text is UTC
     assert winner(dt.datetime(2025, 1, 2, 0, 30), "2025-01-02T00:20:00+00:00") == "T0"  # a naive datetime too
@@ -361,8 +361,8 @@ def golden() -> tuple[Scenario, dict]:
     for n, client in ((3, "Alpha"), (4, "Alpha"), (5, "Beta"), (6, "Gamma"), (7, "Eta"), (8, "Hana")):
         s.plans.append({"id": pid(n), "client_id": None, "client_name": client, "fiscal_year": 2025, "status": "approved"})
     # strategies: Kim's annual wins over the quarterly; Raj's has no clients; one without CSE; Lee's is archived
-    s.strategy("ts-kim", "Kim Lee", "VIC + NZ", updated_at=dt.datetime(2025, 1, 1, tzinfo=dt.timezone.utc))
-    s.strategy("ts-kim-q1", "Kim Lee", "VIC + NZ", quarter="Q1", updated_at=dt.datetime(2025, 3, 1, tzinfo=dt.timezone.utc))
+    s.strategy("ts-kim", "Kim Lee", "VIC + NZ", updated_at=dt.datetime(2025, 1, 1, tzinfo=dt.UTC))
+    s.strategy("ts-kim-q1", "Kim Lee", "VIC + NZ", quarter="Q1", updated_at=dt.datetime(2025, 3, 1, tzinfo=dt.UTC))
     s.strategy("ts-raj", "Raj Patel", "Singapore")
     s.strategy("ts-none", None, "Nowhere")
     s.strategy("ts-lee-archived", "Lee Wong", "Taiwan", status="archived")

@@ -570,7 +570,7 @@ def test_describe_lines():
     [insert] = [line for line in lines if line.startswith("+ ")]
     assert insert.startswith(f"+ {REQUIREMENTS} Alpha Health · Sla Review [plan_id={PLAN2}, event_type_id={TYPE2}, fiscal_year=2025] client_id=")
     assert "linked_event_ids=2 items" in insert  # JSON columns summarised in the one-line insert
-    update_line = next(l for l in lines if l.startswith("~"))
+    update_line = next(line for line in lines if line.startswith("~"))
     assert f"[plan_id={PLAN1}, event_type_id={TYPE1}, fiscal_year=2025]" in update_line
     assert "completed_count: 2 → 1" in update_line
     assert "compliance_percentage: 50.00 → 25.00" in update_line
@@ -605,10 +605,10 @@ def test_describe_limit_and_hidden_count():
     rows = _requirements_rows(25)
     t, _ = diff_rows(REQ_T, current(REQ_T, []), wanted(REQ_T, rows), limit=20)
     lines = report.describe(t)
-    assert sum(1 for l in lines if l.startswith("+")) == 20
+    assert sum(1 for line in lines if line.startswith("+")) == 20
     assert lines[-1] == f"  … 5 more rows of {REQUIREMENTS} not listed"
     # the first rows in key order (C collation), whatever order they came in
-    listed = [l.split("plan_id=")[1].split(",")[0] for l in lines if l.startswith("+")]
+    listed = [line.split("plan_id=")[1].split(",")[0] for line in lines if line.startswith("+")]
     assert listed == sorted(r["plan_id"] for r in rows)[:20]
 
 

@@ -17,8 +17,8 @@ import psycopg
 import pytest
 
 from compliance_sync import cli
-from compliance_sync.tables import APAC, BUSINESS_UNIT, REQUIREMENTS, TARGETS, TERRITORY
 from compliance_sync.settings import EXAMPLE_BU_MAP
+from compliance_sync.tables import APAC, BUSINESS_UNIT, REQUIREMENTS, TARGETS, TERRITORY
 
 AS_OF = "2025-06-30"
 TARGET_NAMES = [t.name for t in TARGETS]

@@ -21,10 +21,10 @@ from compliance_sync_tests.scenario import uid
 
 pytest.register_assert_rewrite("compliance_sync_tests.world")
 from compliance_sync_tests.world import (  # noqa: E402
-    FakeServer,
     AS_OF,
     FY,
     YEAR_ARGS,
+    FakeServer,
     assert_no_traceback,
     execute,
     full_snapshot,

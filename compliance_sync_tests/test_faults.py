@@ -14,7 +14,8 @@ from __future__ import annotations
 import contextlib
 import threading
 import time
-from typing import Any, Callable, Iterator
+from collections.abc import Callable, Iterator
+from typing import Any
 
 import psycopg
 import pytest
@@ -22,6 +23,7 @@ import pytest
 from compliance_sync.backends.postgres import LOCK_CLASS, PostgresBackend, PostgresSession
 from compliance_sync.tables import BUSINESS_UNIT, REQUIREMENTS, TERRITORY
 from compliance_sync_tests.conftest import url_for_database
+
 pytest.register_assert_rewrite("compliance_sync_tests.world")
 from compliance_sync_tests.world import (  # noqa: E402
     YEAR_ARGS,
@@ -39,10 +41,10 @@ pytest_plugins = ["compliance_sync_tests.world"]  # its fixtures: world, world_d
 @pytest.fixture(scope="module")
 def undisturbed(server_url: str, world_template: str, tmp_path_factory) -> dict[str, list[str]]:
     """The targets (key and owned columns) after an undisturbed second run from state A."""
+    import yaml
+
     from compliance_sync import cli
     from compliance_sync_tests.world import BU_MAP
-
-    import yaml
 
     name = create_database(server_url, world_template)
     url = url_for_database(server_url, name)
@@ -242,7 +244,7 @@ def test_statement_timeout_stops_the_run_with_nothing_written(world, state_a, un
 
 def test_the_advisory_lock_wait_is_bounded_and_names_the_holder_from_the_cli(world, state_a, capsys, monkeypatch):
     monkeypatch.setenv("COMPLIANCE_SYNC_LOCK_TIMEOUT", "1")
-    with holding(world, "other_sync", "SELECT pg_advisory_lock(%d, 2025)" % LOCK_CLASS) as conn:
+    with holding(world, "other_sync", f"SELECT pg_advisory_lock({LOCK_CLASS}, 2025)") as conn:
         conn.commit()  # a session-level lock outlives the transaction
         started = time.monotonic()
         result = run_cli(capsys, *YEAR_ARGS)
@@ -301,7 +303,7 @@ def test_sigterm_while_waiting_for_the_lock_exits_130_with_nothing_written(world
 
     env = {k: v for k, v in os.environ.items() if k != "DAGSTER_HOME"}
     env["COMPLIANCE_SYNC_LOCK_TIMEOUT"] = "60"
-    with holding(world, "other_sync", "SELECT pg_advisory_lock(%d, 2025)" % LOCK_CLASS) as conn:
+    with holding(world, "other_sync", f"SELECT pg_advisory_lock({LOCK_CLASS}, 2025)") as conn:
         conn.commit()
         proc = subprocess.Popen([sys.executable, "-m", "compliance_sync.cli", *YEAR_ARGS, "--json"], env=env, cwd=cli_env,
                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)

@@ -204,7 +204,7 @@ def create_bare_targets(conn: psycopg.Connection, skip: tuple[str, ...] = ()) ->
 
 
 def ts(hour: int) -> dt.datetime:
-    return dt.datetime(2025, 3, 1, hour, tzinfo=dt.timezone.utc)
+    return dt.datetime(2025, 3, 1, hour, tzinfo=dt.UTC)
 
 
 def test_minimal_fails_naming_a_missing_target_table(db_url):

@@ -56,9 +56,9 @@ THRESHOLDS = [(50, 80, 100), (50, 80, 100), (50, 80, 100), (30, 60, 90), (60, 90
 REASONS = [None, "", "Greyed out", "GREYED OUT x", "not relevant", "greyed-out", "was Greyed Out in 2024", "greyed  out"]
 DUPLICATE_EXCLUSIONS = True  # several rows for one pair: any reason without 'greyed out' removes it
 FIXED_UPDATES = [
-    dt.datetime(2024, 3, 1, 9, 30, tzinfo=dt.timezone.utc),
-    dt.datetime(2025, 1, 15, 0, 0, tzinfo=dt.timezone.utc),
-    dt.datetime(2025, 1, 15, 0, 0, 0, 1, tzinfo=dt.timezone.utc),
+    dt.datetime(2024, 3, 1, 9, 30, tzinfo=dt.UTC),
+    dt.datetime(2025, 1, 15, 0, 0, tzinfo=dt.UTC),
+    dt.datetime(2025, 1, 15, 0, 0, 0, 1, tzinfo=dt.UTC),
 ]
 
 

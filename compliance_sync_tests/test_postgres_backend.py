@@ -27,7 +27,7 @@ from compliance_sync.tables import APAC, BUSINESS_UNIT, REQUIREMENTS, TARGETS, T
 from compliance_sync_tests.scenario import Scenario, apac_row, appendix_a, bu_row, d, uid, wanted_rows
 
 D = decimal.Decimal
-UTC = dt.timezone.utc
+UTC = dt.UTC
 RUN1 = dt.datetime(2025, 7, 1, 6, 0, tzinfo=UTC)
 RUN2 = dt.datetime(2025, 7, 2, 6, 0, tzinfo=UTC)
 FY25 = FiscalYear(2025, 1)

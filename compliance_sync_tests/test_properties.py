@@ -240,7 +240,7 @@ def sync_once(url: str, s: Scenario) -> Any:
     from compliance_sync.ledger import LedgerRow
     from compliance_sync.rules import compute
 
-    now = _dt.datetime.now(_dt.timezone.utc)
+    now = _dt.datetime.now(_dt.UTC)
     with PostgresBackend(url).session(s.fy, s.as_of) as session:
         comp = compute(session.read_facts(), s.thresholds, s.bu_map)
         diff = session.plan(comp.wanted, 10)

@@ -39,8 +39,8 @@ from compliance_sync_tests.test_oracle import (
 )
 
 D = Decimal
-TS1 = dt.datetime(2030, 1, 2, 3, 4, 5, tzinfo=dt.timezone.utc)
-TS2 = dt.datetime(2030, 2, 3, 4, 5, 6, tzinfo=dt.timezone.utc)
+TS1 = dt.datetime(2030, 1, 2, 3, 4, 5, tzinfo=dt.UTC)
+TS2 = dt.datetime(2030, 2, 3, 4, 5, 6, tzinfo=dt.UTC)
 EXAMPLE_BU_MAP = pathlib.Path(__file__).resolve().parent.parent / "compliance_sync" / "bu_map.example.yaml"
 ZERO = {"inserted": 0, "updated": 0, "deleted": 0}
 
@@ -152,7 +152,7 @@ def check_two_phases(seed: int, url: str) -> None:
             kept = {tuple(r) for r in conn.execute(f"SELECT {cols} FROM {t} WHERE notes = 'keep me'").fetchall()}
             assert kept == noted[t], f"seed {seed}: {t} lost or gained notes"
 
-    again = run_case(url, second, dt.datetime(2031, 1, 1, tzinfo=dt.timezone.utc))
+    again = run_case(url, second, dt.datetime(2031, 1, 1, tzinfo=dt.UTC))
     assert again["targets"] == {t: ZERO for t in TARGETS}, f"seed {seed}: third run changed {again['targets']}"
 
 

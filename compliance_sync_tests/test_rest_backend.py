@@ -26,8 +26,7 @@ import psycopg
 import pytest
 
 from compliance_sync import cli
-from compliance_sync.backends import choose_backend
-from compliance_sync.backends import rest
+from compliance_sync.backends import choose_backend, rest
 from compliance_sync.backends.postgres import PostgresBackend
 from compliance_sync.backends.rest import RestBackend, key_role
 from compliance_sync.catalog import find_key_index

@@ -8,9 +8,9 @@ from decimal import Decimal
 import pytest
 
 from compliance_sync.errors import DataError
-from compliance_sync.tables import APAC, BUSINESS_UNIT, REQUIREMENTS, TERRITORY
 from compliance_sync.rules import pct_hundredths, requirement_percent, rollup_percent
 from compliance_sync.settings import BuMap
+from compliance_sync.tables import APAC, BUSINESS_UNIT, REQUIREMENTS, TERRITORY
 from compliance_sync_tests.scenario import Scenario, appendix_a, d, rows, uid
 
 
@@ -420,8 +420,8 @@ def test_different_names_sharing_client_uuid_reported():
 def test_annual_beats_quarterly_and_blank_quarter_is_annual():
     s = one_client()
     s.strategies.clear()
-    q = s.strategy("q", "Kim Lee", "Q terr", quarter="Q1", updated_at=dt.datetime(2026, 1, 1, tzinfo=dt.timezone.utc))
-    blank = s.strategy("blank", "Kim Lee", "Blank terr", quarter="  ", updated_at=dt.datetime(2025, 1, 1, tzinfo=dt.timezone.utc))
+    q = s.strategy("q", "Kim Lee", "Q terr", quarter="Q1", updated_at=dt.datetime(2026, 1, 1, tzinfo=dt.UTC))
+    blank = s.strategy("blank", "Kim Lee", "Blank terr", quarter="  ", updated_at=dt.datetime(2025, 1, 1, tzinfo=dt.UTC))
     comp = s.compute()
     [t] = rows(comp, TERRITORY)
     assert t["territory_strategy_id"] == blank and t["territory"] == "Blank terr"
@@ -433,14 +433,14 @@ def test_latest_updated_at_wins_null_oldest():
     s = one_client()
     s.strategies.clear()
     s.strategy("old", "Kim Lee", "Old", updated_at=None)
-    new = s.strategy("new", "Kim Lee", "New", updated_at=dt.datetime(2025, 1, 1, tzinfo=dt.timezone.utc))
+    new = s.strategy("new", "Kim Lee", "New", updated_at=dt.datetime(2025, 1, 1, tzinfo=dt.UTC))
     assert rows(s.compute(), TERRITORY)[0]["territory_strategy_id"] == new
 
 
 def test_equal_updated_at_smallest_id_wins():
     s = one_client()
     s.strategies.clear()
-    when = dt.datetime(2025, 1, 1, tzinfo=dt.timezone.utc)
+    when = dt.datetime(2025, 1, 1, tzinfo=dt.UTC)
     ids = [s.strategy(label, "Kim Lee", label, updated_at=when) for label in ("s1", "s2", "s3")]
     assert rows(s.compute(), TERRITORY)[0]["territory_strategy_id"] == min(ids)
 

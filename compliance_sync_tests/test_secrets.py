@@ -20,9 +20,9 @@ from psycopg.conninfo import conninfo_to_dict
 
 pytest.register_assert_rewrite("compliance_sync_tests.world")
 from compliance_sync_tests.world import (  # noqa: E402
-    FakeServer,
     AS_OF,
     YEAR_ARGS,
+    FakeServer,
     execute,
     run_cli,
 )

@@ -11,7 +11,6 @@ import textwrap
 from fractions import Fraction
 
 import pytest
-
 from pydantic import SecretStr
 
 from compliance_sync.errors import SettingsError

@@ -18,6 +18,7 @@ Every wait is bounded and says what it waits for. Processes are stopped by PID o
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import importlib.util
 import json
@@ -240,10 +241,8 @@ class DemoUi:
             self.proc.wait(timeout=30)
         for pid in sorted(self.started_pids):
             if _alive(pid) and pid != self.postgres_pid:
-                try:
+                with contextlib.suppress(ProcessLookupError):
                     os.kill(pid, signal.SIGKILL)
-                except ProcessLookupError:
-                    pass
         server = embedded.EmbeddedPostgres(self.data_dir)
         if remove_data:
             server.remove()  # stops it first (bounded); as root also deletes /var/lib/compliance-sync/<name>

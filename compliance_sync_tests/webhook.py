@@ -51,7 +51,7 @@ class Webhook:
                 raise AssertionError(f"no webhook message {what} within {timeout:.0f} s; received: {self.messages()}")
             time.sleep(0.5)
 
-    def __enter__(self) -> "Webhook":
+    def __enter__(self) -> Webhook:
         self.thread.start()
         return self
 

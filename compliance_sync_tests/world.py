@@ -22,7 +22,8 @@ import socket
 import struct
 import threading
 import uuid
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
 import psycopg
 import pytest
@@ -338,10 +339,8 @@ class FakeServer:
             except OSError:
                 return
             with conn:
-                try:
+                with contextlib.suppress(OSError, struct.error):
                     self._one(conn)
-                except (OSError, struct.error):
-                    pass
 
     @staticmethod
     def _read(conn: socket.socket, n: int) -> bytes:

@@ -27,7 +27,8 @@ import hashlib
 import json
 import logging
 import ssl
-from typing import Any, Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any
 from urllib.parse import urlsplit
 
 import httpx

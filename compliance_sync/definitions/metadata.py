@@ -10,7 +10,19 @@ import dagster as dg
 
 from compliance_sync import report
 from compliance_sync.sync import Mode, Outcome
-from compliance_sync.tables import APAC, BUSINESS_UNIT, DATE, INT, JSONB, NUMERIC, REQUIREMENTS, TARGET_BY_NAME, TERRITORY, TIMESTAMPTZ, UUID
+from compliance_sync.tables import (
+    APAC,
+    BUSINESS_UNIT,
+    DATE,
+    INT,
+    JSONB,
+    NUMERIC,
+    REQUIREMENTS,
+    TARGET_BY_NAME,
+    TERRITORY,
+    TIMESTAMPTZ,
+    UUID,
+)
 
 SUMMARY = "compliance_sync/summary"  # the run's summary JSON, which the command line reads back
 PG_TYPES = {UUID: "uuid", INT: "integer", NUMERIC: "numeric", DATE: "date", JSONB: "jsonb", TIMESTAMPTZ: "timestamptz"}

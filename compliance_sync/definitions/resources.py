@@ -8,7 +8,6 @@ object with the same two methods (:class:`FixedSync`), e.g. to give it a backend
 
 
 
-from typing import Optional
 
 import dagster as dg
 
@@ -19,7 +18,7 @@ from compliance_sync.settings import Settings, load_settings
 class ComplianceSyncResource(dg.ConfigurableResource):
     """Settings and backend of the sync (resource key ``compliance_sync``)."""
 
-    env_dir: Optional[str] = None  # where .env / .env.local are read from (default: the working directory)
+    env_dir: str | None = None  # where .env / .env.local are read from (default: the working directory)
 
     def settings(self) -> Settings:
         return load_settings(self.env_dir)

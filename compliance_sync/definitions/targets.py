@@ -14,7 +14,8 @@ the step adds it when the run was launched without it.
 """
 
 import datetime as dt
-from typing import Any, Iterator, Optional
+from collections.abc import Iterator
+from typing import Any
 
 import dagster as dg
 
@@ -36,7 +37,7 @@ DEPENDENCIES = {
 
 class SyncConfig(dg.Config):
     dry_run: bool = False
-    as_of: Optional[str] = None
+    as_of: str | None = None
     allow_mass_prune: bool = False
     diff_limit: int = 50
 
