@@ -2449,7 +2449,9 @@ class PostgrestServer:
                 mutation = mutation + ("DO UPDATE SET " + ", ".join(f"{_ident(c.name)} = EXCLUDED.{_ident(c.name)}" for c in cols))
         want_body = prefs.representation == "representation"
         want_location = prefs.representation == "headers-only"
-        ret = f"{qual}.*, ({qual}.xmax = 0) AS {_ident(_INSERTED_FLAG)}"
+        # return=minimal returns no columns (Statements.hs: RETURNING 1 when nothing is selected): only counts
+        kept = f"{qual}.*" if (want_body or want_location) else "1 AS pgrst_one"
+        ret = f"{kept}, ({qual}.xmax = 0) AS {_ident(_INSERTED_FLAG)}"
 
         def work(conn):
             n, inserted, body_json, location = self._write_result(conn, mutation, ret, table, qp, media, want_body, want_location, True)

@@ -870,3 +870,24 @@ def test_e2e_backends_agree_row_by_row_on_the_demo(migrated_db, copies, env, tmp
     assert counts(r) == counts(d)
     assert target_state(rest_db) == target_state(migrated_db)
     assert r.source_counts["segmentation_events"] > 1000  # several pages under the cap
+
+
+@pytest.mark.parametrize("table", [t.name for t in TARGETS])
+def test_upsert_bodies_encode_as_the_generic_row_conversion(table: str) -> None:
+    """The typed per-column conversion of the upsert bodies sends the JSON the generic round trip sends."""
+    import decimal
+
+    from postgrest.base_request_builder import _encode_json_body
+
+    target = next(t for t in TARGETS if t.name == table)
+    samples = {
+        "uuid": uid("x"), "text": "Zoë \"quoted\"", "int": 7, "bool": True, "date": dt.date(2026, 6, 30),
+        "numeric": decimal.Decimal("66.67"), "timestamptz": dt.datetime(2026, 1, 2, 3, 4, tzinfo=dt.UTC),
+        "jsonb": {"a": decimal.Decimal("12.50"), "b": [1, decimal.Decimal("0.10"), {"c": None}], "ids": ["x", "y"]},
+    }
+    row = {c: samples[target.types[c].value] for c in target.columns}
+    row_with_nulls = {c: None for c in target.columns}
+    stamp = "2026-11-28T00:00:00+00:00"
+    for r in (row, row_with_nulls):
+        generic = rest._json_row(dict(r, updated_at=stamp), [*target.columns, "updated_at"])
+        assert _encode_json_body(rest._body_rows(target, [r], stamp)) == _encode_json_body([generic])

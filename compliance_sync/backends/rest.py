@@ -19,9 +19,12 @@ failures (5xx, 429, timeouts, dropped connections) are retried with backoff by t
 from __future__ import annotations
 
 import base64
+import collections
+import concurrent.futures
 import contextlib
 import dataclasses
 import datetime as dt
+import decimal
 import functools
 import hashlib
 import json
@@ -47,10 +50,13 @@ from compliance_sync.settings import BackendKind, Settings
 from compliance_sync.tables import (
     EVENTS,
     EXCLUSIONS,
+    JSONB,
     LEDGER_TABLE,
+    NUMERIC,
     SOURCE_BY_NAME,
     SOURCES,
     TARGETS,
+    Kind,
     NotWanted,
     TargetTable,
 )
@@ -59,7 +65,8 @@ from compliance_sync.wanted import WantedRows, longest_texts
 log = logging.getLogger(__name__)
 
 TRANSIENT_STATUS = {429, 500, 502, 503, 504}
-UPSERT_CHUNK = 500
+UPSERT_CHUNK = 1000
+UPSERT_IN_FLIGHT = 2  # requests on the wire at once while the next chunk is converted
 BACKOFF_S = 0.5  # first wait before a retry; doubles per attempt, at most BACKOFF_MAX_S
 BACKOFF_MAX_S = 8.0
 MINIMAL = "minimal"  # Prefer: return=minimal
@@ -181,6 +188,33 @@ def _retryable(exc: BaseException) -> bool:
 def _json_row(row: dict[str, Any], columns: Sequence[str]) -> dict[str, Any]:
     """A row as PostgREST takes it: numbers as JSON numbers, dates as ISO text, jsonb as JSON."""
     return json.loads(to_json({c: row.get(c) for c in columns}))
+
+
+def _plain(value: Any) -> Any:
+    """A jsonb value with its Decimals as JSON numbers (what :func:`to_json` writes), containers copied."""
+    if isinstance(value, decimal.Decimal):
+        return float(value)
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return value if all(type(v) is str for v in value) else [_plain(v) for v in value]
+    return value
+
+
+_TO_BODY: dict[Kind, Callable[[Any], Any]] = {NUMERIC: float, JSONB: _plain}
+
+
+def _body_rows(target: TargetTable, rows: Sequence[dict[str, Any]], stamp: str) -> list[dict[str, Any]]:
+    """Upsert bodies: the target's columns and ``updated_at``, converted by column type only where JSON needs it
+    (numeric and jsonb; dates and uuids are encoded by supabase-py). The same values as :func:`_json_row`,
+    without a round trip through JSON text per row."""
+    convert = [(c, _TO_BODY.get(target.types[c])) for c in target.columns]
+    out = []
+    for r in rows:
+        body = {c: v if (v := r.get(c)) is None or f is None else f(v) for c, f in convert}
+        body["updated_at"] = stamp
+        out.append(body)
+    return out
 
 
 def _quote(value: Any) -> str:
@@ -555,14 +589,32 @@ class RestSession:
         return self._planned
 
     # --- writing ----------------------------------------------------------------------------------------------------
-    def _upsert(self, table: str, rows: list[dict[str, Any]], columns: Sequence[str], on_conflict: Sequence[str]) -> None:
-        """Idempotent chunks on the unique key (a retried chunk writes the same values again)."""
+    def _upsert(self, target: TargetTable, rows: list[dict[str, Any]], stamp: str) -> None:
+        """Idempotent chunks on the unique key (a retried chunk writes the same values again), pipelined: while
+        PostgreSQL upserts one chunk (disjoint keys: the requests never wait for each other), the next is converted
+        and sent; at most ``UPSERT_IN_FLIGHT`` requests at a time. A failed chunk stops the run: nothing is sent
+        after the failure is seen (the one other request already on the wire may land; a rerun converges)."""
+        table, on_conflict = target.name, ",".join(target.key)
         progress = Progress(f"writing {table}")
-        for i in range(0, len(rows), UPSERT_CHUNK):
-            chunk = [_json_row(r, columns) for r in rows[i : i + UPSERT_CHUNK]]
-            self.client.call(f"writing {table}", lambda c=chunk: self.client.rest.from_(table).upsert(c, on_conflict=",".join(on_conflict), returning=MINIMAL).execute())
-            self.partly_written = True
-            progress.add(len(chunk))
+
+        def send(chunk: list[dict[str, Any]]) -> int:
+            self.client.call(f"writing {table}", lambda: self.client.rest.from_(table).upsert(chunk, on_conflict=on_conflict, returning=MINIMAL).execute())
+            return len(chunk)
+
+        with concurrent.futures.ThreadPoolExecutor(UPSERT_IN_FLIGHT, thread_name_prefix="compliance_sync-upsert") as wire:
+            in_flight: collections.deque[concurrent.futures.Future[int]] = collections.deque()
+            try:
+                for i in range(0, len(rows), UPSERT_CHUNK):
+                    chunk = _body_rows(target, rows[i : i + UPSERT_CHUNK], stamp)
+                    while len(in_flight) >= UPSERT_IN_FLIGHT:
+                        progress.add(in_flight.popleft().result())
+                    in_flight.append(wire.submit(send, chunk))
+                    self.partly_written = True
+                while in_flight:
+                    progress.add(in_flight.popleft().result())
+            finally:
+                for queued in in_flight:
+                    queued.cancel()  # not yet sent: never sent
         progress.finish()
 
     def _key_terms(self, target: TargetTable, rows: list[dict[str, Any]]) -> Iterator[str]:
@@ -644,9 +696,8 @@ class RestSession:
             raise RuntimeError("apply() takes the diff this session planned, once")
         stamp = run_ts.isoformat()
         for t in TARGETS:  # upserts first, every target
-            rows = [dict(r, updated_at=stamp) for r in self._changes[t.name].upserts]
-            if rows:
-                self._upsert(t.name, rows, [*t.columns, "updated_at"], t.key)
+            if self._changes[t.name].upserts:
+                self._upsert(t, self._changes[t.name].upserts, stamp)
         for t in TARGETS:  # stale rows last
             if t.not_wanted == NotWanted.PRUNE and self._changes[t.name].deletes:
                 kept = self._delete(t, self._changes[t.name].deletes)
