@@ -134,7 +134,7 @@ def threading_main() -> bool:
 
 def sync(args: argparse.Namespace) -> int:
     from compliance_sync.backends import choose_backend
-    from compliance_sync.runner import print_json, print_report, run
+    from compliance_sync.runner import RunRequest, print_json, print_report, run
     from compliance_sync.settings import load_settings
     from compliance_sync.sync import current_year, parse_as_of, parse_year
 
@@ -150,7 +150,8 @@ def sync(args: argparse.Namespace) -> int:
     if args.diff_limit < 0:
         raise SettingsError(f"--diff-limit must be 0 or more, got {args.diff_limit}")
     log.info("compliance-sync %s, as_of %s, %s, backend %s at %s", fy.describe(), fy.as_of(reference), "dry run" if args.dry_run else "live", backend.name.value, backend.describe())
-    summary, code = run(settings, backend, fy, reference, dry_run=args.dry_run, allow_mass_prune=args.allow_mass_prune, diff_limit=args.diff_limit, verbose=args.verbose)
+    request = RunRequest(fy, reference, args.dry_run, args.allow_mass_prune, args.diff_limit, args.verbose)
+    summary, code = run(settings, backend, request)
     print_report(summary)
     if args.json:
         print_json(summary)

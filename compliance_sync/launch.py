@@ -371,7 +371,7 @@ def _storage_url(url: str, dbname: str) -> str:
 def demo(year: str, as_of: str | None, *, dry_run: bool, reset: bool, ui: bool, port: int, data_dir: str | None) -> int:
     from compliance_sync import embedded
     from compliance_sync.backends.postgres import PostgresBackend
-    from compliance_sync.runner import print_report, run
+    from compliance_sync.runner import RunRequest, print_report, run
     from compliance_sync.sync import parse_as_of, parse_year
 
     started = time.perf_counter()
@@ -393,7 +393,7 @@ def demo(year: str, as_of: str | None, *, dry_run: bool, reset: bool, ui: bool, 
         home = write_dagster_home(_storage_url(url, DEMO_DAGSTER_DB))
         env_file = _write_demo_env(url)
         backend = PostgresBackend(url, lock_timeout_s=settings.lock_timeout_s)
-        summary, code = run(settings, backend, fy, reference, dry_run=dry_run, allow_mass_prune=False, diff_limit=10, verbose=False, trigger="demo", dagster_home=home)
+        summary, code = run(settings, backend, RunRequest(fy, reference, dry_run, diff_limit=10, trigger="demo", dagster_home=home))
         print_report(summary)
         log.info("demo done in %.1f s", time.perf_counter() - started)
         if ui:

@@ -10,6 +10,7 @@ cost more than the sync itself (README, "Performance").
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import json
 import logging
@@ -58,52 +59,43 @@ def _failure_message(instance: Any, run_id: str) -> str:
     return "the run failed (see the Dagster event log)"
 
 
-def run(
-    settings: Settings,
-    backend: Backend,
-    fy: FiscalYear,
-    reference: dt.date,
-    *,
-    dry_run: bool,
-    allow_mass_prune: bool,
-    diff_limit: int,
-    verbose: bool,
-    trigger: str = "cli",
-    dagster_home: pathlib.Path | None = None,
-) -> tuple[dict[str, Any], int]:
+@dataclasses.dataclass(frozen=True)
+class RunRequest:
+    """One FY asked for from the command line or the demo: what :func:`run` needs besides settings and backend."""
+
+    fy: FiscalYear
+    reference: dt.date  # as_of before clamping to the FY end
+    dry_run: bool = False
+    allow_mass_prune: bool = False
+    diff_limit: int = 50
+    verbose: bool = False
+    trigger: str = "cli"
+    dagster_home: pathlib.Path | None = None  # the demo's instance; else DAGSTER_HOME when set
+
+
+def run(settings: Settings, backend: Backend, request: RunRequest) -> tuple[dict[str, Any], int]:
     """Run the FY: through Dagster when there is an instance to record it in, else directly."""
-    if dagster_home is not None or os.environ.get("DAGSTER_HOME"):
-        return run_in_dagster(settings, backend, fy, reference, dry_run=dry_run, allow_mass_prune=allow_mass_prune, diff_limit=diff_limit, verbose=verbose, trigger=trigger, dagster_home=dagster_home)
-    return run_directly(settings, backend, fy, reference, dry_run=dry_run, allow_mass_prune=allow_mass_prune, diff_limit=diff_limit)
+    if request.dagster_home is not None or os.environ.get("DAGSTER_HOME"):
+        return run_in_dagster(settings, backend, request)
+    return run_directly(settings, backend, request)
 
 
-def run_directly(settings: Settings, backend: Backend, fy: FiscalYear, reference: dt.date, *, dry_run: bool, allow_mass_prune: bool, diff_limit: int) -> tuple[dict[str, Any], int]:
+def run_directly(settings: Settings, backend: Backend, request: RunRequest) -> tuple[dict[str, Any], int]:
     from compliance_sync.sync import Mode, Outcome, RunOptions, run_fiscal_year
 
-    mode = Mode.DRY_RUN if dry_run else Mode.LIVE
-    outcome = Outcome(fy, fy.as_of(reference), mode, backend.name.value, f"cli-{uuid.uuid4()}")
+    mode = Mode.DRY_RUN if request.dry_run else Mode.LIVE
+    fy = request.fy
+    outcome = Outcome(fy, fy.as_of(request.reference), mode, backend.name.value, f"{request.trigger}-{uuid.uuid4()}")
     try:
-        run_fiscal_year(backend, settings, settings.bu_map(), outcome, RunOptions(mode, allow_mass_prune, diff_limit, outcome.run_id))
+        run_fiscal_year(backend, settings, settings.bu_map(), outcome, RunOptions(mode, request.allow_mass_prune, request.diff_limit, outcome.run_id))
     except (KeyboardInterrupt, SystemExit):
         return outcome.summary(), ExitCode.INTERRUPTED
     return outcome.summary(), int(outcome.exit_code)
 
 
-def run_in_dagster(
-    settings: Settings,
-    backend: Backend,
-    fy: FiscalYear,
-    reference: dt.date,
-    *,
-    dry_run: bool,
-    allow_mass_prune: bool,
-    diff_limit: int,
-    verbose: bool,
-    trigger: str = "cli",
-    dagster_home: pathlib.Path | None = None,
-) -> tuple[dict[str, Any], int]:
-    """Materialise the FY in-process; returns the run's summary and the process exit code. ``dagster_home``
-    (the demo's) is where the run is recorded, else ``DAGSTER_HOME``."""
+def run_in_dagster(settings: Settings, backend: Backend, request: RunRequest) -> tuple[dict[str, Any], int]:
+    """Materialise the FY in-process; returns the run's summary and the process exit code. The request's
+    ``dagster_home`` (the demo's) is where the run is recorded, else ``DAGSTER_HOME``."""
     import dagster as dg
 
     from compliance_sync.definitions import SYNC_JOB, build_definitions
@@ -112,17 +104,19 @@ def run_in_dagster(
     defs = build_definitions(settings, resources={"compliance_sync": FixedSync(settings, backend)})
     job = defs.resolve_job_def(SYNC_JOB)
     run_config = {
-        "ops": {"compliance_sync": {"config": {"dry_run": dry_run, "as_of": reference.isoformat(), "allow_mass_prune": allow_mass_prune, "diff_limit": diff_limit}}},
-        "loggers": {"console": {"config": {"log_level": "DEBUG" if verbose else "CRITICAL"}}},
+        "ops": {"compliance_sync": {"config": {
+            "dry_run": request.dry_run, "as_of": request.reference.isoformat(), "allow_mass_prune": request.allow_mass_prune, "diff_limit": request.diff_limit,
+        }}},
+        "loggers": {"console": {"config": {"log_level": "DEBUG" if request.verbose else "CRITICAL"}}},
     }
-    tags = {"compliance_sync/trigger": trigger, "compliance_sync/as_of": reference.isoformat()} | ({"compliance_sync/mode": "dry_run"} if dry_run else {})
+    tags = {"compliance_sync/trigger": request.trigger, "compliance_sync/as_of": request.reference.isoformat()} | ({"compliance_sync/mode": "dry_run"} if request.dry_run else {})
     run_id = str(uuid.uuid4())
-    if dagster_home is not None:
-        os.environ["DAGSTER_HOME"] = str(dagster_home)  # Dagster's own way to name an instance
+    if request.dagster_home is not None:
+        os.environ["DAGSTER_HOME"] = str(request.dagster_home)  # Dagster's own way to name an instance
     instance = dg.DagsterInstance.get()
     with instance:
         try:
-            result = job.execute_in_process(run_config=run_config, instance=instance, partition_key=fy.key, raise_on_error=False, tags=tags, run_id=run_id)
+            result = job.execute_in_process(run_config=run_config, instance=instance, partition_key=request.fy.key, raise_on_error=False, tags=tags, run_id=run_id)
         except KeyboardInterrupt:
             summary = _summary_from_events(instance, run_id) or failure_summary("interrupted: nothing written (none of it)", ExitCode.INTERRUPTED)
             summary["exit_code"] = int(ExitCode.INTERRUPTED)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import enum
+import functools
 from typing import Any
 
 
@@ -55,14 +56,18 @@ class NotWanted(enum.StrEnum):
 class TargetTable:
     name: str
     key: tuple[str, ...]
-    owned: tuple[str, ...]  # the owned value columns (updated_at is set by the writer, not compared)
-    types: dict[str, Kind]  # every key and owned column, and updated_at
+    types: dict[str, Kind]  # SPEC §3's columns in order: the key, the owned value columns, updated_at
     not_wanted: NotWanted
     description: str
     reset_values: dict[str, Any] = dataclasses.field(default_factory=dict)
     label: tuple[str, ...] = ()  # the owned columns a person recognises a row by (dry-run lines)
 
-    @property
+    @functools.cached_property  # read in the diff's inner loops
+    def owned(self) -> tuple[str, ...]:
+        """The value columns the job computes and compares (``updated_at`` is set by the writer)."""
+        return tuple(c for c in self.types if c not in self.key and c != "updated_at")
+
+    @functools.cached_property
     def columns(self) -> tuple[str, ...]:
         return self.key + self.owned
 
@@ -158,19 +163,6 @@ TARGETS: tuple[TargetTable, ...] = (
     TargetTable(
         REQUIREMENTS,
         key=("plan_id", "event_type_id", "fiscal_year"),
-        owned=(
-            "client_id",
-            "client_name",
-            "segment",
-            "event_type_name",
-            "required_count",
-            "completed_count",
-            "scheduled_count",
-            "compliance_percentage",
-            "status",
-            "next_due_date",
-            "linked_event_ids",
-        ),
         types={
             "plan_id": UUID,
             "event_type_id": UUID,
@@ -195,18 +187,6 @@ TARGETS: tuple[TargetTable, ...] = (
     TargetTable(
         TERRITORY,
         key=("territory_strategy_id", "fiscal_year"),
-        owned=(
-            "territory",
-            "cse_name",
-            "total_clients",
-            "total_required_events",
-            "total_completed_events",
-            "overall_compliance_percentage",
-            "clients_at_risk",
-            "clients_critical",
-            "segment_breakdown",
-            "monthly_capacity",
-        ),
         types={
             "territory_strategy_id": UUID,
             "fiscal_year": INT,
@@ -229,7 +209,6 @@ TARGETS: tuple[TargetTable, ...] = (
     TargetTable(
         BUSINESS_UNIT,
         key=("bu_name", "fiscal_year"),
-        owned=("overall_compliance_percentage", "clients_below_compliance", "territory_count", "territory_data"),
         types={
             "bu_name": TEXT,
             "fiscal_year": INT,
@@ -253,7 +232,6 @@ TARGETS: tuple[TargetTable, ...] = (
     TargetTable(
         APAC,
         key=("fiscal_year",),
-        owned=("actual_compliance", "below_compliance_accounts", "bu_contributions"),
         types={
             "fiscal_year": INT,
             "actual_compliance": NUMERIC,

@@ -21,7 +21,6 @@ import pytest
 from compliance_sync.backends.postgres import PostgresBackend, PostgresSession, translate
 from compliance_sync.errors import ConcurrentChange, ConnectionFailure, ExitCode
 from compliance_sync.tables import REQUIREMENTS
-from compliance_sync_tests.conftest import url_for_database
 from compliance_sync_tests.scenario import uid
 
 pytest.register_assert_rewrite("compliance_sync_tests.world")
@@ -29,13 +28,12 @@ from compliance_sync_tests.world import (  # noqa: E402
     AS_OF,
     YEAR_ARGS,
     change_the_world,
-    create_database,
-    drop_database,
     execute,
     full_snapshot,
     owned_snapshot,
     run_cli,
     scalar,
+    snapshot_after_runs,
 )
 
 pytest_plugins = ["compliance_sync_tests.world"]  # its fixtures: world, world_db, cli_env
@@ -44,25 +42,7 @@ pytest_plugins = ["compliance_sync_tests.world"]  # its fixtures: world, world_d
 @pytest.fixture(scope="module")
 def first_run(server_url: str, world_template: str, tmp_path_factory) -> dict[str, list[str]]:
     """The targets (key and owned columns) after one undisturbed run of the small world."""
-    import yaml
-
-    from compliance_sync import cli
-    from compliance_sync_tests.world import BU_MAP
-
-    name = create_database(server_url, world_template)
-    url = url_for_database(server_url, name)
-    folder = tmp_path_factory.mktemp("first_run")
-    (folder / "bu.yaml").write_text(yaml.safe_dump(BU_MAP))
-    try:
-        with pytest.MonkeyPatch.context() as mp:
-            mp.chdir(folder)
-            mp.delenv("DAGSTER_HOME", raising=False)
-            mp.setenv("SUPABASE_DB_URL", url)
-            mp.setenv("COMPLIANCE_SYNC_BU_MAP", str(folder / "bu.yaml"))
-            assert cli.main(list(YEAR_ARGS)) == 0
-        return owned_snapshot(url)
-    finally:
-        drop_database(server_url, name)
+    return snapshot_after_runs(server_url, world_template, tmp_path_factory.mktemp("first_run"))
 
 
 @pytest.fixture
@@ -142,7 +122,7 @@ def test_a_cli_run_and_a_dagster_run_of_one_fy_serialise(world, capsys, hooks):
 
 def test_runs_of_different_fys_proceed_in_parallel(world, hooks):
     from compliance_sync.fiscal import FiscalYear
-    from compliance_sync.runner import run_directly
+    from compliance_sync.runner import RunRequest, run_directly
     from compliance_sync.settings import load_settings
 
     execute(
@@ -163,7 +143,7 @@ def test_runs_of_different_fys_proceed_in_parallel(world, hooks):
 
     def run(year: int) -> None:
         fy = FiscalYear(year, 1)
-        out[year] = run_directly(settings, PostgresBackend(world), fy, fy.end, dry_run=False, allow_mass_prune=False, diff_limit=5)
+        out[year] = run_directly(settings, PostgresBackend(world), RunRequest(fy, fy.end, diff_limit=5))
 
     threads = [threading.Thread(target=run, args=(y,)) for y in (2024, 2025)]
     for t in threads:

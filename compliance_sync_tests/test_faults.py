@@ -22,17 +22,15 @@ import pytest
 
 from compliance_sync.backends.postgres import LOCK_CLASS, PostgresBackend, PostgresSession
 from compliance_sync.tables import BUSINESS_UNIT, REQUIREMENTS, TERRITORY
-from compliance_sync_tests.conftest import url_for_database
 
 pytest.register_assert_rewrite("compliance_sync_tests.world")
 from compliance_sync_tests.world import (  # noqa: E402
     YEAR_ARGS,
     change_the_world,
-    create_database,
-    drop_database,
     full_snapshot,
     owned_snapshot,
     run_cli,
+    snapshot_after_runs,
 )
 
 pytest_plugins = ["compliance_sync_tests.world"]  # its fixtures: world, world_db, cli_env
@@ -41,27 +39,7 @@ pytest_plugins = ["compliance_sync_tests.world"]  # its fixtures: world, world_d
 @pytest.fixture(scope="module")
 def undisturbed(server_url: str, world_template: str, tmp_path_factory) -> dict[str, list[str]]:
     """The targets (key and owned columns) after an undisturbed second run from state A."""
-    import yaml
-
-    from compliance_sync import cli
-    from compliance_sync_tests.world import BU_MAP
-
-    name = create_database(server_url, world_template)
-    url = url_for_database(server_url, name)
-    folder = tmp_path_factory.mktemp("undisturbed")
-    (folder / "bu.yaml").write_text(yaml.safe_dump(BU_MAP))
-    try:
-        with pytest.MonkeyPatch.context() as mp:
-            mp.chdir(folder)
-            mp.delenv("DAGSTER_HOME", raising=False)
-            mp.setenv("SUPABASE_DB_URL", url)
-            mp.setenv("COMPLIANCE_SYNC_BU_MAP", str(folder / "bu.yaml"))
-            assert cli.main(list(YEAR_ARGS)) == 0
-            change_the_world(url)
-            assert cli.main(list(YEAR_ARGS)) == 0
-        return owned_snapshot(url)
-    finally:
-        drop_database(server_url, name)
+    return snapshot_after_runs(server_url, world_template, tmp_path_factory.mktemp("undisturbed"), changed_between=True)
 
 
 @pytest.fixture

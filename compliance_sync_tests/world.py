@@ -296,6 +296,29 @@ def owned_snapshot(url: str, fy: int = FY) -> dict[str, list[str]]:
     return out
 
 
+def snapshot_after_runs(server_url: str, template: str, folder: pathlib.Path, *, changed_between: bool = False) -> dict[str, list[str]]:
+    """The targets (key and owned columns) after an undisturbed run of the world in a database of its own,
+    or after two runs with :func:`change_the_world` between them; the database is dropped afterwards."""
+    from compliance_sync import cli
+
+    name = create_database(server_url, template)
+    url = url_for_database(server_url, name)
+    (folder / "bu.yaml").write_text(yaml.safe_dump(BU_MAP))
+    try:
+        with pytest.MonkeyPatch.context() as mp:
+            mp.chdir(folder)
+            mp.delenv("DAGSTER_HOME", raising=False)
+            mp.setenv("SUPABASE_DB_URL", url)
+            mp.setenv("COMPLIANCE_SYNC_BU_MAP", str(folder / "bu.yaml"))
+            assert cli.main(list(YEAR_ARGS)) == 0
+            if changed_between:
+                change_the_world(url)
+                assert cli.main(list(YEAR_ARGS)) == 0
+        return owned_snapshot(url)
+    finally:
+        drop_database(server_url, name)
+
+
 def target_counts(url: str, fy: int = FY) -> dict[str, int]:
     with psycopg.connect(url) as conn:
         return {t: conn.execute(sql.SQL("SELECT count(*) FROM {} WHERE fiscal_year = %s").format(sql.Identifier(t)), (fy,)).fetchone()[0] for t in TARGET_NAMES}
