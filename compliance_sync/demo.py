@@ -121,22 +121,27 @@ TIER_SHARE = {"Giant": 8, "Collaboration": 15, "Leverage": 25, "Maintain": 25, "
 # Mid-year tier moves go one step along this ladder (Sleeping Giant wakes up to Giant or drops to Leverage).
 TIER_LADDER = ("Nurture", "Maintain", "Leverage", "Collaboration", "Giant")
 
-EVENT_TYPES: tuple[tuple[str, str, str, bool], ...] = (
-    # code, name, category, is_active
-    ("PGL_ENGAGE", "President / Group Leader Engagement", "Executive", True),
-    ("EVP_ENGAGE", "EVP Engagement", "Executive", True),
-    ("STRAT_OPS", "Strategic Ops Plan Meeting", "Planning", True),
-    ("SAT_PLAN", "Satisfaction Action Plan", "Planning", True),
-    ("SLA_REVIEW", "SLA / Service Review Meeting", "Service", True),
-    ("CE_ONSITE", "CE On-Site Attendance", "Service", True),
-    ("INSIGHT_TP", "Insight Touch Point", "Engagement", True),
-    ("HEALTH_CHECK", "Health Check", "Service", True),
-    ("RELEASE_PLAN", "Upcoming Release Planning", "Product", True),
-    ("WHITESPACE", "Whitespace Demo", "Product", True),
-    ("CLIENT_FORUM", "APAC Client Forum", "Community", True),
-    ("UPDATE_360", "Updating Client 360", "Engagement", True),
-    ("QBR_LEGACY", "Quarterly Business Review (retired)", "Planning", False),
-)
+def _rows(table: str) -> tuple[tuple[str, ...], ...]:
+    """A ``|``-separated text table (one row per line) as tuples of stripped cells."""
+    return tuple(tuple(cell.strip() for cell in line.split("|")) for line in table.strip().splitlines())
+
+
+# code | name | category | active (the retired type is inactive: never required)
+EVENT_TYPES: tuple[tuple[str, str, str, bool], ...] = tuple((code, name, category, active == "active") for code, name, category, active in _rows("""
+    PGL_ENGAGE   | President / Group Leader Engagement | Executive  | active
+    EVP_ENGAGE   | EVP Engagement                      | Executive  | active
+    STRAT_OPS    | Strategic Ops Plan Meeting          | Planning   | active
+    SAT_PLAN     | Satisfaction Action Plan            | Planning   | active
+    SLA_REVIEW   | SLA / Service Review Meeting        | Service    | active
+    CE_ONSITE    | CE On-Site Attendance               | Service    | active
+    INSIGHT_TP   | Insight Touch Point                 | Engagement | active
+    HEALTH_CHECK | Health Check                        | Service    | active
+    RELEASE_PLAN | Upcoming Release Planning           | Product    | active
+    WHITESPACE   | Whitespace Demo                     | Product    | active
+    CLIENT_FORUM | APAC Client Forum                   | Community  | active
+    UPDATE_360   | Updating Client 360                 | Engagement | active
+    QBR_LEGACY   | Quarterly Business Review (retired) | Planning   | retired
+"""))
 CODES = tuple(e[0] for e in EVENT_TYPES)
 
 # Required events per year, per tier and event type (in the order of EVENT_TYPES).
@@ -151,19 +156,19 @@ REQUIREMENTS: dict[str, tuple[int, ...]] = {
 }
 
 # CSE, territory, business unit. The territory -> BU map is bu_map.example.yaml.
-BASE_CSES: tuple[tuple[str, str, str], ...] = (
-    ("Kim Lee", "VIC + NZ", "ANZ"),
-    ("Olivia Brown", "NSW + ACT", "ANZ"),
-    ("Jack Wilson", "QLD + WA", "ANZ"),
-    ("Mia Taylor", "SA + NT + TAS", "ANZ"),
-    ("Wei Ling Tan", "Singapore", "SEA"),
-    ("Ahmad Rahman", "Malaysia", "SEA"),
-    ("Maria Santos", "Philippines + Vietnam", "SEA"),
-    ("Priya Sharma", "Strategic Accounts", "SEA"),
-    ("Chen Wei", "Hong Kong", "Greater China"),
-    ("Lin Mei-Hua", "Taiwan", "Greater China"),
-    ("Zhang Hao", "Mainland China", "Greater China"),
-)
+BASE_CSES: tuple[tuple[str, str, str], ...] = _rows("""
+    Kim Lee      | VIC + NZ              | ANZ
+    Olivia Brown | NSW + ACT             | ANZ
+    Jack Wilson  | QLD + WA              | ANZ
+    Mia Taylor   | SA + NT + TAS         | ANZ
+    Wei Ling Tan | Singapore             | SEA
+    Ahmad Rahman | Malaysia              | SEA
+    Maria Santos | Philippines + Vietnam | SEA
+    Priya Sharma | Strategic Accounts    | SEA
+    Chen Wei     | Hong Kong             | Greater China
+    Lin Mei-Hua  | Taiwan                | Greater China
+    Zhang Hao    | Mainland China        | Greater China
+""")
 BASE_CSE_WEIGHTS = (7, 6, 6, 5, 6, 5, 5, 4, 6, 5, 5)
 # The BU mapping the demo needs (what bu_map.example.yaml says): territories, plus one CSE override.
 TERRITORY_BU: dict[str, str] = {t: bu for _, t, bu in BASE_CSES if t != "Strategic Accounts"}

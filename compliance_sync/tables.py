@@ -159,89 +159,38 @@ TERRITORY = "territory_compliance_summary"
 BUSINESS_UNIT = "business_unit_planning"
 APAC = "apac_planning_goals"
 
+def columns(spec: str) -> dict[str, Kind]:
+    """``name kind, name kind, …`` (SPEC §3's order and types) as an ordered column -> kind mapping."""
+    out = {}
+    for item in spec.split(","):
+        name, kind = item.split()
+        out[name] = Kind(kind)
+    return out
+
+
 TARGETS: tuple[TargetTable, ...] = (
-    TargetTable(
-        REQUIREMENTS,
-        key=("plan_id", "event_type_id", "fiscal_year"),
-        types={
-            "plan_id": UUID,
-            "event_type_id": UUID,
-            "fiscal_year": INT,
-            "client_id": UUID,
-            "client_name": TEXT,
-            "segment": TEXT,
-            "event_type_name": TEXT,
-            "required_count": INT,
-            "completed_count": INT,
-            "scheduled_count": INT,
-            "compliance_percentage": NUMERIC,
-            "status": TEXT,
-            "next_due_date": DATE,
-            "linked_event_ids": JSONB,
-            "updated_at": TIMESTAMPTZ,
-        },
-        not_wanted=NotWanted.PRUNE,
-        description="Event compliance per account plan and event type for one fiscal year.",
-        label=("client_name", "event_type_name"),
+    TargetTable(REQUIREMENTS, ("plan_id", "event_type_id", "fiscal_year"), columns("""
+        plan_id uuid, event_type_id uuid, fiscal_year int, client_id uuid, client_name text, segment text,
+        event_type_name text, required_count int, completed_count int, scheduled_count int, compliance_percentage numeric,
+        status text, next_due_date date, linked_event_ids jsonb, updated_at timestamptz"""),
+        NotWanted.PRUNE, "Event compliance per account plan and event type for one fiscal year.", label=("client_name", "event_type_name"),
     ),
-    TargetTable(
-        TERRITORY,
-        key=("territory_strategy_id", "fiscal_year"),
-        types={
-            "territory_strategy_id": UUID,
-            "fiscal_year": INT,
-            "territory": TEXT,
-            "cse_name": TEXT,
-            "total_clients": INT,
-            "total_required_events": INT,
-            "total_completed_events": INT,
-            "overall_compliance_percentage": NUMERIC,
-            "clients_at_risk": INT,
-            "clients_critical": INT,
-            "segment_breakdown": JSONB,
-            "monthly_capacity": JSONB,
-            "updated_at": TIMESTAMPTZ,
-        },
-        not_wanted=NotWanted.PRUNE,
-        description="Compliance per CSE territory (the used territory strategy) for one fiscal year.",
-        label=("territory", "cse_name"),
+    TargetTable(TERRITORY, ("territory_strategy_id", "fiscal_year"), columns("""
+        territory_strategy_id uuid, fiscal_year int, territory text, cse_name text, total_clients int, total_required_events int,
+        total_completed_events int, overall_compliance_percentage numeric, clients_at_risk int, clients_critical int,
+        segment_breakdown jsonb, monthly_capacity jsonb, updated_at timestamptz"""),
+        NotWanted.PRUNE, "Compliance per CSE territory (the used territory strategy) for one fiscal year.", label=("territory", "cse_name"),
     ),
-    TargetTable(
-        BUSINESS_UNIT,
-        key=("bu_name", "fiscal_year"),
-        types={
-            "bu_name": TEXT,
-            "fiscal_year": INT,
-            "overall_compliance_percentage": NUMERIC,
-            "clients_below_compliance": INT,
-            "territory_count": INT,
-            "territory_data": JSONB,
-            "updated_at": TIMESTAMPTZ,
-        },
-        not_wanted=NotWanted.RESET,
-        description="Compliance per business unit (ANZ, SEA, Greater China, ...) for one fiscal year; "
-        "the financial columns are the planners' and never touched.",
-        reset_values={
-            "overall_compliance_percentage": None,
-            "clients_below_compliance": 0,
-            "territory_count": 0,
-            "territory_data": [],
-        },
+    TargetTable(BUSINESS_UNIT, ("bu_name", "fiscal_year"), columns("""
+        bu_name text, fiscal_year int, overall_compliance_percentage numeric, clients_below_compliance int, territory_count int,
+        territory_data jsonb, updated_at timestamptz"""),
+        NotWanted.RESET,
+        "Compliance per business unit (ANZ, SEA, Greater China, ...) for one fiscal year; the financial columns are the planners' and never touched.",
+        reset_values={"overall_compliance_percentage": None, "clients_below_compliance": 0, "territory_count": 0, "territory_data": []},
         label=("bu_name",),
     ),
-    TargetTable(
-        APAC,
-        key=("fiscal_year",),
-        types={
-            "fiscal_year": INT,
-            "actual_compliance": NUMERIC,
-            "below_compliance_accounts": INT,
-            "bu_contributions": JSONB,
-            "updated_at": TIMESTAMPTZ,
-        },
-        not_wanted=NotWanted.KEEP,
-        description="APAC-wide compliance for one fiscal year, with each business unit's contribution.",
-        label=("fiscal_year",),
+    TargetTable(APAC, ("fiscal_year",), columns("fiscal_year int, actual_compliance numeric, below_compliance_accounts int, bu_contributions jsonb, updated_at timestamptz"),
+        NotWanted.KEEP, "APAC-wide compliance for one fiscal year, with each business unit's contribution.", label=("fiscal_year",),
     ),
 )
 TARGET_BY_NAME = {t.name: t for t in TARGETS}

@@ -23,13 +23,8 @@ CREATE TABLE IF NOT EXISTS public.account_plans (
     client_name     text NOT NULL,
     fiscal_year     integer NOT NULL,
     status          text DEFAULT 'draft',   -- draft, submitted, in_review, revision_requested, approved, archived
-    plan_title      text,
-    owner           text,
-    summary         text,
-    submitted_at    timestamptz,
-    approved_at     timestamptz,
-    created_at      timestamptz NOT NULL DEFAULT now(),
-    updated_at      timestamptz DEFAULT now()
+    -- not read or written by the job:
+    plan_title text, owner text, summary text, submitted_at timestamptz, approved_at timestamptz, created_at timestamptz NOT NULL DEFAULT now(), updated_at timestamptz DEFAULT now()
 );
 CREATE INDEX IF NOT EXISTS account_plans_fiscal_year_idx ON public.account_plans (fiscal_year);
 
@@ -41,31 +36,25 @@ CREATE TABLE IF NOT EXISTS public.client_segmentation (
     client_uuid     uuid NULL,
     effective_from  date NOT NULL,
     effective_to    date NULL,              -- last day the period applies; NULL = open
-    change_reason   text,
-    notes           text,
-    created_at      timestamptz NOT NULL DEFAULT now(),
-    updated_at      timestamptz DEFAULT now()
+    -- not read or written by the job:
+    change_reason text, notes text, created_at timestamptz NOT NULL DEFAULT now(), updated_at timestamptz DEFAULT now()
 );
 CREATE INDEX IF NOT EXISTS client_segmentation_client_name_idx ON public.client_segmentation (client_name);
 
 CREATE TABLE IF NOT EXISTS public.segmentation_tiers (
     id              uuid PRIMARY KEY DEFAULT gen_random_uuid(),
     tier_name       text NOT NULL,
-    tier_level      integer,
-    description     text,
-    color           text,
-    created_at      timestamptz NOT NULL DEFAULT now()
+    -- not read or written by the job:
+    tier_level integer, description text, color text, created_at timestamptz NOT NULL DEFAULT now()
 );
 
 CREATE TABLE IF NOT EXISTS public.segmentation_event_types (
     id              uuid PRIMARY KEY DEFAULT gen_random_uuid(),
     event_name      text NOT NULL,
     event_code      text UNIQUE,
-    description     text,
-    category        text,
     is_active       boolean DEFAULT true,
-    sort_order      integer,
-    created_at      timestamptz NOT NULL DEFAULT now()
+    -- not read or written by the job:
+    description text, category text, sort_order integer, created_at timestamptz NOT NULL DEFAULT now()
 );
 
 CREATE TABLE IF NOT EXISTS public.tier_event_requirements (
@@ -73,9 +62,8 @@ CREATE TABLE IF NOT EXISTS public.tier_event_requirements (
     tier_id         uuid,
     event_type_id   uuid,
     frequency       integer,                -- required per year; 0 = not required
-    notes           text,
-    created_at      timestamptz NOT NULL DEFAULT now(),
-    updated_at      timestamptz DEFAULT now(),
+    -- not read or written by the job:
+    notes text, created_at timestamptz NOT NULL DEFAULT now(), updated_at timestamptz DEFAULT now(),
     UNIQUE (tier_id, event_type_id)
 );
 
@@ -85,14 +73,8 @@ CREATE TABLE IF NOT EXISTS public.segmentation_events (
     event_type_id   uuid NULL,
     event_date      date NULL,
     completed       boolean DEFAULT false,
-    event_year      integer GENERATED ALWAYS AS (extract(year FROM event_date)::integer) STORED,
-    title           text,
-    location        text,
-    attendees       text,
-    notes           text,
-    created_by      text,
-    created_at      timestamptz NOT NULL DEFAULT now(),
-    updated_at      timestamptz DEFAULT now()
+    -- not read or written by the job:
+    event_year integer GENERATED ALWAYS AS (extract(year FROM event_date)::integer) STORED, title text, location text, attendees text, notes text, created_by text, created_at timestamptz NOT NULL DEFAULT now(), updated_at timestamptz DEFAULT now()
 );
 CREATE INDEX IF NOT EXISTS segmentation_events_event_date_idx ON public.segmentation_events (event_date);
 
@@ -105,9 +87,8 @@ CREATE TABLE IF NOT EXISTS public.segmentation_event_compliance (
     actual_count          integer,
     compliance_percentage numeric(5,2),
     status                text,
-    last_calculated_at    timestamptz,
-    created_at            timestamptz NOT NULL DEFAULT now(),
-    updated_at            timestamptz DEFAULT now(),
+    -- not read or written by the job:
+    last_calculated_at timestamptz, created_at timestamptz NOT NULL DEFAULT now(), updated_at timestamptz DEFAULT now(),
     UNIQUE (client_name, event_type_id, year)
 );
 
@@ -118,10 +99,9 @@ CREATE TABLE IF NOT EXISTS public.territory_strategies (
     fiscal_year     integer NOT NULL,
     quarter         text NULL,              -- NULL or blank = annual; else Q1..Q4
     status          text DEFAULT 'draft',
-    strategy_summary text,
-    focus_areas     jsonb,
-    created_at      timestamptz NOT NULL DEFAULT now(),
-    updated_at      timestamptz NULL
+    updated_at      timestamptz NULL,
+    -- not read or written by the job:
+    strategy_summary text, focus_areas jsonb, created_at timestamptz NOT NULL DEFAULT now()
 );
 CREATE INDEX IF NOT EXISTS territory_strategies_fiscal_year_idx ON public.territory_strategies (fiscal_year);
 
@@ -154,11 +134,9 @@ CREATE TABLE IF NOT EXISTS public.account_plan_event_requirements (
     status                text,
     next_due_date         date,
     linked_event_ids      jsonb,
-    -- never written by the job
-    notes                 text,
-    ai_recommended_dates  jsonb,
-    created_at            timestamptz DEFAULT now(),
-    updated_at            timestamptz
+    updated_at            timestamptz,
+    -- never written by the job:
+    notes text, ai_recommended_dates jsonb, created_at timestamptz DEFAULT now()
 );
 CREATE UNIQUE INDEX IF NOT EXISTS account_plan_event_requirements_compliance_sync_key
     ON public.account_plan_event_requirements (plan_id, event_type_id, fiscal_year);
@@ -195,13 +173,9 @@ CREATE TABLE IF NOT EXISTS public.business_unit_planning (
     clients_below_compliance       integer,
     territory_count                integer,
     territory_data                 jsonb,
+    updated_at                     timestamptz,
     -- never written by the job: the planners' columns
-    target_compliance              numeric(5,2),
-    revenue_target                 numeric,
-    revenue_actual                 numeric,
-    notes                          text,
-    created_at                     timestamptz DEFAULT now(),
-    updated_at                     timestamptz
+    target_compliance numeric(5,2), revenue_target numeric, revenue_actual numeric, notes text, created_at timestamptz DEFAULT now()
 );
 CREATE UNIQUE INDEX IF NOT EXISTS business_unit_planning_compliance_sync_key
     ON public.business_unit_planning (bu_name, fiscal_year);
@@ -212,12 +186,9 @@ CREATE TABLE IF NOT EXISTS public.apac_planning_goals (
     actual_compliance          numeric(5,2),
     below_compliance_accounts  integer,
     bu_contributions           jsonb,
+    updated_at                 timestamptz,
     -- never written by the job: the planners' columns
-    target_compliance          numeric(5,2),
-    revenue_target             numeric,
-    notes                      text,
-    created_at                 timestamptz DEFAULT now(),
-    updated_at                 timestamptz
+    target_compliance numeric(5,2), revenue_target numeric, notes text, created_at timestamptz DEFAULT now()
 );
 CREATE UNIQUE INDEX IF NOT EXISTS apac_planning_goals_compliance_sync_key
     ON public.apac_planning_goals (fiscal_year);
