@@ -475,26 +475,18 @@ def report_undated(facts: Facts, found: Findings) -> None:
 
 
 # --- the whole computation ------------------------------------------------------------------------------------------
-def compute(facts: Facts, thresholds: Thresholds, bu_map: BuMap) -> Computation:
+def score_clients(
+    facts: Facts, thresholds: Thresholds, plans: list[Plan], periods: dict[str, list[Period]], freq: dict[str, dict[str, int]],
+    events: dict[tuple, EventCounts], tiers: dict[str, str], active: dict[str, str | None], found: Findings,
+) -> dict[str, Client]:
+    """Steps 5 and 6 for every client of the plans in scope; a client without a valid period is reported and skipped."""
     fy = facts.fy
-    found = Findings({c: WARNINGS[c] for c in RULE_WARNINGS}, Severity.WARN)
-    tiers = {t.id: t.tier_name for t in facts.tiers}
-    codes = {t.id: t.event_code or t.event_name or t.id for t in facts.event_types}
-    active = {t.id: t.event_name for t in sorted(facts.event_types, key=lambda t: t.id) if t.is_active is True}
-
-    plans = plans_in_scope(facts.plans, found)  # 1
-    plan_clients = sorted({p.client_name for p in plans})
-    periods = valid_periods(facts, set(plan_clients), tiers, found)  # 2
-    freq = frequency_table(facts, tiers, codes, found)  # 3
-    excluded = excluded_pairs(facts)
-    known = set(plan_clients) | {p.client_name for p in facts.periods}
-    events = index_events(facts, codes, known, {n for n in plan_clients if periods.get(n)}, found)  # 4
-
     scored = functools.lru_cache(maxsize=None)(functools.partial(score, fy, thresholds))  # few distinct (c, r)
-    clients: dict[str, Client] = {}
+    excluded = excluded_pairs(facts)
     needs_by_tiers: dict[frozenset[str], tuple] = {}
     plans_per_client = collections.Counter(p.client_name for p in plans)
-    for name in plan_clients:
+    clients: dict[str, Client] = {}
+    for name in sorted(plans_per_client):
         if not periods.get(name):
             found.add("clients_without_segmentation", f"{name!r} ({plans_per_client[name]} plan(s)): no segment period in {fy.describe()}")
             continue
@@ -506,6 +498,40 @@ def compute(facts: Facts, thresholds: Thresholds, bu_map: BuMap) -> Computation:
         counts = [events.get((name, type_id)) for type_id, _, _ in needs]
         reqs = [score_requirement(scored, t, n, r, c) for (t, n, r), c in zip(needs, counts)]  # 5
         clients[name] = score_client(name, tiers[last.tier_id], last, reqs, counts)  # 6
+    return clients
+
+
+def run_stats(plans: list[Plan], plan_clients: list[str], clients: dict[str, Client], bu_of_client: dict[str, str | None], wanted: WantedRows) -> dict[str, int]:
+    """The counts of the run's summary (``sync.STAT_KEYS`` orders the ones the old script's report shows)."""
+    return {
+        "plans_in_scope": len(plans),
+        "clients_processed": len(clients),
+        "clients_skipped": len(plan_clients) - len(clients),
+        "clients_at_risk": sum(1 for c in clients.values() if c.is_at_risk),
+        "clients_critical": sum(1 for c in clients.values() if c.is_critical),
+        "clients_compliant": sum(1 for c in clients.values() if not c.below),
+        "clients_unassigned": sum(1 for name in clients if bu_of_client.get(name) is None),
+        "requirement_rows": len(wanted.requirements),
+        "territories": len(wanted.territories),
+        "business_units": len(wanted.business_units),
+    }
+
+
+def compute(facts: Facts, thresholds: Thresholds, bu_map: BuMap) -> Computation:
+    """SPEC §4's steps in order, each one function; the findings they report; the wanted rows and counts."""
+    fy = facts.fy
+    found = Findings({c: WARNINGS[c] for c in RULE_WARNINGS}, Severity.WARN)
+    tiers = {t.id: t.tier_name for t in facts.tiers}
+    codes = {t.id: t.event_code or t.event_name or t.id for t in facts.event_types}
+    active = {t.id: t.event_name for t in sorted(facts.event_types, key=lambda t: t.id) if t.is_active is True}
+
+    plans = plans_in_scope(facts.plans, found)  # 1
+    plan_clients = sorted({p.client_name for p in plans})
+    periods = valid_periods(facts, set(plan_clients), tiers, found)  # 2
+    freq = frequency_table(facts, tiers, codes, found)  # 3
+    known = set(plan_clients) | {p.client_name for p in facts.periods}
+    events = index_events(facts, codes, known, {n for n in plan_clients if periods.get(n)}, found)  # 4
+    clients = score_clients(facts, thresholds, plans, periods, freq, events, tiers, active, found)  # 5, 6
 
     territories = assign_territories(fy, clients, used_strategies(facts.strategies, found), found)  # 7
     territory_rows = {sid: territory_row(fy, t) for sid, t in territories.items()}
@@ -526,16 +552,5 @@ def compute(facts: Facts, thresholds: Thresholds, bu_map: BuMap) -> Computation:
         event_ids=facts.event_ids,
     )
     wanted = WantedRows(fy.year, requirement_rows, list(territory_rows.values()), bu_rows, [apac])
-    stats = {
-        "plans_in_scope": len(plans),
-        "clients_processed": len(clients),
-        "clients_skipped": len(plan_clients) - len(clients),
-        "clients_at_risk": sum(1 for c in clients.values() if c.is_at_risk),
-        "clients_critical": sum(1 for c in clients.values() if c.is_critical),
-        "clients_compliant": sum(1 for c in clients.values() if not c.below),
-        "clients_unassigned": sum(1 for name in clients if bu_of_client.get(name) is None),
-        "requirement_rows": len(requirement_rows),
-        "territories": len(territories),
-        "business_units": len(bu_rows),
-    }
+    stats = run_stats(plans, plan_clients, clients, bu_of_client, wanted)
     return Computation(fy, facts.as_of, wanted, clients, territories, bu_of_client, found, stats)
