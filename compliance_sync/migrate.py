@@ -193,83 +193,95 @@ def apply_minimal(conn: psycopg.Connection, dedupe: bool = False) -> list[str]:
     column is a :class:`DataError`. Idempotent. Returns log lines.
     """
 
-    def work() -> list[str]:
+    with conn.transaction():
         conn.execute(_LOCK_SQL)
-        log: list[str] = []
-        missing = [t.name for t in TARGETS if t.name not in existing_tables(conn, [t.name])]
-        if missing:
-            raise DataError(
-                f"minimal migration: target table(s) missing in schema {SCHEMA}: {', '.join(missing)}. "
-                "The minimal migration only adds indexes and the run ledger to existing planning tables; "
-                "create the tables first (for a local or demo database: `compliance-sync migrate`)."
-            )
-        rels = relations(conn, [t.name for t in TARGETS])
-        not_tables = [f"{name} is a {rel.kind_name}" for name, rel in rels.items() if rel.kind not in WRITABLE]
-        if not_tables:
-            raise DataError(
-                f"minimal migration: {'; '.join(not_tables)}, not a table: a unique index can only be created on a "
-                "table, and the job writes tables. Replace it with a table of the same columns (the full "
-                "migration's definition is in compliance_sync/migrations/full.sql), then run the minimal migration again."
-            )
-        columns: dict[str, list[str]] = {}
-        for target in TARGETS:
-            columns[target.name] = table_columns(conn, target.name)
-            absent = [c for c in target.key if c not in columns[target.name]]
-            if absent:
-                raise DataError(f"minimal migration: {target.name} has no column {', '.join(absent)} (key {_key_text(target)})")
-
-        to_create: list[tuple[TargetTable, int]] = []
-        problems: list[str] = []
-        for target in TARGETS:
-            index = find_key_index(conn, target.name, target.key)
-            if index is not None:
-                log.append(f"{target.name}: key {_key_text(target)} already backed by unique index {index}")
-                continue
-            # Block writers (readers go on) until the index exists, so no duplicate sneaks in meanwhile.
-            conn.execute(sql.SQL("LOCK TABLE {} IN SHARE ROW EXCLUSIVE MODE").format(sql.Identifier(SCHEMA, target.name)))
-            n_keys, surplus, examples = _duplicate_keys(conn, target)
-            if n_keys and not dedupe:
-                lines = [f"{target.name} {_key_text(target)}: {n_keys:,} duplicated key(s), {surplus:,} surplus row(s)"]
-                lines += [f"    {_format_key(target, ex[:-1])}: {ex[-1]} rows" for ex in examples]
-                if n_keys > len(examples):
-                    lines.append(f"    ... and {n_keys - len(examples):,} more duplicated key(s)")
-                problems.append("\n".join(lines))
-            to_create.append((target, n_keys))
-
-        if problems:
-            raise DataError(
-                "minimal migration stopped: duplicate keys prevent the unique indexes (nothing was changed):\n  "
-                + "\n  ".join(problems)
-                + "\nResolve them by hand, or run `compliance-sync migrate --minimal --dedupe` to keep, per key, "
-                "the row with the latest updated_at and delete the others."
-            )
-
-        for target, n_keys in to_create:
-            if n_keys:
-                log += _dedupe(conn, target, columns[target.name])
-            name = key_index_name(target.name)
-            conn.execute(
-                sql.SQL("CREATE UNIQUE INDEX IF NOT EXISTS {} ON {} ({})").format(
-                    sql.Identifier(name),
-                    sql.Identifier(SCHEMA, target.name),
-                    sql.SQL(", ").join(sql.Identifier(c) for c in target.key),
-                )
-            )
-            if find_key_index(conn, target.name, target.key) is None:
-                raise DataError(
-                    f"minimal migration: {target.name}: an index named {name} already exists but does not "
-                    f"back the key {_key_text(target)}; drop or rename it and run again"
-                )
-            log.append(f"{target.name}: created unique index {name} on {_key_text(target)}")
-
+        columns = _check_targets(conn)
+        log, to_create = _indexes_to_create(conn, dedupe)
+        log += _create_indexes(conn, to_create, columns)
         ledger_existed = bool(existing_tables(conn, [LEDGER_TABLE]))
         conn.execute(MINIMAL_SQL.read_text(encoding="utf-8"))
         log.append(f"{LEDGER_TABLE}: {'already present' if ledger_existed else 'created'}")
         log.append("NOTIFY pgrst, 'reload schema' sent (delivered at commit)")
         return log
 
-    with conn.transaction():
-        return work()
+
+def _check_targets(conn: psycopg.Connection) -> dict[str, list[str]]:
+    """Every target exists, is a table and has its key columns; returns each target's columns."""
+    missing = [t.name for t in TARGETS if t.name not in existing_tables(conn, [t.name])]
+    if missing:
+        raise DataError(
+            f"minimal migration: target table(s) missing in schema {SCHEMA}: {', '.join(missing)}. "
+            "The minimal migration only adds indexes and the run ledger to existing planning tables; "
+            "create the tables first (for a local or demo database: `compliance-sync migrate`)."
+        )
+    rels = relations(conn, [t.name for t in TARGETS])
+    not_tables = [f"{name} is a {rel.kind_name}" for name, rel in rels.items() if rel.kind not in WRITABLE]
+    if not_tables:
+        raise DataError(
+            f"minimal migration: {'; '.join(not_tables)}, not a table: a unique index can only be created on a "
+            "table, and the job writes tables. Replace it with a table of the same columns (the full "
+            "migration's definition is in compliance_sync/migrations/full.sql), then run the minimal migration again."
+        )
+    columns: dict[str, list[str]] = {}
+    for target in TARGETS:
+        columns[target.name] = table_columns(conn, target.name)
+        absent = [c for c in target.key if c not in columns[target.name]]
+        if absent:
+            raise DataError(f"minimal migration: {target.name} has no column {', '.join(absent)} (key {_key_text(target)})")
+    return columns
+
+
+def _indexes_to_create(conn: psycopg.Connection, dedupe: bool) -> tuple[list[str], list[tuple[TargetTable, int]]]:
+    """The targets whose key has no unique index yet, with their number of duplicated keys (locked against
+    writers until the index exists); duplicates without ``dedupe`` stop the migration, listing them."""
+    log: list[str] = []
+    to_create: list[tuple[TargetTable, int]] = []
+    problems: list[str] = []
+    for target in TARGETS:
+        index = find_key_index(conn, target.name, target.key)
+        if index is not None:
+            log.append(f"{target.name}: key {_key_text(target)} already backed by unique index {index}")
+            continue
+        # Block writers (readers go on) until the index exists, so no duplicate sneaks in meanwhile.
+        conn.execute(sql.SQL("LOCK TABLE {} IN SHARE ROW EXCLUSIVE MODE").format(sql.Identifier(SCHEMA, target.name)))
+        n_keys, surplus, examples = _duplicate_keys(conn, target)
+        if n_keys and not dedupe:
+            lines = [f"{target.name} {_key_text(target)}: {n_keys:,} duplicated key(s), {surplus:,} surplus row(s)"]
+            lines += [f"    {_format_key(target, ex[:-1])}: {ex[-1]} rows" for ex in examples]
+            if n_keys > len(examples):
+                lines.append(f"    ... and {n_keys - len(examples):,} more duplicated key(s)")
+            problems.append("\n".join(lines))
+        to_create.append((target, n_keys))
+    if problems:
+        raise DataError(
+            "minimal migration stopped: duplicate keys prevent the unique indexes (nothing was changed):\n  "
+            + "\n  ".join(problems)
+            + "\nResolve them by hand, or run `compliance-sync migrate --minimal --dedupe` to keep, per key, "
+            "the row with the latest updated_at and delete the others."
+        )
+    return log, to_create
+
+
+def _create_indexes(conn: psycopg.Connection, to_create: list[tuple[TargetTable, int]], columns: dict[str, list[str]]) -> list[str]:
+    log: list[str] = []
+    for target, n_keys in to_create:
+        if n_keys:
+            log += _dedupe(conn, target, columns[target.name])
+        name = key_index_name(target.name)
+        conn.execute(
+            sql.SQL("CREATE UNIQUE INDEX IF NOT EXISTS {} ON {} ({})").format(
+                sql.Identifier(name),
+                sql.Identifier(SCHEMA, target.name),
+                sql.SQL(", ").join(sql.Identifier(c) for c in target.key),
+            )
+        )
+        if find_key_index(conn, target.name, target.key) is None:
+            raise DataError(
+                f"minimal migration: {target.name}: an index named {name} already exists but does not "
+                f"back the key {_key_text(target)}; drop or rename it and run again"
+            )
+        log.append(f"{target.name}: created unique index {name} on {_key_text(target)}")
+    return log
 
 
 # --- the minimal migration as a script, for Supabase's SQL editor (REST-only users) ---------------------------
