@@ -48,7 +48,7 @@ UI_LOCK = STATE_DIR / "ui.lock"
 DEMO_DAGSTER_DB = "dagster"
 LOCATION_NAME = "compliance_sync"
 HOST = "127.0.0.1"
-READY_TIMEOUT_S = 180.0  # dagster dev: webserver up and the code location loaded (about 15 s here)
+READY_TIMEOUT_S = 180.0  # dagster dev: webserver up and the code location loaded (well under a minute here)
 STOP_TIMEOUT_S = 30.0  # after SIGTERM to dagster dev's process group
 KILL_TIMEOUT_S = 10.0  # after SIGKILL
 # `dagster dev` is "superseded by dg dev" (dagster-dg-cli, not a dependency): not a newcomer's concern

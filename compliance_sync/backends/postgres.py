@@ -461,7 +461,7 @@ class PostgresSession:
     def _event_counts(self, p: dict[str, Any]) -> list[EventCounts]:
         """The FY's events counted in SQL per (client, type) and FY month, one row per (client, type) with its
         non-empty months packed one bigint each, ``month | completed << 4 | scheduled << 34``: one int8 array
-        per row parses several times faster than text or three arrays. The row's largest count comes along, so
+        per row parses faster than text or three arrays (measured when it was chosen). The row's largest count comes along, so
         a month too full for its field (2**29 events) stops the run instead of being read wrong."""
         month = sql.SQL("(extract(year FROM event_date)::int - %(sy)s) * 12 + extract(month FROM event_date)::int - %(sm)s")
         # sorted aggregation for this statement: the inner groups arrive in the outer ones' order, parallel

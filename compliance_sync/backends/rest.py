@@ -294,7 +294,7 @@ class RestBackend:
 
 @functools.cache
 def _ssl_context() -> ssl.SSLContext:
-    """One TLS context per process (loading the CA bundle costs ~0.1 s; a run opens a client per session)."""
+    """One TLS context per process (loading the CA bundle is not free, and a run opens a client per session)."""
     return httpx.create_ssl_context()
 
 
