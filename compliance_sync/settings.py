@@ -276,11 +276,18 @@ class Settings(pydantic.BaseModel):
             redact.register_dsn(value.get_secret_value())
         return value
 
-    @pydantic.field_validator("service_role_key", "alert_webhook")
+    @pydantic.field_validator("service_role_key")
     @classmethod
     def _secret(cls, value: pydantic.SecretStr | None) -> pydantic.SecretStr | None:
         if value is not None:
             redact.register(value.get_secret_value())
+        return value
+
+    @pydantic.field_validator("alert_webhook")
+    @classmethod
+    def _secret_url(cls, value: pydantic.SecretStr | None) -> pydantic.SecretStr | None:
+        if value is not None:
+            redact.register_url(value.get_secret_value())  # its path and query hold the token, not https: or the host
         return value
 
     @pydantic.model_validator(mode="after")
@@ -341,6 +348,8 @@ def load_settings(cwd: str | os.PathLike | None = None, environ: Mapping[str, st
     for var in _SECRET_VARS & values.keys():  # registered before validation can quote them
         if var == "SUPABASE_DB_URL":
             redact.register_dsn(values[var])  # its password; the host and database stay visible
+        elif var == "COMPLIANCE_SYNC_ALERT_WEBHOOK":
+            redact.register_url(values[var])
         else:
             redact.register(values[var])
     try:

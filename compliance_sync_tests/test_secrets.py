@@ -184,3 +184,18 @@ def test_dagster_records_never_hold_the_secret(world, capsys, monkeypatch, tmp_p
     assert "segmentation_events returned no event" in text and "cannot connect" in text  # the records are there ...
     assert not leaks(S1, text), leaks(S1, text)  # ... and hold no piece of the secret
     assert not leaks("Pl0Ok9Ij8Uh", text)
+
+
+def test_an_alert_webhook_masks_its_token_not_every_url(cli_env, monkeypatch):
+    """The webhook's path and query are its secret; masking its scheme and host would garble every URL shown."""
+    from compliance_sync import redact
+    from compliance_sync.settings import load_settings
+
+    monkeypatch.setattr(redact, "_grams", set())  # only this test's secrets (the registry is per process)
+    monkeypatch.setattr(redact, "_short", set())
+    token = "T0AB12CD/B0XY98ZZ/q7Wm3kP9vR2sLx8N"
+    monkeypatch.setenv("COMPLIANCE_SYNC_ALERT_WEBHOOK", f"https://hooks.example.com/services/{token}?channel=ops-alerts")
+    load_settings(cli_env)
+    shown = redact.redact(f"posting to https://hooks.example.com/services/{token}; token {token[-12:]}; channel=ops-alerts")
+    assert token[-12:] not in shown and "q7Wm3k" not in shown and "ops-alerts" not in shown
+    assert redact.redact("see https://project.supabase.co/rest/v1/") == "see https://project.supabase.co/rest/v1/"
