@@ -565,6 +565,11 @@ def verdict(ok: bool | None) -> str:
     return "n/a" if ok is None else "**met**" if ok else "**not met**"
 
 
+def verdict_at(ds: Dataset, ok: bool | None) -> str:
+    """The issue's ratio targets are set at 20,000 plans / 2M events; other sizes are shown for the trend."""
+    return verdict(ok) if ds.key == "20k" else "(target at 20k)"
+
+
 SYSTEMS = {
     "a": "a: CLI, first sync (direct)",
     "b": "b: CLI, rerun (no change)",
@@ -656,14 +661,14 @@ def table(bench: Bench, datasets: list[Dataset], facts: dict[str, dict], repeats
 
         if ran("a", "e"):
             ratio = med(paired(res, "a", "e", wall, wall))
-            row(ds.label, "a / e (wall, whole processes)", fmt_x(ratio), "", "", "", f"≤ {A_OVER_E}×", verdict(None if ratio is None else ratio <= A_OVER_E))
+            row(ds.label, "a / e (wall, whole processes)", fmt_x(ratio), "", "", "", f"≤ {A_OVER_E}×", verdict_at(ds, None if ratio is None else ratio <= A_OVER_E))
         if ran("b", "e_rerun"):
             ratio = med(paired(res, "b", "e_rerun", wall, wall))
-            row(ds.label, "b / e′ (reruns on synced clones)", fmt_x(ratio), "", "", "", f"≤ {B_OVER_E}×", verdict(None if ratio is None else ratio <= B_OVER_E))
+            row(ds.label, "b / e′ (reruns on synced clones)", fmt_x(ratio), "", "", "", f"≤ {B_OVER_E}×", verdict_at(ds, None if ratio is None else ratio <= B_OVER_E))
         if ran("d", "f"):
             ratio = med(paired(res, "f", "d", lambda v: v["json"]["write_s"], timing("write_s")))
             d_w, f_w = med([timing("write_s")(v) for v in res.get("d", [])]), med([v["json"]["write_s"] for v in res.get("f", [])])
-            row(ds.label, "f's write phase / d's write phase", fmt_x(ratio), "", "", f"d {fmt_s(d_w)} vs f {fmt_s(f_w)}", f"≥ {WRITE_SPEEDUP}× (d faster)", verdict(None if ratio is None else ratio >= WRITE_SPEEDUP))
+            row(ds.label, "f's write phase / d's write phase", fmt_x(ratio), "", "", f"d {fmt_s(d_w)} vs f {fmt_s(f_w)}", f"≥ {WRITE_SPEEDUP}× (d faster)", verdict_at(ds, None if ratio is None else ratio >= WRITE_SPEEDUP))
         for with_instance in (True, False) if ran("g_direct", "g_dagster", "a") else ():
             def over(v: dict, wi: bool = with_instance) -> float:
                 return v["wall"] - (0.0 if wi else v["json"]["instance_s"])
@@ -677,7 +682,7 @@ def table(bench: Bench, datasets: list[Dataset], facts: dict[str, dict], repeats
             g = med(list(diffs.values()))
             share = med(shares)
             what = "g / a: Dagster's overhead " + ("incl. the ephemeral instance" if with_instance else "excl. the ephemeral instance")
-            row(ds.label, what, "–" if share is None else f"{100 * share:.1f} %", "", "", f"overhead {fmt_s(g)}", f"≤ {100 * G_SHARE:.0f} % of a", verdict(None if share is None else share <= G_SHARE))
+            row(ds.label, what, "–" if share is None else f"{100 * share:.1f} %", "", "", f"overhead {fmt_s(g)}", f"≤ {100 * G_SHARE:.0f} % of a", verdict_at(ds, None if share is None else share <= G_SHARE))
         if ds.key == DEMO.key and ran("a", "h"):
             ratio = med(paired(res, "a", "h", wall, wall))
             others = ", ".join(f"{s}/h {fmt_x(med(paired(res, s, 'h', wall, wall)))}" for s in ("b", "c") if res.get(s))
