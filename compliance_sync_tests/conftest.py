@@ -14,6 +14,9 @@ import psycopg
 import pytest
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
+# helper modules with asserts of their own: rewritten like the tests (registered before any test imports them)
+pytest.register_assert_rewrite("compliance_sync_tests.world", "compliance_sync_tests.rest_support")
+
 DEFAULT_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
 
 

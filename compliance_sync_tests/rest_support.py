@@ -91,17 +91,6 @@ def reset(url: str, loader: Callable[[str], None]) -> str:
     return url
 
 
-def execute(url: str, *statements: str, params: Any = None) -> None:
-    with psycopg.connect(url, autocommit=True) as conn:
-        for statement in statements:
-            conn.execute(statement, params)
-
-
-def scalar(url: str, query: str, *params: Any) -> Any:
-    with psycopg.connect(url) as conn:
-        return conn.execute(query, params).fetchone()[0]
-
-
 def target_state(url: str, with_stamps: bool = False) -> dict[str, dict[tuple, dict[str, Any]]]:
     """Per target: key -> the row's columns (without id and created_at; updated_at only ``with_stamps``),
     JSON numbers normalised so that 50.0 and 50.00 compare equal."""

@@ -15,16 +15,16 @@ from typing import Any
 import psycopg
 import pytest
 from psycopg import sql
-from psycopg.types.json import Jsonb
 
 from compliance_sync.backends.postgres import LOCK_CLASS, PostgresBackend
-from compliance_sync.diff import Action, to_json
+from compliance_sync.diff import Action
 from compliance_sync.errors import ConnectionFailure, DataError
 from compliance_sync.fiscal import FiscalYear
 from compliance_sync.ledger import LedgerRow
 from compliance_sync.redact import describe_dsn
 from compliance_sync.tables import APAC, BUSINESS_UNIT, REQUIREMENTS, TARGETS, TERRITORY
 from compliance_sync_tests.scenario import Scenario, apac_row, appendix_a, bu_row, d, uid, wanted_rows
+from compliance_sync_tests.world import execute, insert, load
 
 D = decimal.Decimal
 UTC = dt.UTC
@@ -35,38 +35,6 @@ FY26_JUL = FiscalYear(2026, 7)  # 2025-07-01 … 2026-06-30
 
 
 # --- helpers ---------------------------------------------------------------------------------------------
-def insert(conn: psycopg.Connection, table: str, rows: list[dict[str, Any]]) -> None:
-    for row in rows:
-        cols = list(row)
-        conn.execute(
-            sql.SQL("INSERT INTO {} ({}) VALUES ({})").format(
-                sql.Identifier(table),
-                sql.SQL(", ").join(map(sql.Identifier, cols)),
-                sql.SQL(", ").join(sql.Placeholder() * len(cols)),
-            ),
-            [Jsonb(v, dumps=to_json) if isinstance(v, (list, dict)) else v for v in row.values()],
-        )
-
-
-def execute(url: str, *statements: str) -> None:
-    with psycopg.connect(url, autocommit=True) as conn:
-        for statement in statements:
-            conn.execute(statement)
-
-
-def load(url: str, s: Scenario) -> None:
-    with psycopg.connect(url) as conn:
-        insert(conn, "segmentation_tiers", s.tiers)
-        insert(conn, "segmentation_event_types", s.types)
-        insert(conn, "tier_event_requirements", s.requirements)
-        insert(conn, "client_segmentation", s.periods)
-        insert(conn, "account_plans", s.plans)
-        insert(conn, "territory_strategies", s.strategies)
-        insert(conn, "segmentation_events", s.events)
-        insert(conn, "segmentation_event_compliance", s.cache)
-        insert(conn, "client_event_exclusions", s.exclusions or [])
-
-
 def table_rows(url: str, table: str) -> list[dict[str, Any]]:
     with psycopg.connect(url) as conn:
         return [r[0] for r in conn.execute(sql.SQL("SELECT to_jsonb(t) FROM {} t ORDER BY id").format(sql.Identifier(table)))]

@@ -43,14 +43,12 @@ from compliance_sync_tests.rest_support import (
     database,
     direct,
     drop,
-    execute,
     ledger_rows,
     record_bodies,
     reset,
     rest_backend,
     rest_server,
     run,
-    scalar,
     settings_for,
     target_state,
     while_held,
@@ -58,7 +56,7 @@ from compliance_sync_tests.rest_support import (
     writes,
 )
 from compliance_sync_tests.scenario import appendix_a, uid
-from compliance_sync_tests.test_postgres_backend import insert, load
+from compliance_sync_tests.world import execute, insert, load, scalar
 
 AS_OF = "2025-06-30"
 YEAR = ("--year", "2025", "--as-of", AS_OF)

@@ -25,7 +25,6 @@ from compliance_sync.settings import BuMap
 from compliance_sync.tables import EVENTS, LEDGER_TABLE, REQUIREMENTS, TARGETS
 from compliance_sync_tests.rest_support import (
     database,
-    execute,
     ledger_rows,
     rest_backend,
     rest_server,
@@ -36,7 +35,7 @@ from compliance_sync_tests.rest_support import (
     target_state,
 )
 from compliance_sync_tests.scenario import appendix_a, uid
-from compliance_sync_tests.test_postgres_backend import load
+from compliance_sync_tests.world import execute, load
 
 RETRIES = 1
 KINDS = ("fail_503", "drop_before", "drop_after")
