@@ -448,6 +448,35 @@ def perturb(case: dict[str, Any]) -> dict[str, Any]:
     return new
 
 
+def second_state(url: str, first: dict[str, Any], before: dict[str, Any], seed: int) -> tuple[dict[str, Any], dict[str, Any], dict[str, set[tuple]]]:
+    """After a first run: planners' notes on some target rows (such a row is never deleted, an orphan when no
+    longer computed, SPEC §5), then perturbed sources. Returns the second case, the targets expected after its
+    run (noted rows kept; a BU row left without territories reset, SPEC §4.8) and the noted keys per target."""
+    rng = random.Random(seed)
+    noted: dict[str, set[tuple]] = {}
+    with psycopg.connect(url) as conn:
+        for t in (REQUIREMENTS, TERRITORY):
+            rows = [tuple(r[k] for k in KEYS[t]) for r in before[t]]
+            noted[t] = {k for k in rows if rng.random() < 0.3}
+            where = " AND ".join(f"{k} = %s" for k in KEYS[t])
+            for k in noted[t]:
+                conn.execute(f"UPDATE {t} SET notes = 'keep me' WHERE {where}", k)
+    second = perturb(first)
+    replace_sources(url, second["tables"])
+    expected = expected_for(second)
+    for t in (REQUIREMENTS, TERRITORY):
+        computed = {tuple(r[k] for k in KEYS[t]) for r in expected[t]}
+        expected[t] += [r for r in before[t] if tuple(r[k] for k in KEYS[t]) in noted[t] - computed]
+    now = {r["bu_name"] for r in expected[BUSINESS_UNIT]}
+    for r in before[BUSINESS_UNIT]:
+        if r["bu_name"] not in now:
+            expected[BUSINESS_UNIT].append(
+                {"bu_name": r["bu_name"], "fiscal_year": r["fiscal_year"], "overall_compliance_percentage": None,
+                 "clients_below_compliance": 0, "territory_count": 0, "territory_data": []}
+            )
+    return second, expected, noted
+
+
 def replace_sources(url: str, tables: dict[str, list[dict[str, Any]]]) -> None:
     with psycopg.connect(url) as conn:
         conn.execute("TRUNCATE " + ", ".join(SOURCE_COLUMNS))
@@ -460,31 +489,7 @@ def check_two_phases(seed: int, url: str, tmp_path, monkeypatch, capsys) -> None
     before = expected_for(first)
     run_and_compare(first, url, tmp_path, monkeypatch, capsys, before)
 
-    # planners' notes on some rows: such a row is never deleted (an orphan when no longer computed, §5)
-    rng = random.Random(seed)
-    noted: dict[str, set[tuple]] = {}
-    with psycopg.connect(url) as conn:
-        for t in (REQUIREMENTS, TERRITORY):
-            rows = [tuple(r[k] for k in KEYS[t]) for r in before[t]]
-            noted[t] = {k for k in rows if rng.random() < 0.3}
-            where = " AND ".join(f"{k} = %s" for k in KEYS[t])
-            for k in noted[t]:
-                conn.execute(f"UPDATE {t} SET notes = 'keep me' WHERE {where}", k)
-
-    second = perturb(first)
-    replace_sources(url, second["tables"])
-    expected = expected_for(second)
-    for t in (REQUIREMENTS, TERRITORY):
-        computed = {tuple(r[k] for k in KEYS[t]) for r in expected[t]}
-        expected[t] += [r for r in before[t] if tuple(r[k] for k in KEYS[t]) in noted[t] - computed]
-    # SPEC §4.8: a BU row of the FY that existed but gets no territory this time is reset
-    now = {r["bu_name"] for r in expected[BUSINESS_UNIT]}
-    for r in before[BUSINESS_UNIT]:
-        if r["bu_name"] not in now:
-            expected[BUSINESS_UNIT].append(
-                {"bu_name": r["bu_name"], "fiscal_year": r["fiscal_year"], "overall_compliance_percentage": None,
-                 "clients_below_compliance": 0, "territory_count": 0, "territory_data": []}
-            )
+    second, expected, noted = second_state(url, first, before, seed)
     # rows no longer computed carry nothing the job does not own: deleted (§5), hence --allow-mass-prune
     run_and_compare(second, url, tmp_path, monkeypatch, capsys, expected, "--allow-mass-prune")
     with psycopg.connect(url) as conn:

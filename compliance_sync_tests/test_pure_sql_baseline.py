@@ -15,7 +15,6 @@ import datetime as dt
 import json
 import os
 import pathlib
-import random
 import uuid
 from decimal import Decimal
 from typing import Any
@@ -32,10 +31,9 @@ from compliance_sync_tests.test_oracle import (
     expected_for,
     insert_tables,
     make_case,
-    perturb,
     read_targets,
-    replace_sources,
     same,
+    second_state,
 )
 
 D = Decimal
@@ -118,29 +116,7 @@ def check_two_phases(seed: int, url: str) -> None:
     run_case(url, first, TS1)
     assert_matches_oracle(url, first, before, f"seed {seed}, first run")
 
-    rng = random.Random(seed)
-    noted: dict[str, set[tuple]] = {}
-    with psycopg.connect(url) as conn:
-        for t in (REQUIREMENTS, TERRITORY):
-            rows = [tuple(r[k] for k in KEYS[t]) for r in before[t]]
-            noted[t] = {k for k in rows if rng.random() < 0.3}
-            where = " AND ".join(f"{k} = %s" for k in KEYS[t])
-            for k in noted[t]:
-                conn.execute(f"UPDATE {t} SET notes = 'keep me' WHERE {where}", k)
-
-    second = perturb(first)
-    replace_sources(url, second["tables"])
-    expected = expected_for(second)
-    for t in (REQUIREMENTS, TERRITORY):
-        computed = {tuple(r[k] for k in KEYS[t]) for r in expected[t]}
-        expected[t] += [r for r in before[t] if tuple(r[k] for k in KEYS[t]) in noted[t] - computed]
-    now = {r["bu_name"] for r in expected[BUSINESS_UNIT]}
-    for r in before[BUSINESS_UNIT]:
-        if r["bu_name"] not in now:
-            expected[BUSINESS_UNIT].append(
-                {"bu_name": r["bu_name"], "fiscal_year": fy, "overall_compliance_percentage": None,
-                 "clients_below_compliance": 0, "territory_count": 0, "territory_data": []}
-            )
+    second, expected, noted = second_state(url, first, before, seed)
 
     table_before, stamps_before = read_targets(url, fy), stamps(url, fy)
     result = run_case(url, second, TS2)
