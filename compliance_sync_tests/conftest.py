@@ -78,3 +78,21 @@ def migrated_db(db_url: str) -> str:
     with psycopg.connect(db_url) as conn:
         apply_full(conn)
     return db_url
+
+
+@pytest.fixture
+def demo_db(migrated_db: str, tmp_path, monkeypatch) -> str:
+    """The demo dataset, the environment of a deployment pointing at it (every other setting of this tool,
+    Supabase and Dagster cleared) and a clean working directory."""
+    from compliance_sync.demo import load_demo_data
+    from compliance_sync.settings import EXAMPLE_BU_MAP
+
+    with psycopg.connect(migrated_db) as conn:
+        load_demo_data(conn)
+    monkeypatch.chdir(tmp_path)
+    for var in list(os.environ):
+        if var.startswith(("COMPLIANCE_SYNC_", "NEXT_PUBLIC_", "SUPABASE_", "DAGSTER_")) and var != "COMPLIANCE_SYNC_TEST_DATABASE_URL":
+            monkeypatch.delenv(var)
+    monkeypatch.setenv("SUPABASE_DB_URL", migrated_db)
+    monkeypatch.setenv("COMPLIANCE_SYNC_BU_MAP", str(EXAMPLE_BU_MAP))
+    return migrated_db

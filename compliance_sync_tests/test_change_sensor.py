@@ -4,7 +4,6 @@ sensor requests one run per (FY, fingerprint, date) when they change, never twic
 from __future__ import annotations
 
 import datetime as dt
-import os
 
 import dagster as dg
 import psycopg
@@ -14,23 +13,13 @@ from compliance_sync.backends.postgres import PostgresBackend
 from compliance_sync.definitions import build_definitions
 from compliance_sync.definitions.sensors import CHANGE_SENSOR
 from compliance_sync.fiscal import FiscalYear, fiscal_year_of
-from compliance_sync.settings import EXAMPLE_BU_MAP, load_settings
+from compliance_sync.settings import load_settings
 
 
 @pytest.fixture
-def demo(migrated_db, tmp_path, monkeypatch):
-    from compliance_sync.demo import load_demo_data
-
-    with psycopg.connect(migrated_db) as conn:
-        load_demo_data(conn)
-    monkeypatch.chdir(tmp_path)
-    for var in list(os.environ):
-        if var.startswith(("COMPLIANCE_SYNC_", "NEXT_PUBLIC_", "SUPABASE_", "DAGSTER_")) and var != "COMPLIANCE_SYNC_TEST_DATABASE_URL":
-            monkeypatch.delenv(var)
-    monkeypatch.setenv("SUPABASE_DB_URL", migrated_db)
-    monkeypatch.setenv("COMPLIANCE_SYNC_BU_MAP", str(EXAMPLE_BU_MAP))
+def demo(demo_db, monkeypatch):
     monkeypatch.setenv("COMPLIANCE_SYNC_FIRST_FY", "2024")
-    return migrated_db
+    return demo_db
 
 
 def execute(url: str, statement: str) -> None:

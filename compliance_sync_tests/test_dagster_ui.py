@@ -38,20 +38,6 @@ MODE_TAG = "compliance_sync/mode"
 PLOTTED = re.compile(r"^(dagster/row_count|rows_written|actual_compliance|below_compliance_accounts|compliance_.+|clients_below_.+)$")
 
 
-@pytest.fixture
-def demo_db(migrated_db, tmp_path, monkeypatch):
-    """The demo dataset, the environment of a deployment pointing at it, and a clean working directory."""
-    from compliance_sync.demo import load_demo_data
-
-    with psycopg.connect(migrated_db) as conn:
-        load_demo_data(conn)
-    monkeypatch.chdir(tmp_path)
-    for var in list(os.environ):
-        if var.startswith("COMPLIANCE_SYNC_") and var != "COMPLIANCE_SYNC_TEST_DATABASE_URL" or var in ("NEXT_PUBLIC_SUPABASE_URL", "SUPABASE_SERVICE_ROLE_KEY", "DAGSTER_HOME"):
-            monkeypatch.delenv(var)
-    monkeypatch.setenv("SUPABASE_DB_URL", migrated_db)
-    monkeypatch.setenv("COMPLIANCE_SYNC_BU_MAP", str(EXAMPLE_BU_MAP))
-    return migrated_db
 
 
 def run_config(**config) -> dict:

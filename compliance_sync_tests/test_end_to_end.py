@@ -17,26 +17,12 @@ import psycopg
 import pytest
 
 from compliance_sync import cli
-from compliance_sync.settings import EXAMPLE_BU_MAP
 from compliance_sync.tables import APAC, BUSINESS_UNIT, REQUIREMENTS, TARGETS, TERRITORY
 
 AS_OF = "2025-06-30"
 TARGET_NAMES = [t.name for t in TARGETS]
 
 
-@pytest.fixture
-def demo_db(migrated_db, tmp_path, monkeypatch):
-    from compliance_sync.demo import load_demo_data
-
-    with psycopg.connect(migrated_db) as conn:
-        load_demo_data(conn)
-    monkeypatch.chdir(tmp_path)
-    for var in list(os.environ):
-        if var.startswith("COMPLIANCE_SYNC_") and var != "COMPLIANCE_SYNC_TEST_DATABASE_URL" or var in ("NEXT_PUBLIC_SUPABASE_URL", "SUPABASE_SERVICE_ROLE_KEY", "DAGSTER_HOME"):
-            monkeypatch.delenv(var)
-    monkeypatch.setenv("SUPABASE_DB_URL", migrated_db)
-    monkeypatch.setenv("COMPLIANCE_SYNC_BU_MAP", str(EXAMPLE_BU_MAP))
-    return migrated_db
 
 
 def run_cli(capsys, *args: str) -> tuple[int, dict | None, str]:

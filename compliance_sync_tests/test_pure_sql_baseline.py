@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import os
 import pathlib
 import uuid
 from decimal import Decimal
@@ -380,21 +379,6 @@ def snapshot_differences(a: dict[str, dict], b: dict[str, dict]) -> list[str]:
     return problems
 
 
-@pytest.fixture
-def demo_db(migrated_db, tmp_path, monkeypatch):
-    from compliance_sync.demo import load_demo_data
-
-    with psycopg.connect(migrated_db) as conn:
-        load_demo_data(conn)
-    monkeypatch.chdir(tmp_path)
-    for var in list(os.environ):
-        if (var.startswith("COMPLIANCE_SYNC_") and var != "COMPLIANCE_SYNC_TEST_DATABASE_URL") or var in (
-            "NEXT_PUBLIC_SUPABASE_URL", "SUPABASE_SERVICE_ROLE_KEY", "DAGSTER_HOME",
-        ):
-            monkeypatch.delenv(var)
-    monkeypatch.setenv("SUPABASE_DB_URL", migrated_db)
-    monkeypatch.setenv("COMPLIANCE_SYNC_BU_MAP", str(EXAMPLE_BU_MAP))
-    return migrated_db
 
 
 def save_targets(url: str) -> None:
