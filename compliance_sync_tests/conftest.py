@@ -7,8 +7,10 @@ so no test depends on what an earlier run left behind.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import uuid
+from collections.abc import Iterator
 
 import psycopg
 import pytest
@@ -57,10 +59,10 @@ def server_url(tmp_path_factory) -> str:
     return url
 
 
-@pytest.fixture
-def db_url(server_url: str):
-    """A new, empty database; dropped after the test."""
-    name = f"cs_test_{uuid.uuid4().hex[:12]}"
+@contextlib.contextmanager
+def throwaway_database(server_url: str, prefix: str = "cs_test") -> Iterator[str]:
+    """A new, empty database on the server; dropped (sessions and all) when the block ends."""
+    name = f"{prefix}_{uuid.uuid4().hex[:12]}"
     with psycopg.connect(server_url, autocommit=True) as conn:
         conn.execute(f'CREATE DATABASE "{name}"')
     try:
@@ -68,6 +70,13 @@ def db_url(server_url: str):
     finally:
         with psycopg.connect(server_url, autocommit=True) as conn:
             conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture
+def db_url(server_url: str) -> Iterator[str]:
+    """A new, empty database; dropped after the test."""
+    with throwaway_database(server_url) as url:
+        yield url
 
 
 @pytest.fixture

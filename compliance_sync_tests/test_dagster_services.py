@@ -29,7 +29,6 @@ import socket
 import subprocess
 import sys
 import time
-import uuid
 from collections.abc import Callable
 from typing import Any
 
@@ -40,7 +39,7 @@ from psycopg.conninfo import conninfo_to_dict
 
 from compliance_sync.settings import EXAMPLE_BU_MAP
 from compliance_sync.tables import APAC, BUSINESS_UNIT, REQUIREMENTS, TARGETS, TERRITORY
-from compliance_sync_tests.conftest import url_for_database
+from compliance_sync_tests.conftest import throwaway_database
 from compliance_sync_tests.webhook import Webhook
 
 REPO = pathlib.Path(__file__).resolve().parent.parent
@@ -336,14 +335,8 @@ def _tags(run: dict) -> dict[str, str]:
 @pytest.fixture
 def dagster_db(server_url):
     """A throwaway database for Dagster's own storage (runs, events, schedules), dropped after."""
-    name = f"cs_dagster_{uuid.uuid4().hex[:12]}"
-    with psycopg.connect(server_url, autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
-    try:
-        yield url_for_database(server_url, name)
-    finally:
-        with psycopg.connect(server_url, autocommit=True) as conn:
-            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    with throwaway_database(server_url, "cs_dagster") as url:
+        yield url
 
 
 @pytest.fixture
