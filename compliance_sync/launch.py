@@ -29,6 +29,7 @@ import fcntl
 import json
 import os
 import pathlib
+import shutil
 import signal
 import socket
 import subprocess
@@ -400,11 +401,12 @@ def demo(year: str, as_of: str | None, *, dry_run: bool, reset: bool, ui: bool, 
             log.info("the demo database, while the UI runs: %s (also in %s)", url, env_file)
             return serve(home, {"SUPABASE_DB_URL": url, "COMPLIANCE_SYNC_BU_MAP": str(EXAMPLE_BU_MAP)}, port,
                          " (the demo's run is under Runs; materialise another fiscal year from the asset graph)")
+        cmd = invoked_as()
         for line in (
             "next steps:",
-            "  compliance-sync demo --ui          # the Dagster UI on this data (materialise a fiscal year, look at the checks)",
-            "  compliance-sync demo --year 2026 --dry-run   # another fiscal year, as a dry run: the row-level diff",
-            "  compliance-sync demo --reset       # start again from the demo data",
+            f"  {cmd} demo --ui          # the Dagster UI on this data (materialise a fiscal year, look at the checks)",
+            f"  {cmd} demo --year 2026 --dry-run   # another fiscal year, as a dry run: the row-level diff",
+            f"  {cmd} demo --reset       # start again from the demo data",
             "  your own Supabase project: README.md, 'Configuration' (SUPABASE_DB_URL, or the REST URL and service-role key)",
         ):
             log.info(line)
@@ -448,3 +450,16 @@ def ui(port: int) -> int:
         return serve(write_dagster_home(storage), env, port)
     finally:
         lock.release()
+
+
+def invoked_as() -> str:
+    """The command as this person can type it again: ``compliance-sync`` when that is on PATH, else the path it
+    was started by (``sh dev.sh demo`` runs ``.venv/bin/compliance-sync``, which no PATH lists)."""
+    argv0 = sys.argv[0]
+    if os.path.basename(argv0) != "compliance-sync":
+        return "compliance-sync"
+    on_path = shutil.which("compliance-sync")
+    if on_path and os.path.realpath(on_path) == os.path.realpath(argv0):
+        return "compliance-sync"
+    relative = os.path.relpath(argv0)
+    return relative if not relative.startswith("..") else argv0

@@ -71,3 +71,21 @@ def test_a_busy_port_is_refused_before_anything_starts(in_tmp):
     assert not (in_tmp / "pg").exists() and not (in_tmp / ".compliance_sync" / "ui.lock").exists()
     with pytest.raises(SettingsError, match="between 1 and 65535"):
         launch._check_port(70000)
+
+
+def test_next_steps_name_the_command_as_it_can_be_typed_again(tmp_path, monkeypatch):
+    """`sh dev.sh demo` runs .venv/bin/compliance-sync, which no PATH lists: the next steps say that path."""
+    from compliance_sync.launch import invoked_as
+
+    script = tmp_path / ".venv" / "bin" / "compliance-sync"
+    script.parent.mkdir(parents=True)
+    script.write_text("#!/bin/sh\n")
+    script.chmod(0o755)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr("sys.argv", [str(script), "demo"])
+    monkeypatch.setenv("PATH", "/usr/bin:/bin")
+    assert invoked_as() == ".venv/bin/compliance-sync"
+    monkeypatch.setenv("PATH", f"{script.parent}:/usr/bin:/bin")  # an activated venv
+    assert invoked_as() == "compliance-sync"
+    monkeypatch.setattr("sys.argv", ["/somewhere/pytest"])
+    assert invoked_as() == "compliance-sync"
