@@ -9,7 +9,7 @@ secret (a password cut in two by a URL parser, say) is masked. Masking too much 
 from __future__ import annotations
 
 import threading
-from urllib.parse import parse_qsl, quote, quote_plus, unquote, unquote_plus, urlsplit
+from urllib.parse import parse_qsl, quote, quote_plus, unquote, unquote_plus
 
 from psycopg.conninfo import conninfo_to_dict
 
@@ -92,20 +92,6 @@ def dsn_secrets(dsn: str) -> list[str]:
 def register_dsn(dsn: str | None) -> None:
     for secret in dsn_secrets(dsn or ""):
         register(secret)
-
-
-def register_url(url: str | None) -> None:
-    """A URL whose token is its path, query or credentials (a chat webhook): those are secret; its scheme
-    and host are not (masking ``https:`` would garble every other URL in a message)."""
-    if not url:
-        return
-    parts = urlsplit(url.strip())
-    if not parts.netloc:
-        register(url)  # not a URL: all of it
-        return
-    register(parts.password)
-    register(parts.username)
-    register(url.strip().split(parts.netloc, 1)[1])
 
 
 def describe_dsn(dsn: str) -> str:

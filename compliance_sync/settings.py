@@ -278,11 +278,9 @@ class Settings(pydantic.BaseModel):
 
     @pydantic.field_validator("service_role_key", "alert_webhook")
     @classmethod
-    def _secret(cls, value: pydantic.SecretStr | None, info: pydantic.ValidationInfo) -> pydantic.SecretStr | None:
+    def _secret(cls, value: pydantic.SecretStr | None) -> pydantic.SecretStr | None:
         if value is not None:
-            # a webhook's token is its path and query: masking its https: and host would garble every URL shown
-            register = redact.register_url if info.field_name == "alert_webhook" else redact.register
-            register(value.get_secret_value())
+            redact.register(value.get_secret_value())
         return value
 
     @pydantic.model_validator(mode="after")
@@ -343,8 +341,6 @@ def load_settings(cwd: str | os.PathLike | None = None, environ: Mapping[str, st
     for var in _SECRET_VARS & values.keys():  # registered before validation can quote them
         if var == "SUPABASE_DB_URL":
             redact.register_dsn(values[var])  # its password; the host and database stay visible
-        elif var == "COMPLIANCE_SYNC_ALERT_WEBHOOK":
-            redact.register_url(values[var])
         else:
             redact.register(values[var])
     try:
