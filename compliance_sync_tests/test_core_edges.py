@@ -275,6 +275,14 @@ def test_unknown_events_examples_count_completed_and_scheduled():
     ]
 
 
+def test_unknown_client_examples_count_completed_and_scheduled():
+    s = one_client()
+    s.event("x1", "Stranger Co", "SLA", "2025-02-01")
+    s.event("x2", "Stranger Co", "SLA", "2025-03-01")
+    s.event("x3", "Stranger Co", "SLA", "2025-10-01", completed=False)
+    assert examples(s.compute(), "unknown_events") == ["3 event(s) of unknown client 'Stranger Co' (SLA)"]
+
+
 def test_names_matching_only_without_spaces_or_case_are_reported_and_others_not():
     s = one_client()
     s.event("e1", "AlphaHealth", "SLA", "2025-02-01")  # spaces dropped
