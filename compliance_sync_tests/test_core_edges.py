@@ -232,6 +232,16 @@ def test_same_normalises_both_sides():
     assert not same(JSONB, '{"a": null}', {"a": "null"})
 
 
+def test_jsonb_values_compare_as_jsonb_does():
+    """JSON true is not the number 1 (Python says True == 1), at any depth and on either side; an object is
+    never equal to an array, whatever their contents."""
+    assert not same(JSONB, {"a": True}, {"a": 1}) and not same(JSONB, {"a": 1}, {"a": True})
+    assert not same(JSONB, [1], [True]) and not same(JSONB, [True], [1])
+    assert not same(JSONB, {"x": 1}, ["x"]) and not same(JSONB, ["x"], {"x": 1})
+    assert not same(JSONB, [{"x": 1}], [["x"]]) and not same(JSONB, [["x"]], [{"x": 1}])
+    assert same(JSONB, {"a": [True, 1]}, {"a": [True, D("1.0")]}) and same(JSONB, [False], [False])
+
+
 # --- the rules' findings name what they found; inputs the REST path hands over -----------------------------------------
 def one_client(**period) -> Scenario:
     s = Scenario(2025, 1, "2025-06-30")
