@@ -11,7 +11,7 @@
 #
 # It works on a copy of the repository in a temporary folder: the working tree is never modified (other
 # people and the tests may be using it). Needs mutmut in the venv (.venv/bin/pip install mutmut) and the
-# tests' PostgreSQL (COMPLIANCE_SYNC_TEST_DATABASE_URL or 127.0.0.1:5432). Takes about an hour on 2 CPUs.
+# tests' PostgreSQL (COMPLIANCE_SYNC_TEST_DATABASE_URL or 127.0.0.1:5432). Takes minutes on 2 CPUs (FULL=1: much longer).
 set -euo pipefail
 repo="$(cd "$(dirname "$0")/.." && pwd)"
 venv="${VENV:-$repo/.venv}"
