@@ -13,6 +13,8 @@ import time
 
 import dagster as dg
 
+NO_TELEMETRY = {"telemetry": {"enabled": False}}  # else Dagster writes ~/.dagster/.telemetry
+
 
 def in_process_job():
     from compliance_sync.definitions import SYNC_JOB, build_definitions
@@ -26,7 +28,7 @@ def multiprocess_job():
 
 def main() -> None:
     config = {"ops": {"compliance_sync": {"config": {"as_of": "2025-06-30", "dry_run": True}}}}
-    with tempfile.TemporaryDirectory() as home, dg.DagsterInstance.local_temp(home) as instance:
+    with tempfile.TemporaryDirectory() as home, dg.DagsterInstance.local_temp(home, overrides=NO_TELEMETRY) as instance:
         for name, fn in (("in_process", in_process_job), ("multiprocess", multiprocess_job)) * 2:
             start = time.perf_counter()
             with dg.execute_job(dg.reconstructable(fn), instance=instance, run_config=config, tags={"dagster/partition": "2025"}) as result:

@@ -9,12 +9,24 @@ from __future__ import annotations
 
 import contextlib
 import os
+import pathlib
 import uuid
 from collections.abc import Iterator
 
 import psycopg
 import pytest
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
+
+# Dagster instances the tests create: with telemetry on, Dagster writes ~/.dagster/.telemetry whatever DAGSTER_HOME
+# says, and the tests write nothing outside their own folders (test_embedded checks it as a fresh user)
+NO_TELEMETRY = {"telemetry": {"enabled": False}}
+
+
+def dagster_home(path: pathlib.Path) -> pathlib.Path:
+    """A new DAGSTER_HOME folder for a test: Dagster's defaults (SQLite storage beside it), telemetry off."""
+    path.mkdir(parents=True)
+    (path / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
+    return path
 
 # helper modules with asserts of their own: rewritten like the tests (registered before any test imports them)
 pytest.register_assert_rewrite("compliance_sync_tests.world", "compliance_sync_tests.rest_support")

@@ -29,6 +29,7 @@ from compliance_sync.definitions.resources import FixedSync
 from compliance_sync.definitions.sensors import ALERT_SENSOR
 from compliance_sync.settings import EXAMPLE_BU_MAP, BackendKind, load_settings
 from compliance_sync.tables import APAC, BUSINESS_UNIT, REQUIREMENTS, TARGETS, TERRITORY
+from compliance_sync_tests.conftest import NO_TELEMETRY
 from compliance_sync_tests.webhook import Webhook
 
 AS_OF = "2025-06-30"
@@ -115,7 +116,7 @@ def test_dry_run_with_a_guard_succeeds_and_warns(demo_db, tmp_path, how):
     defs = build_definitions()
     if how == "checks_job":  # as the daemon runs it: the partition as a tag (see test_end_to_end.execute_as_launched)
         (tmp_path / "home").mkdir()
-        instance = dg.DagsterInstance.local_temp(str(tmp_path / "home"))
+        instance = dg.DagsterInstance.local_temp(str(tmp_path / "home"), overrides=NO_TELEMETRY)
         result = dg.execute_job(dg.reconstructable(_checks_job), instance=instance, run_config=run_config(), tags={"dagster/partition": "2025"})
     else:
         instance = dg.DagsterInstance.ephemeral()
@@ -165,7 +166,7 @@ def _sync_job():
 def test_run_without_one_fiscal_year_fails_clearly(demo_db, tmp_path, fn, tags, needle):
     before = snapshot(demo_db)
     (tmp_path / "home").mkdir()
-    with dg.DagsterInstance.local_temp(str(tmp_path / "home")) as instance:
+    with dg.DagsterInstance.local_temp(str(tmp_path / "home"), overrides=NO_TELEMETRY) as instance:
         with dg.execute_job(dg.reconstructable(fn), instance=instance, run_config=run_config(), tags=tags) as result:
             assert not result.success
             [failure] = [e for e in result.all_events if e.is_step_failure]

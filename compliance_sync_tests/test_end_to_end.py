@@ -18,6 +18,7 @@ import pytest
 
 from compliance_sync import cli
 from compliance_sync.tables import APAC, BUSINESS_UNIT, REQUIREMENTS, TARGETS, TERRITORY
+from compliance_sync_tests.conftest import NO_TELEMETRY, dagster_home
 
 AS_OF = "2025-06-30"
 TARGET_NAMES = [t.name for t in TARGETS]
@@ -185,8 +186,7 @@ def test_secret_never_in_output_or_run_records(demo_db, capsys, monkeypatch, tmp
     params = conninfo_to_dict(demo_db)
     params["password"] = "Sup3rS3cret"  # ignored by trust auth, but present in the URL
     monkeypatch.setenv("SUPABASE_DB_URL", make_conninfo(**params))
-    home = tmp_path / "dagster_home"
-    home.mkdir()
+    home = dagster_home(tmp_path / "dagster_home")
     monkeypatch.setenv("DAGSTER_HOME", str(home))
     code, summary, text = run_cli(capsys, "--year", "2025", "--as-of", AS_OF, "--json")
     assert code == 0, text
@@ -272,7 +272,7 @@ def execute_as_launched(fn, tmp_path, run_config=None, partition="2025"):
     (in-process execution of a checks-only selection with a partition key fails on Dagster 1.13)."""
     home = tmp_path / "home"
     home.mkdir(exist_ok=True)
-    instance = dg.DagsterInstance.local_temp(str(home))
+    instance = dg.DagsterInstance.local_temp(str(home), overrides=NO_TELEMETRY)
     result = dg.execute_job(dg.reconstructable(fn), instance=instance, run_config=run_config, tags={"dagster/partition": partition})
     return instance, result
 
@@ -301,7 +301,7 @@ def reconstructable_multiprocess_job():
 
 def test_multiprocess_executor(demo_db, tmp_path):
     (tmp_path / "home").mkdir()
-    with dg.DagsterInstance.local_temp(str(tmp_path / "home")) as instance:
+    with dg.DagsterInstance.local_temp(str(tmp_path / "home"), overrides=NO_TELEMETRY) as instance:
         with dg.execute_job(
             dg.reconstructable(reconstructable_multiprocess_job),
             instance=instance,
@@ -315,8 +315,7 @@ def test_multiprocess_executor(demo_db, tmp_path):
 
 def test_dagster_asset_materialize_command(demo_db, tmp_path):
     env = dict(os.environ)
-    env["DAGSTER_HOME"] = str(tmp_path / "home")
-    os.makedirs(env["DAGSTER_HOME"])
+    env["DAGSTER_HOME"] = str(dagster_home(tmp_path / "home"))
     proc = subprocess.run(
         [sys.executable, "-m", "dagster", "asset", "materialize", "-m", "compliance_sync.definitions",
          "--select", ",".join(TARGET_NAMES), "--partition", "2025"],

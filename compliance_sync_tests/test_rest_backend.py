@@ -34,6 +34,7 @@ from compliance_sync.errors import ExitCode, SettingsError
 from compliance_sync.settings import EXAMPLE_BU_MAP, BackendKind
 from compliance_sync.sync import Mode
 from compliance_sync.tables import APAC, BUSINESS_UNIT, EVENTS, LEDGER_TABLE, REQUIREMENTS, TARGETS, TERRITORY
+from compliance_sync_tests.conftest import dagster_home
 from compliance_sync_tests.postgrest_server import make_jwt
 from compliance_sync_tests.rest_support import (
     ENV_PREFIXES,
@@ -703,8 +704,7 @@ def test_transient_failures_are_retried_a_bounded_number_of_times(appendix_db, e
 def test_the_key_never_appears_in_output_logs_or_dagster_records(appendix_db, env, capsys, tmp_path):
     """Through Dagster in-process (DAGSTER_HOME set): a run that writes and one that fails on the server's
     refusal; the key is in no printed line, no --json summary, no run config, tag or event-log record."""
-    home = tmp_path / "dagster_home"
-    home.mkdir()
+    home = dagster_home(tmp_path / "dagster_home")
     env.setenv("DAGSTER_HOME", str(home))
     with rest_server(appendix_db) as srv:
         key = srv.service_role_key

@@ -18,6 +18,8 @@ import dagster as dg
 import pytest
 from psycopg.conninfo import conninfo_to_dict
 
+from compliance_sync_tests.conftest import dagster_home
+
 pytest.register_assert_rewrite("compliance_sync_tests.world")
 from compliance_sync_tests.world import (  # noqa: E402
     AS_OF,
@@ -146,8 +148,7 @@ def test_dagster_records_never_hold_the_secret(world, capsys, monkeypatch, tmp_p
 
     from compliance_sync.definitions import SYNC_JOB, build_definitions
 
-    home = tmp_path / "dagster_home"
-    home.mkdir()
+    home = dagster_home(tmp_path / "dagster_home")
     monkeypatch.setenv("DAGSTER_HOME", str(home))
     good = url_for(CASES[0][2], S1, world)
     seen: list[str] = []
