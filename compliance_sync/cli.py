@@ -14,7 +14,6 @@ authenticate, 130 interrupted; ``--json`` always prints exactly one JSON object 
 from __future__ import annotations
 
 import argparse
-import re
 import signal
 import sys
 import time
@@ -143,9 +142,6 @@ def sync(args: argparse.Namespace) -> int:
     settings.bu_map()
     today = settings.today()
     fy = parse_year(args.year if args.year is not None else current_year(settings), settings, today)
-    if args.as_of is not None and args.as_of.strip() and not re.fullmatch(r"\d{4}-\d{2}-\d{2}", args.as_of.strip()):
-        # Python's date.fromisoformat also takes 20250630 and 2025-W27-1: not the documented YYYY-MM-DD
-        raise SettingsError(f"--as-of must be a date YYYY-MM-DD, got {args.as_of!r}")
     reference = parse_as_of(args.as_of) or today
     if args.diff_limit < 0:
         raise SettingsError(f"--diff-limit must be 0 or more, got {args.diff_limit}")
