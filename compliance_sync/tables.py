@@ -159,7 +159,8 @@ TERRITORY = "territory_compliance_summary"
 BUSINESS_UNIT = "business_unit_planning"
 APAC = "apac_planning_goals"
 
-def columns(spec: str) -> dict[str, Kind]:
+
+def column_types(spec: str) -> dict[str, Kind]:
     """``name kind, name kind, …`` (SPEC §3's order and types) as an ordered column -> kind mapping."""
     out = {}
     for item in spec.split(","):
@@ -169,19 +170,19 @@ def columns(spec: str) -> dict[str, Kind]:
 
 
 TARGETS: tuple[TargetTable, ...] = (
-    TargetTable(REQUIREMENTS, ("plan_id", "event_type_id", "fiscal_year"), columns("""
+    TargetTable(REQUIREMENTS, ("plan_id", "event_type_id", "fiscal_year"), column_types("""
         plan_id uuid, event_type_id uuid, fiscal_year int, client_id uuid, client_name text, segment text,
         event_type_name text, required_count int, completed_count int, scheduled_count int, compliance_percentage numeric,
         status text, next_due_date date, linked_event_ids jsonb, updated_at timestamptz"""),
         NotWanted.PRUNE, "Event compliance per account plan and event type for one fiscal year.", label=("client_name", "event_type_name"),
     ),
-    TargetTable(TERRITORY, ("territory_strategy_id", "fiscal_year"), columns("""
+    TargetTable(TERRITORY, ("territory_strategy_id", "fiscal_year"), column_types("""
         territory_strategy_id uuid, fiscal_year int, territory text, cse_name text, total_clients int, total_required_events int,
         total_completed_events int, overall_compliance_percentage numeric, clients_at_risk int, clients_critical int,
         segment_breakdown jsonb, monthly_capacity jsonb, updated_at timestamptz"""),
         NotWanted.PRUNE, "Compliance per CSE territory (the used territory strategy) for one fiscal year.", label=("territory", "cse_name"),
     ),
-    TargetTable(BUSINESS_UNIT, ("bu_name", "fiscal_year"), columns("""
+    TargetTable(BUSINESS_UNIT, ("bu_name", "fiscal_year"), column_types("""
         bu_name text, fiscal_year int, overall_compliance_percentage numeric, clients_below_compliance int, territory_count int,
         territory_data jsonb, updated_at timestamptz"""),
         NotWanted.RESET,
@@ -189,7 +190,7 @@ TARGETS: tuple[TargetTable, ...] = (
         reset_values={"overall_compliance_percentage": None, "clients_below_compliance": 0, "territory_count": 0, "territory_data": []},
         label=("bu_name",),
     ),
-    TargetTable(APAC, ("fiscal_year",), columns("fiscal_year int, actual_compliance numeric, below_compliance_accounts int, bu_contributions jsonb, updated_at timestamptz"),
+    TargetTable(APAC, ("fiscal_year",), column_types("fiscal_year int, actual_compliance numeric, below_compliance_accounts int, bu_contributions jsonb, updated_at timestamptz"),
         NotWanted.KEEP, "APAC-wide compliance for one fiscal year, with each business unit's contribution.", label=("fiscal_year",),
     ),
 )
