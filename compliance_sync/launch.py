@@ -37,6 +37,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Iterator
 
 from compliance_sync.errors import ConnectionFailure, ExitCode, SettingsError, SyncError
 from compliance_sync.logs import log
@@ -196,52 +197,46 @@ def _poll_until(predicate, timeout: float) -> bool:
     return True
 
 
-class _InterruptsDeferred:
-    """While stopping: Ctrl-C, SIGTERM and SIGHUP only say that the (bounded) stop is under way."""
-
-    SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
-
-    def __init__(self, what: str) -> None:
-        self.what = what
-
-    def _say(self, signum: int, frame: object) -> None:
-        log.warning("already stopping %s (bounded: at most %.0f s more)", self.what, STOP_TIMEOUT_S + KILL_TIMEOUT_S)
-
-    def __enter__(self) -> None:
-        self._old = {s: signal.signal(s, self._say) for s in self.SIGNALS}
-
-    def __exit__(self, *exc: object) -> None:
-        for s, handler in self._old.items():
-            signal.signal(s, handler)
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)  # Ctrl-C, kill, the terminal closed
 
 
-class _StopSignals:
-    """While serving: Ctrl-C, SIGTERM and SIGHUP (the terminal closed) stop the UI, whatever this process
-    inherited. Installed before ``dagster dev`` starts, so it starts with the default dispositions: a process
-    started with SIGINT ignored (``cmd &`` in a script) would otherwise pass that on, and Dagster maps SIGTERM
-    to SIGINT's handler (``setup_interrupt_handlers``, also run by every in-process run here), so neither
-    signal would stop anything."""
+@contextlib.contextmanager
+def _on_stop_signals(handler) -> Iterator[None]:
+    """``handler`` for Ctrl-C, SIGTERM and SIGHUP while the block runs; the previous dispositions after it."""
+    old = {s: signal.signal(s, handler) for s in STOP_SIGNALS}
+    try:
+        yield
+    finally:
+        for s, previous in old.items():
+            signal.signal(s, previous)
 
-    SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 
-    def __enter__(self) -> None:
-        self._old = {s: signal.signal(s, self._raise) for s in self.SIGNALS}
+def _stopping_anyway(what: str):
+    """While stopping: a stop signal only says that the (bounded) stop is under way."""
 
-    @staticmethod
-    def _raise(signum: int, frame: object) -> None:
-        raise KeyboardInterrupt
+    def say(signum: int, frame: object) -> None:
+        log.warning("already stopping %s (bounded: at most %.0f s more)", what, STOP_TIMEOUT_S + KILL_TIMEOUT_S)
 
-    def __exit__(self, *exc: object) -> None:
-        for s, handler in self._old.items():
-            signal.signal(s, handler)
+    return say
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    """While serving: any stop signal stops the UI, whatever this process inherited. Installed before
+    ``dagster dev`` starts, so it starts with the default dispositions: a process started with SIGINT ignored
+    (``cmd &`` in a script) would otherwise pass that on, and Dagster maps SIGTERM to SIGINT's handler
+    (``setup_interrupt_handlers``, also run by every in-process run here), so neither signal would stop anything."""
+    raise KeyboardInterrupt
 
 
 def _stop_group(proc: subprocess.Popen) -> None:
     """Stop ``dagster dev`` and everything it started (its process group, which it leads): SIGTERM, wait up
     to STOP_TIMEOUT_S, then SIGKILL and wait up to KILL_TIMEOUT_S. Never raises."""
     pgid = proc.pid
-    done = lambda: proc.poll() is not None and not _group_members(pgid)  # noqa: E731
-    with _InterruptsDeferred("the Dagster UI"):
+
+    def done() -> bool:
+        return proc.poll() is not None and not _group_members(pgid)
+
+    with _on_stop_signals(_stopping_anyway("the Dagster UI")):
         if done():
             return
         log.info("stopping the Dagster UI and daemon (dagster dev, process group %d); waiting up to %.0f s for them to exit", pgid, STOP_TIMEOUT_S)
@@ -309,7 +304,7 @@ def serve(home: pathlib.Path, env: dict[str, str], port: int, ready_note: str = 
     cmd = [sys.executable, "-m", "dagster", "dev", "-w", str(home / "workspace.yaml"), "-p", str(port), "-h", HOST]
     log.info("starting the Dagster UI and daemon (dagster dev, DAGSTER_HOME %s)", home)
     proc: subprocess.Popen | None = None
-    with _StopSignals():
+    with _on_stop_signals(_interrupt):
         try:
             proc = subprocess.Popen(cmd, env=child_env, stdin=subprocess.DEVNULL, start_new_session=True)
             _wait_until_ready(proc, port)
