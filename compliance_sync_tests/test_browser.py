@@ -6,7 +6,7 @@ FY2025 from ``business_unit_planning``'s "Materialize…" button, waits (bounded
 that fiscal year's materialisation metadata, then checks the four targets in the demo database and stops the
 demo with Ctrl-C (SIGINT): exit 0, within a bound, nothing it started left running.
 
-Slow (about a minute and a half); run with ``pytest -m slow compliance_sync_tests/test_browser.py``. Skipped
+Slow (about half a minute here); run with ``pytest -m slow compliance_sync_tests/test_browser.py``. Skipped
 when /usr/bin/chromium, playwright or the embedded PostgreSQL is missing. The pictures land in the test's
 temporary folder; ``scripts/screenshots.py`` refreshes the README's copies in ``docs/``.
 """
