@@ -22,11 +22,12 @@ import functools
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
+from compliance_sync.bu_map import RESERVED_BU, BuMap
 from compliance_sync.errors import DataError
 from compliance_sync.facts import EventCounts, Facts, Period, Plan, Strategy
 from compliance_sync.findings import RULE_WARNINGS, WARNINGS, Findings, Severity
 from compliance_sync.fiscal import FiscalYear, due_counts_by_month, due_month
-from compliance_sync.settings import RESERVED_BU, BuMap, Status, Thresholds
+from compliance_sync.thresholds import Status, Thresholds
 from compliance_sync.wanted import ClientRequirement, PlanRow, RequirementRows, WantedRows
 
 MAX_FREQUENCY = 366

@@ -21,6 +21,7 @@ import tenacity
 
 from compliance_sync import report
 from compliance_sync.backends.port import Backend
+from compliance_sync.bu_map import BuMap
 from compliance_sync.diff import Action, SyncDiff
 from compliance_sync.errors import ConcurrentChange, DataError, ExitCode, SettingsError, SyncError
 from compliance_sync.findings import MAX_EXAMPLES, WARNINGS, Finding, Findings, Severity
@@ -29,7 +30,7 @@ from compliance_sync.guards import Guard, blocking, find_guards
 from compliance_sync.invariants import check_invariants
 from compliance_sync.ledger import LedgerRow
 from compliance_sync.rules import Computation, compute
-from compliance_sync.settings import BuMap, Settings
+from compliance_sync.settings import Settings
 from compliance_sync.tables import APAC, BUSINESS_UNIT, REQUIREMENTS, TERRITORY
 
 log = logging.getLogger(__name__)

@@ -8,6 +8,7 @@ diff's presentation, the guards, the invariants and the Dagster assets use only 
 from __future__ import annotations
 
 import datetime as dt
+import enum
 from contextlib import AbstractContextManager
 from typing import Protocol
 
@@ -15,8 +16,14 @@ from compliance_sync.diff import SyncDiff
 from compliance_sync.facts import Facts
 from compliance_sync.fiscal import FiscalYear
 from compliance_sync.ledger import LedgerRow
-from compliance_sync.settings import BackendKind
 from compliance_sync.wanted import WantedRows
+
+
+class BackendKind(enum.StrEnum):
+    """Where the tables are read and written: a direct PostgreSQL connection or Supabase's REST API."""
+
+    POSTGRES = "postgres"
+    REST = "rest"
 
 
 class Session(Protocol):
