@@ -24,7 +24,7 @@ from compliance_sync.backends.port import Backend
 from compliance_sync.bu_map import BuMap
 from compliance_sync.diff import Action, SyncDiff
 from compliance_sync.errors import ConcurrentChange, DataError, ExitCode, SettingsError, SyncError
-from compliance_sync.findings import MAX_EXAMPLES, WARNINGS, Finding, Findings, Severity
+from compliance_sync.findings import DIFF_WARNINGS, MAX_EXAMPLES, WARNINGS, Finding, Findings, Severity, WarningCode
 from compliance_sync.fiscal import FiscalYear, fiscal_year_of, partition_keys
 from compliance_sync.guards import Guard, blocking, find_guards
 from compliance_sync.invariants import check_invariants
@@ -36,7 +36,6 @@ from compliance_sync.tables import APAC, BUSINESS_UNIT, REQUIREMENTS, TERRITORY
 log = logging.getLogger(__name__)
 
 CONCURRENT_ATTEMPTS = 3
-DIFF_WARNINGS = ("orphans", "null_key_rows")
 PARTLY_WRITTEN = (
     "partly written over REST: some new and changed rows were upserted, no stale row deleted yet; every row "
     "is old or new, none missing, and a rerun converges"
@@ -122,8 +121,8 @@ class Outcome:
         f = Finding(code, Severity.WARN, WARNINGS[code])
         if self.diff:
             t = self.diff.targets[table]
-            f.count = t.orphans if code == "orphans" else t.null_keys
-            if code == "orphans":
+            f.count = t.orphans if code == WarningCode.ORPHANS else t.null_keys
+            if code == WarningCode.ORPHANS:
                 f.examples = [f"{report.row_label(t.table, line)} [{report.key_text(t.table, line.key)}]" for line in t.lines if line.action == Action.ORPHAN][:MAX_EXAMPLES]
             elif f.count:
                 f.examples = [f"{f.count} row(s) with a NULL in ({', '.join(t.table.key)})"]
