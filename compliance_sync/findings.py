@@ -79,7 +79,8 @@ class Finding:
             self.examples.append(example)
 
     def summary(self) -> str:
-        return f"{self.code}: {self.count} — {self.description}" + (f"; e.g. {'; '.join(self.examples[:3])}" if self.examples else "")
+        examples = f"; e.g. {'; '.join(self.examples[:3])}" if self.examples else ""
+        return f"{self.code}: {self.count} — {self.description}{examples}"
 
 
 class Findings(dict):

@@ -194,7 +194,9 @@ _WHOLE_NUMBERS = (
     "change_sensor_interval_s",
 )
 # load_settings(environ=...): the variables to read instead of the process environment
-_ENVIRON: contextvars.ContextVar[Mapping[str, str] | None] = contextvars.ContextVar("compliance_sync_environ", default=None)
+_ENVIRON: contextvars.ContextVar[Mapping[str, str] | None] = contextvars.ContextVar(
+    "compliance_sync_environ", default=None
+)
 
 
 class _MappingEnvSource(EnvSettingsSource):

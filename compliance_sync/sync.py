@@ -278,13 +278,25 @@ def _attempt(backend: Backend, settings: Settings, bu_map: BuMap, outcome: Outco
             raise
 
 
-def run_fiscal_year(backend: Backend, settings: Settings, bu_map: BuMap, outcome: Outcome, options: RunOptions) -> Outcome:
+RETRY_WAIT = tenacity.wait_exponential(multiplier=0.5, max=5)  # between attempts after a concurrent change
+
+
+def run_fiscal_year(
+    backend: Backend,
+    settings: Settings,
+    bu_map: BuMap,
+    outcome: Outcome,
+    options: RunOptions,
+    *,
+    retry_wait: tenacity.wait.wait_base = RETRY_WAIT,
+) -> Outcome:
     """Run one FY into ``outcome``: a stop leaves its message and exit code there (nothing is raised); an
-    interrupt (Ctrl-C, SIGTERM) is raised after the outcome says whether the FY was written."""
+    interrupt (Ctrl-C, SIGTERM) is raised after the outcome says whether the FY was written. ``retry_wait``:
+    tenacity's wait between attempts (``tenacity.wait_none()`` in tests)."""
     retrying = tenacity.Retrying(
         retry=tenacity.retry_if_exception_type(ConcurrentChange),
         stop=tenacity.stop_after_attempt(CONCURRENT_ATTEMPTS),
-        wait=tenacity.wait_exponential(multiplier=0.5, max=5),
+        wait=retry_wait,
         before_sleep=lambda rs: log.warning("FY%s: %s; retrying the run (attempt %d of %d)", outcome.fy.year, rs.outcome.exception(), rs.attempt_number + 1, CONCURRENT_ATTEMPTS),
         reraise=True,
     )

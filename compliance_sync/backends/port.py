@@ -1,7 +1,8 @@
 """The backend port: what the sync needs from a place that holds the tables, and nothing more.
 
 Two adapters implement it: :mod:`.postgres` (a direct connection: one lock, one transaction) and
-:mod:`.rest` (Supabase's REST API: no transactions, so upserts first and deletes last). The rules, the
+:mod:`.rest` (Supabase's REST API: no transactions, so upserts first and deletes last); a third,
+:mod:`.memory`, holds the tables as Python rows for tests of the service. The rules, the
 diff's presentation, the guards, the invariants and the Dagster assets use only these protocols.
 """
 
@@ -24,6 +25,7 @@ class BackendKind(enum.StrEnum):
 
     POSTGRES = "postgres"
     REST = "rest"
+    MEMORY = "memory"  # rows in Python (backends/memory.py): tests of the service; never chosen by settings
 
 
 class Session(Protocol):
