@@ -15,11 +15,12 @@ from collections.abc import Iterable
 from fractions import Fraction
 from typing import Any
 
+from compliance_sync.bu_map import RESERVED_BU
 from compliance_sync.diff import key_of
 from compliance_sync.findings import Findings, Severity
 from compliance_sync.rules import Client, Computation
-from compliance_sync.settings import RESERVED_BU, Thresholds
 from compliance_sync.tables import APAC, BUSINESS_UNIT, REQUIREMENTS, TARGET_BY_NAME, TERRITORY
+from compliance_sync.thresholds import Thresholds
 
 INVARIANTS: dict[str, str] = {
     "territory_totals": "Each territory's totals are the sums over its clients",

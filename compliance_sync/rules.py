@@ -22,11 +22,12 @@ import functools
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
+from compliance_sync.bu_map import RESERVED_BU, BuMap
 from compliance_sync.errors import DataError
 from compliance_sync.facts import EventCounts, Facts, Period, Plan, Strategy
-from compliance_sync.findings import RULE_WARNINGS, WARNINGS, Findings, Severity
+from compliance_sync.findings import RULE_WARNINGS, WARNINGS, Findings, Severity, WarningCode
 from compliance_sync.fiscal import FiscalYear, due_counts_by_month, due_month
-from compliance_sync.settings import RESERVED_BU, BuMap, Status, Thresholds
+from compliance_sync.thresholds import Status, Thresholds
 from compliance_sync.wanted import ClientRequirement, PlanRow, RequirementRows, WantedRows
 
 MAX_FREQUENCY = 366
@@ -130,7 +131,7 @@ def plans_in_scope(plans: Iterable[Plan], found: Findings) -> list[Plan]:
         if p.status == "archived":
             continue
         if p.client_name is None:
-            found.add("clients_without_segmentation", f"plan {p.id} has no client_name")
+            found.add(WarningCode.CLIENTS_WITHOUT_SEGMENTATION, f"plan {p.id} has no client_name")
             continue
         scope.append(p)
     return scope
@@ -147,13 +148,13 @@ def valid_periods(facts: Facts, clients: set[str], tiers: dict[str, str | None],
         if p.effective_to is not None and p.effective_to < fy.start:
             continue
         if p.effective_to is not None and p.effective_to < p.effective_from:
-            found.add("invalid_segment_periods", f"{p.client_name}: period {p.id} ends {p.effective_to} before it starts {p.effective_from}")
+            found.add(WarningCode.INVALID_SEGMENT_PERIODS, f"{p.client_name}: period {p.id} ends {p.effective_to} before it starts {p.effective_from}")
         elif p.tier_id is None:
-            found.add("invalid_segment_periods", f"{p.client_name}: period {p.id} has a null tier_id")
+            found.add(WarningCode.INVALID_SEGMENT_PERIODS, f"{p.client_name}: period {p.id} has a null tier_id")
         elif p.tier_id not in tiers:
-            found.add("invalid_segment_periods", f"{p.client_name}: period {p.id} has unknown tier_id {p.tier_id}")
+            found.add(WarningCode.INVALID_SEGMENT_PERIODS, f"{p.client_name}: period {p.id} has unknown tier_id {p.tier_id}")
         elif tiers[p.tier_id] is None:
-            found.add("invalid_segment_periods", f"{p.client_name}: period {p.id} has tier {p.tier_id}, which has no tier_name")
+            found.add(WarningCode.INVALID_SEGMENT_PERIODS, f"{p.client_name}: period {p.id} has tier {p.tier_id}, which has no tier_name")
         else:
             by_client[p.client_name].append(p)
     for name in sorted(by_client):
@@ -164,13 +165,13 @@ def valid_periods(facts: Facts, clients: set[str], tiers: dict[str, str | None],
 def check_overlaps(name: str, periods: list[Period], fy: FiscalYear, found: Findings) -> None:
     open_ones = [p for p in periods if p.effective_to is None]
     if len(open_ones) > 1:
-        found.add("overlapping_segment_periods", f"{name}: {len(open_ones)} open periods")
+        found.add(WarningCode.OVERLAPPING_SEGMENT_PERIODS, f"{name}: {len(open_ones)} open periods")
         return
     ordered = sorted(periods, key=lambda p: (p.effective_from, p.id))
     for prev, nxt in zip(ordered, ordered[1:]):
         if nxt.effective_from <= min(prev.effective_to or fy.end, fy.end):
             found.add(
-                "overlapping_segment_periods",
+                WarningCode.OVERLAPPING_SEGMENT_PERIODS,
                 f"{name}: period {prev.id} ({prev.effective_from}…{prev.effective_to or 'open'}) overlaps "
                 f"{nxt.id} ({nxt.effective_from}…{nxt.effective_to or 'open'})",
             )
@@ -197,7 +198,7 @@ def frequency_table(facts: Facts, tiers: dict[str, str | None], codes: dict[str,
                 f"{type_label!s} is above {MAX_FREQUENCY} (events per year)"
             )
         if freq < 0:
-            found.add("negative_frequency", f"tier {tier_label}, event type {type_label}: frequency {freq}")
+            found.add(WarningCode.NEGATIVE_FREQUENCY, f"tier {tier_label}, event type {type_label}: frequency {freq}")
             freq = 0
         if row.tier_id is not None and row.event_type_id is not None:
             table[row.tier_id][row.event_type_id] = max(freq, table[row.tier_id].get(row.event_type_id, 0))
@@ -238,14 +239,14 @@ def index_events(facts: Facts, codes: dict[str, str], known_clients: set[str], s
         if e.event_type_id is None or e.event_type_id not in codes:
             n = sum(e.completed) + sum(e.scheduled)
             kind = "a null event type" if e.event_type_id is None else f"unknown event type {e.event_type_id}"
-            found.add("unknown_events", f"{n} event(s) of client {e.client_name!r} with {kind}")
+            found.add(WarningCode.UNKNOWN_EVENTS, f"{n} event(s) of client {e.client_name!r} with {kind}")
             continue
         if e.client_name not in known_clients:
             n = sum(e.completed) + sum(e.scheduled)
-            found.add("unknown_events", f"{n} event(s) of unknown client {e.client_name!r} ({codes[e.event_type_id]})")
+            found.add(WarningCode.UNKNOWN_EVENTS, f"{n} event(s) of unknown client {e.client_name!r} ({codes[e.event_type_id]})")
             continue
         if e.completed_future and e.client_name in segmented:
-            found.add("completed_future_events", f"{e.client_name}: {e.completed_future} {codes[e.event_type_id]} event(s) completed but dated after as_of")
+            found.add(WarningCode.COMPLETED_FUTURE_EVENTS, f"{e.client_name}: {e.completed_future} {codes[e.event_type_id]} event(s) completed but dated after as_of")
         index[(e.client_name, e.event_type_id)] = e
     return index
 
@@ -326,12 +327,12 @@ def used_strategies(strategies: Iterable[Strategy], found: Findings) -> dict[str
     for cse, items in sorted(by_cse.items(), key=lambda kv: _text_key(kv[0])):
         if cse is None:
             for s in items:
-                found.add("unused_strategies", f"strategy {s.id} ({s.territory}) has no cse_name")
+                found.add(WarningCode.UNUSED_STRATEGIES, f"strategy {s.id} ({s.territory}) has no cse_name")
             continue
         items.sort(key=lambda s: (0 if _annual(s.quarter) else 1, -_stamp(s.updated_at), s.id))
         used[cse] = items[0]
         for s in items[1:]:
-            found.add("unused_strategies", f"{cse}: strategy {s.id} ({s.territory}, quarter {s.quarter or 'annual'}) loses to {items[0].id}")
+            found.add(WarningCode.UNUSED_STRATEGIES, f"{cse}: strategy {s.id} ({s.territory}, quarter {s.quarter or 'annual'}) loses to {items[0].id}")
     return used
 
 
@@ -341,12 +342,12 @@ def assign_territories(fy: FiscalYear, clients: dict[str, Client], strategies: d
     for c in clients.values():
         s = strategies.get(c.cse_name) if c.cse_name is not None else None
         if s is None:
-            found.add("clients_without_strategy", f"{c.name!r}: CSE {c.cse_name!r} has no territory strategy for FY{fy.year}")
+            found.add(WarningCode.CLIENTS_WITHOUT_STRATEGY, f"{c.name!r}: CSE {c.cse_name!r} has no territory strategy for FY{fy.year}")
             continue
         territories.setdefault(s.id, Territory(s, [])).members.append(c)
     for cse, s in sorted(strategies.items(), key=lambda kv: kv[1].id):
         if s.id not in territories:
-            found.add("unused_strategies", f"{cse}: strategy {s.id} ({s.territory}) has no clients this FY")
+            found.add(WarningCode.UNUSED_STRATEGIES, f"{cse}: strategy {s.id} ({s.territory}) has no clients this FY")
     return dict(sorted(territories.items()))
 
 
@@ -392,7 +393,7 @@ def map_business_units(territories: dict[str, Territory], rows: dict[str, dict[s
     for sid, t in territories.items():
         bu = bu_map.bu_for(t.strategy.cse_name, t.strategy.territory)
         if bu is None:
-            found.add("unmapped_territories", f"territory {t.strategy.territory!r} (CSE {t.strategy.cse_name!r}, {rows[sid]['total_clients']} clients) maps to no business unit")
+            found.add(WarningCode.UNMAPPED_TERRITORIES, f"territory {t.strategy.territory!r} (CSE {t.strategy.cse_name!r}, {rows[sid]['total_clients']} clients) maps to no business unit")
             continue
         if bu == RESERVED_BU:  # BuMap refuses it when loading; kept as a last line of defence
             raise DataError(f"BU map: '{RESERVED_BU}' is reserved and cannot be a business unit")
@@ -450,14 +451,14 @@ def check_names(facts: Facts, plan_clients: set[str], found: Findings) -> None:
     for name in sorted(others - seg_names):
         matches = folded.get(_fold(name))
         if matches:
-            found.add("name_mismatches", f"{name!r} matches {sorted(matches)!r} only when case or spaces are ignored")
+            found.add(WarningCode.NAME_MISMATCHES, f"{name!r} matches {sorted(matches)!r} only when case or spaces are ignored")
     by_uuid: dict[str, set[str]] = collections.defaultdict(set)
     for p in facts.periods:
         if p.client_uuid is not None and p.client_name is not None:
             by_uuid[p.client_uuid].add(p.client_name)
     for uuid, names in sorted(by_uuid.items()):
         if len(names) > 1:
-            found.add("name_mismatches", f"client_uuid {uuid} is shared by different names {sorted(names)!r}")
+            found.add(WarningCode.NAME_MISMATCHES, f"client_uuid {uuid} is shared by different names {sorted(names)!r}")
 
 
 def check_cache_drift(facts: Facts, codes: dict[str, str], found: Findings) -> None:
@@ -466,12 +467,12 @@ def check_cache_drift(facts: Facts, codes: dict[str, str], found: Findings) -> N
         key = (r.client_name, r.event_type_id, r.year)
         real = actual.get(key, 0)
         if r.actual_count is None or int(r.actual_count) != real:
-            found.add("compliance_cache_drift", f"{r.client_name} {codes.get(r.event_type_id) or r.event_type_id} {r.year}: cache says {r.actual_count}, events say {real}")
+            found.add(WarningCode.COMPLIANCE_CACHE_DRIFT, f"{r.client_name} {codes.get(r.event_type_id) or r.event_type_id} {r.year}: cache says {r.actual_count}, events say {real}")
 
 
 def report_undated(facts: Facts, found: Findings) -> None:
     for e in sorted(facts.undated_events, key=lambda e: e.id):
-        found.add("undated_events", f"event {e.id} of {e.client_name!r} has no event_date")
+        found.add(WarningCode.UNDATED_EVENTS, f"event {e.id} of {e.client_name!r} has no event_date")
 
 
 # --- the whole computation ------------------------------------------------------------------------------------------
@@ -488,7 +489,7 @@ def score_clients(
     clients: dict[str, Client] = {}
     for name in sorted(plans_per_client):
         if not periods.get(name):
-            found.add("clients_without_segmentation", f"{name!r} ({plans_per_client[name]} plan(s)): no segment period in {fy.describe()}")
+            found.add(WarningCode.CLIENTS_WITHOUT_SEGMENTATION, f"{name!r} ({plans_per_client[name]} plan(s)): no segment period in {fy.describe()}")
             continue
         last = latest_period(periods[name])
         tier_set = frozenset(p.tier_id for p in periods[name])

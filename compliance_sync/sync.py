@@ -21,21 +21,21 @@ import tenacity
 
 from compliance_sync import report
 from compliance_sync.backends.port import Backend
+from compliance_sync.bu_map import BuMap
 from compliance_sync.diff import Action, SyncDiff
 from compliance_sync.errors import ConcurrentChange, DataError, ExitCode, SettingsError, SyncError
-from compliance_sync.findings import MAX_EXAMPLES, WARNINGS, Finding, Findings, Severity
+from compliance_sync.findings import DIFF_WARNINGS, MAX_EXAMPLES, WARNINGS, Finding, Findings, Severity, WarningCode
 from compliance_sync.fiscal import FiscalYear, fiscal_year_of, partition_keys
 from compliance_sync.guards import Guard, blocking, find_guards
 from compliance_sync.invariants import check_invariants
 from compliance_sync.ledger import LedgerRow
 from compliance_sync.rules import Computation, compute
-from compliance_sync.settings import BuMap, Settings
+from compliance_sync.settings import Settings
 from compliance_sync.tables import APAC, BUSINESS_UNIT, REQUIREMENTS, TERRITORY
 
 log = logging.getLogger(__name__)
 
 CONCURRENT_ATTEMPTS = 3
-DIFF_WARNINGS = ("orphans", "null_key_rows")
 PARTLY_WRITTEN = (
     "partly written over REST: some new and changed rows were upserted, no stale row deleted yet; every row "
     "is old or new, none missing, and a rerun converges"
@@ -121,8 +121,8 @@ class Outcome:
         f = Finding(code, Severity.WARN, WARNINGS[code])
         if self.diff:
             t = self.diff.targets[table]
-            f.count = t.orphans if code == "orphans" else t.null_keys
-            if code == "orphans":
+            f.count = t.orphans if code == WarningCode.ORPHANS else t.null_keys
+            if code == WarningCode.ORPHANS:
                 f.examples = [f"{report.row_label(t.table, line)} [{report.key_text(t.table, line.key)}]" for line in t.lines if line.action == Action.ORPHAN][:MAX_EXAMPLES]
             elif f.count:
                 f.examples = [f"{f.count} row(s) with a NULL in ({', '.join(t.table.key)})"]
@@ -278,13 +278,25 @@ def _attempt(backend: Backend, settings: Settings, bu_map: BuMap, outcome: Outco
             raise
 
 
-def run_fiscal_year(backend: Backend, settings: Settings, bu_map: BuMap, outcome: Outcome, options: RunOptions) -> Outcome:
+RETRY_WAIT = tenacity.wait_exponential(multiplier=0.5, max=5)  # between attempts after a concurrent change
+
+
+def run_fiscal_year(
+    backend: Backend,
+    settings: Settings,
+    bu_map: BuMap,
+    outcome: Outcome,
+    options: RunOptions,
+    *,
+    retry_wait: tenacity.wait.wait_base = RETRY_WAIT,
+) -> Outcome:
     """Run one FY into ``outcome``: a stop leaves its message and exit code there (nothing is raised); an
-    interrupt (Ctrl-C, SIGTERM) is raised after the outcome says whether the FY was written."""
+    interrupt (Ctrl-C, SIGTERM) is raised after the outcome says whether the FY was written. ``retry_wait``:
+    tenacity's wait between attempts (``tenacity.wait_none()`` in tests)."""
     retrying = tenacity.Retrying(
         retry=tenacity.retry_if_exception_type(ConcurrentChange),
         stop=tenacity.stop_after_attempt(CONCURRENT_ATTEMPTS),
-        wait=tenacity.wait_exponential(multiplier=0.5, max=5),
+        wait=retry_wait,
         before_sleep=lambda rs: log.warning("FY%s: %s; retrying the run (attempt %d of %d)", outcome.fy.year, rs.outcome.exception(), rs.attempt_number + 1, CONCURRENT_ATTEMPTS),
         reraise=True,
     )

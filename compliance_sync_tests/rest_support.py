@@ -25,9 +25,10 @@ from psycopg.conninfo import conninfo_to_dict
 
 from compliance_sync.backends.postgres import PostgresBackend
 from compliance_sync.backends.rest import RestBackend
+from compliance_sync.bu_map import BuMap
 from compliance_sync.diff import normalize
 from compliance_sync.fiscal import FiscalYear
-from compliance_sync.settings import BuMap, Settings, load_settings
+from compliance_sync.settings import Settings, load_settings
 from compliance_sync.sync import Mode, Outcome, RunOptions, run_fiscal_year
 from compliance_sync.tables import LEDGER_TABLE, SECTION3_TABLES, TARGETS
 from compliance_sync_tests.conftest import url_for_database

@@ -11,10 +11,11 @@ import uuid
 from decimal import Decimal
 from typing import Any
 
+from compliance_sync.bu_map import BuMap
 from compliance_sync.facts import facts_from_rows
 from compliance_sync.fiscal import FiscalYear
 from compliance_sync.rules import compute
-from compliance_sync.settings import BuMap, Thresholds
+from compliance_sync.thresholds import Thresholds
 
 
 def uid(label: str) -> str:

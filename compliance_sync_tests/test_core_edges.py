@@ -12,8 +12,8 @@ import pytest
 
 from compliance_sync.diff import diff_rows, same, sort_key
 from compliance_sync.invariants import check_invariants
-from compliance_sync.settings import Thresholds
 from compliance_sync.tables import APAC, BUSINESS_UNIT, JSONB, NUMERIC, REQUIREMENTS, TARGET_BY_NAME, UUID
+from compliance_sync.thresholds import Thresholds
 from compliance_sync_tests.scenario import Scenario, apac_row, appendix_a, bu_row
 
 D = Decimal
@@ -597,8 +597,8 @@ def test_naive_timestamps_are_utc_whatever_the_machine_timezone(monkeypatch):
 
 
 def test_unassigned_as_a_business_unit_is_refused_even_past_the_bu_map_loader():
+    from compliance_sync.bu_map import BuMap
     from compliance_sync.errors import DataError
-    from compliance_sync.settings import BuMap
 
     s = one_client()
     s.bu_map = BuMap({}, {"VIC + NZ": "Unassigned"})  # built directly: BuMap.load would have refused it

@@ -24,10 +24,11 @@ import dagster as dg
 import psycopg
 import pytest
 
+from compliance_sync.backends.port import BackendKind
 from compliance_sync.definitions import CHECKS_JOB, DRY_RUN_JOB, SYNC_JOB, build_definitions
 from compliance_sync.definitions.resources import FixedSync
 from compliance_sync.definitions.sensors import ALERT_SENSOR
-from compliance_sync.settings import EXAMPLE_BU_MAP, BackendKind, load_settings
+from compliance_sync.settings import EXAMPLE_BU_MAP, load_settings
 from compliance_sync.tables import APAC, BUSINESS_UNIT, REQUIREMENTS, TARGETS, TERRITORY
 from compliance_sync_tests.conftest import NO_TELEMETRY
 from compliance_sync_tests.webhook import Webhook

@@ -17,9 +17,10 @@ import psycopg
 import pytest
 from hypothesis import HealthCheck, given, settings
 
+from compliance_sync.bu_map import BuMap
 from compliance_sync.fiscal import FiscalYear
-from compliance_sync.settings import BuMap, Thresholds
 from compliance_sync.tables import APAC, BUSINESS_UNIT, REQUIREMENTS, TERRITORY
+from compliance_sync.thresholds import Thresholds
 from compliance_sync_tests import oracle
 from compliance_sync_tests.conftest import url_for_database
 from compliance_sync_tests.scenario import Scenario, rows

@@ -27,11 +27,12 @@ import pytest
 
 from compliance_sync import cli
 from compliance_sync.backends import choose_backend, rest
+from compliance_sync.backends.port import BackendKind
 from compliance_sync.backends.postgres import PostgresBackend
 from compliance_sync.backends.rest import RestBackend, key_role
 from compliance_sync.catalog import find_key_index
 from compliance_sync.errors import ExitCode, SettingsError
-from compliance_sync.settings import EXAMPLE_BU_MAP, BackendKind
+from compliance_sync.settings import EXAMPLE_BU_MAP
 from compliance_sync.sync import Mode
 from compliance_sync.tables import APAC, BUSINESS_UNIT, EVENTS, LEDGER_TABLE, REQUIREMENTS, TARGETS, TERRITORY
 from compliance_sync_tests.conftest import dagster_home

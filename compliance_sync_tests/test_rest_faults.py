@@ -20,8 +20,8 @@ import collections
 import pytest
 
 from compliance_sync.backends import rest
+from compliance_sync.bu_map import BuMap
 from compliance_sync.errors import ExitCode
-from compliance_sync.settings import BuMap
 from compliance_sync.tables import EVENTS, LEDGER_TABLE, REQUIREMENTS, TARGETS
 from compliance_sync_tests.rest_support import (
     database,

@@ -13,16 +13,17 @@ from fractions import Fraction
 import pytest
 from pydantic import SecretStr
 
+from compliance_sync.bu_map import RESERVED_BU
 from compliance_sync.errors import SettingsError
 from compliance_sync.settings import (
-    RESERVED_BU,
-    BuMap,
     Settings,
-    Thresholds,
+    bu_map_from_mapping,
+    load_bu_map,
     load_settings,
     read_environment,
     validate_timezone,
 )
+from compliance_sync.thresholds import Thresholds
 
 DB_PASSWORD = "hunter2-Sup3rSecret"
 DB_URL = f"postgresql://postgres.abcd:{DB_PASSWORD}@aws-0-ap-southeast-2.pooler.supabase.com:5432/postgres"
@@ -338,7 +339,7 @@ territory:
 def test_bu_map_load_valid(tmp_path):
     path = tmp_path / "bu.yaml"
     write(path, VALID_MAP)
-    m = BuMap.load(path)
+    m = load_bu_map(path)
     assert dict(m.cse) == {"Kim Lee": "SEA"}
     assert dict(m.territory) == {"VIC + NZ": "ANZ", "Singapore": "SEA", "123": "Greater China"}
     assert "COMPLIANCE_SYNC_BU_MAP" in m.source and str(path) in m.source
@@ -359,11 +360,11 @@ def test_bu_map_load_valid(tmp_path):
 def test_bu_map_only_one_section(tmp_path):
     path = tmp_path / "bu.yaml"
     write(path, "territory:\n  VIC + NZ: ANZ\n")
-    m = BuMap.load(path)
+    m = load_bu_map(path)
     assert dict(m.cse) == {}
     assert m.bu_for("Kim Lee", "VIC + NZ") == "ANZ"
     write(path, "cse:\n  Kim Lee: ANZ\n")
-    assert BuMap.load(path).bu_for("Kim Lee", "anything") == "ANZ"
+    assert load_bu_map(path).bu_for("Kim Lee", "anything") == "ANZ"
 
 
 def test_settings_bu_map_uses_the_variable(tmp_path):
@@ -414,7 +415,7 @@ def test_bu_map_errors(tmp_path, text, fragment):
     path = tmp_path / "bu.yaml"
     path.write_text(text, encoding="utf-8")
     with pytest.raises(SettingsError) as info:
-        BuMap.load(path)
+        load_bu_map(path)
     message = str(info.value)
     assert "COMPLIANCE_SYNC_BU_MAP" in message
     assert fragment in message
@@ -422,32 +423,32 @@ def test_bu_map_errors(tmp_path, text, fragment):
 
 def test_bu_map_unreadable_paths(tmp_path):
     with pytest.raises(SettingsError, match="COMPLIANCE_SYNC_BU_MAP.*cannot read"):
-        BuMap.load(tmp_path / "nope.yaml")
+        load_bu_map(tmp_path / "nope.yaml")
     with pytest.raises(SettingsError, match="COMPLIANCE_SYNC_BU_MAP.*cannot read"):
-        BuMap.load(tmp_path)  # a directory
+        load_bu_map(tmp_path)  # a directory
 
 
 def test_bu_map_custom_variable_name(tmp_path):
     with pytest.raises(SettingsError, match="MY_MAP"):
-        BuMap.load(tmp_path / "nope.yaml", name="MY_MAP")
+        load_bu_map(tmp_path / "nope.yaml", name="MY_MAP")
 
 
 def test_bu_map_not_utf8_is_a_settings_error(tmp_path):
     path = tmp_path / "bu.yaml"
     path.write_bytes(b"territory:\n  \xff\xfe: ANZ\n")
     with pytest.raises(SettingsError, match="COMPLIANCE_SYNC_BU_MAP"):
-        BuMap.load(path)
+        load_bu_map(path)
 
 
 def test_bu_map_from_mapping_directly():
-    m = BuMap.from_mapping({"cse": {"A": "X"}, "territory": None})
+    m = bu_map_from_mapping({"cse": {"A": "X"}, "territory": None})
     assert m.bu_for("A", None) == "X"
     with pytest.raises(SettingsError):
-        BuMap.from_mapping({})
+        bu_map_from_mapping({})
     with pytest.raises(SettingsError):
-        BuMap.from_mapping(None)
+        bu_map_from_mapping(None)
     with pytest.raises(SettingsError, match=RESERVED_BU):
-        BuMap.from_mapping({"territory": {"T": RESERVED_BU}})
+        bu_map_from_mapping({"territory": {"T": RESERVED_BU}})
 
 
 # --- backend choice --------------------------------------------------------------------------------------

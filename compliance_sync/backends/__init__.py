@@ -6,8 +6,12 @@ so importing this package costs nothing.
 
 from __future__ import annotations
 
-from compliance_sync.backends.port import Backend
-from compliance_sync.settings import BackendKind, Settings
+from typing import TYPE_CHECKING
+
+from compliance_sync.backends.port import Backend, BackendKind
+
+if TYPE_CHECKING:  # settings import the port's BackendKind: no import at run time
+    from compliance_sync.settings import Settings
 
 
 def choose_backend(settings: Settings) -> Backend:

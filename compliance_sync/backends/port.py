@@ -1,13 +1,15 @@
 """The backend port: what the sync needs from a place that holds the tables, and nothing more.
 
 Two adapters implement it: :mod:`.postgres` (a direct connection: one lock, one transaction) and
-:mod:`.rest` (Supabase's REST API: no transactions, so upserts first and deletes last). The rules, the
+:mod:`.rest` (Supabase's REST API: no transactions, so upserts first and deletes last); a third,
+:mod:`.memory`, holds the tables as Python rows for tests of the service. The rules, the
 diff's presentation, the guards, the invariants and the Dagster assets use only these protocols.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import enum
 from contextlib import AbstractContextManager
 from typing import Protocol
 
@@ -15,8 +17,15 @@ from compliance_sync.diff import SyncDiff
 from compliance_sync.facts import Facts
 from compliance_sync.fiscal import FiscalYear
 from compliance_sync.ledger import LedgerRow
-from compliance_sync.settings import BackendKind
 from compliance_sync.wanted import WantedRows
+
+
+class BackendKind(enum.StrEnum):
+    """Where the tables are read and written: a direct PostgreSQL connection or Supabase's REST API."""
+
+    POSTGRES = "postgres"
+    REST = "rest"
+    MEMORY = "memory"  # rows in Python (backends/memory.py): tests of the service; never chosen by settings
 
 
 class Session(Protocol):

@@ -33,6 +33,7 @@ from psycopg.conninfo import conninfo_to_dict
 from psycopg.pq import TransactionStatus
 
 from compliance_sync import catalog, schema
+from compliance_sync.backends.port import BackendKind
 from compliance_sync.diff import Action, DiffLine, SyncDiff, TargetDiff, key_of, to_json
 from compliance_sync.errors import ConcurrentChange, ConnectionFailure, DataError, SyncError
 from compliance_sync.facts import (
@@ -53,7 +54,6 @@ from compliance_sync.fiscal import FiscalYear
 from compliance_sync.ledger import LedgerRow
 from compliance_sync.logs import Progress
 from compliance_sync.redact import describe_dsn, redact, register_dsn
-from compliance_sync.settings import BackendKind
 from compliance_sync.tables import (
     BUSINESS_UNIT,
     EXCLUSIONS,

@@ -38,6 +38,7 @@ import httpx
 import tenacity
 
 from compliance_sync import schema
+from compliance_sync.backends.port import BackendKind
 from compliance_sync.catalog import Column, Relation
 from compliance_sync.diff import ChangeSet, SyncDiff, diff_rows, to_json
 from compliance_sync.errors import ConnectionFailure, DataError, SettingsError, SyncError, TransientFailure
@@ -46,7 +47,7 @@ from compliance_sync.fiscal import FiscalYear
 from compliance_sync.ledger import LedgerRow
 from compliance_sync.logs import Progress
 from compliance_sync.redact import redact, register
-from compliance_sync.settings import BackendKind, Settings
+from compliance_sync.settings import Settings
 from compliance_sync.tables import (
     EVENTS,
     EXCLUSIONS,

@@ -8,35 +8,38 @@ import warnings
 
 import dagster as dg
 
-from compliance_sync.findings import WARNINGS, Finding, Severity
+from compliance_sync.findings import DIFF_WARNINGS, WARNINGS, Finding, Severity, WarningCode
 from compliance_sync.invariants import INVARIANTS
 from compliance_sync.sync import Mode, Outcome
 from compliance_sync.tables import APAC, BUSINESS_UNIT, REQUIREMENTS, TERRITORY
 
 GUARDS = "write_guards"
 GUARD_DESCRIPTION = "No SPEC §5 guard stops a live run (empty required source, mass prune, a collapse that looks like hidden rows)"
-PER_TARGET = ("orphans", "null_key_rows")  # warnings counted per target by the diff
+PER_TARGET = DIFF_WARNINGS  # warnings counted per target by the diff
 
 # target -> (warning codes, invariant codes)
 CHECKS_BY_TARGET: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
     REQUIREMENTS: (
         (
-            "invalid_segment_periods",
-            "overlapping_segment_periods",
-            "clients_without_segmentation",
-            "negative_frequency",
-            "undated_events",
-            "unknown_events",
-            "completed_future_events",
-            "name_mismatches",
-            "compliance_cache_drift",
-            "orphans",
-            "null_key_rows",
+            WarningCode.INVALID_SEGMENT_PERIODS,
+            WarningCode.OVERLAPPING_SEGMENT_PERIODS,
+            WarningCode.CLIENTS_WITHOUT_SEGMENTATION,
+            WarningCode.NEGATIVE_FREQUENCY,
+            WarningCode.UNDATED_EVENTS,
+            WarningCode.UNKNOWN_EVENTS,
+            WarningCode.COMPLETED_FUTURE_EVENTS,
+            WarningCode.NAME_MISMATCHES,
+            WarningCode.COMPLIANCE_CACHE_DRIFT,
+            WarningCode.ORPHANS,
+            WarningCode.NULL_KEY_ROWS,
         ),
         ("value_ranges", "unique_keys"),
     ),
-    TERRITORY: (("clients_without_strategy", "unused_strategies", "orphans", "null_key_rows"), ("territory_totals", "capacity_sums")),
-    BUSINESS_UNIT: (("unmapped_territories", "null_key_rows"), ("rollup_percentages",)),
+    TERRITORY: (
+        (WarningCode.CLIENTS_WITHOUT_STRATEGY, WarningCode.UNUSED_STRATEGIES, WarningCode.ORPHANS, WarningCode.NULL_KEY_ROWS),
+        ("territory_totals", "capacity_sums"),
+    ),
+    BUSINESS_UNIT: ((WarningCode.UNMAPPED_TERRITORIES, WarningCode.NULL_KEY_ROWS), ("rollup_percentages",)),
     APAC: ((), (GUARDS,)),
 }
 
@@ -48,7 +51,7 @@ def check_specs(partitions_def: dg.PartitionsDefinition) -> list[dg.AssetCheckSp
         warnings.simplefilter("ignore", dg.PreviewWarning)
         for target, (warns, errors) in CHECKS_BY_TARGET.items():
             for code in warns:
-                specs.append(dg.AssetCheckSpec(code, asset=target, description=f"WARN: {WARNINGS[code]}", partitions_def=partitions_def))
+                specs.append(dg.AssetCheckSpec(str(code), asset=target, description=f"WARN: {WARNINGS[code]}", partitions_def=partitions_def))
             for code in errors:
                 text = GUARD_DESCRIPTION if code == GUARDS else INVARIANTS[code]
                 specs.append(dg.AssetCheckSpec(code, asset=target, description=f"ERROR: {text}", blocking=True, partitions_def=partitions_def))
