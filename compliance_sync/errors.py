@@ -1,14 +1,28 @@
 """What can stop a run, and the process exit code each stop maps to (SPEC §7).
 
-Every message is passed through :func:`compliance_sync.redact.redact` when the error is created, so no
-error can carry a secret, whoever formats it later.
+Every message is masked when the error is created, so no error can carry a secret, whoever formats it later.
+The masker is installed by :mod:`compliance_sync.redact` when it is imported (which registering a secret
+needs), so this module, imported by every layer, depends on none.
 """
 
 from __future__ import annotations
 
 import enum
+from collections.abc import Callable
 
-from compliance_sync.redact import redact
+_maskers: list[Callable[[str], str]] = []
+
+
+def install_masker(mask: Callable[[str], str]) -> None:
+    """Mask every error message created from now on with ``mask`` (installed once)."""
+    if mask not in _maskers:
+        _maskers.append(mask)
+
+
+def redact(text: str) -> str:
+    for mask in _maskers:
+        text = mask(text)
+    return text
 
 
 class ExitCode(enum.IntEnum):

@@ -13,6 +13,8 @@ from urllib.parse import parse_qsl, quote, quote_plus, unquote, unquote_plus
 
 from psycopg.conninfo import conninfo_to_dict
 
+from compliance_sync import errors
+
 MIN_FRAGMENT = 6
 MASK = "***"
 
@@ -114,3 +116,6 @@ def describe_dsn(dsn: str) -> str:
         host = params.get("host") or params.get("hostaddr") or "localhost"
         shown = f"{host}:{params.get('port') or '5432'}/{params.get('dbname') or params.get('user') or '?'}"
     return redact(shown)
+
+
+errors.install_masker(redact)  # every error is masked when created; errors.py itself imports no layer
