@@ -230,7 +230,8 @@ def keeper_rank(row: dict[str, Any]) -> tuple:
     stamp, ident = _instant(row.get("updated_at")), row.get("id")
     if ident is not None and not isinstance(ident, int):
         ident = str(ident).lower()  # a uuid: its text orders as PostgreSQL orders uuids
-    return (stamp is not None, stamp or dt.datetime.min.replace(tzinfo=dt.UTC), ident is not None, ident if ident is not None else 0)
+    oldest = dt.datetime.min.replace(tzinfo=dt.UTC)
+    return (stamp is not None, stamp or oldest, ident is not None, ident if ident is not None else 0)
 
 
 def reset_row(table: TargetTable, key_row: dict[str, Any]) -> dict[str, Any]:
@@ -239,7 +240,11 @@ def reset_row(table: TargetTable, key_row: dict[str, Any]) -> dict[str, Any]:
 
 
 def diff_rows(
-    table: TargetTable, current: Iterable[dict[str, Any]], wanted: Iterable[dict[str, Any]], limit: int, key_backed: bool = True
+    table: TargetTable,
+    current: Iterable[dict[str, Any]],
+    wanted: Iterable[dict[str, Any]],
+    limit: int,
+    key_backed: bool = True,
 ) -> tuple[TargetDiff, ChangeSet]:
     """Compare on the owned columns. ``current`` rows carry key + owned columns + ``has_foreign`` (a column
     the job does not own is non-null). Rows with a NULL key column are counted and left alone. Without

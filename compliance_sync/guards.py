@@ -36,7 +36,9 @@ def next_command(backend: str, diff: SyncDiff) -> str | None:
 
 
 def how_to_run(command: str) -> str:
-    return f"`{command}` and paste its output into Supabase's SQL editor" if command.endswith("--print-sql") else f"`{command}`"
+    if command.endswith("--print-sql"):
+        return f"`{command}` and paste its output into Supabase's SQL editor"
+    return f"`{command}`"
 
 
 # Guards that `--allow-mass-prune` (run config allow_mass_prune) lifts: an intended mass change. An empty
@@ -66,11 +68,14 @@ def find_guards(
     for t in diff.targets.values():
         if not t.key_backed:
             duplicates = (
-                f"; {t.duplicate_keys} key(s) of the fiscal year are held by several rows ({t.duplicate_rows} surplus row(s), "
-                f"e.g. {t.duplicate_examples[0]}; compared through the row --dedupe keeps)"
+                f"; {t.duplicate_keys} key(s) of the fiscal year are held by several rows "
+                f"({t.duplicate_rows} surplus row(s), e.g. {t.duplicate_examples[0]}; "
+                "compared through the row --dedupe keeps)"
                 if t.duplicate_keys else ""
             )
-            found.append(Guard(GuardCode.MISSING_KEY, t.name, f"{t.name} has no unique index on ({', '.join(t.table.key)}){duplicates}: run {how_to_run(command)}"))
+            key = ", ".join(t.table.key)
+            message = f"{t.name} has no unique index on ({key}){duplicates}: run {how_to_run(command)}"
+            found.append(Guard(GuardCode.MISSING_KEY, t.name, message))
     for name in REQUIRED_NONEMPTY:
         if source_counts.get(name, 0) == 0:
             found.append(Guard(GuardCode.EMPTY_SOURCE, name, f"{name} returned no rows for this fiscal year; a live run writes nothing (wrong key or row-level security?)"))

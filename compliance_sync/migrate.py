@@ -304,13 +304,17 @@ def minimal_sql_script(dedupe: bool = False) -> str:
         where = " AND ".join(f"{c} IS NOT NULL" for c in t.key)
         removal = [
             # the kept row's order, as _dedupe's: updated_at and id when the table has them, then ctid
-            "        SELECT string_agg(quote_ident(column_name::text) || ' DESC NULLS LAST, ', '' ORDER BY column_name DESC) INTO keep_order",
+            "        SELECT string_agg(quote_ident(column_name::text) || ' DESC NULLS LAST, ', ''"
+            " ORDER BY column_name DESC) INTO keep_order",
             f"          FROM information_schema.columns WHERE table_schema = 'public' AND table_name = '{t.name}'",
             "           AND column_name IN ('updated_at', 'id');",
-            f"        EXECUTE 'DELETE FROM public.{t.name} d USING (SELECT ctid AS row_ctid, row_number() OVER (PARTITION BY {cols} ORDER BY '",
-            f"            || coalesce(keep_order, '') || 'ctid DESC) AS rn FROM public.{t.name} WHERE {where}) r WHERE d.ctid = r.row_ctid AND r.rn > 1';",
+            f"        EXECUTE 'DELETE FROM public.{t.name} d USING (SELECT ctid AS row_ctid, "
+            f"row_number() OVER (PARTITION BY {cols} ORDER BY '",
+            f"            || coalesce(keep_order, '') || 'ctid DESC) AS rn FROM public.{t.name} WHERE {where}) r "
+            "WHERE d.ctid = r.row_ctid AND r.rn > 1';",
             "        GET DIAGNOSTICS removed = ROW_COUNT;",
-            f"        RAISE NOTICE '{t.name}: --dedupe deleted % duplicate row(s), keeping per key the latest updated_at', removed;",
+            f"        RAISE NOTICE '{t.name}: --dedupe deleted % duplicate row(s), "
+            "keeping per key the latest updated_at', removed;",
         ] if dedupe else []
         parts += [
             f"-- {t.name} ({cols}); duplicates{' (deleted below)' if dedupe else ', if the index fails'}:",

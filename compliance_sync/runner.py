@@ -145,10 +145,12 @@ def print_report(summary: dict[str, Any], logger: logging.Logger = log) -> None:
     needs = summary.get("live_run_needs") or []
     for need in needs:
         duplicates = (
-            f"; {need['duplicate_keys']} key(s) of the FY held by several rows ({need['duplicate_rows']} surplus row(s)), "
+            f"; {need['duplicate_keys']} key(s) of the FY held by several rows "
+            f"({need['duplicate_rows']} surplus row(s)), "
             f"e.g. {'; '.join(need['examples'][:3])}" if need["duplicate_keys"] else "; no duplicate keys in the FY"
         )
-        logger.log(DRY_RUN, "a live run needs: %s: a unique index on (%s)%s", need["table"], ", ".join(need["missing_key"]), duplicates)
+        key = ", ".join(need["missing_key"])
+        logger.log(DRY_RUN, "a live run needs: %s: a unique index on (%s)%s", need["table"], key, duplicates)
     if needs and summary.get("next_command"):
         logger.log(DRY_RUN, "a live run needs: next, run %s; then the live run", how_to_run(summary["next_command"]))
     for name, lines in summary.get("diff", {}).items():

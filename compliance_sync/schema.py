@@ -27,7 +27,9 @@ def missing_key_problem(name: str, key: tuple[str, ...]) -> str:
     return f"{name} has no unique index on ({', '.join(key)}): {MINIMAL}"
 
 
-def check(relations: dict[str, Relation], keys_backed: dict[str, bool], where: str, keys_required: bool = True) -> SchemaReport:
+def check(
+    relations: dict[str, Relation], keys_backed: dict[str, bool], where: str, keys_required: bool = True
+) -> SchemaReport:
     """Raise :class:`DataError` listing every problem; else what the run needs to know about the tables.
 
     ``keys_backed``: per target, whether a unique index backs its key (only asked for targets that exist

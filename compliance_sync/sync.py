@@ -168,7 +168,7 @@ class Outcome:
             "warnings": warnings,
             "backend_warnings": list(self.backend_warnings),
             "invariant_violations": {f.code: f.count for f in self.invariants.found()} if self.invariants else {},
-            "live_run_needs": [need for t in self.diff.targets.values() if (need := t.live_run_needs())] if self.diff else [],
+            "live_run_needs": [n for t in self.diff.targets.values() if (n := t.live_run_needs())] if self.diff else [],
             "next_command": next_command(self.backend, self.diff) if self.diff else None,
             "guards": [{"code": g.code.value, "table": g.table, "message": g.message, "stops_live_run": g in self.stopping} for g in self.guards],
             "source_rows": dict(self.source_counts),
@@ -253,7 +253,15 @@ def _attempt(backend: Backend, settings: Settings, bu_map: BuMap, outcome: Outco
                 outcome.invariants = checked.result()
             _timed(outcome, "plan_s", clock)
             stats = outcome.comp.stats
-            outcome.guards = find_guards(outcome.diff, outcome.source_counts, facts.events_in_window, stats["territories"], stats["business_units"], settings.max_prune_fraction, outcome.backend)
+            outcome.guards = find_guards(
+                outcome.diff,
+                outcome.source_counts,
+                facts.events_in_window,
+                stats["territories"],
+                stats["business_units"],
+                settings.max_prune_fraction,
+                outcome.backend,
+            )
             outcome.stopping = blocking(outcome.guards, options.allow_mass_prune)
             outcome.backend_warnings = list(session.warnings)
             reason = outcome.stop_reason()

@@ -38,7 +38,9 @@ def raw_snapshot(url: str) -> dict[str, list[tuple]]:
     with psycopg.connect(url) as conn:
         return {
             t.name: conn.execute(
-                sql.SQL("SELECT ctid::text, xmin::text, to_jsonb(x)::text FROM {} x ORDER BY ctid").format(sql.Identifier(t.name))
+                sql.SQL("SELECT ctid::text, xmin::text, to_jsonb(x)::text FROM {} x ORDER BY ctid").format(
+                    sql.Identifier(t.name)
+                )
             ).fetchall()
             for t in TARGETS
         }
@@ -50,31 +52,45 @@ def keyless_with_duplicates(url: str, capsys) -> None:
     assert run_cli(capsys, *YEAR_ARGS).code == 0
     req, bu = REQUIREMENTS, BUSINESS_UNIT
     with psycopg.connect(url) as conn:
-        keys = conn.execute(f"SELECT plan_id, event_type_id FROM {req} WHERE client_name = 'Beta Bank' ORDER BY event_type_id LIMIT 2").fetchall()
+        keys = conn.execute(
+            f"SELECT plan_id, event_type_id FROM {req} WHERE client_name = 'Beta Bank' ORDER BY event_type_id LIMIT 2"
+        ).fetchall()
         first = [f"(('{plan}'::uuid, '{kind}'::uuid))" for plan, kind in keys]
-        req_cols = [r[0] for r in conn.execute("SELECT column_name FROM information_schema.columns WHERE table_name = %s", (req,))]
+        req_cols = [
+            r[0]
+            for r in conn.execute("SELECT column_name FROM information_schema.columns WHERE table_name = %s", (req,))
+        ]
         cols = ", ".join(c for c in req_cols if c not in ("id", "updated_at"))
         conn.execute("; ".join(f"DROP INDEX {t.name}_compliance_sync_key" for t in TARGETS))
         # key 0: a newer copy with other counts (kept: the dry run compares through it) and an undated one
         conn.execute(
-            f"INSERT INTO {req} (id, {cols}, updated_at) SELECT %s, {cols.replace('completed_count', 'completed_count + 5')}, "
+            f"INSERT INTO {req} (id, {cols}, updated_at) "
+            f"SELECT %s, {cols.replace('completed_count', 'completed_count + 5')}, "
             f"updated_at + interval '1 day' FROM {req} WHERE (plan_id, event_type_id) IN {first[0]}",
             (NEWER_COPY,),
         )
-        conn.execute(f"INSERT INTO {req} ({cols}, updated_at) SELECT {cols}, NULL FROM {req} WHERE id = %s", (NEWER_COPY,))
+        conn.execute(
+            f"INSERT INTO {req} ({cols}, updated_at) SELECT {cols}, NULL FROM {req} WHERE id = %s", (NEWER_COPY,)
+        )
         # key 1: an older copy with other counts (the original is kept: unchanged)
         conn.execute(
             f"INSERT INTO {req} ({cols}, updated_at) SELECT {cols.replace('completed_count', 'completed_count + 7')}, "
             f"updated_at - interval '1 day' FROM {req} WHERE (plan_id, event_type_id) IN {first[1]}"
         )
-        conn.execute(f"INSERT INTO {bu} (bu_name, fiscal_year, territory_count, updated_at) SELECT bu_name, fiscal_year, 99, NULL FROM {bu} WHERE bu_name = 'SEA'")
         conn.execute(
-            f"INSERT INTO {APAC} (id, fiscal_year, actual_compliance, below_compliance_accounts, bu_contributions, updated_at) "
+            f"INSERT INTO {bu} (bu_name, fiscal_year, territory_count, updated_at) "
+            f"SELECT bu_name, fiscal_year, 99, NULL FROM {bu} WHERE bu_name = 'SEA'"
+        )
+        conn.execute(
+            f"INSERT INTO {APAC} (id, fiscal_year, actual_compliance, below_compliance_accounts, bu_contributions, "
+            "updated_at) "
             f"SELECT %s, fiscal_year, 1.00, below_compliance_accounts, bu_contributions, updated_at FROM {APAC}",
             (APAC_COPY,),
         )
         # sources changed since the sync: a plan archived (rows to delete), a requirement row lost (to insert)
-        conn.execute("UPDATE account_plans SET status = 'archived' WHERE client_name = 'Theta Uni' AND fiscal_year = 2025")
+        conn.execute(
+            "UPDATE account_plans SET status = 'archived' WHERE client_name = 'Theta Uni' AND fiscal_year = 2025"
+        )
         conn.execute(f"DELETE FROM {req} WHERE client_name = 'Alpha Health'")
 
 
@@ -105,7 +121,13 @@ def migrate_minimal(backend: str, url: str, capsys) -> None:
     assert run_cli(capsys, "migrate", "--minimal", "--dedupe", "--print-sql", as_json=False).code == 0
     script = minimal_sql_script(dedupe=True)
     if shutil.which("psql"):
-        done = subprocess.run(["psql", "-X", "-q", "-v", "ON_ERROR_STOP=1", "-d", url, "-f", "-"], input=script, text=True, capture_output=True, timeout=60)
+        done = subprocess.run(
+            ["psql", "-X", "-q", "-v", "ON_ERROR_STOP=1", "-d", url, "-f", "-"],
+            input=script,
+            text=True,
+            capture_output=True,
+            timeout=60,
+        )
         assert done.returncode == 0, done.stderr
     else:
         execute(url, script)
@@ -144,11 +166,21 @@ def test_a_dry_run_before_the_minimal_migration_previews_the_run_after_it(world,
     needs = {n["table"]: n for n in summary["live_run_needs"]}
     assert list(needs) == [t.name for t in TARGETS]
     assert all(needs[t.name]["missing_key"] == list(t.key) for t in TARGETS)
-    assert {t: (n["duplicate_keys"], n["duplicate_rows"]) for t, n in needs.items()} == {REQUIREMENTS: (2, 3), TERRITORY: (0, 0), BUSINESS_UNIT: (1, 1), APAC: (1, 1)}
-    assert needs[REQUIREMENTS]["examples"][0].endswith(": 3 rows") and needs[REQUIREMENTS]["examples"][0].startswith("plan_id=")
+    assert {t: (n["duplicate_keys"], n["duplicate_rows"]) for t, n in needs.items()} == {
+        REQUIREMENTS: (2, 3),
+        TERRITORY: (0, 0),
+        BUSINESS_UNIT: (1, 1),
+        APAC: (1, 1),
+    }
+    assert needs[REQUIREMENTS]["examples"][0].endswith(": 3 rows") and needs[REQUIREMENTS]["examples"][0].startswith(
+        "plan_id="
+    )
     assert needs[APAC]["examples"] == ["fiscal_year=2025: 2 rows"] and needs[TERRITORY]["examples"] == []
     assert {g["table"] for g in summary["guards"] if g["code"] == "missing_key" and g["stops_live_run"]} == set(needs)
-    assert "a live run needs: account_plan_event_requirements: a unique index on (plan_id, event_type_id, fiscal_year)" in dry.text
+    assert (
+        "a live run needs: account_plan_event_requirements: a unique index on (plan_id, event_type_id, fiscal_year)"
+        in dry.text
+    )
     assert f"next, run `{command}`" in dry.text and "Live run needs:" in dry.text
     if backend == "rest":
         assert "Supabase's SQL editor" in dry.text
@@ -221,7 +253,9 @@ def test_dagster_dry_run_reports_the_missing_keys_as_a_warning_and_a_live_run_fa
         assert "has no unique index on (fiscal_year)" in meta["guards"].value
         assert meta["compliance_sync/summary"].value["next_command"] == "compliance-sync migrate --minimal --dedupe"
 
-        failed = job.execute_in_process(run_config=config(False), instance=instance, partition_key="2025", raise_on_error=False)
+        failed = job.execute_in_process(
+            run_config=config(False), instance=instance, partition_key="2025", raise_on_error=False
+        )
         assert not failed.success
         [failure] = [e for e in failed.all_events if e.is_step_failure]
         assert "compliance-sync migrate --minimal" in failure.step_failure_data.error.message
@@ -230,7 +264,15 @@ def test_dagster_dry_run_reports_the_missing_keys_as_a_warning_and_a_live_run_fa
 
 # --- pure parts ----------------------------------------------------------------------------------------------
 def _row(key: str, updated: str | None, ident: str | None, completed: int) -> dict:
-    return {"plan_id": key, "event_type_id": "e", "fiscal_year": 2025, "completed_count": completed, "updated_at": updated, "id": ident, "has_foreign": False}
+    return {
+        "plan_id": key,
+        "event_type_id": "e",
+        "fiscal_year": 2025,
+        "completed_count": completed,
+        "updated_at": updated,
+        "id": ident,
+        "has_foreign": False,
+    }
 
 
 def test_diff_rows_compares_a_duplicated_key_through_the_row_dedupe_keeps():
@@ -247,7 +289,10 @@ def test_diff_rows_compares_a_duplicated_key_through_the_row_dedupe_keeps():
     diff, changes = diff_rows(t, current, wanted, 10, key_backed=False)
     assert (diff.unchanged, diff.updated, diff.inserted, diff.deleted, diff.current_count) == (3, 0, 0, 0, 3)
     assert (diff.duplicate_keys, diff.duplicate_rows) == (2, 3)
-    assert diff.duplicate_examples == ["plan_id=a, event_type_id=e, fiscal_year=2025: 3 rows", "plan_id=b, event_type_id=e, fiscal_year=2025: 2 rows"]
+    assert diff.duplicate_examples == [
+        "plan_id=a, event_type_id=e, fiscal_year=2025: 3 rows",
+        "plan_id=b, event_type_id=e, fiscal_year=2025: 2 rows",
+    ]
     assert diff.live_run_needs()["missing_key"] == list(t.key) and changes.upserts == []
     assert diff_rows(t, current[3:], wanted, 10)[0].live_run_needs() is None
 
@@ -258,6 +303,9 @@ def test_next_command_names_the_migration_of_each_path():
     backed = diff_rows(t, [], [], 5)[0]
     assert next_command("postgres", SyncDiff(2025, {APAC: backed})) is None
     assert next_command("postgres", SyncDiff(2025, {APAC: keyless})) == "compliance-sync migrate --minimal --dedupe"
-    assert next_command("rest", SyncDiff(2025, {APAC: keyless})) == "compliance-sync migrate --minimal --dedupe --print-sql"
+    assert (
+        next_command("rest", SyncDiff(2025, {APAC: keyless}))
+        == "compliance-sync migrate --minimal --dedupe --print-sql"
+    )
     keyless.duplicate_keys = 0
     assert next_command("rest", SyncDiff(2025, {APAC: keyless})) == "compliance-sync migrate --minimal --print-sql"

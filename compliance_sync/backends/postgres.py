@@ -33,7 +33,16 @@ from psycopg.conninfo import conninfo_to_dict
 from psycopg.pq import TransactionStatus
 
 from compliance_sync import catalog, schema
-from compliance_sync.diff import DUPLICATE_EXAMPLES, Action, DiffLine, SyncDiff, TargetDiff, duplicate_example, key_of, to_json
+from compliance_sync.diff import (
+    DUPLICATE_EXAMPLES,
+    Action,
+    DiffLine,
+    SyncDiff,
+    TargetDiff,
+    duplicate_example,
+    key_of,
+    to_json,
+)
 from compliance_sync.errors import ConcurrentChange, ConnectionFailure, DataError, SyncError
 from compliance_sync.facts import (
     CacheRow,
@@ -653,7 +662,9 @@ class PostgresSession:
     def _current(self, t: TargetTable) -> sql.Composable:
         """Where the plan reads a target's current rows: the table itself, or, when no unique index backs its
         key, ``cs_current_<i>`` with one row per key (see :meth:`_keep_one_per_key`)."""
-        return sql.Identifier(f"cs_current_{TARGETS.index(t)}") if t.name in self.report.missing_keys else self._t(t.name)
+        if t.name in self.report.missing_keys:
+            return sql.Identifier(f"cs_current_{TARGETS.index(t)}")
+        return self._t(t.name)
 
     def _keep_one_per_key(self, t: TargetTable) -> None:
         """``cs_current_<i>``: the FY's rows of a target without a unique key, one per key: the row
@@ -661,26 +672,46 @@ class PostgresSession:
         greatest ``ctid``), so the dry run shows the diff a live run makes after that migration; rows with a NULL
         key column stay as they are. A temporary view, gone with the dry run's transaction."""
         columns = self.relations[t.name].columns
-        order = [sql.SQL("{} DESC NULLS LAST").format(sql.Identifier(c)) for c in ("updated_at", "id") if c in columns and c not in t.key]
+        order = [
+            sql.SQL("{} DESC NULLS LAST").format(sql.Identifier(c))
+            for c in ("updated_at", "id")
+            if c in columns and c not in t.key
+        ]
         keys = sql.SQL(", ").join(map(sql.Identifier, t.key))
         full = sql.SQL(" AND ").join(sql.SQL("{} IS NOT NULL").format(sql.Identifier(c)) for c in t.key)
-        self._run(f"comparing {t.name}", sql.SQL(
-            "CREATE TEMP VIEW {view} AS SELECT * FROM (SELECT DISTINCT ON ({keys}) * FROM {target} WHERE fiscal_year = {fy} AND {full} "
-            "ORDER BY {keys}, {order}) kept UNION ALL SELECT * FROM {target} WHERE fiscal_year = {fy} AND NOT ({full})"
-        ).format(view=sql.Identifier(f"cs_current_{TARGETS.index(t)}"), keys=keys, target=self._t(t.name), fy=sql.Literal(self.fy.year),
-                 full=full, order=sql.SQL(", ").join([*order, sql.SQL("ctid DESC")])))
+        view = sql.SQL(
+            "CREATE TEMP VIEW {view} AS SELECT * FROM (SELECT DISTINCT ON ({keys}) * FROM {target} "
+            "WHERE fiscal_year = {fy} AND {full} ORDER BY {keys}, {order}) kept "
+            "UNION ALL SELECT * FROM {target} WHERE fiscal_year = {fy} AND NOT ({full})"
+        ).format(
+            view=sql.Identifier(f"cs_current_{TARGETS.index(t)}"),
+            keys=keys,
+            target=self._t(t.name),
+            fy=sql.Literal(self.fy.year),
+            full=full,
+            order=sql.SQL(", ").join([*order, sql.SQL("ctid DESC")]),
+        )
+        self._run(f"comparing {t.name}", view)
 
     def _count_duplicates(self, t: TargetTable, diff: TargetDiff) -> None:
         """The FY's keys that several rows of ``t`` hold: how many, the surplus rows, the first examples."""
-        keys = sql.SQL(", ").join(sql.Identifier("t", c) for c in t.key)
-        grouped = sql.SQL("SELECT {select}, count(*) AS n FROM {target} t WHERE t.fiscal_year = %(fy)s AND {full} GROUP BY {keys} HAVING count(*) > 1").format(
-            select=self._select(t, "t", t.key), target=self._t(t.name), full=self._full_key(t, "t"), keys=keys)
+        grouped = sql.SQL(
+            "SELECT {select}, count(*) AS n FROM {target} t WHERE t.fiscal_year = %(fy)s AND {full} "
+            "GROUP BY {keys} HAVING count(*) > 1"
+        ).format(
+            select=self._select(t, "t", t.key),
+            target=self._t(t.name),
+            full=self._full_key(t, "t"),
+            keys=sql.SQL(", ").join(sql.Identifier("t", c) for c in t.key),
+        )
         fy = {"fy": self.fy.year}
-        diff.duplicate_keys, diff.duplicate_rows = self._rows(t.name, sql.SQL("SELECT count(*), coalesce(sum(n - 1), 0)::int FROM ({}) d").format(grouped), fy)[0]
+        totals = sql.SQL("SELECT count(*), coalesce(sum(n - 1), 0)::int FROM ({}) d").format(grouped)
+        diff.duplicate_keys, diff.duplicate_rows = self._rows(t.name, totals, fy)[0]
         if diff.duplicate_keys:
-            order = sql.SQL(", ").join(sql.SQL('{}::text COLLATE "C"').format(sql.Identifier(c)) if t.types[c] != INT else sql.Identifier(c) for c in t.key)
-            rows = self._rows(t.name, sql.SQL("SELECT * FROM ({}) d ORDER BY n DESC, {} LIMIT {}").format(grouped, order, sql.Literal(DUPLICATE_EXAMPLES)), fy)
-            diff.duplicate_examples = [duplicate_example(t, r[:-1], r[-1]) for r in rows]
+            first = sql.SQL("SELECT * FROM ({}) d ORDER BY n DESC, {} LIMIT {}").format(
+                grouped, self._order(t, "d"), sql.Literal(DUPLICATE_EXAMPLES)
+            )
+            diff.duplicate_examples = [duplicate_example(t, r[:-1], r[-1]) for r in self._rows(t.name, first, fy)]
 
     def plan(self, wanted: WantedRows, limit: int) -> SyncDiff:
         if self.report is None:

@@ -574,7 +574,8 @@ class RestSession:
         foreign = self.report.foreign_columns[target.name]
         columns = list(target.columns) + foreign
         if target.name in self.report.missing_keys:
-            columns += [c for c in ("updated_at", "id") if c in self.client.openapi()[target.name].columns and c not in columns]
+            described = self.client.openapi()[target.name].columns
+            columns += [c for c in ("updated_at", "id") if c in described and c not in columns]
         rows = [r for page in self.client.pages(target.name, columns, {"fiscal_year": f"eq.{self.fy.year}"}, self._keyset(target.name)) for r in page]
         for r in rows:
             r["has_foreign"] = any(r.get(c) is not None for c in foreign)
@@ -588,7 +589,8 @@ class RestSession:
         wanted.requirements = dataclasses.replace(wanted.requirements, event_ids=self._event_ids or {})
         targets = {}
         for t in TARGETS:
-            targets[t.name], self._changes[t.name] = diff_rows(t, self._current(t), wanted.rows(t.name), limit, t.name not in self.report.missing_keys)
+            backed = t.name not in self.report.missing_keys
+            targets[t.name], self._changes[t.name] = diff_rows(t, self._current(t), wanted.rows(t.name), limit, backed)
         self._planned = SyncDiff(self.fy.year, targets)
         return self._planned
 
