@@ -167,7 +167,7 @@ class TargetDiff:
         return {
             "table": self.name,
             "missing_key": list(self.table.key),
-            "duplicate_keys": self.duplicate_keys,
+            "duplicates": self.duplicate_keys,  # keys held by several rows
             "duplicate_rows": self.duplicate_rows,
             "examples": list(self.duplicate_examples),
         }

@@ -145,9 +145,9 @@ def print_report(summary: dict[str, Any], logger: logging.Logger = log) -> None:
     needs = summary.get("live_run_needs") or []
     for need in needs:
         duplicates = (
-            f"; {need['duplicate_keys']} key(s) of the FY held by several rows "
+            f"; {need['duplicates']} key(s) of the FY held by several rows "
             f"({need['duplicate_rows']} surplus row(s)), "
-            f"e.g. {'; '.join(need['examples'][:3])}" if need["duplicate_keys"] else "; no duplicate keys in the FY"
+            f"e.g. {'; '.join(need['examples'][:3])}" if need["duplicates"] else "; no duplicate keys in the FY"
         )
         key = ", ".join(need["missing_key"])
         logger.log(DRY_RUN, "a live run needs: %s: a unique index on (%s)%s", need["table"], key, duplicates)

@@ -166,7 +166,7 @@ def test_a_dry_run_before_the_minimal_migration_previews_the_run_after_it(world,
     needs = {n["table"]: n for n in summary["live_run_needs"]}
     assert list(needs) == [t.name for t in TARGETS]
     assert all(needs[t.name]["missing_key"] == list(t.key) for t in TARGETS)
-    assert {t: (n["duplicate_keys"], n["duplicate_rows"]) for t, n in needs.items()} == {
+    assert {t: (n["duplicates"], n["duplicate_rows"]) for t, n in needs.items()} == {
         REQUIREMENTS: (2, 3),
         TERRITORY: (0, 0),
         BUSINESS_UNIT: (1, 1),
