@@ -48,7 +48,11 @@ def parser() -> argparse.ArgumentParser:
 
     m = sub.add_parser("migrate", help="create the schema (full, for local use and demos) or only the job's keys and ledger (--minimal)")
     m.add_argument("--minimal", action="store_true", help="only what the job needs on an existing Supabase database (SPEC §3.3)")
-    m.add_argument("--dedupe", action="store_true", help="with --minimal: delete duplicate keys, keeping the latest updated_at")
+    m.add_argument(
+        "--dedupe",
+        action="store_true",
+        help="with --minimal: delete duplicate keys, keeping the latest updated_at (with --print-sql: in the SQL)",
+    )
     m.add_argument("--force", action="store_true", help="full migration even when the tables already hold rows")
     m.add_argument("--print-sql", action="store_true", help="with --minimal: print the SQL to paste into Supabase's SQL editor (no connection needed)")
     m.add_argument("--json", action="store_true", default=argparse.SUPPRESS, help="print one JSON object on stdout (logs go to stderr)")
@@ -172,9 +176,10 @@ def migrate(args: argparse.Namespace) -> int:
         if args.json:
             from compliance_sync.runner import print_json
 
-            print_json({"status": "printed", "sql": migrations.minimal_sql_script(), "error": None, "exit_code": 0})
+            script = migrations.minimal_sql_script(dedupe=args.dedupe)
+            print_json({"status": "printed", "sql": script, "error": None, "exit_code": 0})
         else:
-            print(migrations.minimal_sql_script(), flush=True)
+            print(migrations.minimal_sql_script(dedupe=args.dedupe), flush=True)
         return 0
     from compliance_sync.backends.postgres import connect
 

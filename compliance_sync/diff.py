@@ -16,7 +16,7 @@ import decimal
 import enum
 import heapq
 import json
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 from compliance_sync.errors import DataError
@@ -148,10 +148,29 @@ class TargetDiff:
     # territories (business units)
     current_completed: int = 0
     current_with_territories: int = 0
+    # without a unique index on the key (a dry run before `migrate --minimal`, SPEC §5): rows are matched on
+    # the key columns, each duplicated key of the FY compared through the row `migrate --minimal --dedupe`
+    # keeps; the duplicates are what a live run needs removed
+    key_backed: bool = True
+    duplicate_keys: int = 0  # keys of the FY held by more than one row
+    duplicate_rows: int = 0  # the rows beyond the kept one of each such key (what --dedupe deletes)
+    duplicate_examples: list[str] = dataclasses.field(default_factory=list)  # "col=v, …: n rows", most rows first
 
     @property
     def name(self) -> str:
         return self.table.name
+
+    def live_run_needs(self) -> dict[str, Any] | None:
+        """What a live run needs on this target before it can write (SPEC §3.3), or None."""
+        if self.key_backed:
+            return None
+        return {
+            "table": self.name,
+            "missing_key": list(self.table.key),
+            "duplicates": self.duplicate_keys,  # keys held by several rows
+            "duplicate_rows": self.duplicate_rows,
+            "examples": list(self.duplicate_examples),
+        }
 
     @property
     def changes(self) -> int:
@@ -183,23 +202,75 @@ class ChangeSet:
     deletes: list[dict[str, Any]]  # the current rows (key columns at least) that carry nothing foreign
 
 
+DUPLICATE_EXAMPLES = 5  # duplicated keys named per target in a dry run's report
+
+
+def duplicate_example(table: TargetTable, key: Sequence[Any], rows: int) -> str:
+    """One duplicated key as the dry run and the minimal migration name it: ``col=value, …: n rows``."""
+    return ", ".join(f"{c}={v}" for c, v in zip(table.key, key)) + f": {rows} rows"
+
+
+def _instant(value: Any) -> dt.datetime | None:
+    """A timestamptz as read over REST (ISO text, or ±infinity) or directly, comparable with the others."""
+    if value is None:
+        return None
+    if isinstance(value, dt.datetime):
+        return value if value.tzinfo else value.replace(tzinfo=dt.UTC)
+    text = str(value)
+    if text in ("infinity", "-infinity"):
+        return (dt.datetime.max if text == "infinity" else dt.datetime.min).replace(tzinfo=dt.UTC)
+    parsed = dt.datetime.fromisoformat(text)
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=dt.UTC)
+
+
+def keeper_rank(row: dict[str, Any]) -> tuple:
+    """Among rows sharing a key, the greatest rank is the row ``migrate --minimal --dedupe`` keeps: the latest
+    ``updated_at`` (NULL oldest), then the greatest ``id``. (The migration breaks a remaining tie by the
+    physical row position, which only a direct connection sees; here the first row read wins.)"""
+    stamp, ident = _instant(row.get("updated_at")), row.get("id")
+    if ident is not None and not isinstance(ident, int):
+        ident = str(ident).lower()  # a uuid: its text orders as PostgreSQL orders uuids
+    oldest = dt.datetime.min.replace(tzinfo=dt.UTC)
+    return (stamp is not None, stamp or oldest, ident is not None, ident if ident is not None else 0)
+
+
 def reset_row(table: TargetTable, key_row: dict[str, Any]) -> dict[str, Any]:
     """The wanted row of a business unit that gets no territory this time (SPEC §4.8)."""
     return {c: key_row[c] for c in table.key} | dict(table.reset_values)
 
 
-def diff_rows(table: TargetTable, current: Iterable[dict[str, Any]], wanted: Iterable[dict[str, Any]], limit: int) -> tuple[TargetDiff, ChangeSet]:
+def diff_rows(
+    table: TargetTable,
+    current: Iterable[dict[str, Any]],
+    wanted: Iterable[dict[str, Any]],
+    limit: int,
+    key_backed: bool = True,
+) -> tuple[TargetDiff, ChangeSet]:
     """Compare on the owned columns. ``current`` rows carry key + owned columns + ``has_foreign`` (a column
-    the job does not own is non-null). Rows with a NULL key column are counted and left alone."""
-    diff = TargetDiff(table)
+    the job does not own is non-null). Rows with a NULL key column are counted and left alone. Without
+    ``key_backed`` (no unique index on the key: a dry run), ``current`` may hold a key several times (with
+    ``updated_at`` and ``id`` when the table has them): each key is compared through the row
+    :func:`keeper_rank` picks, and the duplicates are counted."""
+    diff = TargetDiff(table, key_backed=key_backed)
     changes = ChangeSet([], [])
     by_key: dict[Key, dict[str, Any]] = {}
+    repeats: dict[Key, int] = {}
     for row in current:
         k = key_of(table, row)
         if None in k:
             diff.null_keys += 1
             continue
+        kept = by_key.get(k)
+        if kept is not None:
+            repeats[k] = repeats.get(k, 1) + 1
+            if keeper_rank(row) <= keeper_rank(kept):
+                continue
         by_key[k] = row
+    if repeats:
+        diff.duplicate_keys, diff.duplicate_rows = len(repeats), sum(repeats.values()) - len(repeats)
+        top = heapq.nsmallest(DUPLICATE_EXAMPLES, repeats.items(), key=lambda kv: (-kv[1], sort_key(kv[0])))
+        diff.duplicate_examples = [duplicate_example(table, k, n) for k, n in top]
+    for row in by_key.values():
         diff.current_count += 1
         diff.current_completed += int(row.get("completed_count") or 0) if "completed_count" in table.owned else 0
         diff.current_with_territories += int(bool(row.get("territory_count"))) if "territory_count" in table.owned else 0

@@ -18,6 +18,27 @@ class GuardCode(enum.StrEnum):
     MASS_PRUNE = "mass_prune"
     EVENTS_COLLAPSE = "events_collapse"
     BU_MAP_COLLAPSE = "bu_map_collapse"
+    MISSING_KEY = "missing_key"  # no unique index backs a target's key: only a dry run gets this far (SPEC §5)
+
+
+MIGRATE = "compliance-sync migrate --minimal"
+
+
+def next_command(backend: str, diff: SyncDiff) -> str | None:
+    """The command that gives a live run what it needs (SPEC §3.3), or None when it needs nothing: over a
+    direct connection the minimal migration (with ``--dedupe`` when keys are duplicated); over REST, where the
+    job has no database connection, its SQL for Supabase's SQL editor."""
+    needs = [t for t in diff.targets.values() if not t.key_backed]
+    if not needs:
+        return None
+    dedupe = " --dedupe" if any(t.duplicate_keys for t in needs) else ""
+    return f"{MIGRATE}{dedupe} --print-sql" if backend == "rest" else f"{MIGRATE}{dedupe}"
+
+
+def how_to_run(command: str) -> str:
+    if command.endswith("--print-sql"):
+        return f"`{command}` and paste its output into Supabase's SQL editor"
+    return f"`{command}`"
 
 
 # Guards that `--allow-mass-prune` (run config allow_mass_prune) lifts: an intended mass change. An empty
@@ -40,8 +61,21 @@ def find_guards(
     territories: int,
     business_units: int,
     max_prune_fraction: float,
+    backend: str = "postgres",
 ) -> list[Guard]:
     found: list[Guard] = []
+    command = next_command(backend, diff)
+    for t in diff.targets.values():
+        if not t.key_backed:
+            duplicates = (
+                f"; {t.duplicate_keys} key(s) of the fiscal year are held by several rows "
+                f"({t.duplicate_rows} surplus row(s), e.g. {t.duplicate_examples[0]}; "
+                "compared through the row --dedupe keeps)"
+                if t.duplicate_keys else ""
+            )
+            key = ", ".join(t.table.key)
+            message = f"{t.name} has no unique index on ({key}){duplicates}: run {how_to_run(command)}"
+            found.append(Guard(GuardCode.MISSING_KEY, t.name, message))
     for name in REQUIRED_NONEMPTY:
         if source_counts.get(name, 0) == 0:
             found.append(Guard(GuardCode.EMPTY_SOURCE, name, f"{name} returned no rows for this fiscal year; a live run writes nothing (wrong key or row-level security?)"))

@@ -22,6 +22,7 @@ from typing import Any
 from compliance_sync.backends import Backend
 from compliance_sync.errors import ExitCode
 from compliance_sync.fiscal import FiscalYear
+from compliance_sync.guards import GuardCode, how_to_run
 from compliance_sync.logs import DRY_RUN, log
 from compliance_sync.settings import Settings
 from compliance_sync.tables import REQUIREMENTS
@@ -139,8 +140,19 @@ def print_report(summary: dict[str, Any], logger: logging.Logger = log) -> None:
         logger.error("invariant %s: %s violation(s)", code, n)
     dry = summary.get("mode") == "dry_run"
     for g in summary.get("guards", []):
-        if g.get("stops_live_run"):
+        if g.get("stops_live_run") and g.get("code") != GuardCode.MISSING_KEY:  # said below, with what to run
             logger.log(DRY_RUN if dry else logging.ERROR, ("a live run would stop: " if dry else "") + g["message"])
+    needs = summary.get("live_run_needs") or []
+    for need in needs:
+        duplicates = (
+            f"; {need['duplicates']} key(s) of the FY held by several rows "
+            f"({need['duplicate_rows']} surplus row(s)), "
+            f"e.g. {'; '.join(need['examples'][:3])}" if need["duplicates"] else "; no duplicate keys in the FY"
+        )
+        key = ", ".join(need["missing_key"])
+        logger.log(DRY_RUN, "a live run needs: %s: a unique index on (%s)%s", need["table"], key, duplicates)
+    if needs and summary.get("next_command"):
+        logger.log(DRY_RUN, "a live run needs: next, run %s; then the live run", how_to_run(summary["next_command"]))
     for name, lines in summary.get("diff", {}).items():
         counts = summary["targets"].get(name, {})
         logger.log(DRY_RUN, "%s: %s", name, ", ".join(f"{k} {v}" for k, v in counts.items()))
@@ -166,8 +178,11 @@ def print_report(summary: dict[str, Any], logger: logging.Logger = log) -> None:
         f"Clients critical:    {summary['clients_critical']}",
         f"Clients compliant:   {summary['clients_compliant']}",
         f"Status:              {summary['status']}" + (f" (exit {summary['exit_code']})" if summary.get("exit_code") else ""),
-        "=" * 60,
     ]
+    if needs and summary.get("next_command"):
+        missing = ", ".join(need["table"] for need in needs)
+        lines.append(f"Live run needs:      {summary['next_command']} (no unique key on {missing})")
+    lines.append("=" * 60)
     for line in lines:
         logger.log(level, line)
 

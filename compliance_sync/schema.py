@@ -8,7 +8,7 @@ import dataclasses
 
 from compliance_sync.catalog import WRITABLE, Relation, read_problem, varchar_limit, write_problem
 from compliance_sync.errors import DataError
-from compliance_sync.tables import EXCLUSIONS, LEDGER_COLUMNS, LEDGER_TABLE, SOURCES, TARGETS
+from compliance_sync.tables import EXCLUSIONS, LEDGER_COLUMNS, LEDGER_TABLE, SOURCES, TARGET_BY_NAME, TARGETS
 
 MINIMAL = "run `compliance-sync migrate --minimal`"
 
@@ -20,14 +20,24 @@ class SchemaReport:
     foreign_columns: dict[str, list[str]]  # per target: the columns the job does not own
     varchar_limits: dict[tuple[str, str], int]  # (target, column) -> n of varchar(n)
     warnings: list[str]
+    missing_keys: list[str] = dataclasses.field(default_factory=list)  # targets without a unique key (a dry run)
 
 
-def check(relations: dict[str, Relation], keys_backed: dict[str, bool], where: str) -> SchemaReport:
+def missing_key_problem(name: str, key: tuple[str, ...]) -> str:
+    return f"{name} has no unique index on ({', '.join(key)}): {MINIMAL}"
+
+
+def check(
+    relations: dict[str, Relation], keys_backed: dict[str, bool], where: str, keys_required: bool = True
+) -> SchemaReport:
     """Raise :class:`DataError` listing every problem; else what the run needs to know about the tables.
 
     ``keys_backed``: per target, whether a unique index backs its key (only asked for targets that exist
-    with their key columns)."""
+    with their key columns). Without ``keys_required`` (a dry run, SPEC §5), a target whose key no unique
+    index backs is not a problem by itself: it is listed in :attr:`SchemaReport.missing_keys`, and the run
+    compares rows by their key columns."""
     problems: list[str] = []
+    missing_keys: list[str] = []
     warnings: list[str] = []
     for source in SOURCES:
         rel = relations.get(source.name)
@@ -70,10 +80,11 @@ def check(relations: dict[str, Relation], keys_backed: dict[str, bool], where: s
             if (n := varchar_limit(col)) is not None:
                 limits[(target.name, column)] = n
         if columns_ok and not keys_backed.get(target.name, False):
-            problems.append(f"{target.name} has no unique index on ({', '.join(target.key)}): {MINIMAL}")
+            missing_keys.append(target.name)
         mine = set(target.types) | {"id", "created_at"}
         foreign[target.name] = [c for c in rel.columns if c not in mine]
-    if problems:
+    if problems or (missing_keys and keys_required):
+        problems += [missing_key_problem(name, TARGET_BY_NAME[name].key) for name in missing_keys]
         raise DataError(f"the database schema at {where} does not match what compliance_sync needs: " + "; ".join(problems))
     ledger = relations.get(LEDGER_TABLE)
     ledger_columns = None if ledger is None else set(ledger.columns)
@@ -81,7 +92,7 @@ def check(relations: dict[str, Relation], keys_backed: dict[str, bool], where: s
         warnings.append(f"{LEDGER_TABLE} does not exist: run not recorded ({MINIMAL} to add it)")
     elif missing := [c for c in LEDGER_COLUMNS if c not in ledger_columns]:
         warnings.append(f"{LEDGER_TABLE} has no column(s) {', '.join(missing)}: the run is recorded without them ({MINIMAL} adds them)")
-    return SchemaReport(EXCLUSIONS in relations, ledger_columns, foreign, limits, warnings)
+    return SchemaReport(EXCLUSIONS in relations, ledger_columns, foreign, limits, warnings, missing_keys)
 
 
 def check_lengths(limits: dict[tuple[str, str], int], longest: dict[tuple[str, str], tuple[int, str]]) -> None:

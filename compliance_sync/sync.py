@@ -26,7 +26,7 @@ from compliance_sync.diff import Action, SyncDiff
 from compliance_sync.errors import ConcurrentChange, DataError, ExitCode, SettingsError, SyncError
 from compliance_sync.findings import DIFF_WARNINGS, MAX_EXAMPLES, WARNINGS, Finding, Findings, Severity, WarningCode
 from compliance_sync.fiscal import FiscalYear, fiscal_year_of, partition_keys
-from compliance_sync.guards import Guard, blocking, find_guards
+from compliance_sync.guards import Guard, blocking, find_guards, next_command
 from compliance_sync.invariants import check_invariants
 from compliance_sync.ledger import LedgerRow
 from compliance_sync.rules import Computation, compute
@@ -168,6 +168,8 @@ class Outcome:
             "warnings": warnings,
             "backend_warnings": list(self.backend_warnings),
             "invariant_violations": {f.code: f.count for f in self.invariants.found()} if self.invariants else {},
+            "live_run_needs": [n for t in self.diff.targets.values() if (n := t.live_run_needs())] if self.diff else [],
+            "next_command": next_command(self.backend, self.diff) if self.diff else None,
             "guards": [{"code": g.code.value, "table": g.table, "message": g.message, "stops_live_run": g in self.stopping} for g in self.guards],
             "source_rows": dict(self.source_counts),
             "timings": dict(self.timings),
@@ -235,6 +237,7 @@ def _attempt(backend: Backend, settings: Settings, bu_map: BuMap, outcome: Outco
     with backend.session(outcome.fy, outcome.as_of) as session:
         try:
             outcome.partly_written = False
+            session.keys_required = outcome.mode == Mode.LIVE  # a dry run works before `migrate --minimal` (SPEC §5)
             clock = time.perf_counter()
             facts = session.read_facts()
             _timed(outcome, "read_s", clock)
@@ -250,7 +253,15 @@ def _attempt(backend: Backend, settings: Settings, bu_map: BuMap, outcome: Outco
                 outcome.invariants = checked.result()
             _timed(outcome, "plan_s", clock)
             stats = outcome.comp.stats
-            outcome.guards = find_guards(outcome.diff, outcome.source_counts, facts.events_in_window, stats["territories"], stats["business_units"], settings.max_prune_fraction)
+            outcome.guards = find_guards(
+                outcome.diff,
+                outcome.source_counts,
+                facts.events_in_window,
+                stats["territories"],
+                stats["business_units"],
+                settings.max_prune_fraction,
+                outcome.backend,
+            )
             outcome.stopping = blocking(outcome.guards, options.allow_mass_prune)
             outcome.backend_warnings = list(session.warnings)
             reason = outcome.stop_reason()

@@ -34,6 +34,8 @@ class Session(Protocol):
     warnings: list[str]  # what the backend noticed that the run carries on past (a missing ledger, ...)
     committed: bool  # every planned change is written
     partly_written: bool  # some changes are written, not all (REST only; every row old or new, none missing)
+    keys_required: bool  # True (a live run): a target key without a unique index stops read_facts (SPEC §3.3);
+    # False (a dry run): it is reported in the diff (TargetDiff.key_backed, duplicates) and rows match on the key
 
     def read_facts(self) -> Facts:
         """Check the schema, then read the rule-neutral facts of the FY."""

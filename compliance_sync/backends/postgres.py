@@ -34,7 +34,16 @@ from psycopg.pq import TransactionStatus
 
 from compliance_sync import catalog, schema
 from compliance_sync.backends.port import BackendKind
-from compliance_sync.diff import Action, DiffLine, SyncDiff, TargetDiff, key_of, to_json
+from compliance_sync.diff import (
+    DUPLICATE_EXAMPLES,
+    Action,
+    DiffLine,
+    SyncDiff,
+    TargetDiff,
+    duplicate_example,
+    key_of,
+    to_json,
+)
 from compliance_sync.errors import ConcurrentChange, ConnectionFailure, DataError, SyncError
 from compliance_sync.facts import (
     CacheRow,
@@ -274,6 +283,7 @@ class PostgresSession:
         self.planned: SyncDiff | None = None
         self.committed = False
         self.partly_written = False  # a single transaction: never
+        self.keys_required = True  # False (a dry run): a target key without a unique index is reported, not an error
         self._event_ids: Background | None = None
         self._locked = False
         self._finished = False
@@ -376,7 +386,7 @@ class PostgresSession:
             user = self.conn.execute("SELECT current_user").fetchone()[0]
         except psycopg.Error as exc:
             raise self._fail(exc, "checking the schema") from None
-        report = schema.check(relations, keys, f"{self.backend.where} (schema {self.schema})")
+        report = schema.check(relations, keys, f"{self.backend.where} (schema {self.schema})", self.keys_required)
         self.relations = relations
         if hidden:
             raise DataError(
@@ -564,7 +574,7 @@ class PostgresSession:
                 self._run("staging", sql.SQL(
                     "INSERT INTO {stage} ({cols}) SELECT {values} FROM {target} t WHERE t.fiscal_year = %(fy)s AND {full} "
                     "AND NOT EXISTS (SELECT 1 FROM {stage} w WHERE {match})"
-                ).format(stage=sql.Identifier(stage), cols=cols, values=values, target=self._t(t.name),
+                ).format(stage=sql.Identifier(stage), cols=cols, values=values, target=self._current(t),
                          full=self._full_key(t, "t"), match=self._match(t, "w", "t")), {"fy": self.fy.year})
         for i, t in enumerate(TARGETS):
             if t.name != REQUIREMENTS:
@@ -601,7 +611,7 @@ class PostgresSession:
             "WHEN ROW({owned_w}) IS DISTINCT FROM ROW({owned_t}) THEN 'update' ELSE 'unchanged' END AS action, {keys} "
             "FROM {want} w FULL JOIN (SELECT * FROM {target} t WHERE t.fiscal_year = %(fy)s AND {full}) t ON {match}"
         ).format(diff=sql.Identifier(f"cs_diff_{i}"), k0=sql.Identifier(t.key[0]), stale=stale, owned_w=owned_w, owned_t=owned_t,
-                 keys=keys, want=sql.Identifier(f"cs_want_{i}"), target=self._t(t.name), full=self._full_key(t, "t"), match=self._match(t, "w", "t")),
+                 keys=keys, want=sql.Identifier(f"cs_want_{i}"), target=self._current(t), full=self._full_key(t, "t"), match=self._match(t, "w", "t")),
             {"fy": self.fy.year}, watch=True)
         # the writes join the stage through this table: without statistics PostgreSQL guesses a handful of rows
         self._run(f"comparing {t.name}", sql.SQL("ANALYZE {}").format(sql.Identifier(f"cs_diff_{i}")))
@@ -625,7 +635,7 @@ class PostgresSession:
             full=self._full_key(t, "t"),
             completed=sql.SQL("coalesce(sum(t.completed_count) FILTER (WHERE {}), 0)").format(self._full_key(t, "t")) if t.name == REQUIREMENTS else sql.SQL("0"),
             territories=sql.SQL("count(*) FILTER (WHERE t.territory_count > 0)") if t.name == BUSINESS_UNIT else sql.SQL("0"),
-            target=self._t(t.name),
+            target=self._current(t),
         )
         diff.current_count, diff.null_keys, diff.current_completed, diff.current_with_territories = self._rows(t.name, current, fy)[0]
         columns = list(t.columns)
@@ -637,24 +647,85 @@ class PostgresSession:
                 "SELECT {w}, {c} FROM d LEFT JOIN (SELECT * FROM {want} WHERE {k0} IN (SELECT {k0} FROM d)) w ON {mw} "
                 "LEFT JOIN (SELECT * FROM {target} WHERE fiscal_year = %(fy)s) c ON {mc} ORDER BY {order}"
             ).format(keys=sql.SQL(", ").join(sql.Identifier("d", k) for k in t.key), w=self._select(t, "w", columns), c=self._select(t, "c", columns),
-                     diff=sql.Identifier(f"cs_diff_{i}"), want=sql.Identifier(f"cs_want_{i}"), mw=self._match(t, "w", "d"), target=self._t(t.name),
+                     diff=sql.Identifier(f"cs_diff_{i}"), want=sql.Identifier(f"cs_want_{i}"), mw=self._match(t, "w", "d"), target=self._current(t),
                      mc=self._match(t, "c", "d"), order=self._order(t, "d"), k0=sql.Identifier(t.key[0])), fy | {"action": action.value, "limit": limit})
             for row in rows:
                 new = dict(zip(columns, row[: len(columns)]))
                 old = dict(zip(columns, row[len(columns) :]))
                 has_new, has_old = action in (Action.INSERT, Action.UPDATE), action != Action.INSERT
                 diff.lines.append(DiffLine(action, key_of(t, new if has_new else old), old if has_old else None, new if has_new else None))
+        if t.name in self.report.missing_keys:
+            self._count_duplicates(t, diff)
         return diff
+
+    # --- a dry run before `migrate --minimal`: targets whose key no unique index backs (SPEC §5) -------------
+    def _current(self, t: TargetTable) -> sql.Composable:
+        """Where the plan reads a target's current rows: the table itself, or, when no unique index backs its
+        key, ``cs_current_<i>`` with one row per key (see :meth:`_keep_one_per_key`)."""
+        if t.name in self.report.missing_keys:
+            return sql.Identifier(f"cs_current_{TARGETS.index(t)}")
+        return self._t(t.name)
+
+    def _keep_one_per_key(self, t: TargetTable) -> None:
+        """``cs_current_<i>``: the FY's rows of a target without a unique key, one per key: the row
+        ``migrate --minimal --dedupe`` keeps (latest ``updated_at``, NULL oldest; then greatest ``id``; then
+        greatest ``ctid``), so the dry run shows the diff a live run makes after that migration; rows with a NULL
+        key column stay as they are. A temporary view, gone with the dry run's transaction."""
+        columns = self.relations[t.name].columns
+        order = [
+            sql.SQL("{} DESC NULLS LAST").format(sql.Identifier(c))
+            for c in ("updated_at", "id")
+            if c in columns and c not in t.key
+        ]
+        keys = sql.SQL(", ").join(map(sql.Identifier, t.key))
+        full = sql.SQL(" AND ").join(sql.SQL("{} IS NOT NULL").format(sql.Identifier(c)) for c in t.key)
+        view = sql.SQL(
+            "CREATE TEMP VIEW {view} AS SELECT * FROM (SELECT DISTINCT ON ({keys}) * FROM {target} "
+            "WHERE fiscal_year = {fy} AND {full} ORDER BY {keys}, {order}) kept "
+            "UNION ALL SELECT * FROM {target} WHERE fiscal_year = {fy} AND NOT ({full})"
+        ).format(
+            view=sql.Identifier(f"cs_current_{TARGETS.index(t)}"),
+            keys=keys,
+            target=self._t(t.name),
+            fy=sql.Literal(self.fy.year),
+            full=full,
+            order=sql.SQL(", ").join([*order, sql.SQL("ctid DESC")]),
+        )
+        self._run(f"comparing {t.name}", view)
+
+    def _count_duplicates(self, t: TargetTable, diff: TargetDiff) -> None:
+        """The FY's keys that several rows of ``t`` hold: how many, the surplus rows, the first examples."""
+        grouped = sql.SQL(
+            "SELECT {select}, count(*) AS n FROM {target} t WHERE t.fiscal_year = %(fy)s AND {full} "
+            "GROUP BY {keys} HAVING count(*) > 1"
+        ).format(
+            select=self._select(t, "t", t.key),
+            target=self._t(t.name),
+            full=self._full_key(t, "t"),
+            keys=sql.SQL(", ").join(sql.Identifier("t", c) for c in t.key),
+        )
+        fy = {"fy": self.fy.year}
+        totals = sql.SQL("SELECT count(*), coalesce(sum(n - 1), 0)::int FROM ({}) d").format(grouped)
+        diff.duplicate_keys, diff.duplicate_rows = self._rows(t.name, totals, fy)[0]
+        if diff.duplicate_keys:
+            first = sql.SQL("SELECT * FROM ({}) d ORDER BY n DESC, {} LIMIT {}").format(
+                grouped, self._order(t, "d"), sql.Literal(DUPLICATE_EXAMPLES)
+            )
+            diff.duplicate_examples = [duplicate_example(t, r[:-1], r[-1]) for r in self._rows(t.name, first, fy)]
 
     def plan(self, wanted: WantedRows, limit: int) -> SyncDiff:
         if self.report is None:
             raise RuntimeError("read_facts() first: the plan compares against the schema it checked")
         schema.check_lengths(self.report.varchar_limits, longest_texts(wanted))
+        for t in TARGETS:
+            if t.name in self.report.missing_keys:
+                self._keep_one_per_key(t)
         self._stage(wanted)
         targets = {}
         for i, t in enumerate(TARGETS):
             self._classify(i, t)
             targets[t.name] = self._target_diff(i, t, limit)
+            targets[t.name].key_backed = t.name not in self.report.missing_keys
         self.planned = SyncDiff(self.fy.year, targets)
         return self.planned
 

@@ -494,6 +494,7 @@ class RestSession:
         self.warnings: list[str] = []
         self.committed = False
         self.partly_written = False
+        self.keys_required = True  # False (a dry run): a target key without a unique index is reported, not an error
         self.report: schema.SchemaReport | None = None
         self._event_ids: dict | None = None
         self._changes: dict[str, ChangeSet] = {}
@@ -529,7 +530,7 @@ class RestSession:
         relations = self.client.openapi()
         keys = {t.name: self._probe_key(t) for t in TARGETS if t.name in relations and all(c in relations[t.name].columns for c in t.key)}
         try:
-            report = schema.check(relations, keys, f"{self.backend.where} (REST API)")
+            report = schema.check(relations, keys, f"{self.backend.where} (REST API)", self.keys_required)
         except DataError as exc:
             text = str(exc)
             if " does not exist" in text or " is missing" in text:  # or PostgREST's schema cache is stale
@@ -569,9 +570,13 @@ class RestSession:
         return facts
 
     def _current(self, target: TargetTable) -> list[dict[str, Any]]:
-        """The FY's rows of a target (read last), with ``has_foreign``."""
+        """The FY's rows of a target (read last), with ``has_foreign``; without a unique key (a dry run), with
+        ``updated_at`` and ``id`` too, which tell which of a duplicated key's rows the deduplication keeps."""
         foreign = self.report.foreign_columns[target.name]
         columns = list(target.columns) + foreign
+        if target.name in self.report.missing_keys:
+            described = self.client.openapi()[target.name].columns
+            columns += [c for c in ("updated_at", "id") if c in described and c not in columns]
         rows = [r for page in self.client.pages(target.name, columns, {"fiscal_year": f"eq.{self.fy.year}"}, self._keyset(target.name)) for r in page]
         for r in rows:
             r["has_foreign"] = any(r.get(c) is not None for c in foreign)
@@ -585,7 +590,8 @@ class RestSession:
         wanted.requirements = dataclasses.replace(wanted.requirements, event_ids=self._event_ids or {})
         targets = {}
         for t in TARGETS:
-            targets[t.name], self._changes[t.name] = diff_rows(t, self._current(t), wanted.rows(t.name), limit)
+            backed = t.name not in self.report.missing_keys
+            targets[t.name], self._changes[t.name] = diff_rows(t, self._current(t), wanted.rows(t.name), limit, backed)
         self._planned = SyncDiff(self.fy.year, targets)
         return self._planned
 

@@ -14,7 +14,10 @@ from compliance_sync.sync import Mode, Outcome
 from compliance_sync.tables import APAC, BUSINESS_UNIT, REQUIREMENTS, TERRITORY
 
 GUARDS = "write_guards"
-GUARD_DESCRIPTION = "No SPEC §5 guard stops a live run (empty required source, mass prune, a collapse that looks like hidden rows)"
+GUARD_DESCRIPTION = (
+    "No SPEC §5 guard stops a live run (empty required source, mass prune, a collapse that looks like hidden rows, "
+    "a target key without its unique index)"
+)
 PER_TARGET = DIFF_WARNINGS  # warnings counted per target by the diff
 
 # target -> (warning codes, invariant codes)
