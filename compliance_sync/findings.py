@@ -29,6 +29,8 @@ WARNINGS: dict[str, str] = {
     "clients_without_strategy": "Clients whose CSE has no territory strategy this FY (unassigned: APAC only)",
     "unused_strategies": "Territory strategies without clients, or losing the per-CSE tie-break",
     "name_mismatches": "Names that match only when case or spaces are ignored; different names sharing a client_uuid",
+    "possible_alias": "Event client names that are not plan clients but nearly match one (normalised: case, accents and "
+    "punctuation ignored; one contains the other): not counted, never matched automatically",
     "compliance_cache_drift": "segmentation_event_compliance disagrees with the events of that calendar year",
     "orphans": "Target rows the run did not compute but kept because they carry data the job does not own",
     "null_key_rows": "Target rows of the FY with a NULL key column: never matched, updated or deleted",

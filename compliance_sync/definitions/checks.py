@@ -29,6 +29,7 @@ CHECKS_BY_TARGET: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
             "unknown_events",
             "completed_future_events",
             "name_mismatches",
+            "possible_alias",
             "compliance_cache_drift",
             "orphans",
             "null_key_rows",
