@@ -6,6 +6,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from compliance_sync.explanation import OUTSIDE
+
 MAX_OTHER_EVENTS = 20  # events of types without a requirement listed one by one; the rest are counted
 
 
@@ -61,11 +63,14 @@ def _client(x: dict[str, Any]) -> list[str]:
         out += ["", f"{t['event_type_name']} ({t['event_type_id']}): required {t['required_count']} = max over the periods' tiers ({sources})"]
         for e in t["exclusions"]:
             out.append(f"  exclusion with reason {e['reason']!r}: {'applies' if e['applies'] else 'does not apply (greyed out)'}")
-        for e in t["events"]:
+        inside = [e for e in t["events"] if not e["reason"].startswith(OUTSIDE)]
+        for e in inside:
             flag = "completed" if e["completed"] is True else "not completed" if e["completed"] is False else "completed null"
             out.append(f"  {e['event_date'] or 'no date'}  {e['id']}  {flag:<13} → {e['counted_as']}: {e['reason']}")
-        if not t["events"]:
+        if not inside:
             out.append("  no event of this type in the window")
+        if len(inside) < len(t["events"]):
+            out.append(f"  ({len(t['events']) - len(inside)} more event(s) of this type outside the FY window: not counted; listed by --json)")
         a = t["arithmetic"]
         out += [
             f"  completed {t['completed_count']}, scheduled {t['scheduled_count']}; credited {a['credited']}",
@@ -76,11 +81,12 @@ def _client(x: dict[str, Any]) -> list[str]:
     if x["not_required"]:
         out += ["", "Event types not required of this client:"]
         out += [f"  {n['event_type_name']} ({n['event_type_id']}): {n['reason']}" for n in x["not_required"]]
-    if x["other_events"]:
-        out += ["", f"Other events of the client (not counted): {len(x['other_events'])}"]
-        out += [f"  {e['event_date'] or 'no date'}  {e['id']}  {e['reason']}" for e in x["other_events"][:MAX_OTHER_EVENTS]]
-        if len(x["other_events"]) > MAX_OTHER_EVENTS:
-            out.append(f"  … {len(x['other_events']) - MAX_OTHER_EVENTS} more (see --json)")
+    others = [e for e in x["other_events"] if not e["reason"].startswith(OUTSIDE)]
+    if others:
+        out += ["", f"Other events of the client in the window (not counted): {len(others)}"]
+        out += [f"  {e['event_date'] or 'no date'}  {e['id']}  {e['event_type_name'] or e['event_type_id']}: {e['reason']}" for e in others[:MAX_OTHER_EVENTS]]
+        if len(others) > MAX_OTHER_EVENTS:
+            out.append(f"  … {len(others) - MAX_OTHER_EVENTS} more (see --json)")
     for a in x["possible_aliases"]:
         out += ["", f"Near-miss name (possible_alias): {a['events']} event(s) in the window not counted: logged under {a['name']!r}"]
     tot = x["totals"]

@@ -31,7 +31,8 @@ from compliance_sync.tables import APAC, BUSINESS_UNIT, REQUIREMENTS, TARGET_BY_
 
 KINDS = ("client", "plan", "territory", "bu", "apac")
 COMPLETED, SCHEDULED, NOT_COUNTED = "completed", "scheduled", "not counted"
-DIFF_LINES = 200  # rows per action listed in the target comparison
+DIFF_LINES = 200
+OUTSIDE = "outside the FY window"  # rows per action listed in the target comparison
 
 
 @dataclasses.dataclass(frozen=True)
@@ -83,11 +84,8 @@ def resolve(facts: Facts, bu_map: BuMap, subject: Subject) -> Scope:
         if subject.kind == "plan":
             wanted = str(subject.value).strip().lower()
             plan = next((p for p in plans if p.id == wanted), None)
-            if plan is None:
-                archived = any(p.id == wanted for p in facts.plans)
-                raise SettingsError(
-                    f"explain: plan {subject.value} is archived in FY{fy}" if archived else _no_match("plan in scope (not archived) with id", str(subject.value), [p.id for p in plans], fy).args[0]
-                )
+            if plan is None:  # another FY's, archived, or no such plan: the backends read only the FY's plans in scope
+                raise _no_match("plan in scope (fiscal_year of the FY, not archived) with id", str(subject.value), [p.id for p in plans], fy)
             client = plan.client_name
             chosen: list[Plan] = [plan]
         else:
@@ -171,7 +169,7 @@ def classify(e: RawEvent, comp: Computation, facts: Facts, client: str, required
     if e.event_type_id not in types:
         return NOT_COUNTED, f"unknown event type {e.event_type_id}"
     if not fy.start <= e.event_date <= fy.end:
-        return NOT_COUNTED, f"outside the FY window {fy.start} … {fy.end}"
+        return NOT_COUNTED, f"{OUTSIDE} {fy.start} … {fy.end}"
     if types[e.event_type_id].is_active is not True:
         return NOT_COUNTED, "event type inactive"
     if e.event_type_id in excluded:
@@ -249,6 +247,7 @@ def explain_client(comp: Computation, facts: Facts, scope: Scope, events: Sequen
                else "no tier of the client requires it")
         out["not_required"].append({"event_type_id": n.event_type_id, "event_type_name": n.event_type_name, "maximum_frequency": n.maximum, "reason": why})
     notes_by_type = {n.event_type_id: n for n in notes}
+    type_names = {t.id: t.event_name for t in facts.event_types}
     for r in c.requirements if c else ():
         rows = by_type.get(r.event_type_id, [])
         done = [e.id for e, how, _ in rows if how == COMPLETED]
@@ -295,7 +294,8 @@ def explain_client(comp: Computation, facts: Facts, scope: Scope, events: Sequen
             },
         })
     out["other_events"] = [
-        {"id": e.id, "event_type_id": e.event_type_id, "event_date": _iso(e.event_date), "completed": e.completed, "reason": why}
+        {"id": e.id, "event_type_id": e.event_type_id, "event_type_name": type_names.get(e.event_type_id), "event_date": _iso(e.event_date),
+         "completed": e.completed, "reason": why}
         for e, how, why in by_type.get(None, [])
     ]
     if c:
