@@ -203,8 +203,9 @@ def _period(note: Any, latest_id: str | None) -> dict[str, Any]:
     }
 
 
-def _iso(d: dt.date | None) -> str | None:
-    return None if d is None else d.isoformat()
+def _iso(d: dt.date | str | None) -> str | None:
+    """ISO text of a date or timestamp (REST hands ``updated_at`` over as text already)."""
+    return d if d is None or isinstance(d, str) else d.isoformat()
 
 
 def explain_client(comp: Computation, facts: Facts, scope: Scope, events: Sequence[RawEvent], thresholds: Thresholds, bu_map: BuMap) -> dict[str, Any]:
