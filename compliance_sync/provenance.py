@@ -8,9 +8,11 @@ its hot path; ``explain`` passes one naming the few clients it explains.
 
 from __future__ import annotations
 
+import bisect
 import collections
 import dataclasses
 import datetime as dt
+import itertools
 import unicodedata
 from collections.abc import Iterable, Mapping
 
@@ -86,9 +88,9 @@ def normalise_name(name: str) -> str:
 def possible_aliases(event_names: Mapping[str, int], plan_clients: Iterable[str]) -> list[tuple[str, str, int]]:
     """``(event client name, plan client name, events)`` for every event name (not a plan client) whose normalised
     form equals, starts with, or is contained in a plan client's normalised form, or the reverse; both forms of
-    at least :data:`ALIAS_MIN_CHARS` characters. Works on distinct names: plan names are indexed by their first
-    characters (a plan name inside the event name) and, only when needed, by every substring of that length (the
-    event name inside a plan name), so no pair of names is compared blindly."""
+    at least :data:`ALIAS_MIN_CHARS` characters. Works on distinct names, never pairs of them: plan names are
+    indexed by their first characters (a plan name inside the event name is found from the event name's own
+    substrings) and joined into one text searched for the event name (an event name inside a plan name)."""
     plans = set(plan_clients)
     candidates = {name: n for name, n in event_names.items() if name is not None and name not in plans}
     if not candidates:
@@ -98,18 +100,23 @@ def possible_aliases(event_names: Mapping[str, int], plan_clients: Iterable[str]
     for name in plans:
         if len(norm := normalise_name(name)) >= k:
             by_norm[norm].append(name)
+    norms = sorted(by_norm)
     by_prefix: dict[str, list[str]] = collections.defaultdict(list)
-    by_gram: dict[str, set[str]] = collections.defaultdict(set)
-    for norm in by_norm:
+    for norm in norms:
         by_prefix[norm[:k]].append(norm)
-        for i in range(len(norm) - k + 1):
-            by_gram[norm[i : i + k]].add(norm)
+    joined = "\x00".join(norms)  # letters and digits only: a match never spans two names
+    starts = list(itertools.accumulate((len(n) + 1 for n in norms[:-1]), initial=0))
     out = []
     for name in sorted(candidates):
         norm = normalise_name(name)
         if len(norm) < k:
             continue
-        found = {p for p in by_gram.get(norm[:k], ()) if norm in p}  # the event name inside a plan name (or equal)
+        found = set()
+        at = joined.find(norm)
+        while at != -1:  # the event name inside a plan name (or equal to it)
+            i = bisect.bisect_right(starts, at) - 1
+            found.add(norms[i])
+            at = joined.find(norm, starts[i] + len(norms[i]) + 1)
         for i in range(len(norm) - k + 1):  # a plan name inside the event name
             found.update(p for p in by_prefix.get(norm[i : i + k], ()) if norm.startswith(p, i))
         for plan in sorted(c for p in found for c in by_norm[p]):

@@ -38,9 +38,10 @@ def test_names_are_normalised_without_case_accents_or_punctuation():
 
 
 def test_possible_aliases_match_containment_both_ways_and_never_short_names():
-    plans = ["Albury Wodonga Health", "Alpha Health", "Acme Ltd", "Beta"]
+    plans = ["Albury Wodonga Health", "Alpha Health", "Acme Ltd", "Beta", "North Wodonga Health Service"]
     events = {
         "Albury Wodonga": 3,  # contained in a plan name
+        "Wodonga Health": 7,  # contained in the middle of plan names
         "alpha health": 2,  # equal once normalised
         "Alpha Health Pty Ltd": 1,  # a plan name contained in it
         "Acme": 5,  # too short (4 characters)
@@ -51,6 +52,8 @@ def test_possible_aliases_match_containment_both_ways_and_never_short_names():
     assert possible_aliases(events, plans) == [
         ("Albury Wodonga", "Albury Wodonga Health", 3),
         ("Alpha Health Pty Ltd", "Alpha Health", 1),
+        ("Wodonga Health", "Albury Wodonga Health", 7),
+        ("Wodonga Health", "North Wodonga Health Service", 7),
         ("alpha health", "Alpha Health", 2),
     ]
     assert possible_aliases({}, plans) == [] and possible_aliases({"Zed Corp": 1}, []) == []
