@@ -18,6 +18,7 @@ from compliance_sync.cli import main
 from compliance_sync.explain import explain
 from compliance_sync.explanation import Subject
 from compliance_sync.fiscal import FiscalYear
+from compliance_sync.launch import EXPLAIN_EXAMPLE
 from compliance_sync.settings import load_settings
 from compliance_sync.sync import Mode
 from compliance_sync.tables import APAC, BUSINESS_UNIT, REQUIREMENTS, TERRITORY
@@ -110,8 +111,8 @@ def test_every_explained_figure_equals_what_a_sync_wrote_direct_and_rest(demo_db
 
 
 def test_explain_before_a_sync_shows_the_rows_a_sync_would_write(demo_db, capsys):
-    client = scalars(demo_db, "SELECT min(client_name) FROM account_plans WHERE fiscal_year = 2025")[0]
-    code, out, _ = cli(capsys, "--client", client)
+    """The client the demo's next steps name, before any sync: every row is one a sync would insert."""
+    code, out, _ = cli(capsys, "--client", EXPLAIN_EXAMPLE)
     assert code == 0
     assert "now against what a sync would write (0 now" in out and "\n  + account_plan_event_requirements " in out
     assert scalars(demo_db, f"SELECT count(*) FROM {REQUIREMENTS}") == [0]
