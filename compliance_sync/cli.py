@@ -5,6 +5,7 @@
     compliance-sync demo-data [--clients N] [--plans-per-client K] [--events-scale X] [--seed S] [--force]
     compliance-sync demo [--year 2025] [--as-of DATE] [--dry-run] [--reset] [--ui] [--port N]
     compliance-sync ui [--port N]
+    compliance-sync explain [--year N] (--client NAME | --plan ID | --territory NAME | --bu NAME | --apac) [--as-of DATE] [--json]
 
 One argparse parser with subcommands (the sync is the default, so the old flags keep working). Exit codes
 (SPEC §7): 0 success, 2 usage or settings, 3 stopped by the data or the database's state, 4 cannot reach or
@@ -76,6 +77,17 @@ def parser() -> argparse.ArgumentParser:
 
     u = sub.add_parser("ui", help="start the Dagster UI and daemon (dagster dev) for the configured database until Ctrl-C")
     u.add_argument("--port", type=int, default=3000)
+
+    x = sub.add_parser("explain", help="how one figure came about, from the rows a sync reads (read-only): a client, plan, territory, BU or APAC")
+    x.add_argument("--year", default=argparse.SUPPRESS, help="fiscal year, e.g. 2026 (default: the FY containing today)")
+    x.add_argument("--as-of", default=argparse.SUPPRESS, help="reference date YYYY-MM-DD (default: today in COMPLIANCE_SYNC_TIMEZONE)")
+    x.add_argument("--json", action="store_true", default=argparse.SUPPRESS, help="print one JSON object on stdout (logs go to stderr)")
+    what = x.add_mutually_exclusive_group(required=True)
+    what.add_argument("--client", metavar="NAME", help="a client of the FY's plans (exact client_name)")
+    what.add_argument("--plan", metavar="ID", help="an account plan in scope (its id)")
+    what.add_argument("--territory", metavar="NAME", help="a territory (territory_strategies.territory)")
+    what.add_argument("--bu", metavar="NAME", help="a business unit of the BU map")
+    what.add_argument("--apac", action="store_true", help="the APAC figure")
     return p
 
 
@@ -96,6 +108,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return migrate(args)
         if args.command == "demo-data":
             return demo_data(args)
+        if args.command == "explain":
+            return explain(args)
         if args.command in ("demo", "ui"):
             from compliance_sync import launch
 
@@ -156,6 +170,32 @@ def sync(args: argparse.Namespace) -> int:
     if args.json:
         print_json(summary)
     return code
+
+
+def explain(args: argparse.Namespace) -> int:
+    from compliance_sync import explain_text
+    from compliance_sync.backends import choose_backend
+    from compliance_sync.explain import explain as explain_subject
+    from compliance_sync.explanation import Subject
+    from compliance_sync.runner import print_json
+    from compliance_sync.settings import load_settings
+    from compliance_sync.sync import current_year, parse_as_of, parse_year
+
+    settings = load_settings()
+    backend = choose_backend(settings)
+    bu_map = settings.bu_map()
+    today = settings.today()
+    fy = parse_year(args.year if args.year is not None else current_year(settings), settings, today)
+    as_of = fy.as_of(parse_as_of(args.as_of) or today)
+    kind = next(k for k in ("client", "plan", "territory", "bu", "apac") if getattr(args, k) not in (None, False))
+    subject = Subject(kind, None if kind == "apac" else getattr(args, kind))
+    log.info("compliance-sync explain %s %s, %s, as_of %s, read-only, backend %s at %s", kind, subject.value or "", fy.describe(), as_of, backend.name.value, backend.describe())
+    result = explain_subject(backend, settings, bu_map, fy, as_of, subject)
+    if args.json:
+        print_json(result | {"error": None, "exit_code": 0})
+    else:
+        print("\n".join(explain_text.render(result)), flush=True)
+    return 0
 
 
 def _database_url() -> str:

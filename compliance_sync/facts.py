@@ -80,6 +80,16 @@ class EventCounts(NamedTuple):
     completed_future: int
 
 
+class RawEvent(NamedTuple):
+    """One ``segmentation_events`` row as read for ``explain`` (the few clients it explains; never for a sync)."""
+
+    id: str
+    client_name: str | None
+    event_type_id: str | None
+    event_date: dt.date | None
+    completed: bool | None
+
+
 class UndatedEvent(NamedTuple):
     id: str
     client_name: str | None

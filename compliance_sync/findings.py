@@ -28,6 +28,7 @@ class WarningCode(enum.StrEnum):
     CLIENTS_WITHOUT_STRATEGY = "clients_without_strategy"
     UNUSED_STRATEGIES = "unused_strategies"
     NAME_MISMATCHES = "name_mismatches"
+    POSSIBLE_ALIAS = "possible_alias"
     COMPLIANCE_CACHE_DRIFT = "compliance_cache_drift"
     ORPHANS = "orphans"
     NULL_KEY_ROWS = "null_key_rows"
@@ -51,6 +52,8 @@ WARNINGS: dict[WarningCode, str] = {
     WarningCode.UNUSED_STRATEGIES: "Territory strategies without clients, or losing the per-CSE tie-break",
     WarningCode.NAME_MISMATCHES: "Names that match only when case or spaces are ignored; "
     "different names sharing a client_uuid",
+    WarningCode.POSSIBLE_ALIAS: "Event client names that are not plan clients but nearly match one (normalised: case, "
+    "accents and punctuation ignored; one contains the other): not counted, never matched automatically",
     WarningCode.COMPLIANCE_CACHE_DRIFT: "segmentation_event_compliance disagrees with the events of that calendar year",
     WarningCode.ORPHANS: "Target rows the run did not compute but kept because they carry data the job "
     "does not own",

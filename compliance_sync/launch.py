@@ -396,14 +396,7 @@ def demo(year: str, as_of: str | None, *, dry_run: bool, reset: bool, ui: bool, 
             log.info("the demo database, while the UI runs: %s (also in %s)", url, env_file)
             return serve(home, {"SUPABASE_DB_URL": url, "COMPLIANCE_SYNC_BU_MAP": str(EXAMPLE_BU_MAP)}, port,
                          " (the demo's run is under Runs; materialise another fiscal year from the asset graph)")
-        cmd = invoked_as()
-        for line in (
-            "next steps:",
-            f"  {cmd} demo --ui          # the Dagster UI on this data (materialise a fiscal year, look at the checks)",
-            f"  {cmd} demo --year 2026 --dry-run   # another fiscal year, as a dry run: the row-level diff",
-            f"  {cmd} demo --reset       # start again from the demo data",
-            "  your own Supabase project: README.md, 'Configuration' (SUPABASE_DB_URL, or the REST URL and service-role key)",
-        ):
+        for line in next_steps(invoked_as(), fy.year):
             log.info(line)
         return code
     finally:
@@ -445,6 +438,22 @@ def ui(port: int) -> int:
         return serve(write_dagster_home(storage), env, port)
     finally:
         lock.release()
+
+
+EXPLAIN_EXAMPLE = "Alpha Health"  # a client of the demo data in every fiscal year
+
+
+def next_steps(cmd: str, year: int) -> list[str]:
+    """What the demo suggests next; ``cmd`` as the person can type it again (:func:`invoked_as`)."""
+    return [
+        "next steps:",
+        f"  {cmd} demo --ui          # the Dagster UI on this data (materialise a fiscal year, look at the checks)",
+        f"  (set -a; . {DEMO_ENV}; {cmd} explain --year {year} --client '{EXPLAIN_EXAMPLE}')"
+        "   # while demo --ui runs: why a client's figures are what they are, from the rows (read-only)",
+        f"  {cmd} demo --year 2026 --dry-run   # another fiscal year, as a dry run: the row-level diff",
+        f"  {cmd} demo --reset       # start again from the demo data",
+        "  your own Supabase project: README.md, 'Configuration' (SUPABASE_DB_URL, or the REST URL and service-role key)",
+    ]
 
 
 def invoked_as() -> str:

@@ -27,6 +27,7 @@ from compliance_sync.errors import DataError
 from compliance_sync.facts import EventCounts, Facts, Period, Plan, Strategy
 from compliance_sync.findings import RULE_WARNINGS, WARNINGS, Findings, Severity, WarningCode
 from compliance_sync.fiscal import FiscalYear, due_counts_by_month, due_month
+from compliance_sync.provenance import ExclusionNote, PeriodNote, RequirementNote, TierFrequency, Trace, possible_aliases
 from compliance_sync.thresholds import Status, Thresholds
 from compliance_sync.wanted import ClientRequirement, PlanRow, RequirementRows, WantedRows
 
@@ -112,6 +113,7 @@ class Computation:
     bu_of_client: dict[str, str | None]  # client -> its BU (None: unassigned)
     findings: Findings
     stats: dict[str, int]
+    trace: Trace | None = None  # the provenance recorded when asked (explain); None for a sync
 
 
 def _fold(name: str) -> str:
@@ -138,7 +140,20 @@ def plans_in_scope(plans: Iterable[Plan], found: Findings) -> list[Plan]:
 
 
 # --- step 2: segment periods ------------------------------------------------------------------------------
-def valid_periods(facts: Facts, clients: set[str], tiers: dict[str, str | None], found: Findings) -> dict[str, list[Period]]:
+def period_problem(p: Period, tiers: dict[str, str | None]) -> str | None:
+    """Why a period overlapping the FY is ignored (SPEC §4.2), or None when it counts."""
+    if p.effective_to is not None and p.effective_to < p.effective_from:
+        return f"ends {p.effective_to} before it starts {p.effective_from}"
+    if p.tier_id is None:
+        return "has a null tier_id"
+    if p.tier_id not in tiers:
+        return f"has unknown tier_id {p.tier_id}"
+    if tiers[p.tier_id] is None:
+        return f"has tier {p.tier_id}, which has no tier_name"
+    return None
+
+
+def valid_periods(facts: Facts, clients: set[str], tiers: dict[str, str | None], found: Findings, trace: Trace | None = None) -> dict[str, list[Period]]:
     """Per plan client, its periods overlapping the FY with a known, named tier; the others are reported."""
     fy = facts.fy
     by_client: dict[str, list[Period]] = collections.defaultdict(list)
@@ -147,16 +162,13 @@ def valid_periods(facts: Facts, clients: set[str], tiers: dict[str, str | None],
             continue
         if p.effective_to is not None and p.effective_to < fy.start:
             continue
-        if p.effective_to is not None and p.effective_to < p.effective_from:
-            found.add(WarningCode.INVALID_SEGMENT_PERIODS, f"{p.client_name}: period {p.id} ends {p.effective_to} before it starts {p.effective_from}")
-        elif p.tier_id is None:
-            found.add(WarningCode.INVALID_SEGMENT_PERIODS, f"{p.client_name}: period {p.id} has a null tier_id")
-        elif p.tier_id not in tiers:
-            found.add(WarningCode.INVALID_SEGMENT_PERIODS, f"{p.client_name}: period {p.id} has unknown tier_id {p.tier_id}")
-        elif tiers[p.tier_id] is None:
-            found.add(WarningCode.INVALID_SEGMENT_PERIODS, f"{p.client_name}: period {p.id} has tier {p.tier_id}, which has no tier_name")
+        problem = period_problem(p, tiers)
+        if problem:
+            found.add(WarningCode.INVALID_SEGMENT_PERIODS, f"{p.client_name}: period {p.id} {problem}")
         else:
             by_client[p.client_name].append(p)
+        if trace is not None and trace.wants(p.client_name):
+            trace.periods[p.client_name].append(PeriodNote(p, tiers.get(p.tier_id) if p.tier_id else None, problem))
     for name in sorted(by_client):
         check_overlaps(name, by_client[name], fy, found)
     return by_client
@@ -205,24 +217,51 @@ def frequency_table(facts: Facts, tiers: dict[str, str | None], codes: dict[str,
     return table
 
 
+def exclusion_applies(reason: str | None) -> bool:
+    """An exclusion removes its pair unless ``lower(reason)`` contains 'greyed out' (null or empty removes it)."""
+    return reason is None or "greyed out" not in reason.lower()
+
+
 def excluded_pairs(facts: Facts) -> set[tuple[str | None, str | None]]:
     """Pairs removed by ``client_event_exclusions`` unless ``lower(reason)`` contains 'greyed out'."""
-    return {
-        (row.client_name, row.event_type_id)
-        for row in facts.exclusions or ()
-        if row.reason is None or "greyed out" not in row.reason.lower()
-    }
+    return {(row.client_name, row.event_type_id) for row in facts.exclusions or () if exclusion_applies(row.reason)}
+
+
+def max_frequency(tier_ids: Iterable[str], type_id: str, freq: dict[str, dict[str, int]]) -> int:
+    """``MAX(frequency)`` of one event type over the given tiers (0 when none requires it)."""
+    return max((freq.get(tier, {}).get(type_id, 0) for tier in tier_ids), default=0)
 
 
 def required_counts(tier_ids: frozenset[str], active: dict[str, str | None], freq: dict[str, dict[str, int]]) -> tuple[tuple[str, str | None, int], ...]:
     """``required = MAX(frequency)`` over the tiers of all the client's periods, keeping ``> 0``:
     (event type id, event name, required), in event type id order. Clients share tier sets, so
     :func:`compute` asks once per set."""
-    return tuple(
-        (type_id, name, required)
-        for type_id, name in active.items()
-        if (required := max((freq.get(tier, {}).get(type_id, 0) for tier in tier_ids), default=0)) > 0
-    )
+    return tuple((type_id, name, required) for type_id, name in active.items() if (required := max_frequency(tier_ids, type_id, freq)) > 0)
+
+
+def requirement_notes(
+    client: str, periods: list[Period], tiers: dict[str, str | None], facts: Facts, active: dict[str, str | None],
+    freq: dict[str, dict[str, int]], needs: Sequence[tuple[str, str | None, int]],
+) -> list[RequirementNote]:
+    """The provenance of one client's step 3 (for ``explain``): per event type any of its tiers lists, each valid
+    period's frequency, the maximum (:func:`max_frequency`, as :func:`required_counts` takes it), the exclusion
+    rows and whether they apply; ``required`` is what the computation kept (``needs``)."""
+    kept = {type_id: r for type_id, _, r in needs}
+    names = {t.id: t.event_name for t in facts.event_types}
+    rows = collections.defaultdict(list)
+    for row in facts.exclusions or ():
+        if row.client_name == client:
+            rows[row.event_type_id].append(ExclusionNote(row.reason, exclusion_applies(row.reason)))
+    ordered = sorted(periods, key=lambda p: (p.effective_from, p.id))
+    listed = {type_id for p in ordered for type_id in freq.get(p.tier_id, {})} | set(rows) | set(kept)
+    notes = []
+    for type_id in sorted(t for t in listed if t is not None):
+        sources = tuple(
+            TierFrequency(p.id, p.tier_id, tiers.get(p.tier_id), p.effective_from, p.effective_to, max_frequency((p.tier_id,), type_id, freq)) for p in ordered
+        )
+        maximum = max_frequency({p.tier_id for p in ordered}, type_id, freq)
+        notes.append(RequirementNote(type_id, names.get(type_id), type_id in active, sources, maximum, tuple(rows.get(type_id, ())), kept.get(type_id, 0)))
+    return notes
 
 
 def without_exclusions(client: str, needs: Sequence[tuple[str, str | None, int]], excluded: set) -> Sequence[tuple[str, str | None, int]]:
@@ -317,7 +356,12 @@ def _stamp(value: Any) -> float:
     return value.timestamp()
 
 
-def used_strategies(strategies: Iterable[Strategy], found: Findings) -> dict[str, Strategy]:
+def strategy_rank(s: Strategy) -> tuple:
+    """The per-CSE tie-break's sort key: annual before quarterly, then latest ``updated_at`` (null oldest), then smallest id."""
+    return (0 if _annual(s.quarter) else 1, -_stamp(s.updated_at), s.id)
+
+
+def used_strategies(strategies: Iterable[Strategy], found: Findings, trace: Trace | None = None) -> dict[str, Strategy]:
     """Per CSE: annual before quarterly, then latest ``updated_at`` (null oldest), then smallest id."""
     by_cse: dict[str | None, list[Strategy]] = collections.defaultdict(list)
     for s in strategies:
@@ -329,8 +373,10 @@ def used_strategies(strategies: Iterable[Strategy], found: Findings) -> dict[str
             for s in items:
                 found.add(WarningCode.UNUSED_STRATEGIES, f"strategy {s.id} ({s.territory}) has no cse_name")
             continue
-        items.sort(key=lambda s: (0 if _annual(s.quarter) else 1, -_stamp(s.updated_at), s.id))
+        items.sort(key=strategy_rank)
         used[cse] = items[0]
+        if trace is not None:
+            trace.strategies[cse] = list(items)
         for s in items[1:]:
             found.add(WarningCode.UNUSED_STRATEGIES, f"{cse}: strategy {s.id} ({s.territory}, quarter {s.quarter or 'annual'}) loses to {items[0].id}")
     return used
@@ -461,6 +507,20 @@ def check_names(facts: Facts, plan_clients: set[str], found: Findings) -> None:
             found.add(WarningCode.NAME_MISMATCHES, f"client_uuid {uuid} is shared by different names {sorted(names)!r}")
 
 
+def check_aliases(facts: Facts, plan_clients: set[str], found: Findings, trace: Trace | None = None) -> None:
+    """SPEC §6 ``possible_alias``: event client names (in the FY window) that are not plan clients but nearly
+    match one; reported with both names and the event count, never matched, no figure changes."""
+    events: collections.Counter = collections.Counter()
+    for e in facts.event_counts:
+        if e.client_name is not None and e.client_name not in plan_clients:
+            events[e.client_name] += sum(e.completed) + sum(e.scheduled)
+    pairs = possible_aliases(events, plan_clients)
+    for name, plan, n in pairs:
+        found.add(WarningCode.POSSIBLE_ALIAS, f"{n} event(s) logged under {name!r} may belong to plan client {plan!r} (not counted)")
+    if trace is not None:
+        trace.aliases = pairs
+
+
 def check_cache_drift(facts: Facts, codes: dict[str, str], found: Findings) -> None:
     actual = {(r.client_name, r.event_type_id, r.year): r.completed for r in facts.calendar_completed}
     for r in sorted(facts.compliance_cache, key=lambda r: (_text_key(r.client_name), _text_key(r.event_type_id), r.year or 0)):
@@ -478,7 +538,7 @@ def report_undated(facts: Facts, found: Findings) -> None:
 # --- the whole computation ------------------------------------------------------------------------------------------
 def score_clients(
     facts: Facts, thresholds: Thresholds, plans: list[Plan], periods: dict[str, list[Period]], freq: dict[str, dict[str, int]],
-    events: dict[tuple, EventCounts], tiers: dict[str, str], active: dict[str, str | None], found: Findings,
+    events: dict[tuple, EventCounts], tiers: dict[str, str], active: dict[str, str | None], found: Findings, trace: Trace | None = None,
 ) -> dict[str, Client]:
     """Steps 5 and 6 for every client of the plans in scope; a client without a valid period is reported and skipped."""
     fy = facts.fy
@@ -496,6 +556,9 @@ def score_clients(
         if tier_set not in needs_by_tiers:
             needs_by_tiers[tier_set] = required_counts(tier_set, active, freq)
         needs = without_exclusions(name, needs_by_tiers[tier_set], excluded)
+        if trace is not None and trace.wants(name):
+            trace.latest[name] = last
+            trace.requirements[name] = requirement_notes(name, periods[name], tiers, facts, active, freq, needs)
         counts = [events.get((name, type_id)) for type_id, _, _ in needs]
         reqs = [score_requirement(scored, t, n, r, c) for (t, n, r), c in zip(needs, counts)]  # 5
         clients[name] = score_client(name, tiers[last.tier_id], last, reqs, counts)  # 6
@@ -518,8 +581,9 @@ def run_stats(plans: list[Plan], plan_clients: list[str], clients: dict[str, Cli
     }
 
 
-def compute(facts: Facts, thresholds: Thresholds, bu_map: BuMap) -> Computation:
-    """SPEC §4's steps in order, each one function; the findings they report; the wanted rows and counts."""
+def compute(facts: Facts, thresholds: Thresholds, bu_map: BuMap, trace: Trace | None = None) -> Computation:
+    """SPEC §4's steps in order, each one function; the findings they report; the wanted rows and counts.
+    With a ``trace``, the steps also record the provenance of its clients' figures (``explain``)."""
     fy = facts.fy
     found = Findings({c: WARNINGS[c] for c in RULE_WARNINGS}, Severity.WARN)
     tiers = {t.id: t.tier_name for t in facts.tiers}
@@ -528,13 +592,13 @@ def compute(facts: Facts, thresholds: Thresholds, bu_map: BuMap) -> Computation:
 
     plans = plans_in_scope(facts.plans, found)  # 1
     plan_clients = sorted({p.client_name for p in plans})
-    periods = valid_periods(facts, set(plan_clients), tiers, found)  # 2
+    periods = valid_periods(facts, set(plan_clients), tiers, found, trace)  # 2
     freq = frequency_table(facts, tiers, codes, found)  # 3
     known = set(plan_clients) | {p.client_name for p in facts.periods}
     events = index_events(facts, codes, known, {n for n in plan_clients if periods.get(n)}, found)  # 4
-    clients = score_clients(facts, thresholds, plans, periods, freq, events, tiers, active, found)  # 5, 6
+    clients = score_clients(facts, thresholds, plans, periods, freq, events, tiers, active, found, trace)  # 5, 6
 
-    territories = assign_territories(fy, clients, used_strategies(facts.strategies, found), found)  # 7
+    territories = assign_territories(fy, clients, used_strategies(facts.strategies, found, trace), found)  # 7
     territory_rows = {sid: territory_row(fy, t) for sid, t in territories.items()}
     by_bu = map_business_units(territories, territory_rows, bu_map, found)  # 8
     bu_rows = [bu_row(fy, bu, sids, territories, territory_rows) for bu, sids in by_bu.items()]
@@ -543,6 +607,7 @@ def compute(facts: Facts, thresholds: Thresholds, bu_map: BuMap) -> Computation:
 
     report_undated(facts, found)
     check_names(facts, set(plan_clients), found)
+    check_aliases(facts, set(plan_clients), found, trace)
     check_cache_drift(facts, codes, found)
 
     requirement_rows = RequirementRows(
@@ -554,4 +619,4 @@ def compute(facts: Facts, thresholds: Thresholds, bu_map: BuMap) -> Computation:
     )
     wanted = WantedRows(fy.year, requirement_rows, list(territory_rows.values()), bu_rows, [apac])
     stats = run_stats(plans, plan_clients, clients, bu_of_client, wanted)
-    return Computation(fy, facts.as_of, wanted, clients, territories, bu_of_client, found, stats)
+    return Computation(fy, facts.as_of, wanted, clients, territories, bu_of_client, found, stats, trace)

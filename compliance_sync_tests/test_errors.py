@@ -479,6 +479,7 @@ EXPECTED_WARNINGS = {
     "clients_without_strategy": 1,
     "unused_strategies": 1,
     "name_mismatches": 2,
+    "possible_alias": 1,  # 'alpha health' nearly matches 'Alpha Health'
     "compliance_cache_drift": 1,
     "orphans": 1,
     "null_key_rows": 1,

@@ -89,3 +89,12 @@ def test_next_steps_name_the_command_as_it_can_be_typed_again(tmp_path, monkeypa
     assert invoked_as() == "compliance-sync"
     monkeypatch.setattr("sys.argv", ["/somewhere/pytest"])
     assert invoked_as() == "compliance-sync"
+
+
+def test_next_steps_include_explain_on_the_demo_data():
+    """The demo suggests `explain` for one of its clients, with the demo database's environment file."""
+    from compliance_sync.launch import DEMO_ENV, EXPLAIN_EXAMPLE, next_steps
+
+    steps = "\n".join(next_steps(".venv/bin/compliance-sync", 2025))
+    assert f"(set -a; . {DEMO_ENV}; .venv/bin/compliance-sync explain --year 2025 --client '{EXPLAIN_EXAMPLE}')" in steps
+    assert ".venv/bin/compliance-sync demo --ui" in steps

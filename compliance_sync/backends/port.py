@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import datetime as dt
 import enum
+from collections.abc import Sequence
 from contextlib import AbstractContextManager
-from typing import Protocol
+from typing import Any, Protocol
 
 from compliance_sync.diff import SyncDiff
-from compliance_sync.facts import Facts
+from compliance_sync.facts import Facts, RawEvent
 from compliance_sync.fiscal import FiscalYear
 from compliance_sync.ledger import LedgerRow
 from compliance_sync.wanted import WantedRows
@@ -55,11 +56,35 @@ class Session(Protocol):
         ...
 
 
+class Reader(Protocol):
+    """A read-only look at one FY (``explain``): SELECTs (REST: GETs) only; no lock, no ledger row, no temporary
+    table, nothing written. Reads the same facts a sync of the FY reads."""
+
+    warnings: list[str]
+
+    def read_facts(self) -> Facts:
+        """Check the schema (not the unique keys: nothing is written), then read the facts of the FY."""
+        ...
+
+    def read_events(self, client_names: Sequence[str]) -> list[RawEvent]:
+        """Every ``segmentation_events`` row logged under one of ``client_names`` (any date)."""
+        ...
+
+    def read_rows(self, table: str, column: str | None, values: Sequence[Any]) -> list[dict[str, Any]]:
+        """The FY's current rows of a target whose ``column`` is one of ``values`` (every row of the FY when
+        ``column`` is None): key and owned columns, and ``has_foreign`` (a column the job does not own is set)."""
+        ...
+
+
 class Backend(Protocol):
     name: BackendKind
     atomic: bool  # True: all four targets change in one transaction; False: upserts first, deletes last
 
     def session(self, fy: FiscalYear, as_of: dt.date) -> AbstractContextManager[Session]: ...
+
+    def reader(self, fy: FiscalYear, as_of: dt.date) -> AbstractContextManager[Reader]:
+        """A read-only session of the FY (see :class:`Reader`)."""
+        ...
 
     def fingerprint(self, fy: FiscalYear) -> str:
         """A short text that changes when the FY's source rows change (for the change-driven sensor)."""

@@ -55,6 +55,7 @@ from compliance_sync.facts import (
     Frequency,
     Period,
     Plan,
+    RawEvent,
     Strategy,
     Tier,
     UndatedEvent,
@@ -240,6 +241,18 @@ class PostgresBackend:
         finally:
             sess.close()
 
+    @contextlib.contextmanager
+    def reader(self, fy: FiscalYear, as_of: dt.date) -> Iterator[PostgresSession]:
+        """A read-only session (``explain``): no advisory lock; one ``REPEATABLE READ READ ONLY`` transaction, so
+        PostgreSQL itself refuses any write, temporary table included; rolled back at the end."""
+        conn = connect(self._dsn)
+        sess = PostgresSession(self, conn, fy, as_of, read_only=True)
+        try:
+            sess.begin()
+            yield sess
+        finally:
+            sess.close()
+
     def fingerprint(self, fy: FiscalYear) -> str:
         """A hash over the FY's rows of every source (order-independent sums of row hashes, and counts)."""
         with connect(self._dsn) as conn:
@@ -271,8 +284,9 @@ def fingerprint_queries(fy: FiscalYear, schema_name: str) -> list[tuple[sql.Comp
 class PostgresSession:
     """One FY run over one connection (see the module docstring for the steps)."""
 
-    def __init__(self, backend: PostgresBackend, conn: psycopg.Connection, fy: FiscalYear, as_of: dt.date):
+    def __init__(self, backend: PostgresBackend, conn: psycopg.Connection, fy: FiscalYear, as_of: dt.date, read_only: bool = False):
         self.backend = backend
+        self.read_only = read_only  # explain: SELECTs only (no id aggregation into a temporary table)
         self.conn = conn
         self.fy = fy
         self.as_of = as_of
@@ -347,6 +361,7 @@ class PostgresSession:
         """One REPEATABLE READ transaction; its snapshot is taken by its first statement, after the lock."""
         self.conn.autocommit = False
         self.conn.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
+        self.conn.read_only = self.read_only
         timeout_ms = int(self.backend.lock_timeout_s * 1000)
         self._run("starting the transaction", (
             # jit: compiling costs more than it saves on these statements; a small statistics target keeps the
@@ -386,6 +401,8 @@ class PostgresSession:
             user = self.conn.execute("SELECT current_user").fetchone()[0]
         except psycopg.Error as exc:
             raise self._fail(exc, "checking the schema") from None
+        if self.read_only:  # nothing is written: a missing unique key does not stop a read
+            keys = dict.fromkeys(keys, True)
         report = schema.check(relations, keys, f"{self.backend.where} (schema {self.schema})", self.keys_required)
         self.relations = relations
         if hidden:
@@ -488,12 +505,18 @@ class PostgresSession:
             "GROUP BY client_name, event_type_id"
         ).format(month=month, events=self._t("segmentation_events")), p)
         self._run("counting events", "SELECT set_config('enable_hashagg', %s, true)", (hashagg,))
+        if self.read_only:
+            return self._unpack(rows)
         # SPEC §4.4's ordered ids of each (client, type), aggregated by PostgreSQL while Python parses and computes
         self._event_ids = Background(self, "aggregating event ids", sql.SQL(
             "CREATE TEMP TABLE cs_event_ids ON COMMIT DROP AS "
             "SELECT client_name, event_type_id, to_jsonb(array_agg(id ORDER BY event_date, id)) AS ids "
             "FROM {events} WHERE event_date BETWEEN %(start)s AND %(end)s AND event_type_id IS NOT NULL GROUP BY 1, 2"
         ).format(events=self._t("segmentation_events")), p)
+        return self._unpack(rows)
+
+    @staticmethod
+    def _unpack(rows: list[tuple]) -> list[EventCounts]:
         out = []
         for client, type_id, months, future, largest in rows:
             if largest >= MONTH_FIELD:
@@ -506,6 +529,25 @@ class PostgresSession:
                 s[m] = v >> 34
             out.append(EventCounts(client, type_id, tuple(c), tuple(s), future))
         return out
+
+    # --- reading for explain (read-only sessions) ---------------------------------------------------------------
+    def read_events(self, client_names: Sequence[str]) -> list[RawEvent]:
+        rows = self._rows("segmentation_events", sql.SQL(
+            "SELECT id::text, client_name, event_type_id::text, event_date, completed FROM {} WHERE client_name = ANY(%s)"
+        ).format(self._t("segmentation_events")), (list(client_names),))
+        return [RawEvent(*r) for r in rows]
+
+    def read_rows(self, table: str, column: str | None, values: Sequence[Any]) -> list[dict[str, Any]]:
+        t = TARGET_BY_NAME[table]
+        match = sql.SQL("true")
+        if column is not None:
+            cast = sql.SQL("::uuid[]" if t.types[column] == UUID else "")
+            match = sql.SQL("t.{} = ANY(%(values)s{})").format(sql.Identifier(column), cast)
+        columns = list(t.columns)
+        rows = self._rows(table, sql.SQL("SELECT {}, {} FROM {} t WHERE t.fiscal_year = %(fy)s AND {}").format(
+            self._select(t, "t", columns), self._has_foreign(t, "t"), self._t(table), match
+        ), {"fy": self.fy.year, "values": list(values)})
+        return [dict(zip(columns, r[:-1])) | {"has_foreign": r[-1]} for r in rows]
 
     # --- planning: stage the wanted rows, compare inside PostgreSQL ------------------------------------------
     def _stage_columns(self, target: TargetTable, columns: Sequence[str]) -> sql.Composable:
@@ -714,8 +756,8 @@ class PostgresSession:
             diff.duplicate_examples = [duplicate_example(t, r[:-1], r[-1]) for r in self._rows(t.name, first, fy)]
 
     def plan(self, wanted: WantedRows, limit: int) -> SyncDiff:
-        if self.report is None:
-            raise RuntimeError("read_facts() first: the plan compares against the schema it checked")
+        if self.report is None or self.read_only:
+            raise RuntimeError("read_facts() first, in a session that may write: the plan stages the wanted rows")
         schema.check_lengths(self.report.varchar_limits, longest_texts(wanted))
         for t in TARGETS:
             if t.name in self.report.missing_keys:

@@ -42,7 +42,7 @@ from compliance_sync.backends.port import BackendKind
 from compliance_sync.catalog import Column, Relation
 from compliance_sync.diff import ChangeSet, SyncDiff, diff_rows, to_json
 from compliance_sync.errors import ConnectionFailure, DataError, SettingsError, SyncError, TransientFailure
-from compliance_sync.facts import EventAggregator, Facts, facts_from_rows
+from compliance_sync.facts import EventAggregator, Facts, RawEvent, as_date, facts_from_rows, uid
 from compliance_sync.fiscal import FiscalYear
 from compliance_sync.ledger import LedgerRow
 from compliance_sync.logs import Progress
@@ -56,6 +56,7 @@ from compliance_sync.tables import (
     NUMERIC,
     SOURCE_BY_NAME,
     SOURCES,
+    TARGET_BY_NAME,
     TARGETS,
     Kind,
     NotWanted,
@@ -274,6 +275,12 @@ class RestBackend:
         with self.client() as c:
             yield RestSession(self, c, fy, as_of)
 
+    @contextlib.contextmanager
+    def reader(self, fy: FiscalYear, as_of: dt.date) -> Iterator[RestSession]:
+        """A read-only session (``explain``): GET requests only (the schema check's key probes are skipped)."""
+        with self.client() as c:
+            yield RestSession(self, c, fy, as_of, read_only=True)
+
     def fingerprint(self, fy: FiscalYear) -> str:
         """What REST sees cheaply: per source, the FY's row count and the latest updated_at / created_at where
         the table has one (a flipped flag without a touched timestamp goes unseen; README)."""
@@ -489,8 +496,9 @@ def _short(exc: BaseException | None) -> str:
 class RestSession:
     """One FY's run over REST (see the module docstring for the order of writes)."""
 
-    def __init__(self, backend: RestBackend, client: RestClient, fy: FiscalYear, as_of: dt.date) -> None:
+    def __init__(self, backend: RestBackend, client: RestClient, fy: FiscalYear, as_of: dt.date, read_only: bool = False) -> None:
         self.backend, self.client, self.fy, self.as_of = backend, client, fy, as_of
+        self.read_only = read_only  # explain: GETs only
         self.warnings: list[str] = []
         self.committed = False
         self.partly_written = False
@@ -528,7 +536,8 @@ class RestSession:
 
     def check_schema(self) -> schema.SchemaReport:
         relations = self.client.openapi()
-        keys = {t.name: self._probe_key(t) for t in TARGETS if t.name in relations and all(c in relations[t.name].columns for c in t.key)}
+        probe = (lambda t: True) if self.read_only else self._probe_key  # nothing is written: keys do not matter
+        keys = {t.name: probe(t) for t in TARGETS if t.name in relations and all(c in relations[t.name].columns for c in t.key)}
         try:
             report = schema.check(relations, keys, f"{self.backend.where} (REST API)", self.keys_required)
         except DataError as exc:
@@ -582,9 +591,30 @@ class RestSession:
             r["has_foreign"] = any(r.get(c) is not None for c in foreign)
         return rows
 
+    # --- reading for explain ---------------------------------------------------------------------------------------
+    def read_events(self, client_names: Sequence[str]) -> list[RawEvent]:
+        if not client_names:
+            return []
+        filters = {"client_name": f"in.({','.join(_quote(n) for n in client_names)})"}
+        rows = [r for page in self.client.pages(EVENTS, list(SOURCE_BY_NAME[EVENTS].columns), filters, self._keyset(EVENTS)) for r in page]
+        return [RawEvent(uid(r["id"]), r.get("client_name"), uid(r.get("event_type_id")), as_date(r.get("event_date")), r.get("completed")) for r in rows]
+
+    def read_rows(self, table: str, column: str | None, values: Sequence[Any]) -> list[dict[str, Any]]:
+        target = TARGET_BY_NAME[table]
+        filters = {"fiscal_year": f"eq.{self.fy.year}"}
+        if column is not None:
+            if not values:
+                return []
+            filters[column] = f"in.({','.join(_quote(v) for v in values)})"
+        foreign = self.report.foreign_columns[table]
+        rows = [r for page in self.client.pages(table, list(target.columns) + foreign, filters, self._keyset(table)) for r in page]
+        for r in rows:
+            r["has_foreign"] = any(r.get(c) is not None for c in foreign)
+        return rows
+
     # --- planning ------------------------------------------------------------------------------------------------
     def plan(self, wanted: WantedRows, limit: int) -> SyncDiff:
-        if self.report is None:
+        if self.report is None or self.read_only:
             raise RuntimeError("read_facts() first: the plan compares against the schema it checked")
         schema.check_lengths(self.report.varchar_limits, longest_texts(wanted))
         wanted.requirements = dataclasses.replace(wanted.requirements, event_ids=self._event_ids or {})

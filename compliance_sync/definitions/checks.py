@@ -32,6 +32,7 @@ CHECKS_BY_TARGET: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
             WarningCode.UNKNOWN_EVENTS,
             WarningCode.COMPLETED_FUTURE_EVENTS,
             WarningCode.NAME_MISMATCHES,
+            WarningCode.POSSIBLE_ALIAS,
             WarningCode.COMPLIANCE_CACHE_DRIFT,
             WarningCode.ORPHANS,
             WarningCode.NULL_KEY_ROWS,
