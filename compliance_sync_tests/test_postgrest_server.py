@@ -1,4 +1,4 @@
-"""Conformance tests of the PostgREST look-alike (compliance_sync_tests/postgrest_server.py).
+"""Conformance tests of the PostgREST look-alike (compliance_sync_tests/postgrest_server/).
 
 Requests are raw HTTP (httpx), mostly taken from the examples of PostgREST's documentation (docs.postgrest.org:
 Tables and Views, Pagination and Count, Preferences, Errors, OpenAPI, URL grammar), run against a real database; filters
