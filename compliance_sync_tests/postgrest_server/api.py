@@ -4,6 +4,8 @@ with PostgREST's statuses and headers (``App.hs``, ``Response.hs``)."""
 
 from __future__ import annotations
 
+import contextlib
+import http.cookies
 import json
 import re
 import urllib.parse
@@ -39,6 +41,7 @@ class RestHandlers:
         if method == "OPTIONS":
             return self._options(resource)
         auth = self.authenticate(headers, query_apikey)
+        auth.request = _request_settings(method, resource, headers)
         record.role = auth.role
         segments = [s for s in resource.split("/") if s != ""]
         profile_header = "Accept-Profile" if method in ("GET", "HEAD") else "Content-Profile"
@@ -169,7 +172,7 @@ class RestHandlers:
 
     def _read(self, method: str, table: Table, qp: QueryParams, headers, prefs: Prefs, auth: Auth, profile_hdr) -> Resp:
         media = negotiate(headers.get("accept"))
-        hidden = not auth.full_access or self.faults.rls_state(table.name)[0]
+        hidden = self.faults.rls_state(table.name)[0]
         rng = self._ranges(method, qp, headers)
         qual = qi(table)
         where = where_sql(qual, table, qp.filters, hidden)
@@ -360,7 +363,7 @@ class RestHandlers:
 
     def _rls_write_check(self, table: Table, auth: Auth, affected: int) -> None:
         refuse = self.faults.rls_state(table.name)[1]
-        if affected > 0 and (refuse or not auth.full_access):
+        if affected > 0 and refuse:
             raise ApiError(
                 403 if auth.authed else 401,
                 "42501",
@@ -407,18 +410,21 @@ class RestHandlers:
         want_location = prefs.representation == "headers-only"
         # return=minimal returns no columns (Statements.hs: RETURNING 1 when nothing is selected): only counts
         kept = f"{qual}.*" if (want_body or want_location) else "1 AS pgrst_one"
-        ret = f"{kept}, ({qual}.xmax = 0) AS {ident(INSERTED_FLAG)}"
+        # only a merging upsert needs to know which rows were inserted (200 when none was); reading xmax needs the
+        # SELECT privilege, which a plain INSERT ... RETURNING 1 does not (as PostgREST's)
+        merging = resolution == "merge-duplicates"
+        ret = f"{kept}, ({qual}.xmax = 0) AS {ident(INSERTED_FLAG)}" if merging else kept
 
         def work(conn):
             n, inserted, body_json, location = self._write_result(
-                conn, mutation, ret, table, qp, media, want_body, want_location, True
+                conn, mutation, ret, table, qp, media, want_body, want_location, merging
             )
             self._rls_write_check(table, auth, n)
             self._check_singular(media, n)
             return n, inserted, body_json, location
 
         n, inserted, body_json, location = self._run(auth, False, work, prefs)
-        status = 200 if (resolution == "merge-duplicates" and inserted <= 0) else 201
+        status = 200 if (merging and inserted <= 0) else 201
         hdrs: list[tuple[str, str]] = []
         if location and n == 1:
             pairs = [tuple(item.split("=", 1)) for item in location]
@@ -444,14 +450,13 @@ class RestHandlers:
         text, col_names, is_object = self._payload(table, qp, headers, body)
         cols = self._typed_columns(table, col_names)
         qual = qi(table)
-        hidden = not auth.full_access
         if cols:
             self._require_where("UPDATE", qp)
             sets = ", ".join(f"{ident(c.name)} = pgrst_body.{ident(c.name)}" for c in cols)
             mutation = ("UPDATE " + qual + " SET " + sets + " FROM ") + self._body_source(
                 text, cols, is_object, prefs.missing == "default"
             )
-            mutation = mutation + where_sql(qual, table, qp.filters, hidden)
+            mutation = mutation + where_sql(qual, table, qp.filters, False)
             ret = qual + ".*"
         else:
             mutation = S("SELECT " + qual + ".* FROM " + qual + " WHERE false")
@@ -463,7 +468,7 @@ class RestHandlers:
         media = negotiate(headers.get("accept"))
         self._require_where("DELETE", qp)
         qual = qi(table)
-        mutation = ("DELETE FROM " + qual) + where_sql(qual, table, qp.filters, not auth.full_access)
+        mutation = ("DELETE FROM " + qual) + where_sql(qual, table, qp.filters, False)
         return self._finish_mutation("DELETE", table, qp, mutation, qual + ".*", media, prefs, auth, profile_hdr)
 
     def _require_where(self, verb: str, qp: QueryParams) -> None:
@@ -548,3 +553,16 @@ class RestHandlers:
             cache = self.reload_schema()
             return Resp(200, [("Content-Type", JSON_CT)], dumps({"tables": sorted(cache.tables)}))
         raise ApiError(404, "PGRST125", "Invalid path specified in request URL")
+
+
+def _request_settings(method: str, path: str, headers: dict[str, str]) -> dict[str, str]:
+    """The ``request.*`` settings PostgREST gives the transaction: method, path, headers and cookies as JSON."""
+    cookies = http.cookies.SimpleCookie()
+    with contextlib.suppress(http.cookies.CookieError):
+        cookies.load(headers.get("cookie", ""))
+    return {
+        "request.method": method,
+        "request.path": path or "/",
+        "request.headers": json.dumps(headers, separators=(",", ":")),
+        "request.cookies": json.dumps({k: m.value for k, m in cookies.items()}, separators=(",", ":")),
+    }

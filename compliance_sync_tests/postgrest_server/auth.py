@@ -13,7 +13,6 @@ import time
 from datetime import datetime, timedelta
 from typing import Any
 
-from .constants import KNOWN_ROLES
 from .errors import ApiError, GatewayError, dumps
 
 _HS_ALGS = {"HS256": hashlib.sha256, "HS384": hashlib.sha384, "HS512": hashlib.sha512}
@@ -135,8 +134,12 @@ def decode_jwt(token: str, secret: str, now: float | None = None) -> dict:
 
 @dataclasses.dataclass
 class Auth:
+    """Who a request runs as: the database role (``SET LOCAL ROLE``) and the claims ``request.jwt.claims`` holds
+    (PostgREST adds the role to them); ``request`` carries the other ``request.*`` settings PostgREST sets."""
+
     role: str
     claims: dict
+    request: dict[str, str] = dataclasses.field(default_factory=dict)
 
     @property
     def authed(self) -> bool:
@@ -149,7 +152,8 @@ class Auth:
 
 def authenticate(headers: dict[str, str], query_apikey: str | None, jwt_secret: str) -> Auth:
     """Supabase's gateway (an ``apikey`` is required and must be one of the project's), then PostgREST: the bearer
-    token, else the apikey, gives the role and claims."""
+    token, else the apikey, gives the role and claims (``anon`` without a ``role`` claim). Whether the role exists
+    and may be switched to is PostgreSQL's answer when the request's transaction sets it, as with PostgREST."""
     apikey = headers.get("apikey") or query_apikey
     if not apikey:
         raise GatewayError(401, "No API key found in request", "No `apikey` request header or url param was found.")
@@ -171,6 +175,4 @@ def authenticate(headers: dict[str, str], query_apikey: str | None, jwt_secret: 
     role = claims.get("role", "anon")
     if not isinstance(role, str):
         role = json.dumps(role)
-    if role not in KNOWN_ROLES:
-        raise ApiError(401, "22023", f'role "{role}" does not exist', None, None, [("WWW-Authenticate", "Bearer")])
-    return Auth(role, claims)
+    return Auth(role, {**claims, "role": role})

@@ -12,7 +12,10 @@ ADMIN_PREFIX = "/__admin"
 EXPOSED_SCHEMA = "public"
 # Supabase's local-development secret (supabase/cli): handy when a test does not care.
 DEFAULT_JWT_SECRET = "super-secret-jwt-token-with-at-least-32-characters-long"
-KNOWN_ROLES = ("anon", "authenticated", "service_role")
+# Supabase's API roles: what a request may run as, and the role the server's connections become (PostgREST's
+# "authenticator", a member of the three that owns nothing).
+API_ROLES = ("anon", "authenticated", "service_role")
+AUTHENTICATOR = "authenticator"
 # Supabase's edge answers 414 "URI too long" past roughly 16 KiB of request target (supabase-js#766, postgrest-js#393,
 # postgrest-py#365: a few hundred uuids in an in.(...) filter); PostgREST itself has no limit.
 DEFAULT_MAX_URL_LENGTH = 16 * 1024

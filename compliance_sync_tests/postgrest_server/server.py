@@ -15,7 +15,7 @@ import psycopg
 from .api import RestHandlers
 from .auth import Auth, authenticate, b64url, make_jwt
 from .constants import DEFAULT_JWT_SECRET, DEFAULT_MAX_URL_LENGTH, EXPOSED_SCHEMA, REST_PREFIX, log
-from .database import Pool
+from .database import Pool, prepare_supabase_roles
 from .errors import ApiError, GatewayError
 from .faults import FaultInjector, RequestRecord
 from .http_server import Handler, HTTPServer
@@ -67,8 +67,10 @@ class PostgrestServer(RestHandlers):
 
     # -- lifecycle
     def start(self) -> PostgrestServer:
-        """Listen for schema reloads, load the schema cache, then serve in a background thread."""
+        """Give the database Supabase's roles and grants, listen for schema reloads, load the schema cache, then
+        serve in a background thread."""
         self._stopping.clear()
+        prepare_supabase_roles(self.database_url, self.schema)
         if self._listen_for_reload:
             self._listener = threading.Thread(target=self._listen, name="postgrest-listener", daemon=True)
             self._listener.start()
