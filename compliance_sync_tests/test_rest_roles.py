@@ -186,3 +186,40 @@ def test_the_anon_key_reads_nothing_and_writes_nothing(rls_db, tmp_path, key):
         assert resp.status_code == 204 and resp.headers["Content-Range"] == "*/*"
         assert {r.role for r in srv.requests} == {"anon"}
     assert target_state(rls_db, with_stamps=True) == before
+
+
+def test_each_request_runs_as_its_role_with_postgrests_settings(rls_db):
+    execute(
+        rls_db,
+        """CREATE TABLE public.seen_by (
+             id serial PRIMARY KEY, note text,
+             who text DEFAULT current_user,
+             claims jsonb DEFAULT current_setting('request.jwt.claims', true)::jsonb,
+             method text DEFAULT current_setting('request.method', true),
+             path text DEFAULT current_setting('request.path', true),
+             prefer text DEFAULT current_setting('request.headers', true)::json ->> 'prefer',
+             search_path text DEFAULT current_setting('search_path'))""",
+    )
+    with rest_server(rls_db) as srv:
+        user = srv.make_jwt("authenticated", sub="3f1c0a52-6d3e-4a55-9a57-0d1b2c3d4e5f")
+        for headers in (
+            {"apikey": srv.publishable_key, "Authorization": f"Bearer {user}"},
+            {"apikey": srv.secret_key},
+            {"apikey": srv.anon_key},
+            {"apikey": srv.publishable_key, "Authorization": f"Bearer {srv.make_jwt(None)}"},  # no role claim: anon
+        ):
+            resp = httpx.post(f"{srv.rest_url}/seen_by", headers=headers | {"Prefer": "return=minimal"}, json={})
+            assert resp.status_code == 201, resp.text
+    with psycopg.connect(rls_db) as conn:
+        rows = conn.execute("SELECT who, claims, method, path, prefer, search_path FROM seen_by ORDER BY id").fetchall()
+    settings = ("POST", "/seen_by", "return=minimal", '"public", "extensions"')
+    assert rows == [
+        (
+            "authenticated",
+            {"role": "authenticated", "iss": "supabase", "sub": "3f1c0a52-6d3e-4a55-9a57-0d1b2c3d4e5f"},
+            *settings,
+        ),
+        ("service_role", {"role": "service_role"}, *settings),
+        ("anon", {"role": "anon", "iss": "supabase"}, *settings),
+        ("anon", {"role": "anon", "iss": "supabase"}, *settings),
+    ]
