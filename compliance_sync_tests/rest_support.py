@@ -1,7 +1,7 @@
 """Helpers shared by the REST backend's tests (test_rest_backend.py, test_rest_faults.py).
 
 Databases are cloned with ``CREATE DATABASE … TEMPLATE`` (so two backends run on byte-identical copies),
-the PostgREST look-alike runs in-process (compliance_sync_tests/postgrest_server.py), runs go through
+the PostgREST look-alike runs in-process (compliance_sync_tests/postgrest_server/), runs go through
 :func:`compliance_sync.sync.run_fiscal_year` (what the CLI and the Dagster asset call), and target rows are
 compared on everything but ``id``, ``created_at`` and ``updated_at``.
 """

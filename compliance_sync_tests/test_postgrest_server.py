@@ -1,4 +1,4 @@
-"""Conformance tests of the PostgREST look-alike (compliance_sync_tests/postgrest_server.py).
+"""Conformance tests of the PostgREST look-alike (compliance_sync_tests/postgrest_server/).
 
 Requests are raw HTTP (httpx), mostly taken from the examples of PostgREST's documentation (docs.postgrest.org:
 Tables and Views, Pagination and Count, Preferences, Errors, OpenAPI, URL grammar), run against a real database; filters
@@ -85,6 +85,10 @@ CREATE TABLE public.typed (
 
 -- no unique index on (name, fiscal_year): the zero-row upsert probe must fail with 42P10
 CREATE TABLE public.no_key (name text, fiscal_year integer, value integer);
+
+-- row-level security without a policy, as Supabase enables it on new tables: only the service role reads and writes
+ALTER TABLE public.people ENABLE ROW LEVEL SECURITY;
+ALTER TABLE public.no_key ENABLE ROW LEVEL SECURITY;
 """
 
 TARGETS = (
@@ -701,7 +705,7 @@ def test_service_role_jwt_and_sb_secret_keys(srv):
         assert resp.json() == [{"id": 1}], headers
 
 
-def test_anon_and_publishable_keys_read_nothing_and_cannot_insert(srv, clean):
+def test_under_rls_without_a_policy_anon_and_publishable_keys_read_nothing_and_cannot_insert(srv, clean):
     for key in (srv.anon_key, "sb_publishable_xyz"):
         headers = {"apikey": key}
         resp = httpx.get(srv.rest_url + "/people", headers=headers)
@@ -736,8 +740,13 @@ def test_jwt_errors(srv):
     assert resp.status_code == 401 and err(resp)["message"] == "Empty JWT is sent in Authorization header"
     resp = get("abc.def")
     assert resp.status_code == 401 and err(resp)["message"] == "Expected 3 parts in JWT; got 2"
-    resp = get(srv.make_jwt("postgres"))
-    assert resp.status_code == 401 and err(resp) == {"code": "22023", "details": None, "hint": None, "message": 'role "postgres" does not exist'}
+    resp = get(srv.make_jwt("no_such_role"))
+    assert resp.status_code == 401
+    assert err(resp) == {"code": "22023", "details": None, "hint": None, "message": 'role "no_such_role" does not exist'}
+    assert resp.headers["WWW-Authenticate"] == "Bearer"
+    resp = get(srv.make_jwt("postgres"))  # a role that exists but is not granted to the authenticator
+    assert resp.status_code == 403
+    assert err(resp) == {"code": "42501", "details": None, "hint": None, "message": 'permission denied to set role "postgres"'}
     resp = httpx.get(srv.rest_url + "/people", headers={"apikey": bad})  # a foreign JWT as apikey: refused at the gateway
     assert resp.status_code == 401 and resp.json()["message"] == "Invalid API key"
 

@@ -1,5 +1,5 @@
 """The REST backend (Supabase's REST API through supabase-py) against the PostgREST look-alike over real
-PostgreSQL (compliance_sync_tests/postgrest_server.py).
+PostgreSQL (compliance_sync_tests/postgrest_server/).
 
 Issue 11 items 2-8 and issue 12's REST parts: which backend runs and which keys are refused before any
 request; reads that miss nothing whatever the server's row cap; the schema check with the direct path's
