@@ -181,6 +181,7 @@ class ChangeSet:
 
     upserts: list[dict[str, Any]]
     deletes: list[dict[str, Any]]  # the current rows (key columns at least) that carry nothing foreign
+    new: list[bool] = dataclasses.field(default_factory=list)  # per upsert: an insert (not an update)
 
 
 def reset_row(table: TargetTable, key_row: dict[str, Any]) -> dict[str, Any]:
@@ -214,10 +215,12 @@ def diff_rows(table: TargetTable, current: Iterable[dict[str, Any]], wanted: Ite
         if old is None:
             diff.inserted += 1
             changes.upserts.append(row)
+            changes.new.append(True)
             lines[Action.INSERT].append(DiffLine(Action.INSERT, k, None, row))
         elif changed_columns(table, old, row):
             diff.updated += 1
             changes.upserts.append(row)
+            changes.new.append(False)
             lines[Action.UPDATE].append(DiffLine(Action.UPDATE, k, old, row))
         else:
             diff.unchanged += 1
@@ -235,6 +238,7 @@ def diff_rows(table: TargetTable, current: Iterable[dict[str, Any]], wanted: Ite
         elif table.not_wanted == NotWanted.RESET and changed_columns(table, old, new := reset_row(table, old)):
             diff.updated += 1
             changes.upserts.append(new)
+            changes.new.append(False)
             lines[Action.UPDATE].append(DiffLine(Action.UPDATE, k, old, new))
         else:
             diff.unchanged += 1

@@ -26,6 +26,11 @@ class Session(Protocol):
     committed: bool  # every planned change is written
     partly_written: bool  # some changes are written, not all (REST only; every row old or new, none missing)
 
+    def written_so_far(self) -> dict | None:
+        """When partly written: ``{"acknowledged": {target: {"upserted": n, "deleted": n}}, "unknown": [{"table",
+        "request", "rows", "why"}]}`` (REST); None for a backend that writes all or nothing."""
+        ...
+
     def read_facts(self) -> Facts:
         """Check the schema, then read the rule-neutral facts of the FY."""
         ...

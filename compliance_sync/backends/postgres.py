@@ -278,6 +278,10 @@ class PostgresSession:
         self._locked = False
         self._finished = False
 
+    def written_so_far(self) -> dict | None:
+        """Nothing to report: one transaction writes all of the FY or none of it."""
+        return None
+
     # --- helpers ---------------------------------------------------------------------------------------
     def _t(self, name: str) -> sql.Identifier:
         return sql.Identifier(self.schema, name)

@@ -30,6 +30,7 @@ import hashlib
 import json
 import logging
 import ssl
+import threading
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 from urllib.parse import urlsplit
@@ -182,6 +183,29 @@ def translate(exc: BaseException, what: str, where: str) -> SyncError:
 
 def _retryable(exc: BaseException) -> bool:
     return isinstance(exc, httpx.TransportError) or (isinstance(exc, RestHTTPError) and exc.status in TRANSIENT_STATUS)
+
+
+NEVER_SENT = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout, httpx.UnsupportedProtocol, httpx.ProxyError)
+
+
+def _outcome_unknown(exc: BaseException) -> bool:
+    """Whether a failed request may still have been applied: it left (not a refused connection) and no answer
+    says it was not (a timeout, a connection dropped after sending, a 5xx: PostgREST may have committed)."""
+    if isinstance(exc, NEVER_SENT):
+        return False
+    if isinstance(exc, httpx.TransportError):
+        return True
+    return isinstance(exc, RestHTTPError) and exc.status >= 500
+
+
+def _why_unknown(exc: BaseException) -> str:
+    if isinstance(exc, httpx.TimeoutException):
+        return "no answer within the timeout"
+    if isinstance(exc, httpx.TransportError):
+        return f"the connection was lost after the request was sent ({type(exc).__name__})"
+    if isinstance(exc, RestHTTPError):
+        return f"HTTP {exc.status} after the request was sent"
+    return type(exc).__name__
 
 
 # --- values over JSON -------------------------------------------------------------------------------------------
@@ -346,14 +370,27 @@ class RestClient:
 
     def call(self, what: str, fn: Callable[[], Any], retry: bool = True) -> Any:
         """``fn()`` (one request), retried on transient failures unless ``retry`` is False; any failure
-        raised as the run's error type."""
+        raised as the run's error type, with ``why_unknown`` set when an attempt may have been applied
+        (a timeout or a dropped connection after sending, a 5xx): a write the server may have committed."""
+        why: str | None = None  # the last attempt that may have been applied, and why its outcome is unknown
+
+        def attempt() -> Any:
+            nonlocal why
+            try:
+                return fn()
+            except Exception as exc:
+                if _outcome_unknown(exc):
+                    why = _why_unknown(exc)
+                raise
+
         try:
-            return self._retrying(fn) if retry else fn()
+            return self._retrying(attempt) if retry else attempt()
         except Exception as exc:
             error = translate(exc, what, self.backend.where)
             self.unreachable = isinstance(error, ConnectionFailure)
             if retry and _retryable(exc) and self.backend.retries:
                 error = type(error)(f"{error} (still failing after {self.backend.retries + 1} attempts, COMPLIANCE_SYNC_REST_RETRIES)")
+            error.why_unknown = why
             raise error from None
 
     # --- reading ------------------------------------------------------------------------------------------
@@ -492,11 +529,52 @@ class RestSession:
         self.backend, self.client, self.fy, self.as_of = backend, client, fy, as_of
         self.warnings: list[str] = []
         self.committed = False
-        self.partly_written = False
+        self.acknowledged = {t.name: {"upserted": 0, "deleted": 0} for t in TARGETS}  # rows the server said it wrote
+        self.new_rows = {t.name: 0 for t in TARGETS}  # of the upserted rows, those that were inserts
+        self.unknown: list[dict[str, Any]] = []  # writes whose outcome is unknown (possibly applied)
+        self._on_wire: dict[int, dict[str, Any]] = {}  # writes sent and not yet answered
+        self._wire_lock = threading.Lock()
+        self._recording_failure = False
         self.report: schema.SchemaReport | None = None
         self._event_ids: dict | None = None
         self._changes: dict[str, ChangeSet] = {}
         self._planned: SyncDiff | None = None
+
+    @property
+    def partly_written(self) -> bool:
+        """A write reached the server: a row acknowledged, or a request whose outcome is unknown."""
+        return any(n for counts in self.acknowledged.values() for n in counts.values()) or bool(self.unknown or self._on_wire)
+
+    def written_so_far(self) -> dict[str, Any]:
+        """What the server acknowledged per target, and the writes whose outcome is unknown (a request still on
+        the wire at an interrupt is possibly applied)."""
+        with self._wire_lock:
+            on_wire = [dict(w, why="on the wire when the run was interrupted: possibly applied") for w in self._on_wire.values()]
+        return {
+            "acknowledged": {name: dict(counts) for name, counts in self.acknowledged.items()},
+            "inserted": dict(self.new_rows),  # of the rows upserted, the inserts (the ledger row's counts)
+            "unknown": [dict(w) for w in self.unknown] + on_wire,
+        }
+
+    def _write(self, what: str, table: str, request: str, rows: int, fn: Callable[[], Any]) -> Any:
+        """One write request, remembered while it is on the wire; a failure that leaves its outcome unknown
+        (or an interrupt while it is out) is recorded as possibly applied."""
+        entry = {"table": table, "request": request, "rows": rows}
+        token = object()
+        with self._wire_lock:
+            self._on_wire[id(token)] = entry
+        try:
+            return self.client.call(what, fn)
+        except SyncError as exc:
+            if exc.why_unknown:
+                self.unknown.append(entry | {"why": f"{exc.why_unknown}: possibly applied"})
+            raise
+        except BaseException:  # Ctrl-C, SIGTERM (call() turns every Exception into a SyncError): the request is out
+            self.unknown.append(entry | {"why": "on the wire when the run was interrupted: possibly applied"})
+            raise
+        finally:
+            with self._wire_lock:
+                self._on_wire.pop(id(token), None)
 
     def _warn(self, message: str) -> None:
         if message not in self.warnings:
@@ -589,7 +667,7 @@ class RestSession:
         return self._planned
 
     # --- writing ----------------------------------------------------------------------------------------------------
-    def _upsert(self, target: TargetTable, rows: list[dict[str, Any]], stamp: str) -> None:
+    def _upsert(self, target: TargetTable, rows: list[dict[str, Any]], is_new: list[bool], stamp: str) -> None:
         """Idempotent chunks on the unique key (a retried chunk writes the same values again), pipelined: while
         PostgreSQL upserts one chunk (disjoint keys: the requests never wait for each other), the next is converted
         and sent; at most ``UPSERT_IN_FLIGHT`` requests at a time. A failed chunk stops the run: nothing is sent
@@ -597,8 +675,12 @@ class RestSession:
         table, on_conflict = target.name, ",".join(target.key)
         progress = Progress(f"writing {table}")
 
-        def send(chunk: list[dict[str, Any]]) -> int:
-            self.client.call(f"writing {table}", lambda: self.client.rest.from_(table).upsert(chunk, on_conflict=on_conflict, returning=MINIMAL).execute())
+        def send(chunk: list[dict[str, Any]], new: int) -> int:
+            upsert = self.client.rest.from_(table).upsert
+            self._write(f"writing {table}", table, "upsert", len(chunk), lambda: upsert(chunk, on_conflict=on_conflict, returning=MINIMAL).execute())
+            with self._wire_lock:
+                self.acknowledged[table]["upserted"] += len(chunk)
+                self.new_rows[table] += new
             return len(chunk)
 
         with concurrent.futures.ThreadPoolExecutor(UPSERT_IN_FLIGHT, thread_name_prefix="compliance_sync-upsert") as wire:
@@ -608,8 +690,7 @@ class RestSession:
                     chunk = _body_rows(target, rows[i : i + UPSERT_CHUNK], stamp)
                     while len(in_flight) >= UPSERT_IN_FLIGHT:
                         progress.add(in_flight.popleft().result())
-                    in_flight.append(wire.submit(send, chunk))
-                    self.partly_written = True
+                    in_flight.append(wire.submit(send, chunk, sum(is_new[i : i + UPSERT_CHUNK])))
                 while in_flight:
                     progress.add(in_flight.popleft().result())
             finally:
@@ -648,9 +729,11 @@ class RestSession:
                     builder = builder.is_(c, "null")
                 return builder.or_(terms).execute()
 
-            response = self.client.call(f"deleting from {target.name}", send)
-            self.partly_written = True
-            deleted += response.count if response.count is not None else terms.count("and(")
+            planned = terms.count("and(")
+            response = self._write(f"deleting from {target.name}", target.name, "delete", planned, send)
+            done = response.count if response.count is not None else planned
+            self.acknowledged[target.name]["deleted"] += done
+            deleted += done
         if deleted >= len(rows):
             return 0
         # fewer deleted than planned: a row gained data the job does not own since the read (kept, an orphan
@@ -683,13 +766,21 @@ class RestSession:
         table = self.client.rest.from_
         if "run_id" in row:
             try:
-                self.client.call(f"writing {LEDGER_TABLE}", lambda: table(LEDGER_TABLE).upsert([row], on_conflict="run_id", returning=MINIMAL).execute(), retry)
+                self._ledger_call(lambda: table(LEDGER_TABLE).upsert([row], on_conflict="run_id", returning=MINIMAL).execute(), retry)
                 return
             except DataError as exc:
                 if "42P10" not in str(exc):
                     raise
                 self._warn(f"{LEDGER_TABLE}.run_id has no unique index: a retried ledger write may add a second row (run `compliance-sync migrate --minimal`)")
-        self.client.call(f"writing {LEDGER_TABLE}", lambda: table(LEDGER_TABLE).insert([row], returning=MINIMAL).execute(), retry)
+        self._ledger_call(lambda: table(LEDGER_TABLE).insert([row], returning=MINIMAL).execute(), retry)
+
+    def _ledger_call(self, fn: Callable[[], Any], retry: bool) -> None:
+        """The ledger row of a run that is writing is reported like a target's write (its outcome may be
+        unknown); a failed run's ledger row, written after the stop, is best effort."""
+        if self._recording_failure:
+            self.client.call(f"writing {LEDGER_TABLE}", fn, retry)
+        else:
+            self._write(f"writing {LEDGER_TABLE}", LEDGER_TABLE, "insert", 1, fn)
 
     def apply(self, diff: SyncDiff, run_ts: dt.datetime, ledger: LedgerRow) -> None:
         if diff is not self._planned or self.committed:
@@ -697,7 +788,7 @@ class RestSession:
         stamp = run_ts.isoformat()
         for t in TARGETS:  # upserts first, every target
             if self._changes[t.name].upserts:
-                self._upsert(t, self._changes[t.name].upserts, stamp)
+                self._upsert(t, self._changes[t.name].upserts, self._changes[t.name].new, stamp)
         for t in TARGETS:  # stale rows last
             if t.not_wanted == NotWanted.PRUNE and self._changes[t.name].deletes:
                 kept = self._delete(t, self._changes[t.name].deletes)
@@ -709,6 +800,7 @@ class RestSession:
     def record_failure(self, ledger: LedgerRow) -> None:
         """Best effort: one attempt when the run stopped because the API was unreachable (no second round
         of retries before the error is shown)."""
+        self._recording_failure = True
         try:
             self._write_ledger(ledger, retry=not self.client.unreachable)
         except SyncError as exc:
