@@ -619,8 +619,9 @@ def test_schema_changed_under_the_run_exits_3(own_appendix_db, env, tmp_path, co
 
 
 class _Impostor(http.server.BaseHTTPRequestHandler):
-    """Not PostgREST: ``mode`` html (a web page for everything), html404, or json (PostgREST's API
-    description and write answers proxied from the real server, but reads as JSON without Content-Range)."""
+    """Not PostgREST: ``mode`` html (a web page for everything), html404, json404 / json400 (JSON errors without
+    PostgREST's shape), or json / html_reads (PostgREST's API description and write answers proxied from the real
+    server, but reads as JSON without Content-Range / as a 404 web page)."""
 
     mode = "html"
     upstream = ""
@@ -642,6 +643,12 @@ class _Impostor(http.server.BaseHTTPRequestHandler):
             return self._answer(200, b"<!doctype html><html><body>Welcome</body></html>", "text/html")
         if self.mode == "html404":
             return self._answer(404, b"<html><body>Not Found</body></html>", "text/html")
+        if self.mode == "json404":  # a JSON API, not PostgREST: no {code, message, details, hint}
+            return self._answer(404, b'{"error":"Not Found"}', "application/json")
+        if self.mode == "json400":
+            return self._answer(400, b'{"message":"Bad Request","statusCode":400}', "application/json; charset=utf-8")
+        if self.mode == "html_reads" and self.path.rstrip("/").split("?")[0] != "/rest/v1" and self.command == "GET":
+            return self._answer(404, b"<html><body>Not Found</body></html>", "text/html")
         if self.path.rstrip("/").split("?")[0] == "/rest/v1" or self.command != "GET":
             headers = {k: v for k, v in self.headers.items() if k.lower() in ("apikey", "authorization", "accept", "prefer", "content-type")}
             reply = httpx.request(self.command, self.upstream + self.path, headers=headers, content=body)
@@ -651,7 +658,7 @@ class _Impostor(http.server.BaseHTTPRequestHandler):
     do_GET = do_POST = do_HEAD = do_DELETE = do_PATCH = _any
 
 
-@pytest.mark.parametrize("mode", ["html", "html404", "json"])
+@pytest.mark.parametrize("mode", ["html", "html404", "json", "json404", "json400", "html_reads"])
 def test_a_reply_that_is_not_postgrests_exits_4(appendix_db, env, capsys, mode):
     with rest_server(appendix_db) as srv:
         handler = type("Impostor", (_Impostor,), {"mode": mode, "upstream": srv.url})
@@ -666,7 +673,9 @@ def test_a_reply_that_is_not_postgrests_exits_4(appendix_db, env, capsys, mode):
             impostor.shutdown()
             impostor.server_close()
     assert code == 4, text
-    assert "not PostgREST's" in summary["error"] and "NEXT_PUBLIC_SUPABASE_URL" in summary["error"]
+    assert "the reply is not PostgREST's" in summary["error"] and "NEXT_PUBLIC_SUPABASE_URL" in summary["error"]
+    assert f"127.0.0.1:{impostor.server_address[1]}" in summary["error"]  # the host it asked
+    assert "schema cache" not in summary["error"] and srv.service_role_key[-12:] not in text
     assert target_state(appendix_db) == {t.name: {} for t in TARGETS}
 
 

@@ -127,6 +127,8 @@ class RestHTTPError(Exception):
     def __init__(self, status: int, body: Any, content_type: str) -> None:
         self.status, self.body, self.content_type = status, body, content_type
         self.code = body.get("code") if isinstance(body, dict) else None
+        # PostgREST's error body always carries code and message (with details and hint); nothing else does
+        self.postgrest_shaped = isinstance(body, dict) and "code" in body and "message" in body and "json" in content_type
         self.message = (body.get("message") if isinstance(body, dict) else None) or (str(body)[:200] if body else f"HTTP {status}")
         super().__init__(f"HTTP {status} {self.code or ''} {self.message}".strip())
 
@@ -155,7 +157,7 @@ def translate(exc: BaseException, what: str, where: str) -> SyncError:
     if isinstance(exc, SyncError):
         return exc
     if isinstance(exc, NotPostgrest):
-        return ConnectionFailure(f"{what}: {NOT_POSTGREST}")
+        return ConnectionFailure(f"{what}: {where} answered without PostgREST's headers; {NOT_POSTGREST}")
     if isinstance(exc, httpx.TimeoutException):
         return TransientFailure(f"{what}: no answer from {where} within the timeout (COMPLIANCE_SYNC_REST_TIMEOUT)")
     if isinstance(exc, httpx.TransportError):
@@ -166,13 +168,15 @@ def translate(exc: BaseException, what: str, where: str) -> SyncError:
     detail = f" ({code}: {message})" if code else f" ({message})"
     if status in TRANSIENT_STATUS:
         return TransientFailure(f"{what}: {where} answered HTTP {status}{detail}")
-    if "json" not in exc.content_type and status not in (401, 403):
-        return ConnectionFailure(f"{what}: HTTP {status}; {NOT_POSTGREST}")
+    if not exc.postgrest_shaped:  # a gateway, a proxy, a web server: not PostgREST's {code, message, details, hint}
+        if status in (401, 403):  # Supabase's gateway refusing the key ({"message", "hint"})
+            return ConnectionFailure(f"{what}: {where} refused the key (HTTP {status}{detail}): SUPABASE_SERVICE_ROLE_KEY is wrong or expired")
+        return ConnectionFailure(f"{what}: {where} answered HTTP {status}; {NOT_POSTGREST}")
     if code == "42501":
         return DataError(f"{what}: permission denied{detail}: row-level security or a missing grant refused the service role; check the key is the service_role key and the table's grants")
     if status in (401, 403):
         return ConnectionFailure(f"{what}: {where} refused the key (HTTP {status}{detail}): SUPABASE_SERVICE_ROLE_KEY is wrong or expired")
-    if code in ("PGRST205", "42P01") or (status == 404 and code is None):
+    if code in ("PGRST205", "42P01"):
         return DataError(f"{what}: the table is not in the REST API's schema cache{detail}; {RELOAD_HINT}")
     if code in ("42703", "PGRST204"):
         return DataError(f"{what}: a column is missing{detail}; {RELOAD_HINT}")
