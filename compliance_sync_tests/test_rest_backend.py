@@ -679,6 +679,99 @@ def test_a_reply_that_is_not_postgrests_exits_4(appendix_db, env, capsys, mode):
     assert target_state(appendix_db) == {t.name: {} for t in TARGETS}
 
 
+class _Throttle(http.server.BaseHTTPRequestHandler):
+    """A proxy in front of the test server that answers the first read of ``account_plans`` with ``status`` and
+    ``Retry-After: <retry_after()>``, and records when each read of that table arrived."""
+
+    upstream = ""
+    status = 429
+    retry_after = staticmethod(lambda: "2")
+    arrivals: list[float] = []
+
+    def log_message(self, *args):  # quiet
+        pass
+
+    def _any(self) -> None:
+        length = int(self.headers.get("content-length") or 0)
+        body = self.rfile.read(length) if length else b""
+        if self.command == "GET" and self.path.startswith("/rest/v1/account_plans?"):
+            self.arrivals.append(time.monotonic())
+            if len(self.arrivals) == 1:
+                payload = b'{"code":null,"details":null,"hint":null,"message":"slow down"}'
+                self.send_response(self.status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Retry-After", self.retry_after())
+                self.send_header("Content-Length", str(len(payload)))
+                self.end_headers()
+                self.wfile.write(payload)
+                return
+        headers = {k: v for k, v in self.headers.items() if k.lower() not in ("host", "content-length", "connection")}
+        reply = httpx.request(self.command, self.upstream + self.path, headers=headers, content=body)
+        self.send_response(reply.status_code)
+        for k, v in reply.headers.items():
+            if k.lower() not in ("content-length", "transfer-encoding", "connection", "content-encoding"):
+                self.send_header(k, v)
+        self.send_header("Content-Length", str(len(reply.content)))
+        self.end_headers()
+        self.wfile.write(reply.content)
+
+    do_GET = do_POST = do_HEAD = do_DELETE = do_PATCH = _any
+
+
+def _http_date(seconds_from_now: float) -> str:
+    import email.utils
+
+    return email.utils.format_datetime(dt.datetime.now(dt.UTC) + dt.timedelta(seconds=seconds_from_now), usegmt=True)
+
+
+@pytest.mark.parametrize(("status", "retry_after", "at_least"), [(429, lambda: "2", 2.0), (503, lambda: _http_date(3), 2.0)], ids=["429-seconds", "503-http-date"])
+def test_retry_after_is_the_wait_before_the_retry(appendix_db, env, capsys, status, retry_after, at_least):
+    with rest_server(appendix_db) as srv:
+        handler = type("Throttle", (_Throttle,), {"upstream": srv.url, "status": status, "retry_after": staticmethod(retry_after), "arrivals": []})
+        proxy = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+        threading.Thread(target=proxy.serve_forever, daemon=True).start()
+        try:
+            use_rest(env, srv, COMPLIANCE_SYNC_REST_TIMEOUT=5, COMPLIANCE_SYNC_REST_RETRIES=2)
+            env.setenv("NEXT_PUBLIC_SUPABASE_URL", f"http://127.0.0.1:{proxy.server_address[1]}")
+            code, summary, text = cli_run(capsys, *YEAR)
+        finally:
+            proxy.shutdown()
+            proxy.server_close()
+    assert code == 0, text
+    first, second = handler.arrivals[:2]
+    assert at_least - 0.1 <= second - first < at_least + 2.5, second - first  # the header's wait, not the backoff's
+    assert len(target_state(appendix_db)[REQUIREMENTS]) == 3
+
+
+def test_a_retry_after_longer_than_the_timeout_stops_with_exit_4_saying_when(appendix_db, env, capsys):
+    with rest_server(appendix_db) as srv:
+        handler = type("Throttle", (_Throttle,), {"upstream": srv.url, "retry_after": staticmethod(lambda: "120"), "arrivals": []})
+        proxy = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+        threading.Thread(target=proxy.serve_forever, daemon=True).start()
+        try:
+            use_rest(env, srv, COMPLIANCE_SYNC_REST_TIMEOUT=5, COMPLIANCE_SYNC_REST_RETRIES=2)
+            env.setenv("NEXT_PUBLIC_SUPABASE_URL", f"http://127.0.0.1:{proxy.server_address[1]}")
+            started = time.monotonic()
+            code, summary, text = cli_run(capsys, *YEAR)
+            elapsed = time.monotonic() - started
+        finally:
+            proxy.shutdown()
+            proxy.server_close()
+    assert code == 4, text
+    assert len(handler.arrivals) == 1 and elapsed < 60  # no retry, no wait
+    assert "retry after 120 s" in summary["error"] and "COMPLIANCE_SYNC_REST_TIMEOUT (5 s)" in summary["error"]
+    assert "run it again after 20" in summary["error"] and "HTTP 429" in summary["error"]
+    assert target_state(appendix_db) == {t.name: {} for t in TARGETS}
+
+
+def test_retry_after_reads_seconds_and_http_dates():
+    now = dt.datetime(2025, 6, 30, 12, 0, 0, tzinfo=dt.UTC)
+    assert rest.retry_after("7", now) == 7.0
+    assert rest.retry_after("Mon, 30 Jun 2025 12:00:09 GMT", now) == 9.0
+    assert rest.retry_after("Mon, 30 Jun 2025 11:00:00 GMT", now) == 0.0  # past: at once
+    assert rest.retry_after("soon", now) is None and rest.retry_after(None, now) is None and rest.retry_after("-3", now) is None
+
+
 TRANSIENT = {
     "503": lambda srv, times: srv.faults.fail(method="GET", table="account_plans", status=503, times=times),
     "dropped": lambda srv, times: srv.faults.drop(method="GET", table="account_plans", times=times),

@@ -13,7 +13,9 @@ Reads page by keyset on the primary key (``pk=gt.<last>&order=pk.asc&limit=n``) 
 server row cap below the page size truncates nothing. Each page is its own transaction on the server: the
 REST path reads no single consistent picture (the targets are read last; a change made while it reads is
 picked up by the next run). Requests go through one ``httpx.Client`` (timeouts, keep-alive); transient
-failures (5xx, 429, timeouts, dropped connections) are retried with backoff by tenacity, writes included.
+failures (5xx, 429, timeouts, dropped connections) are retried with backoff by tenacity, writes included; a 429
+or 503 with ``Retry-After`` is retried after the wait it asks for, or, when that is longer than
+COMPLIANCE_SYNC_REST_TIMEOUT, stops the run (exit 4) saying when to run it again.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ import contextlib
 import dataclasses
 import datetime as dt
 import decimal
+import email.utils
 import functools
 import hashlib
 import json
@@ -127,6 +130,7 @@ class RestHTTPError(Exception):
     def __init__(self, status: int, body: Any, content_type: str) -> None:
         self.status, self.body, self.content_type = status, body, content_type
         self.code = body.get("code") if isinstance(body, dict) else None
+        self.retry_after: float | None = None  # seconds, from a 429's or 503's Retry-After
         # PostgREST's error body always carries code and message (with details and hint); nothing else does
         self.postgrest_shaped = isinstance(body, dict) and "code" in body and "message" in body and "json" in content_type
         self.message = (body.get("message") if isinstance(body, dict) else None) or (str(body)[:200] if body else f"HTTP {status}")
@@ -149,7 +153,27 @@ def _raise_for_status(response: httpx.Response) -> None:
         body = response.json()
     except ValueError:
         body = response.text[:500]
-    raise RestHTTPError(response.status_code, body, content_type)
+    error = RestHTTPError(response.status_code, body, content_type)
+    if response.status_code in (429, 503):
+        error.retry_after = retry_after(response.headers.get("retry-after"))
+    raise error
+
+
+def retry_after(value: str | None, now: dt.datetime | None = None) -> float | None:
+    """``Retry-After`` in seconds from now: delay-seconds or an HTTP-date (RFC 9110 §10.2.3); None when absent
+    or unreadable."""
+    if not value or not value.strip():
+        return None
+    text = value.strip()
+    if text.isdigit():
+        return float(text)
+    try:
+        when = email.utils.parsedate_to_datetime(text)
+    except (TypeError, ValueError, IndexError):
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=dt.UTC)
+    return max(0.0, (when - (now or dt.datetime.now(dt.UTC))).total_seconds())
 
 
 def translate(exc: BaseException, what: str, where: str) -> SyncError:
@@ -187,6 +211,11 @@ def translate(exc: BaseException, what: str, where: str) -> SyncError:
 
 def _retryable(exc: BaseException) -> bool:
     return isinstance(exc, httpx.TransportError) or (isinstance(exc, RestHTTPError) and exc.status in TRANSIENT_STATUS)
+
+
+def _asked_wait(exc: BaseException | None) -> float | None:
+    """The wait a 429 or 503 asked for (Retry-After), in seconds, else None."""
+    return exc.retry_after if isinstance(exc, RestHTTPError) else None
 
 
 NEVER_SENT = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout, httpx.UnsupportedProtocol, httpx.ProxyError)
@@ -355,16 +384,22 @@ class RestClient:
         options = ClientOptions(httpx_client=self._http, postgrest_client_retry=False, auto_refresh_token=False, persist_session=False)
         self._supabase = create_client(backend.url, backend._key, options=options)
         self.rest = self._supabase.postgrest
+        backoff = tenacity.wait_exponential(multiplier=BACKOFF_S, max=BACKOFF_MAX_S)
         self._retrying = tenacity.Retrying(
-            retry=tenacity.retry_if_exception(_retryable),
+            retry=tenacity.retry_if_exception(lambda exc: _retryable(exc) and not self._too_long(exc)),
             stop=tenacity.stop_after_attempt(backend.retries + 1),
-            wait=tenacity.wait_exponential(multiplier=BACKOFF_S, max=BACKOFF_MAX_S),
+            wait=lambda rs: _asked_wait(rs.outcome.exception()) if _asked_wait(rs.outcome.exception()) is not None else backoff(rs),
             before_sleep=lambda rs: log.warning("REST request to %s failed (%s); retrying (attempt %d of %d)", backend.where, _short(rs.outcome.exception()), rs.attempt_number + 1, backend.retries + 1),
             reraise=True,
         )
         self._openapi: dict[str, Relation] | None = None
         self.pks: dict[str, list[str]] = {}
         self.unreachable = False  # the last failed request could not reach the API or was refused
+
+    def _too_long(self, exc: BaseException) -> bool:
+        """The server asked for a wait (Retry-After) longer than COMPLIANCE_SYNC_REST_TIMEOUT: not retried."""
+        wait = _asked_wait(exc)
+        return wait is not None and wait > self.backend.timeout_s
 
     def __enter__(self) -> RestClient:
         return self
@@ -392,7 +427,14 @@ class RestClient:
         except Exception as exc:
             error = translate(exc, what, self.backend.where)
             self.unreachable = isinstance(error, ConnectionFailure)
-            if retry and _retryable(exc) and self.backend.retries:
+            if self._too_long(exc):
+                wait = _asked_wait(exc)
+                at = (dt.datetime.now(dt.UTC) + dt.timedelta(seconds=wait)).strftime("%Y-%m-%d %H:%M:%S UTC")
+                error = TransientFailure(
+                    f"{error}; it asks to retry after {wait:.0f} s, longer than COMPLIANCE_SYNC_REST_TIMEOUT "
+                    f"({self.backend.timeout_s:g} s): run it again after {at}"
+                )
+            elif retry and _retryable(exc) and self.backend.retries:
                 error = type(error)(f"{error} (still failing after {self.backend.retries + 1} attempts, COMPLIANCE_SYNC_REST_RETRIES)")
             error.why_unknown = why
             raise error from None
