@@ -278,9 +278,9 @@ class Settings(pydantic.BaseModel):
 
     @pydantic.field_validator("service_role_key", "alert_webhook")
     @classmethod
-    def _secret(cls, value: pydantic.SecretStr | None) -> pydantic.SecretStr | None:
+    def _secret(cls, value: pydantic.SecretStr | None, info: pydantic.ValidationInfo) -> pydantic.SecretStr | None:
         if value is not None:
-            redact.register(value.get_secret_value())
+            (redact.register_api_key if info.field_name == "service_role_key" else redact.register)(value.get_secret_value())
         return value
 
     @pydantic.model_validator(mode="after")
@@ -341,6 +341,8 @@ def load_settings(cwd: str | os.PathLike | None = None, environ: Mapping[str, st
     for var in _SECRET_VARS & values.keys():  # registered before validation can quote them
         if var == "SUPABASE_DB_URL":
             redact.register_dsn(values[var])  # its password; the host and database stay visible
+        elif var == "SUPABASE_SERVICE_ROLE_KEY":
+            redact.register_api_key(values[var])  # an sb_… key's public prefix stays readable
         else:
             redact.register(values[var])
     try:

@@ -226,6 +226,27 @@ def test_refused_keys_exit_2_without_a_request(appendix_db, env, capsys, kind):
         assert key not in text
 
 
+PUBLISHABLE_SAYS = "SUPABASE_SERVICE_ROLE_KEY is an sb_publishable_ (anon) key; use the sb_secret_ key or the service_role JWT"
+
+
+@pytest.mark.parametrize("secret", [
+    "Xq7Zr2Lm9Pk4Wd8Tn3Vb",
+    "publishable0123456789",  # the word the message needs, inside the secret
+    "ab_publishable_service_role_KEY99",
+    "p%40ss w0rd\"'<>&;$(rm)-publishable",  # percent-encoding, quotes, spaces, shell characters
+    "sb_publishable_ünïcødé🔑sb_secret_0",
+])
+def test_a_publishable_key_is_named_in_clear_and_its_secret_stays_masked(env, capsys, secret):
+    key = "sb_publishable_" + secret
+    env.setenv("NEXT_PUBLIC_SUPABASE_URL", "http://127.0.0.1:9")  # never asked: the key is refused first
+    env.setenv("SUPABASE_SERVICE_ROLE_KEY", key)
+    code, summary, text = cli_run(capsys, *YEAR)
+    assert code == 2 and PUBLISHABLE_SAYS in summary["error"], summary["error"]
+    shown = text.replace(PUBLISHABLE_SAYS, "")  # the fixed wording says nothing about the key
+    leaks = {secret[i : i + 6] for i in range(len(secret) - 5)} & {shown[i : i + 6] for i in range(len(shown) - 5)}
+    assert not leaks, leaks
+
+
 # --- 2. reads complete whatever the cap ----------------------------------------------------------------------
 PAGED = {
     "account_plans": "SELECT count(*) FROM account_plans WHERE fiscal_year = 2025 AND status IS DISTINCT FROM 'archived'",

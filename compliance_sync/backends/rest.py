@@ -49,7 +49,7 @@ from compliance_sync.facts import EventAggregator, Facts, facts_from_rows
 from compliance_sync.fiscal import FiscalYear
 from compliance_sync.ledger import LedgerRow
 from compliance_sync.logs import Progress
-from compliance_sync.redact import redact, register
+from compliance_sync.redact import redact, register_api_key
 from compliance_sync.settings import BackendKind, Settings
 from compliance_sync.tables import (
     EVENTS,
@@ -108,7 +108,10 @@ def key_role(key: str) -> str:
     if key.startswith("sb_secret_"):
         return "service_role"
     if key.startswith("sb_publishable_"):
-        raise SettingsError("SUPABASE_SERVICE_ROLE_KEY is a publishable key (sb_publishable_…): the job needs the secret key (sb_secret_…) or the legacy service_role JWT (Supabase dashboard: Project Settings → API keys)")
+        raise SettingsError(
+            "SUPABASE_SERVICE_ROLE_KEY is an sb_publishable_ (anon) key; use the sb_secret_ key or the service_role JWT "
+            "(Supabase dashboard: Project Settings → API keys)"
+        )
     parts = key.split(".")
     if len(parts) == 3:
         try:
@@ -300,8 +303,8 @@ class RestBackend:
     atomic = False
 
     def __init__(self, url: str, key: str, page_size: int = 1000, timeout_s: float = 30.0, retries: int = 4):
+        register_api_key(key)
         key_role(key)
-        register(key)
         self.url = url.rstrip("/")
         self._key = key
         self.page_size = page_size
