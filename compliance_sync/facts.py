@@ -58,7 +58,7 @@ class Strategy(NamedTuple):
     territory: str | None
     quarter: str | None
     status: str | None
-    updated_at: dt.datetime | None
+    updated_at: dt.datetime | str | None  # "infinity" / "-infinity" as text (no datetime holds them)
 
 
 class Exclusion(NamedTuple):

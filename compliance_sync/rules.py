@@ -306,14 +306,21 @@ def _annual(quarter: Any) -> bool:
     return quarter is None or str(quarter).strip() == ""
 
 
-def _stamp(value: Any) -> float:
+def _recency(value: Any) -> tuple[int, float]:
+    """``updated_at`` in SPEC §4.7's order: null < -infinity < any time < infinity (PostgreSQL's infinite
+    timestamps arrive as the text ``infinity`` / ``-infinity`` on both paths); a time without offset is UTC."""
     if value is None:
-        return float("-inf")
+        return (0, 0.0)
     if isinstance(value, str):
+        text = value.strip().lower()
+        if text == "-infinity":
+            return (1, 0.0)
+        if text in ("infinity", "+infinity"):
+            return (3, 0.0)
         value = dt.datetime.fromisoformat(value)
     if isinstance(value, dt.datetime) and value.tzinfo is None:
         value = value.replace(tzinfo=dt.UTC)
-    return value.timestamp()
+    return (2, value.timestamp())
 
 
 def used_strategies(strategies: Iterable[Strategy], found: Findings) -> dict[str, Strategy]:
@@ -328,7 +335,7 @@ def used_strategies(strategies: Iterable[Strategy], found: Findings) -> dict[str
             for s in items:
                 found.add("unused_strategies", f"strategy {s.id} ({s.territory}) has no cse_name")
             continue
-        items.sort(key=lambda s: (0 if _annual(s.quarter) else 1, -_stamp(s.updated_at), s.id))
+        items.sort(key=lambda s: (0 if _annual(s.quarter) else 1, *(-x for x in _recency(s.updated_at)), s.id))
         used[cse] = items[0]
         for s in items[1:]:
             found.add("unused_strategies", f"{cse}: strategy {s.id} ({s.territory}, quarter {s.quarter or 'annual'}) loses to {items[0].id}")

@@ -337,6 +337,34 @@ def test_keyset_on_natural_keys_with_nulls(migrated_db, env, tmp_path):
     assert counts(r) == counts(d)
 
 
+@pytest.mark.parametrize("backend", ["direct", "rest"])
+def test_an_infinite_updated_at_decides_the_strategy_tie_break(migrated_db, env, tmp_path, backend):
+    """+infinity is the latest time, -infinity the earliest (null older still): SPEC §4.7 only orders by it."""
+    s = appendix_a()
+    s.strategy("ts-later", "Kim Lee", "Later")  # infinity: wins over ts1 (a time)
+    s.period("Beta Bank", "Leverage", "2024-01-01", cse="Ana Ruiz")
+    s.plan("p2", "Beta Bank")
+    s.strategy("ts-null", "Ana Ruiz", "Null")  # null: loses to -infinity
+    s.strategy("ts-minus", "Ana Ruiz", "Minus")
+    load(migrated_db, s)
+    execute(
+        migrated_db,
+        f"UPDATE territory_strategies SET updated_at = '2999-12-31 23:59:59+00' WHERE id = '{uid('ts1')}'",
+        f"UPDATE territory_strategies SET updated_at = 'infinity' WHERE id = '{uid('ts-later')}'",
+        f"UPDATE territory_strategies SET updated_at = NULL WHERE id = '{uid('ts-null')}'",
+        f"UPDATE territory_strategies SET updated_at = '-infinity' WHERE id = '{uid('ts-minus')}'",
+    )
+    if backend == "direct":
+        outcome = run(direct(migrated_db), s.bu_map, settings_for(tmp_path))
+    else:
+        with rest_server(migrated_db) as srv:
+            outcome = run(rest_backend(srv), s.bu_map, settings_for(tmp_path))
+    assert outcome.exit_code == 0, outcome.error
+    used = {row["cse_name"]: row["territory_strategy_id"] for row in target_state(migrated_db)[TERRITORY].values()}
+    assert used == {"Kim Lee": uid("ts-later"), "Ana Ruiz": uid("ts-minus")}
+    assert outcome.comp.findings["unused_strategies"].count == 2
+
+
 # --- 3. the schema check -----------------------------------------------------------------------------------------
 SCHEMA_BREAKS = {
     "missing_table": ("DROP TABLE territory_strategies", "table territory_strategies does not exist"),

@@ -437,6 +437,23 @@ def test_latest_updated_at_wins_null_oldest():
     assert rows(s.compute(), TERRITORY)[0]["territory_strategy_id"] == new
 
 
+@pytest.mark.parametrize(("stamps", "winner"), [
+    ((dt.datetime(2099, 1, 1, tzinfo=dt.UTC), "infinity"), "s1"),  # infinity: later than any time
+    (("-infinity", dt.datetime(1970, 1, 1, tzinfo=dt.UTC)), "s1"),  # -infinity: earlier than any time
+    ((None, "-infinity"), "s1"),  # null: older still
+    (("infinity", "2025-01-01T00:00:00+00:00", None, "-infinity"), "s0"),
+    (("infinity", "infinity"), None),  # equal: the smallest id
+])
+def test_infinite_updated_at_orders_as_the_latest_or_earliest_time(stamps, winner):
+    s = one_client()
+    s.strategies.clear()
+    ids = {label: s.strategy(label, "Kim Lee", label, updated_at=stamp) for label, stamp in ((f"s{i}", st) for i, st in enumerate(stamps))}
+    comp = s.compute()
+    expected = ids[winner] if winner else min(ids.values())
+    assert rows(comp, TERRITORY)[0]["territory_strategy_id"] == expected
+    assert comp.findings["unused_strategies"].count == len(stamps) - 1
+
+
 def test_equal_updated_at_smallest_id_wins():
     s = one_client()
     s.strategies.clear()

@@ -426,7 +426,8 @@ class PostgresSession:
         types = self._rows("segmentation_event_types", q("SELECT id::text, event_name, event_code, is_active FROM {}").format(t("segmentation_event_types")))
         freqs = self._rows("tier_event_requirements", q("SELECT tier_id::text, event_type_id::text, frequency FROM {}").format(t("tier_event_requirements")))
         strategies = self._rows("territory_strategies", q(
-            "SELECT id::text, cse_name, territory, quarter, status::text, updated_at FROM {} "
+            "SELECT id::text, cse_name, territory, quarter, status::text, "
+            "CASE WHEN isfinite(updated_at) IS NOT FALSE THEN updated_at END, CASE WHEN NOT isfinite(updated_at) THEN updated_at::text END FROM {} "
             "WHERE fiscal_year = %(fy)s AND status::text IS DISTINCT FROM 'archived'"
         ).format(t("territory_strategies")), p)
         exclusions = None
@@ -454,7 +455,7 @@ class PostgresSession:
             tiers=[Tier(*r) for r in tiers],
             event_types=[EventType(*r) for r in types],
             requirements=[Frequency(*r) for r in freqs],
-            strategies=[Strategy(*r) for r in strategies],
+            strategies=[Strategy(*r[:5], r[5] if r[6] is None else r[6]) for r in strategies],  # ±infinity as text
             exclusions=exclusions,
             event_counts=counts,
             undated_events=[UndatedEvent(*r) for r in undated],
