@@ -214,8 +214,9 @@ class EventAggregator:
 
 
 def overlaps(period: Mapping[str, Any], fy: FiscalYear) -> bool:
+    """The period may overlap the FY; one with a null start is kept too, for the rules to report it."""
     start, end = as_date(period.get("effective_from")), as_date(period.get("effective_to"))
-    return start is not None and start <= fy.end and (end is None or end >= fy.start)
+    return (start is None or start <= fy.end) and (end is None or end >= fy.start)
 
 
 def _rows(kind: type, rows: Iterable[Mapping[str, Any]], uuids: tuple[str, ...] = (), dates: tuple[str, ...] = ()) -> list:

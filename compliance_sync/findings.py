@@ -18,7 +18,7 @@ class Severity(enum.StrEnum):
 # two, which come from comparing wanted rows with the targets (the diff).
 WARNINGS: dict[str, str] = {
     "invalid_segment_periods": "Segment periods ignored: null or unknown tier_id (or a tier without a name), "
-    "or effective_to before effective_from",
+    "a null effective_from, or effective_to before effective_from",
     "overlapping_segment_periods": "Clients with overlapping segment periods within the FY, or several open ones",
     "clients_without_segmentation": "Plans whose client has no valid segment period in the FY, or no client_name (skipped)",
     "negative_frequency": "tier_event_requirements rows with a negative frequency (treated as 0)",

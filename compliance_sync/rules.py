@@ -142,11 +142,13 @@ def valid_periods(facts: Facts, clients: set[str], tiers: dict[str, str | None],
     fy = facts.fy
     by_client: dict[str, list[Period]] = collections.defaultdict(list)
     for p in facts.periods:
-        if p.client_name not in clients or p.effective_from is None or p.effective_from > fy.end:
+        if p.client_name not in clients or (p.effective_from is not None and p.effective_from > fy.end):
             continue
         if p.effective_to is not None and p.effective_to < fy.start:
             continue
-        if p.effective_to is not None and p.effective_to < p.effective_from:
+        if p.effective_from is None:
+            found.add("invalid_segment_periods", f"{p.client_name}: period {p.id} has a null effective_from")
+        elif p.effective_to is not None and p.effective_to < p.effective_from:
             found.add("invalid_segment_periods", f"{p.client_name}: period {p.id} ends {p.effective_to} before it starts {p.effective_from}")
         elif p.tier_id is None:
             found.add("invalid_segment_periods", f"{p.client_name}: period {p.id} has a null tier_id")

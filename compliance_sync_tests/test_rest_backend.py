@@ -365,6 +365,26 @@ def test_an_infinite_updated_at_decides_the_strategy_tie_break(migrated_db, env,
     assert outcome.comp.findings["unused_strategies"].count == 2
 
 
+@pytest.mark.parametrize("backend", ["direct", "rest"])
+def test_a_period_without_effective_from_is_ignored_and_reported(migrated_db, env, tmp_path, backend):
+    """The app's schema lets effective_from be null: such a period counts for nothing and is reported."""
+    s = appendix_a()
+    s.period("Alpha Health", "Collaboration", "2025-01-01", label="no-start")
+    s.periods[-1]["effective_from"] = None
+    execute(migrated_db, "ALTER TABLE client_segmentation ALTER COLUMN effective_from DROP NOT NULL")
+    load(migrated_db, s)
+    if backend == "direct":
+        outcome = run(direct(migrated_db), s.bu_map, settings_for(tmp_path))
+    else:
+        with rest_server(migrated_db) as srv:
+            outcome = run(rest_backend(srv), s.bu_map, settings_for(tmp_path))
+    assert outcome.exit_code == 0, outcome.error
+    summary = outcome.summary()
+    assert summary["warnings"].get("invalid_segment_periods") == 1, summary["warnings"]
+    assert outcome.comp.findings["invalid_segment_periods"].examples == [f"Alpha Health: period {uid('no-start')} has a null effective_from"]
+    assert summary["targets"][REQUIREMENTS]["inserted"] == 3  # Appendix A's rows, unchanged by the ignored period
+
+
 # --- 3. the schema check -----------------------------------------------------------------------------------------
 SCHEMA_BREAKS = {
     "missing_table": ("DROP TABLE territory_strategies", "table territory_strategies does not exist"),

@@ -244,7 +244,7 @@ def fingerprint_queries(fy: FiscalYear, schema_name: str) -> list[tuple[sql.Comp
     where = {
         "account_plans": "fiscal_year = %(fy)s",
         "territory_strategies": "fiscal_year = %(fy)s",
-        "client_segmentation": "effective_from <= %(end)s AND (effective_to IS NULL OR effective_to >= %(start)s)",
+        "client_segmentation": "(effective_from <= %(end)s OR effective_from IS NULL) AND (effective_to IS NULL OR effective_to >= %(start)s)",
         "segmentation_events": "event_date IS NULL OR event_date BETWEEN least(%(start)s, %(from)s) AND greatest(%(end)s, %(to)s)",
         "segmentation_event_compliance": "year = ANY(ARRAY[%(y0)s, %(y1)s])",
     }
@@ -420,7 +420,7 @@ class PostgresSession:
             "SELECT id::text, client_name, tier_id::text, cse_name, client_uuid::text, "
             "CASE WHEN effective_from = '-infinity' THEN date '0001-01-01' ELSE effective_from END, "
             "CASE WHEN effective_to = 'infinity' THEN NULL WHEN effective_to = '-infinity' THEN date '0001-01-01' ELSE effective_to END "
-            "FROM {} WHERE effective_from <= %(end)s AND (effective_to IS NULL OR effective_to >= %(start)s)"
+            "FROM {} WHERE (effective_from <= %(end)s OR effective_from IS NULL) AND (effective_to IS NULL OR effective_to >= %(start)s)"
         ).format(t("client_segmentation")), p)
         tiers = self._rows("segmentation_tiers", q("SELECT id::text, tier_name FROM {}").format(t("segmentation_tiers")))
         types = self._rows("segmentation_event_types", q("SELECT id::text, event_name, event_code, is_active FROM {}").format(t("segmentation_event_types")))

@@ -365,7 +365,8 @@ def _fy_filters(table: str, fy: FiscalYear) -> dict[str, str]:
     return {
         "account_plans": {"fiscal_year": f"eq.{fy.year}", "or": "(status.is.null,status.neq.archived)"},
         "territory_strategies": {"fiscal_year": f"eq.{fy.year}", "or": "(status.is.null,status.neq.archived)"},
-        "client_segmentation": {"effective_from": f"lte.{fy.end}", "or": f"(effective_to.is.null,effective_to.gte.{fy.start})"},
+        # a null effective_from is read too: the rules report it (SPEC §4.2)
+        "client_segmentation": {"or": f"(and(or(effective_from.is.null,effective_from.lte.{fy.end}),or(effective_to.is.null,effective_to.gte.{fy.start})))"},
         "segmentation_events": {"or": f"(event_date.is.null,and(event_date.gte.{lo},event_date.lte.{hi}))"},
         "segmentation_event_compliance": {"year": f"in.({','.join(map(str, years))})"},
     }.get(table, {})
