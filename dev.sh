@@ -1,18 +1,17 @@
-# The newcomer's two commands (POSIX sh; needs only Python 3.11 or 3.12, git and a network to PyPI):
+# The newcomer's two commands (POSIX sh; needs only Python 3.11 or 3.12, git and a network to the package index):
 #
 #     sh dev.sh demo [compliance-sync demo options]   # embedded PostgreSQL, demo data, one sync
 #     sh dev.sh test [pytest options]                 # ruff, then the test suite (what CI runs)
+#     sh dev.sh venv                                  # only .venv with a working pip
 #
 # Creates .venv in the checkout when missing (without ensurepip — Debian without python3-venv — it bootstraps
-# pip from the pinned pip wheel on PyPI), installs the project into it with pip only when pyproject.toml changed
-# or the install is broken (stamp: .venv/.compliance_sync-install), then runs the command. Idempotent; works as
-# root and as an ordinary user owning the checkout; never uses sudo; writes nothing outside the checkout (pip's
-# cache is .venv/.pip-cache) except what the embedded PostgreSQL needs (see compliance_sync/embedded.py).
+# pip with tools already on the machine: Debian's pip wheel, the system pip's --python option, or virtualenv;
+# else it stops naming the Debian package to install), installs the project into it with pip only when
+# pyproject.toml changed or the install is broken (stamp: .venv/.compliance_sync-install), then runs the command.
+# Idempotent; works as root and as an ordinary user owning the checkout; never uses sudo; writes nothing outside
+# the checkout (pip's cache is .venv/.pip-cache) except what the embedded PostgreSQL needs (compliance_sync/embedded.py).
 set -eu
 
-PIP_VERSION=26.3
-PIP_WHEEL_URL=https://files.pythonhosted.org/packages/07/25/ee8c38ae72d66b844ce8eb9711ba905dba21ca1a8a0c960057c41cd23337/pip-26.3-py3-none-any.whl
-PIP_WHEEL_SHA256=f3b60b20ffaadd4415ed7957212a38ac63fa4c5fa375bd0f4a797777940fad13
 PY_CHECK='import sys; sys.exit(0 if (3, 11) <= sys.version_info[:2] < (3, 13) else 1)'
 
 usage() {
@@ -20,6 +19,7 @@ usage() {
 usage: sh dev.sh demo [options]   run the demo: embedded PostgreSQL, demo data, one sync
                                   (options go to `compliance-sync demo`, e.g. --year 2026 --ui)
        sh dev.sh test [options]   ruff, then pytest (options go to pytest, e.g. -x -k fiscal)
+       sh dev.sh venv             only create .venv with a working pip
 EOF
 }
 
@@ -28,7 +28,7 @@ die() { say "$*"; exit 1; }
 
 command=${1:-}
 case $command in
-    demo | test) shift ;;
+    demo | test | venv) shift ;;
     *) usage; exit 2 ;;
 esac
 
@@ -49,21 +49,38 @@ find_python() {
     die "need Python 3.11 or 3.12 as python3, python3.12 or python3.11 (found: $found); on Debian 12: apt-get install python3"
 }
 
+NO_PIP="no pip for .venv: install Debian's python3-venv (apt-get install python3-venv) or python3-pip (apt-get install python3-pip), then run sh dev.sh again"
+
 bootstrap_pip() {
-    say "bootstrapping pip $PIP_VERSION from PyPI into .venv"
-    wheel=$VENV/pip-$PIP_VERSION-py3-none-any.whl
-    "$VPY" - "$PIP_WHEEL_URL" "$PIP_WHEEL_SHA256" "$wheel" <<'EOF' || die "cannot download pip from PyPI (is files.pythonhosted.org reachable?)"
-import hashlib, sys, urllib.request
-url, sha256, dest = sys.argv[1:]
-with urllib.request.urlopen(url, timeout=120) as response:
-    data = response.read()
-if hashlib.sha256(data).hexdigest() != sha256:
-    sys.exit("dev.sh: the pip wheel does not have the expected sha256")
-with open(dest, "wb") as out:
-    out.write(data)
-EOF
-    "$VPY" "$wheel/pip" install -q --no-index --disable-pip-version-check "$wheel" || die "cannot install pip into .venv"
-    rm -f "$wheel"
+    # a) Debian's own pip wheel (python3-pip-whl, beside python3-venv's ensurepip): offline
+    for wheel in /usr/share/python-wheels/pip-*.whl; do
+        [ -f "$wheel" ] || continue
+        say "bootstrapping pip into .venv from $wheel"
+        if "$VPY" "$wheel/pip" install -q --no-index --disable-pip-version-check "$wheel" >/dev/null 2>&1 &&
+            "$VPY" -m pip --version >/dev/null 2>&1; then
+            return 0
+        fi
+    done
+    find_python
+    # b) the system pip installs pip into .venv (its --python option: pip 22.3 or later)
+    if "$PYTHON" -m pip --python "$VPY" --version >/dev/null 2>&1; then
+        say "bootstrapping pip into .venv with the system pip ($PYTHON -m pip --python .venv/bin/python)"
+        if PIP_DISABLE_PIP_VERSION_CHECK=1 "$PYTHON" -m pip --python "$VPY" install -q pip &&
+            "$VPY" -m pip --version >/dev/null 2>&1; then
+            return 0
+        fi
+    fi
+    # c) virtualenv (it carries its own pip): .venv made again by it
+    for maker in "$PYTHON -m virtualenv" virtualenv; do
+        if $maker --version >/dev/null 2>&1; then
+            say "creating .venv again with $maker (it brings pip)"
+            rm -rf "$VENV"
+            if $maker -q -p "$PYTHON" "$VENV" && "$VPY" -m pip --version >/dev/null 2>&1; then
+                return 0
+            fi
+        fi
+    done
+    die "$NO_PIP"
 }
 
 # 1. the venv
@@ -84,6 +101,10 @@ if ! { [ -x "$VPY" ] && "$VPY" -c "$PY_CHECK" >/dev/null 2>&1; }; then
 fi
 if ! "$VPY" -m pip --version >/dev/null 2>&1; then
     bootstrap_pip
+fi
+if [ "$command" = venv ]; then
+    say ".venv is ready: $("$VPY" -m pip --version)"
+    exit 0
 fi
 
 # 2. the project, installed only when pyproject.toml changed or the install is broken
@@ -107,6 +128,7 @@ fi
 
 # 3. the command
 case $command in
+
     demo)
         exec "$VENV/bin/compliance-sync" demo "$@"
         ;;

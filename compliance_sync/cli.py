@@ -26,13 +26,25 @@ from compliance_sync.logs import log
 
 
 class _Parser(argparse.ArgumentParser):
-    """Usage errors become :class:`SettingsError` so that ``--json`` still prints its one object."""
+    """Usage errors become :class:`SettingsError` so that ``--json`` still prints its one object. An unknown flag
+    followed by a value (``--yeer 2025``) is named as such, not as an invalid command ``2025``."""
+
+    argv: list[str] | None = None  # the top-level parser's arguments, to name unknown flags
 
     def error(self, message: str):  # type: ignore[override]
+        if "invalid choice" in message and self.argv is not None:
+            try:
+                _, extras = parser(commands=False).parse_known_args(self.argv)
+            except SettingsError:
+                extras = []
+            unknown = [t for t in extras if t.startswith("-") and t != "-"]
+            if unknown:
+                message = f"unrecognized argument{'s' if len(unknown) > 1 else ''}: {' '.join(unknown)}"
         raise SettingsError(f"{self.prog}: {message} (see --help)")
 
 
-def parser() -> argparse.ArgumentParser:
+def parser(commands: bool = True) -> argparse.ArgumentParser:
+    """The command line; without ``commands``, the sync's own flags only (to tell an unknown flag from a command)."""
     p = _Parser(
         prog="compliance-sync",
         description="Sync segmentation compliance into the planning tables, one fiscal year at a time. "
@@ -45,6 +57,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print one machine-readable JSON object on stdout (logs go to stderr)")
     p.add_argument("--diff-limit", type=int, default=50, help="rows per action and target listed in a dry run's diff (default 50)")
     p.add_argument("--verbose", action="store_true", help="also print Dagster's own log lines")
+    if not commands:
+        return p
     sub = p.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
 
     m = sub.add_parser("migrate", help="create the schema (full, for local use and demos) or only the job's keys and ledger (--minimal)")
@@ -103,7 +117,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     if threading_main():
         signal.signal(signal.SIGTERM, _interrupt)
     try:
-        args = parser().parse_args(argv)
+        top = parser()
+        top.argv = argv
+        args = top.parse_args(argv)
         if args.command == "migrate":
             return migrate(args)
         if args.command == "demo-data":

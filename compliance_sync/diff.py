@@ -200,6 +200,7 @@ class ChangeSet:
 
     upserts: list[dict[str, Any]]
     deletes: list[dict[str, Any]]  # the current rows (key columns at least) that carry nothing foreign
+    new: list[bool] = dataclasses.field(default_factory=list)  # per upsert: an insert (not an update)
 
 
 DUPLICATE_EXAMPLES = 5  # duplicated keys named per target in a dry run's report
@@ -285,10 +286,12 @@ def diff_rows(
         if old is None:
             diff.inserted += 1
             changes.upserts.append(row)
+            changes.new.append(True)
             lines[Action.INSERT].append(DiffLine(Action.INSERT, k, None, row))
         elif changed_columns(table, old, row):
             diff.updated += 1
             changes.upserts.append(row)
+            changes.new.append(False)
             lines[Action.UPDATE].append(DiffLine(Action.UPDATE, k, old, row))
         else:
             diff.unchanged += 1
@@ -306,6 +309,7 @@ def diff_rows(
         elif table.not_wanted == NotWanted.RESET and changed_columns(table, old, new := reset_row(table, old)):
             diff.updated += 1
             changes.upserts.append(new)
+            changes.new.append(False)
             lines[Action.UPDATE].append(DiffLine(Action.UPDATE, k, old, new))
         else:
             diff.unchanged += 1

@@ -38,6 +38,7 @@ class SyncError(Exception):
     """A stop with a clear one-line message naming the table, column or setting."""
 
     exit_code: ExitCode = ExitCode.DATA
+    why_unknown: str | None = None  # a write that may have been applied before this stop (REST), and why
 
     def __init__(self, message: str) -> None:
         super().__init__(redact(str(message)))

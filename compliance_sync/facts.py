@@ -58,7 +58,7 @@ class Strategy(NamedTuple):
     territory: str | None
     quarter: str | None
     status: str | None
-    updated_at: dt.datetime | None
+    updated_at: dt.datetime | str | None  # "infinity" / "-infinity" as text (no datetime holds them)
 
 
 class Exclusion(NamedTuple):
@@ -224,8 +224,9 @@ class EventAggregator:
 
 
 def overlaps(period: Mapping[str, Any], fy: FiscalYear) -> bool:
+    """The period may overlap the FY; one with a null start is kept too, for the rules to report it."""
     start, end = as_date(period.get("effective_from")), as_date(period.get("effective_to"))
-    return start is not None and start <= fy.end and (end is None or end >= fy.start)
+    return (start is None or start <= fy.end) and (end is None or end >= fy.start)
 
 
 def _rows(kind: type, rows: Iterable[Mapping[str, Any]], uuids: tuple[str, ...] = (), dates: tuple[str, ...] = ()) -> list:

@@ -38,7 +38,7 @@ class WarningCode(enum.StrEnum):
 # targets' current rows.
 WARNINGS: dict[WarningCode, str] = {
     WarningCode.INVALID_SEGMENT_PERIODS: "Segment periods ignored: null or unknown tier_id (or a tier without a name), "
-    "or effective_to before effective_from",
+    "a null effective_from, or effective_to before effective_from",
     WarningCode.OVERLAPPING_SEGMENT_PERIODS: "Clients with overlapping segment periods within the FY, "
     "or several open ones",
     WarningCode.CLIENTS_WITHOUT_SEGMENTATION: "Plans whose client has no valid segment period in the FY, "

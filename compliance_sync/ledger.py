@@ -19,7 +19,7 @@ class LedgerRow:
     finished_at: dt.datetime
     backend: str
     mode: str
-    status: str  # "succeeded" or "failed"
+    status: str  # "succeeded", "failed" or "partly_written" (REST: a write reached the server before the stop)
     clients_processed: int = 0
     clients_skipped: int = 0
     rows_inserted: int = 0

@@ -17,6 +17,11 @@ from compliance_sync import errors
 
 MIN_FRAGMENT = 6
 MASK = "***"
+# Supabase's API-key prefixes: public words, not part of a key's secret (a message names the kind of key by them)
+KEY_PREFIXES = ("sb_publishable_", "sb_secret_")
+# Fixed words of the messages that name a key's kind: never masked where they stand whole in a text, even when a
+# secret happens to contain them (what they say does not depend on any secret)
+PUBLIC_WORDS = (*KEY_PREFIXES, "SUPABASE_SERVICE_ROLE_KEY", "service_role")
 
 _lock = threading.Lock()
 _short: set[str] = set()  # secrets shorter than MIN_FRAGMENT: masked when they appear whole
@@ -41,6 +46,30 @@ def register(secret: str | None) -> None:
                 _grams.add(s[i : i + MIN_FRAGMENT])
 
 
+def register_api_key(key: str | None) -> None:
+    """Remember a Supabase API key: an ``sb_…`` key's secret is what follows its public prefix (so that a message
+    can still say ``sb_publishable_``); any other key (a JWT) whole."""
+    if not key:
+        return
+    for prefix in KEY_PREFIXES:
+        if key.startswith(prefix) and len(key) > len(prefix):
+            register(key[len(prefix) :])
+            return
+    register(key)
+
+
+def _public_spans(text: str) -> bytearray | None:
+    """1 at every character of a whole :data:`PUBLIC_WORDS` occurrence in ``text``; None when there is none."""
+    marks = None
+    for word in PUBLIC_WORDS:
+        start = text.find(word)
+        while start >= 0:
+            marks = marks or bytearray(len(text))
+            marks[start : start + len(word)] = b"\x01" * len(word)
+            start = text.find(word, start + 1)
+    return marks
+
+
 def redact(text: str) -> str:
     """``text`` with every fragment of a registered secret replaced by ``***``."""
     if not text or not (_grams or _short):
@@ -48,8 +77,9 @@ def redact(text: str) -> str:
     covered = bytearray(len(text))
     n = MIN_FRAGMENT
     grams = _grams
+    public = _public_spans(text)
     for i in range(len(text) - n + 1):
-        if text[i : i + n] in grams:
+        if text[i : i + n] in grams and not (public and all(public[i : i + n])):
             covered[i : i + n] = b"\x01" * n
     for s in _short:
         start = text.find(s)

@@ -142,6 +142,8 @@ def plans_in_scope(plans: Iterable[Plan], found: Findings) -> list[Plan]:
 # --- step 2: segment periods ------------------------------------------------------------------------------
 def period_problem(p: Period, tiers: dict[str, str | None]) -> str | None:
     """Why a period overlapping the FY is ignored (SPEC §4.2), or None when it counts."""
+    if p.effective_from is None:
+        return "has a null effective_from"
     if p.effective_to is not None and p.effective_to < p.effective_from:
         return f"ends {p.effective_to} before it starts {p.effective_from}"
     if p.tier_id is None:
@@ -158,7 +160,7 @@ def valid_periods(facts: Facts, clients: set[str], tiers: dict[str, str | None],
     fy = facts.fy
     by_client: dict[str, list[Period]] = collections.defaultdict(list)
     for p in facts.periods:
-        if p.client_name not in clients or p.effective_from is None or p.effective_from > fy.end:
+        if p.client_name not in clients or (p.effective_from is not None and p.effective_from > fy.end):
             continue
         if p.effective_to is not None and p.effective_to < fy.start:
             continue
@@ -346,19 +348,26 @@ def _annual(quarter: Any) -> bool:
     return quarter is None or str(quarter).strip() == ""
 
 
-def _stamp(value: Any) -> float:
+def _recency(value: Any) -> tuple[int, float]:
+    """``updated_at`` in SPEC §4.7's order: null < -infinity < any time < infinity (PostgreSQL's infinite
+    timestamps arrive as the text ``infinity`` / ``-infinity`` on both paths); a time without offset is UTC."""
     if value is None:
-        return float("-inf")
+        return (0, 0.0)
     if isinstance(value, str):
+        text = value.strip().lower()
+        if text == "-infinity":
+            return (1, 0.0)
+        if text in ("infinity", "+infinity"):
+            return (3, 0.0)
         value = dt.datetime.fromisoformat(value)
     if isinstance(value, dt.datetime) and value.tzinfo is None:
         value = value.replace(tzinfo=dt.UTC)
-    return value.timestamp()
+    return (2, value.timestamp())
 
 
 def strategy_rank(s: Strategy) -> tuple:
     """The per-CSE tie-break's sort key: annual before quarterly, then latest ``updated_at`` (null oldest), then smallest id."""
-    return (0 if _annual(s.quarter) else 1, -_stamp(s.updated_at), s.id)
+    return (0 if _annual(s.quarter) else 1, *(-x for x in _recency(s.updated_at)), s.id)
 
 
 def used_strategies(strategies: Iterable[Strategy], found: Findings, trace: Trace | None = None) -> dict[str, Strategy]:

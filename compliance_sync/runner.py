@@ -182,6 +182,12 @@ def print_report(summary: dict[str, Any], logger: logging.Logger = log) -> None:
     if needs and summary.get("next_command"):
         missing = ", ".join(need["table"] for need in needs)
         lines.append(f"Live run needs:      {summary['next_command']} (no unique key on {missing})")
+    partial = summary.get("partly_written")
+    if partial:  # REST: what the server acknowledged before the stop, and each write of unknown outcome
+        done = [f"{n} upserted {c['upserted']}, deleted {c['deleted']}" for n, c in partial["acknowledged"].items() if c["upserted"] or c["deleted"]]
+        lines.append(f"Written:             partly; acknowledged: {'; '.join(done) if done else 'nothing'}")
+        lines += [f"Outcome unknown:     {u['request']} on {u['table']} ({u['rows']} row(s)): {u['why']}" for u in partial["unknown"]]
+        lines.append("                     every row is old or new, none missing; a rerun converges")
     lines.append("=" * 60)
     for line in lines:
         logger.log(level, line)

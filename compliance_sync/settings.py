@@ -276,7 +276,8 @@ class Settings(BaseSettings):
                 value = data.get(field.alias, data.get(name))
                 value = value.get_secret_value() if isinstance(value, pydantic.SecretStr) else value
                 if isinstance(value, str) and value.strip():
-                    (redact.register_dsn if name == "db_url" else redact.register)(value.strip())
+                    register = {"db_url": redact.register_dsn, "service_role_key": redact.register_api_key}
+                    register.get(name, redact.register)(value.strip())  # an sb_ key's public prefix stays readable
         return data
 
     @pydantic.field_validator("*", mode="before")

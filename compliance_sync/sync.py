@@ -36,10 +36,21 @@ from compliance_sync.tables import APAC, BUSINESS_UNIT, REQUIREMENTS, TERRITORY
 log = logging.getLogger(__name__)
 
 CONCURRENT_ATTEMPTS = 3
-PARTLY_WRITTEN = (
-    "partly written over REST: some new and changed rows were upserted, no stale row deleted yet; every row "
-    "is old or new, none missing, and a rerun converges"
-)
+PARTLY_WRITTEN = "partly written over REST"
+CONVERGES = "every row is old or new, none missing, and a rerun converges"
+
+
+def describe_partial(partial: dict[str, Any]) -> str:
+    """One line: the rows the server acknowledged per target, and each write whose outcome is unknown."""
+    done = [
+        f"{name} upserted {c['upserted']}, deleted {c['deleted']}"
+        for name, c in partial["acknowledged"].items()
+        if c["upserted"] or c["deleted"]
+    ]
+    text = f"{PARTLY_WRITTEN}: acknowledged " + ("; ".join(done) if done else "nothing")
+    for u in partial["unknown"]:
+        text += f"; outcome unknown: {u['request']} on {u['table']} ({u['rows']} row(s)), {u['why']}"
+    return f"{text}; {CONVERGES}"
 
 
 class Mode(enum.StrEnum):
@@ -53,6 +64,7 @@ class RunStatus(enum.StrEnum):
     DRY_RUN = "dry_run"
     FAILED = "failed"
     INTERRUPTED = "interrupted"
+    PARTLY_WRITTEN = "partly_written"  # REST: a write reached the server before a failure or an interrupt
 
 
 def parse_year(text: str | int, settings: Settings, today: dt.date) -> FiscalYear:
@@ -100,7 +112,8 @@ class Outcome:
     source_counts: dict[str, int] = dataclasses.field(default_factory=dict)
     timings: dict[str, float] = dataclasses.field(default_factory=dict)
     written: bool = False
-    partly_written: bool = False  # REST only: some upserts landed before the stop (a rerun converges)
+    partly_written: bool = False  # REST only: a write reached the server before the stop (a rerun converges)
+    partial: dict[str, Any] | None = None  # then: the rows acknowledged per target and the writes of unknown outcome
     error: str | None = None
     exit_code: ExitCode = ExitCode.OK
 
@@ -139,6 +152,8 @@ class Outcome:
 
     @property
     def status(self) -> RunStatus:
+        if self.partly_written and not self.written:  # failed or interrupted after a write reached the server
+            return RunStatus.PARTLY_WRITTEN
         if self.exit_code == ExitCode.INTERRUPTED:
             return RunStatus.INTERRUPTED
         if self.error:
@@ -161,7 +176,8 @@ class Outcome:
             "backend": self.backend,
             "run_id": self.run_id,
             "status": self.status.value,
-            "written": self.written,
+            "written": "partly" if self.status == RunStatus.PARTLY_WRITTEN else self.written,
+            "partly_written": self.partial if self.status == RunStatus.PARTLY_WRITTEN else None,
             **{k: stats.get(k, 0) for k in STAT_KEYS},
             "apac_updated": bool(self.diff and self.diff.targets[APAC].changes) and (self.written or self.mode == Mode.DRY_RUN),
             "targets": targets,
@@ -184,6 +200,13 @@ class Outcome:
         for t in self.diff.targets.values() if self.diff else ():
             for k, v in t.counts().items():
                 counts[k] += v
+        if self.partly_written and self.partial:  # what the server acknowledged, not what was planned
+            done = self.partial["acknowledged"].values()
+            new = sum(self.partial.get("inserted", {}).values())
+            counts["inserted"] = new
+            counts["updated"] = sum(c["upserted"] for c in done) - new
+            counts["deleted"] = sum(c["deleted"] for c in done)
+            status = RunStatus.PARTLY_WRITTEN.value
         return LedgerRow(
             run_id=self.run_id,
             fiscal_year=self.fy.year,
@@ -236,7 +259,7 @@ def _timed(outcome: Outcome, name: str, started: float) -> None:
 def _attempt(backend: Backend, settings: Settings, bu_map: BuMap, outcome: Outcome, options: RunOptions, last: bool = True) -> None:
     with backend.session(outcome.fy, outcome.as_of) as session:
         try:
-            outcome.partly_written = False
+            outcome.partly_written, outcome.partial = False, None
             session.keys_required = outcome.mode == Mode.LIVE  # a dry run works before `migrate --minimal` (SPEC §5)
             clock = time.perf_counter()
             facts = session.read_facts()
@@ -278,18 +301,30 @@ def _attempt(backend: Backend, settings: Settings, bu_map: BuMap, outcome: Outco
             _timed(outcome, "write_s", clock)
         except SyncError as exc:
             outcome.backend_warnings = list(session.warnings)
-            outcome.partly_written = session.partly_written
+            _partly(outcome, session)
             if outcome.mode == Mode.LIVE and (last or not isinstance(exc, ConcurrentChange)):  # the last attempt is recorded
-                outcome.error = str(exc)
+                outcome.error = _error_text(outcome, exc)
                 session.record_failure(outcome.ledger_row("failed"))
             raise
         except BaseException:  # Ctrl-C, SIGTERM: say exactly what was written
             outcome.written = session.committed
-            outcome.partly_written = session.partly_written
+            _partly(outcome, session)
             raise
 
 
 RETRY_WAIT = tenacity.wait_exponential(multiplier=0.5, max=5)  # between attempts after a concurrent change
+
+
+def _error_text(outcome: Outcome, exc: SyncError) -> str:
+    if outcome.partly_written and outcome.partial:
+        return f"{exc} ({describe_partial(outcome.partial)})"
+    return str(exc)
+
+
+def _partly(outcome: Outcome, session: Any) -> None:
+    """After a stop: whether a write reached the server, and what the server acknowledged."""
+    outcome.partly_written = session.partly_written and not session.committed
+    outcome.partial = session.written_so_far() if outcome.partly_written else None
 
 
 def run_fiscal_year(
@@ -319,12 +354,12 @@ def run_fiscal_year(
     except ConcurrentChange as exc:
         outcome.error, outcome.exit_code = f"{exc} (still failing after {CONCURRENT_ATTEMPTS} attempts; rerun the FY)", exc.exit_code
     except SyncError as exc:
-        outcome.error, outcome.exit_code = str(exc), exc.exit_code
+        outcome.error, outcome.exit_code = _error_text(outcome, exc), exc.exit_code
     except (KeyboardInterrupt, SystemExit):
         outcome.exit_code = ExitCode.INTERRUPTED
         outcome.error = "interrupted: " + (
             "the FY was written (all of it)" if outcome.written
-            else PARTLY_WRITTEN if outcome.partly_written
+            else describe_partial(outcome.partial) if outcome.partly_written and outcome.partial
             else "nothing written (none of it)"
         )
         raise

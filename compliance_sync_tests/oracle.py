@@ -168,6 +168,8 @@ def compute(
     for s in rows("client_segmentation"):
         if s["tier_id"] is None or uid(s["tier_id"]) not in tier_name:
             continue
+        if s["effective_from"] is None:  # ignored (and reported by the product)
+            continue
         if s["effective_to"] is not None and s["effective_to"] < s["effective_from"]:
             continue
         overlaps = s["effective_from"] <= end and (s["effective_to"] is None or s["effective_to"] >= start)

@@ -57,3 +57,45 @@ def test_ci_runs_the_readmes_second_command_verbatim():
     ).stdout.strip()
     assert extracted == "sh dev.sh test"
     assert "awk '/^```/{fence++; next} fence==1{n++; if (n==2) {print; exit}}' README.md" in ci
+
+
+# registry hosts, spelled in pieces so that this file does not hold them either
+REGISTRY_HOSTS = ("python" + "hosted", "pypi" + ".org", "npm" + "js", "debian" + ".org", "registry." + "npm")
+
+
+def test_no_tracked_file_names_a_registry_host():
+    tracked = subprocess.run(["git", "ls-files", "-z"], cwd=ROOT, capture_output=True, check=True).stdout.split(b"\0")
+    assert len(tracked) > 50
+    found = []
+    for name in filter(None, tracked):
+        path = ROOT / name.decode()
+        if not path.is_file():
+            continue
+        text = path.read_bytes().lower()
+        found += [f"{name.decode()}: {host}" for host in REGISTRY_HOSTS if host.encode() in text]
+    assert found == []
+
+
+def test_dev_sh_gives_a_venv_without_pip_a_working_pip_with_tools_on_the_machine(tmp_path):
+    """A .venv made without ensurepip (Debian without python3-venv) gets pip from what is already installed,
+    and a second run changes nothing (POSIX sh: run by dash)."""
+    import shutil
+    import sys
+
+    shutil.copy(ROOT / "dev.sh", tmp_path / "dev.sh")
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(tmp_path / ".venv")], check=True)
+    vpy = tmp_path / ".venv" / "bin" / "python"
+    assert subprocess.run([str(vpy), "-m", "pip", "--version"], capture_output=True).returncode != 0
+    shell = shutil.which("dash") or "sh"
+    first = subprocess.run([shell, "dev.sh", "venv"], cwd=tmp_path, capture_output=True, text=True, timeout=600)
+    assert first.returncode == 0, first.stderr
+    assert "bootstrapping pip" in first.stderr or "creating .venv again" in first.stderr
+    assert subprocess.run([str(vpy), "-m", "pip", "--version"], capture_output=True).returncode == 0
+    second = subprocess.run([shell, "dev.sh", "venv"], cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert second.returncode == 0 and "bootstrapping" not in second.stderr and ".venv is ready" in second.stderr
+
+
+def test_dev_sh_names_the_debian_packages_when_nothing_can_bootstrap_pip():
+    text = (ROOT / "dev.sh").read_text(encoding="utf-8")
+    assert "apt-get install python3-venv" in text and "apt-get install python3-pip" in text
+    assert "PIP_WHEEL" not in text and "urlopen" not in text

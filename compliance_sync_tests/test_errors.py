@@ -220,6 +220,24 @@ def test_bad_flags_exit_2(no_db, capsys, args, names):
     stops(run_cli(capsys, *args), 2, *names)
 
 
+@pytest.mark.parametrize(
+    "args, flag",
+    [
+        (("--yeer", "2025"), "--yeer"),
+        (("--yeer", "2025", "--dry-run"), "--yeer"),
+        (("--dry-run", "--yaer", "2025"), "--yaer"),
+        (("-y", "2025"), "-y"),
+        (("--year", "2025", "--asof", "2025-06-30"), "--asof"),
+        (("--yeer=2025",), "--yeer=2025"),
+        (("--YEAR", "2025"), "--YEAR"),
+        (("--year", "2025", "--dryrun"), "--dryrun"),
+    ],
+)
+def test_an_unknown_flag_is_named_not_its_value_as_a_command(no_db, capsys, args, flag):
+    message = stops(run_cli(capsys, *args), 2, flag, "unrecognized argument")
+    assert "invalid choice" not in message and "COMMAND" not in message
+
+
 def test_no_backend_exits_2_naming_both_options(cli_env, capsys):
     stops(live(capsys), 2, "SUPABASE_DB_URL", "NEXT_PUBLIC_SUPABASE_URL")
 

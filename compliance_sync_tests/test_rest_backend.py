@@ -227,6 +227,27 @@ def test_refused_keys_exit_2_without_a_request(appendix_db, env, capsys, kind):
         assert key not in text
 
 
+PUBLISHABLE_SAYS = "SUPABASE_SERVICE_ROLE_KEY is an sb_publishable_ (anon) key; use the sb_secret_ key or the service_role JWT"
+
+
+@pytest.mark.parametrize("secret", [
+    "Xq7Zr2Lm9Pk4Wd8Tn3Vb",
+    "publishable0123456789",  # the word the message needs, inside the secret
+    "ab_publishable_service_role_KEY99",
+    "p%40ss w0rd\"'<>&;$(rm)-publishable",  # percent-encoding, quotes, spaces, shell characters
+    "sb_publishable_ünïcødé🔑sb_secret_0",
+])
+def test_a_publishable_key_is_named_in_clear_and_its_secret_stays_masked(env, capsys, secret):
+    key = "sb_publishable_" + secret
+    env.setenv("NEXT_PUBLIC_SUPABASE_URL", "http://127.0.0.1:9")  # never asked: the key is refused first
+    env.setenv("SUPABASE_SERVICE_ROLE_KEY", key)
+    code, summary, text = cli_run(capsys, *YEAR)
+    assert code == 2 and PUBLISHABLE_SAYS in summary["error"], summary["error"]
+    shown = text.replace(PUBLISHABLE_SAYS, "")  # the fixed wording says nothing about the key
+    leaks = {secret[i : i + 6] for i in range(len(secret) - 5)} & {shown[i : i + 6] for i in range(len(shown) - 5)}
+    assert not leaks, leaks
+
+
 # --- 2. reads complete whatever the cap ----------------------------------------------------------------------
 PAGED = {
     "account_plans": "SELECT count(*) FROM account_plans WHERE fiscal_year = 2025 AND status IS DISTINCT FROM 'archived'",
@@ -315,6 +336,54 @@ def test_keyset_on_natural_keys_with_nulls(migrated_db, env, tmp_path):
     assert r.source_counts == d.source_counts
     assert r.source_counts["client_event_exclusions"] == scalar(migrated_db, "SELECT count(*) FROM client_event_exclusions")
     assert counts(r) == counts(d)
+
+
+@pytest.mark.parametrize("backend", ["direct", "rest"])
+def test_an_infinite_updated_at_decides_the_strategy_tie_break(migrated_db, env, tmp_path, backend):
+    """+infinity is the latest time, -infinity the earliest (null older still): SPEC §4.7 only orders by it."""
+    s = appendix_a()
+    s.strategy("ts-later", "Kim Lee", "Later")  # infinity: wins over ts1 (a time)
+    s.period("Beta Bank", "Leverage", "2024-01-01", cse="Ana Ruiz")
+    s.plan("p2", "Beta Bank")
+    s.strategy("ts-null", "Ana Ruiz", "Null")  # null: loses to -infinity
+    s.strategy("ts-minus", "Ana Ruiz", "Minus")
+    load(migrated_db, s)
+    execute(
+        migrated_db,
+        f"UPDATE territory_strategies SET updated_at = '2999-12-31 23:59:59+00' WHERE id = '{uid('ts1')}'",
+        f"UPDATE territory_strategies SET updated_at = 'infinity' WHERE id = '{uid('ts-later')}'",
+        f"UPDATE territory_strategies SET updated_at = NULL WHERE id = '{uid('ts-null')}'",
+        f"UPDATE territory_strategies SET updated_at = '-infinity' WHERE id = '{uid('ts-minus')}'",
+    )
+    if backend == "direct":
+        outcome = run(direct(migrated_db), s.bu_map, settings_for(tmp_path))
+    else:
+        with rest_server(migrated_db) as srv:
+            outcome = run(rest_backend(srv), s.bu_map, settings_for(tmp_path))
+    assert outcome.exit_code == 0, outcome.error
+    used = {row["cse_name"]: row["territory_strategy_id"] for row in target_state(migrated_db)[TERRITORY].values()}
+    assert used == {"Kim Lee": uid("ts-later"), "Ana Ruiz": uid("ts-minus")}
+    assert outcome.comp.findings["unused_strategies"].count == 2
+
+
+@pytest.mark.parametrize("backend", ["direct", "rest"])
+def test_a_period_without_effective_from_is_ignored_and_reported(migrated_db, env, tmp_path, backend):
+    """The app's schema lets effective_from be null: such a period counts for nothing and is reported."""
+    s = appendix_a()
+    s.period("Alpha Health", "Collaboration", "2025-01-01", label="no-start")
+    s.periods[-1]["effective_from"] = None
+    execute(migrated_db, "ALTER TABLE client_segmentation ALTER COLUMN effective_from DROP NOT NULL")
+    load(migrated_db, s)
+    if backend == "direct":
+        outcome = run(direct(migrated_db), s.bu_map, settings_for(tmp_path))
+    else:
+        with rest_server(migrated_db) as srv:
+            outcome = run(rest_backend(srv), s.bu_map, settings_for(tmp_path))
+    assert outcome.exit_code == 0, outcome.error
+    summary = outcome.summary()
+    assert summary["warnings"].get("invalid_segment_periods") == 1, summary["warnings"]
+    assert outcome.comp.findings["invalid_segment_periods"].examples == [f"Alpha Health: period {uid('no-start')} has a null effective_from"]
+    assert summary["targets"][REQUIREMENTS]["inserted"] == 3  # Appendix A's rows, unchanged by the ignored period
 
 
 # --- 3. the schema check -----------------------------------------------------------------------------------------
@@ -620,8 +689,9 @@ def test_schema_changed_under_the_run_exits_3(own_appendix_db, env, tmp_path, co
 
 
 class _Impostor(http.server.BaseHTTPRequestHandler):
-    """Not PostgREST: ``mode`` html (a web page for everything), html404, or json (PostgREST's API
-    description and write answers proxied from the real server, but reads as JSON without Content-Range)."""
+    """Not PostgREST: ``mode`` html (a web page for everything), html404, json404 / json400 (JSON errors without
+    PostgREST's shape), or json / html_reads (PostgREST's API description and write answers proxied from the real
+    server, but reads as JSON without Content-Range / as a 404 web page)."""
 
     mode = "html"
     upstream = ""
@@ -643,6 +713,12 @@ class _Impostor(http.server.BaseHTTPRequestHandler):
             return self._answer(200, b"<!doctype html><html><body>Welcome</body></html>", "text/html")
         if self.mode == "html404":
             return self._answer(404, b"<html><body>Not Found</body></html>", "text/html")
+        if self.mode == "json404":  # a JSON API, not PostgREST: no {code, message, details, hint}
+            return self._answer(404, b'{"error":"Not Found"}', "application/json")
+        if self.mode == "json400":
+            return self._answer(400, b'{"message":"Bad Request","statusCode":400}', "application/json; charset=utf-8")
+        if self.mode == "html_reads" and self.path.rstrip("/").split("?")[0] != "/rest/v1" and self.command == "GET":
+            return self._answer(404, b"<html><body>Not Found</body></html>", "text/html")
         if self.path.rstrip("/").split("?")[0] == "/rest/v1" or self.command != "GET":
             headers = {k: v for k, v in self.headers.items() if k.lower() in ("apikey", "authorization", "accept", "prefer", "content-type")}
             reply = httpx.request(self.command, self.upstream + self.path, headers=headers, content=body)
@@ -652,7 +728,7 @@ class _Impostor(http.server.BaseHTTPRequestHandler):
     do_GET = do_POST = do_HEAD = do_DELETE = do_PATCH = _any
 
 
-@pytest.mark.parametrize("mode", ["html", "html404", "json"])
+@pytest.mark.parametrize("mode", ["html", "html404", "json", "json404", "json400", "html_reads"])
 def test_a_reply_that_is_not_postgrests_exits_4(appendix_db, env, capsys, mode):
     with rest_server(appendix_db) as srv:
         handler = type("Impostor", (_Impostor,), {"mode": mode, "upstream": srv.url})
@@ -667,8 +743,103 @@ def test_a_reply_that_is_not_postgrests_exits_4(appendix_db, env, capsys, mode):
             impostor.shutdown()
             impostor.server_close()
     assert code == 4, text
-    assert "not PostgREST's" in summary["error"] and "NEXT_PUBLIC_SUPABASE_URL" in summary["error"]
+    assert "the reply is not PostgREST's" in summary["error"] and "NEXT_PUBLIC_SUPABASE_URL" in summary["error"]
+    assert f"127.0.0.1:{impostor.server_address[1]}" in summary["error"]  # the host it asked
+    assert "schema cache" not in summary["error"] and srv.service_role_key[-12:] not in text
     assert target_state(appendix_db) == {t.name: {} for t in TARGETS}
+
+
+class _Throttle(http.server.BaseHTTPRequestHandler):
+    """A proxy in front of the test server that answers the first read of ``account_plans`` with ``status`` and
+    ``Retry-After: <retry_after()>``, and records when each read of that table arrived."""
+
+    upstream = ""
+    status = 429
+    retry_after = staticmethod(lambda: "2")
+    arrivals: list[float] = []
+
+    def log_message(self, *args):  # quiet
+        pass
+
+    def _any(self) -> None:
+        length = int(self.headers.get("content-length") or 0)
+        body = self.rfile.read(length) if length else b""
+        if self.command == "GET" and self.path.startswith("/rest/v1/account_plans?"):
+            self.arrivals.append(time.monotonic())
+            if len(self.arrivals) == 1:
+                payload = b'{"code":null,"details":null,"hint":null,"message":"slow down"}'
+                self.send_response(self.status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Retry-After", self.retry_after())
+                self.send_header("Content-Length", str(len(payload)))
+                self.end_headers()
+                self.wfile.write(payload)
+                return
+        headers = {k: v for k, v in self.headers.items() if k.lower() not in ("host", "content-length", "connection")}
+        reply = httpx.request(self.command, self.upstream + self.path, headers=headers, content=body)
+        self.send_response(reply.status_code)
+        for k, v in reply.headers.items():
+            if k.lower() not in ("content-length", "transfer-encoding", "connection", "content-encoding"):
+                self.send_header(k, v)
+        self.send_header("Content-Length", str(len(reply.content)))
+        self.end_headers()
+        self.wfile.write(reply.content)
+
+    do_GET = do_POST = do_HEAD = do_DELETE = do_PATCH = _any
+
+
+def _http_date(seconds_from_now: float) -> str:
+    import email.utils
+
+    return email.utils.format_datetime(dt.datetime.now(dt.UTC) + dt.timedelta(seconds=seconds_from_now), usegmt=True)
+
+
+@pytest.mark.parametrize(("status", "retry_after", "at_least"), [(429, lambda: "2", 2.0), (503, lambda: _http_date(3), 2.0)], ids=["429-seconds", "503-http-date"])
+def test_retry_after_is_the_wait_before_the_retry(appendix_db, env, capsys, status, retry_after, at_least):
+    with rest_server(appendix_db) as srv:
+        handler = type("Throttle", (_Throttle,), {"upstream": srv.url, "status": status, "retry_after": staticmethod(retry_after), "arrivals": []})
+        proxy = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+        threading.Thread(target=proxy.serve_forever, daemon=True).start()
+        try:
+            use_rest(env, srv, COMPLIANCE_SYNC_REST_TIMEOUT=5, COMPLIANCE_SYNC_REST_RETRIES=2)
+            env.setenv("NEXT_PUBLIC_SUPABASE_URL", f"http://127.0.0.1:{proxy.server_address[1]}")
+            code, summary, text = cli_run(capsys, *YEAR)
+        finally:
+            proxy.shutdown()
+            proxy.server_close()
+    assert code == 0, text
+    first, second = handler.arrivals[:2]
+    assert at_least - 0.1 <= second - first < at_least + 2.5, second - first  # the header's wait, not the backoff's
+    assert len(target_state(appendix_db)[REQUIREMENTS]) == 3
+
+
+def test_a_retry_after_longer_than_the_timeout_stops_with_exit_4_saying_when(appendix_db, env, capsys):
+    with rest_server(appendix_db) as srv:
+        handler = type("Throttle", (_Throttle,), {"upstream": srv.url, "retry_after": staticmethod(lambda: "120"), "arrivals": []})
+        proxy = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+        threading.Thread(target=proxy.serve_forever, daemon=True).start()
+        try:
+            use_rest(env, srv, COMPLIANCE_SYNC_REST_TIMEOUT=5, COMPLIANCE_SYNC_REST_RETRIES=2)
+            env.setenv("NEXT_PUBLIC_SUPABASE_URL", f"http://127.0.0.1:{proxy.server_address[1]}")
+            started = time.monotonic()
+            code, summary, text = cli_run(capsys, *YEAR)
+            elapsed = time.monotonic() - started
+        finally:
+            proxy.shutdown()
+            proxy.server_close()
+    assert code == 4, text
+    assert len(handler.arrivals) == 1 and elapsed < 60  # no retry, no wait
+    assert "retry after 120 s" in summary["error"] and "COMPLIANCE_SYNC_REST_TIMEOUT (5 s)" in summary["error"]
+    assert "run it again after 20" in summary["error"] and "HTTP 429" in summary["error"]
+    assert target_state(appendix_db) == {t.name: {} for t in TARGETS}
+
+
+def test_retry_after_reads_seconds_and_http_dates():
+    now = dt.datetime(2025, 6, 30, 12, 0, 0, tzinfo=dt.UTC)
+    assert rest.retry_after("7", now) == 7.0
+    assert rest.retry_after("Mon, 30 Jun 2025 12:00:09 GMT", now) == 9.0
+    assert rest.retry_after("Mon, 30 Jun 2025 11:00:00 GMT", now) == 0.0  # past: at once
+    assert rest.retry_after("soon", now) is None and rest.retry_after(None, now) is None and rest.retry_after("-3", now) is None
 
 
 TRANSIENT = {

@@ -16,6 +16,7 @@ target's current rows, the first and last upsert, a delete, the ledger); ``-m sl
 from __future__ import annotations
 
 import collections
+import time
 
 import pytest
 
@@ -191,3 +192,130 @@ def test_the_sample_covers_each_kind_of_request(bench):
 def test_every_request_position(bench, kind, persists):
     for nth in range(1, len(bench["sequence"]) + 1):
         trial(bench, kind, nth, persists)
+
+
+# --- after a fault, the summary says what reached the server (SPEC §5 "Partly written") -----------------------------
+def partly_trial(bench: dict, monkeypatch, arrange, chunk: int = rest.UPSERT_CHUNK):
+    """A run with ``arrange(srv, url)``'s fault in place: its outcome, the targets after it, the ledger."""
+    srv, url = bench["srv"], bench["url"]
+    restore_targets(url)
+    srv.faults.clear()
+    srv.clear_requests()
+    monkeypatch.setattr(rest, "UPSERT_CHUNK", chunk)
+    undo = arrange(srv, url)
+    try:
+        outcome = run(rest_backend(srv, retries=RETRIES), BU_MAP, bench["settings"])
+    finally:
+        srv.faults.clear()
+        if isinstance(undo, str):  # SQL that undoes the arrangement
+            execute(url, undo)
+    now = target_state(url)
+    assert_old_or_new(now, bench["old"], bench["new"])
+    ledger = [r for r in ledger_rows(url) if r["run_id"] == outcome.run_id]
+    return outcome, now, ledger
+
+
+def changed_rows(now: dict, old: dict, table: str) -> int:
+    """Rows of ``table`` that are no longer what they were (upserted or inserted by the run)."""
+    return sum(1 for key, row in now[table].items() if old[table].get(key) != row)
+
+
+def assert_partly(outcome, exit_code: ExitCode) -> dict:
+    summary = outcome.summary()
+    assert outcome.exit_code == exit_code, outcome.error
+    assert summary["status"] == "partly_written" and summary["written"] == "partly", summary["error"]
+    assert summary["exit_code"] == int(exit_code)
+    assert "partly written over REST" in summary["error"] and "a rerun converges" in summary["error"]
+    return summary["partly_written"]
+
+
+def test_a_503_on_the_second_upsert_chunk_reports_the_acknowledged_chunks(bench, monkeypatch):
+    monkeypatch.setattr(rest, "UPSERT_IN_FLIGHT", 1)  # one chunk on the wire at a time: the count is exact
+    probes = sum(1 for r in bench["sequence"] if r[0] == "POST" and r[1] == REQUIREMENTS and r[3] == "2")
+    outcome, now, ledger = partly_trial(
+        bench, monkeypatch, lambda srv, url: srv.faults.fail(probes + 2, times=None, method="POST", table=REQUIREMENTS, status=503), chunk=1
+    )
+    partial = assert_partly(outcome, ExitCode.CONNECTION)
+    acked = partial["acknowledged"][REQUIREMENTS]
+    assert acked == {"upserted": 1, "deleted": 0}  # the first chunk of one row
+    assert {(u["table"], u["request"], u["rows"]) for u in partial["unknown"]} == {(REQUIREMENTS, "upsert", 1)}
+    assert "HTTP 503" in partial["unknown"][0]["why"] and "possibly applied" in partial["unknown"][0]["why"]
+    assert acked["upserted"] == changed_rows(now, bench["old"], REQUIREMENTS)  # the 503 was answered before executing
+    assert all(partial["acknowledged"][t.name] == {"upserted": 0, "deleted": 0} for t in TARGETS if t.name != REQUIREMENTS)
+    assert ledger and ledger[0]["status"] == "partly_written"
+    assert ledger[0]["rows_inserted"] + ledger[0]["rows_updated"] == acked["upserted"] and ledger[0]["rows_deleted"] == 0
+
+
+def test_a_permission_refusal_on_a_delete_exits_3_and_reports_every_upsert(bench, monkeypatch):
+    refuse = f"""
+        CREATE FUNCTION refuse_delete() RETURNS trigger LANGUAGE plpgsql AS $$
+        BEGIN RAISE EXCEPTION 'permission denied for table %', TG_TABLE_NAME USING ERRCODE = '42501'; END $$;
+        CREATE TRIGGER refuse_delete BEFORE DELETE ON {REQUIREMENTS} FOR EACH ROW EXECUTE FUNCTION refuse_delete()"""
+    undo = f"DROP TRIGGER refuse_delete ON {REQUIREMENTS}; DROP FUNCTION refuse_delete()"
+    outcome, now, ledger = partly_trial(bench, monkeypatch, lambda srv, url: (execute(url, refuse), undo)[1])
+    partial = assert_partly(outcome, ExitCode.DATA)
+    assert "permission denied" in outcome.error and "42501" in outcome.error
+    assert partial["unknown"] == []  # PostgREST's refusal rolled the DELETE back: nothing unknown
+    for t in TARGETS:
+        assert partial["acknowledged"][t.name] == {"upserted": changed_rows(now, bench["old"], t.name), "deleted": 0}, t.name
+    assert sum(c["upserted"] for c in partial["acknowledged"].values()) > 0
+    assert now[REQUIREMENTS].keys() >= bench["old"][REQUIREMENTS].keys()  # nothing deleted
+    assert ledger and ledger[0]["status"] == "partly_written"
+
+
+def test_a_connection_dropped_after_the_server_committed_is_reported_as_possibly_applied(bench, monkeypatch):
+    outcome, now, ledger = partly_trial(bench, monkeypatch, lambda srv, url: srv.faults.drop(times=None, method="DELETE", table=REQUIREMENTS, when="after"))
+    partial = assert_partly(outcome, ExitCode.CONNECTION)
+    assert [(u["table"], u["request"], u["rows"]) for u in partial["unknown"]] == [(REQUIREMENTS, "delete", 1)]
+    assert "connection was lost" in partial["unknown"][0]["why"]
+    assert partial["acknowledged"][REQUIREMENTS]["deleted"] == 0  # not acknowledged, yet applied:
+    assert now[REQUIREMENTS].keys() == bench["new"][REQUIREMENTS].keys()
+    assert ledger and ledger[0]["status"] == "partly_written"
+
+
+def test_sigterm_during_a_delete_reports_it_as_possibly_applied(bench, tmp_path):
+    import json
+    import os
+    import signal
+    import subprocess
+    import sys
+    import threading
+
+    import yaml
+
+    srv, url = bench["srv"], bench["url"]
+    restore_targets(url)
+    srv.faults.clear()
+    (tmp_path / "bu_map.yaml").write_text(yaml.safe_dump({"territory": dict(BU_MAP.territory)}), encoding="utf-8")
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("COMPLIANCE_SYNC_", "SUPABASE_", "NEXT_PUBLIC_", "DAGSTER_HOME"))}
+    env |= {"NEXT_PUBLIC_SUPABASE_URL": srv.url, "SUPABASE_SERVICE_ROLE_KEY": srv.service_role_key, "COMPLIANCE_SYNC_BU_MAP": str(tmp_path / "bu_map.yaml"),
+            "COMPLIANCE_SYNC_FIRST_FY": "2024", "COMPLIANCE_SYNC_REST_RETRIES": "1"}
+    release = threading.Event()
+    held = srv.faults.delay(30, method="DELETE", table=REQUIREMENTS, when="after", event=release)  # executed, committed, held
+    proc = subprocess.Popen([sys.executable, "-m", "compliance_sync.cli", "--year", "2025", "--as-of", "2025-06-30", "--json"],
+                            env=env, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 60
+        while held.fired == 0:
+            assert time.monotonic() < deadline and proc.poll() is None, "the DELETE never came"
+            time.sleep(0.02)
+        proc.send_signal(signal.SIGTERM)
+        out, err = proc.communicate(timeout=30)
+    finally:
+        release.set()
+        srv.faults.clear()
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    assert proc.returncode == 130, err[-3000:]
+    summary = json.loads(out)
+    assert summary["exit_code"] == 130 and summary["status"] == "partly_written" and summary["written"] == "partly"
+    assert "no stale row deleted yet" not in summary["error"]
+    partial = summary["partly_written"]
+    assert [(u["table"], u["request"], u["rows"]) for u in partial["unknown"]] == [(REQUIREMENTS, "delete", 1)]
+    assert "interrupted" in partial["unknown"][0]["why"] and "possibly applied" in partial["unknown"][0]["why"]
+    now = target_state(url)
+    assert_old_or_new(now, bench["old"], bench["new"])
+    for t in TARGETS:
+        assert partial["acknowledged"][t.name] == {"upserted": changed_rows(now, bench["old"], t.name), "deleted": 0}, t.name
+    assert now[REQUIREMENTS].keys() == bench["new"][REQUIREMENTS].keys()  # the DELETE on the wire was applied

@@ -247,6 +247,29 @@ def test_period_ending_before_it_starts_is_ignored_and_reported():
     assert rows(comp, APAC)[0]["actual_compliance"] is None
 
 
+def test_a_period_without_effective_from_is_ignored_and_reported():
+    s = one_client()
+    s.periods.clear()
+    s.period("Alpha", "Leverage", "2025-01-01", label="no-start")
+    s.periods[-1]["effective_from"] = None
+    comp = s.compute()
+    assert "Alpha" not in comp.clients and rows(comp, REQUIREMENTS) == []
+    assert comp.findings["invalid_segment_periods"].examples == [f"Alpha: period {uid('no-start')} has a null effective_from"]
+    assert comp.findings["clients_without_segmentation"].count == 1
+
+
+def test_a_period_without_effective_from_beside_a_valid_one_is_reported_and_the_valid_one_used():
+    s = one_client(tier="Leverage")
+    s.tier("Collaboration")
+    s.period("Alpha", "Collaboration", "2025-01-01", label="no-start")
+    s.periods[-1]["effective_from"] = None
+    s.period("Other", "Collaboration", "2025-01-01", "2024-06-30", label="no-start-ended")  # ended before the FY
+    s.periods[-1]["effective_from"] = None
+    comp = s.compute()
+    assert comp.clients["Alpha"].segment == "Leverage"
+    assert comp.findings["invalid_segment_periods"].count == 1  # the period ending before the FY is out of scope
+
+
 def test_null_and_unknown_tiers_ignored_and_reported():
     s = one_client()
     s.period("Alpha", None, "2025-02-01", label="null-tier")
@@ -435,6 +458,23 @@ def test_latest_updated_at_wins_null_oldest():
     s.strategy("old", "Kim Lee", "Old", updated_at=None)
     new = s.strategy("new", "Kim Lee", "New", updated_at=dt.datetime(2025, 1, 1, tzinfo=dt.UTC))
     assert rows(s.compute(), TERRITORY)[0]["territory_strategy_id"] == new
+
+
+@pytest.mark.parametrize(("stamps", "winner"), [
+    ((dt.datetime(2099, 1, 1, tzinfo=dt.UTC), "infinity"), "s1"),  # infinity: later than any time
+    (("-infinity", dt.datetime(1970, 1, 1, tzinfo=dt.UTC)), "s1"),  # -infinity: earlier than any time
+    ((None, "-infinity"), "s1"),  # null: older still
+    (("infinity", "2025-01-01T00:00:00+00:00", None, "-infinity"), "s0"),
+    (("infinity", "infinity"), None),  # equal: the smallest id
+])
+def test_infinite_updated_at_orders_as_the_latest_or_earliest_time(stamps, winner):
+    s = one_client()
+    s.strategies.clear()
+    ids = {label: s.strategy(label, "Kim Lee", label, updated_at=stamp) for label, stamp in ((f"s{i}", st) for i, st in enumerate(stamps))}
+    comp = s.compute()
+    expected = ids[winner] if winner else min(ids.values())
+    assert rows(comp, TERRITORY)[0]["territory_strategy_id"] == expected
+    assert comp.findings["unused_strategies"].count == len(stamps) - 1
 
 
 def test_equal_updated_at_smallest_id_wins():

@@ -88,6 +88,9 @@ class MemorySession:
         self.warnings: list[str] = []
         self.committed = False
         self.partly_written = False
+        self.keys_required = True
+        self.acknowledged = {t.name: {"upserted": 0, "deleted": 0} for t in TARGETS}  # row by row: each write lands
+        self.inserted = {t.name: 0 for t in TARGETS}
         self._planned: SyncDiff | None = None
         self._changes: dict[str, ChangeSet] = {}
 
@@ -152,8 +155,10 @@ class MemorySession:
                 if current is None:
                     tables[t.name].append(values)
                     by_key[key_of(t, row)] = values
+                    self.inserted[t.name] += 1
                 else:
                     current.update(values)
+                self.acknowledged[t.name]["upserted"] += 1
         for t in TARGETS:  # stale rows last
             if t.not_wanted != NotWanted.PRUNE:
                 continue
@@ -163,12 +168,19 @@ class MemorySession:
                 tables[t.name][:] = [
                     r for r in tables[t.name] if r.get("fiscal_year") != self.fy.year or key_of(t, r) != key
                 ]
+                self.acknowledged[t.name]["deleted"] += 1
         tables[LEDGER_TABLE].append(ledger.values())
         if self.backend.atomic:
             self.backend.tables = tables  # the commit
         self.committed = True
         if faults.interrupt_after_commit:
             raise KeyboardInterrupt
+
+    def written_so_far(self) -> dict | None:
+        """Atomic: nothing to report (all or nothing). Row by row: every write counted was applied."""
+        if self.backend.atomic:
+            return None
+        return {"acknowledged": copy.deepcopy(self.acknowledged), "inserted": dict(self.inserted), "unknown": []}
 
     def record_failure(self, ledger: LedgerRow) -> None:
         self.backend.calls.append("record_failure")

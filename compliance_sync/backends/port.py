@@ -38,6 +38,11 @@ class Session(Protocol):
     keys_required: bool  # True (a live run): a target key without a unique index stops read_facts (SPEC §3.3);
     # False (a dry run): it is reported in the diff (TargetDiff.key_backed, duplicates) and rows match on the key
 
+    def written_so_far(self) -> dict | None:
+        """When partly written: ``{"acknowledged": {target: {"upserted": n, "deleted": n}}, "unknown": [{"table",
+        "request", "rows", "why"}]}`` (REST); None for a backend that writes all or nothing."""
+        ...
+
     def read_facts(self) -> Facts:
         """Check the schema, then read the rule-neutral facts of the FY."""
         ...

@@ -266,7 +266,7 @@ def fingerprint_queries(fy: FiscalYear, schema_name: str) -> list[tuple[sql.Comp
     where = {
         "account_plans": "fiscal_year = %(fy)s",
         "territory_strategies": "fiscal_year = %(fy)s",
-        "client_segmentation": "effective_from <= %(end)s AND (effective_to IS NULL OR effective_to >= %(start)s)",
+        "client_segmentation": "(effective_from <= %(end)s OR effective_from IS NULL) AND (effective_to IS NULL OR effective_to >= %(start)s)",
         "segmentation_events": "event_date IS NULL OR event_date BETWEEN least(%(start)s, %(from)s) AND greatest(%(end)s, %(to)s)",
         "segmentation_event_compliance": "year = ANY(ARRAY[%(y0)s, %(y1)s])",
     }
@@ -301,6 +301,10 @@ class PostgresSession:
         self._event_ids: Background | None = None
         self._locked = False
         self._finished = False
+
+    def written_so_far(self) -> dict | None:
+        """Nothing to report: one transaction writes all of the FY or none of it."""
+        return None
 
     # --- helpers ---------------------------------------------------------------------------------------
     def _t(self, name: str) -> sql.Identifier:
@@ -443,13 +447,14 @@ class PostgresSession:
             "SELECT id::text, client_name, tier_id::text, cse_name, client_uuid::text, "
             "CASE WHEN effective_from = '-infinity' THEN date '0001-01-01' ELSE effective_from END, "
             "CASE WHEN effective_to = 'infinity' THEN NULL WHEN effective_to = '-infinity' THEN date '0001-01-01' ELSE effective_to END "
-            "FROM {} WHERE effective_from <= %(end)s AND (effective_to IS NULL OR effective_to >= %(start)s)"
+            "FROM {} WHERE (effective_from <= %(end)s OR effective_from IS NULL) AND (effective_to IS NULL OR effective_to >= %(start)s)"
         ).format(t("client_segmentation")), p)
         tiers = self._rows("segmentation_tiers", q("SELECT id::text, tier_name FROM {}").format(t("segmentation_tiers")))
         types = self._rows("segmentation_event_types", q("SELECT id::text, event_name, event_code, is_active FROM {}").format(t("segmentation_event_types")))
         freqs = self._rows("tier_event_requirements", q("SELECT tier_id::text, event_type_id::text, frequency FROM {}").format(t("tier_event_requirements")))
         strategies = self._rows("territory_strategies", q(
-            "SELECT id::text, cse_name, territory, quarter, status::text, updated_at FROM {} "
+            "SELECT id::text, cse_name, territory, quarter, status::text, "
+            "CASE WHEN isfinite(updated_at) IS NOT FALSE THEN updated_at END, CASE WHEN NOT isfinite(updated_at) THEN updated_at::text END FROM {} "
             "WHERE fiscal_year = %(fy)s AND status::text IS DISTINCT FROM 'archived'"
         ).format(t("territory_strategies")), p)
         exclusions = None
@@ -477,7 +482,7 @@ class PostgresSession:
             tiers=[Tier(*r) for r in tiers],
             event_types=[EventType(*r) for r in types],
             requirements=[Frequency(*r) for r in freqs],
-            strategies=[Strategy(*r) for r in strategies],
+            strategies=[Strategy(*r[:5], r[5] if r[6] is None else r[6]) for r in strategies],  # ±infinity as text
             exclusions=exclusions,
             event_counts=counts,
             undated_events=[UndatedEvent(*r) for r in undated],

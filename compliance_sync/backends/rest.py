@@ -13,7 +13,9 @@ Reads page by keyset on the primary key (``pk=gt.<last>&order=pk.asc&limit=n``) 
 server row cap below the page size truncates nothing. Each page is its own transaction on the server: the
 REST path reads no single consistent picture (the targets are read last; a change made while it reads is
 picked up by the next run). Requests go through one ``httpx.Client`` (timeouts, keep-alive); transient
-failures (5xx, 429, timeouts, dropped connections) are retried with backoff by tenacity, writes included.
+failures (5xx, 429, timeouts, dropped connections) are retried with backoff by tenacity, writes included; a 429
+or 503 with ``Retry-After`` is retried after the wait it asks for, or, when that is longer than
+COMPLIANCE_SYNC_REST_TIMEOUT, stops the run (exit 4) saying when to run it again.
 """
 
 from __future__ import annotations
@@ -25,11 +27,13 @@ import contextlib
 import dataclasses
 import datetime as dt
 import decimal
+import email.utils
 import functools
 import hashlib
 import json
 import logging
 import ssl
+import threading
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 from urllib.parse import urlsplit
@@ -46,7 +50,7 @@ from compliance_sync.facts import EventAggregator, Facts, RawEvent, as_date, fac
 from compliance_sync.fiscal import FiscalYear
 from compliance_sync.ledger import LedgerRow
 from compliance_sync.logs import Progress
-from compliance_sync.redact import redact, register
+from compliance_sync.redact import redact, register_api_key
 from compliance_sync.settings import Settings
 from compliance_sync.tables import (
     EVENTS,
@@ -106,7 +110,10 @@ def key_role(key: str) -> str:
     if key.startswith("sb_secret_"):
         return "service_role"
     if key.startswith("sb_publishable_"):
-        raise SettingsError("SUPABASE_SERVICE_ROLE_KEY is a publishable key (sb_publishable_…): the job needs the secret key (sb_secret_…) or the legacy service_role JWT (Supabase dashboard: Project Settings → API keys)")
+        raise SettingsError(
+            "SUPABASE_SERVICE_ROLE_KEY is an sb_publishable_ (anon) key; use the sb_secret_ key or the service_role JWT "
+            "(Supabase dashboard: Project Settings → API keys)"
+        )
     parts = key.split(".")
     if len(parts) == 3:
         try:
@@ -128,6 +135,9 @@ class RestHTTPError(Exception):
     def __init__(self, status: int, body: Any, content_type: str) -> None:
         self.status, self.body, self.content_type = status, body, content_type
         self.code = body.get("code") if isinstance(body, dict) else None
+        self.retry_after: float | None = None  # seconds, from a 429's or 503's Retry-After
+        # PostgREST's error body always carries code and message (with details and hint); nothing else does
+        self.postgrest_shaped = isinstance(body, dict) and "code" in body and "message" in body and "json" in content_type
         self.message = (body.get("message") if isinstance(body, dict) else None) or (str(body)[:200] if body else f"HTTP {status}")
         super().__init__(f"HTTP {status} {self.code or ''} {self.message}".strip())
 
@@ -148,7 +158,27 @@ def _raise_for_status(response: httpx.Response) -> None:
         body = response.json()
     except ValueError:
         body = response.text[:500]
-    raise RestHTTPError(response.status_code, body, content_type)
+    error = RestHTTPError(response.status_code, body, content_type)
+    if response.status_code in (429, 503):
+        error.retry_after = retry_after(response.headers.get("retry-after"))
+    raise error
+
+
+def retry_after(value: str | None, now: dt.datetime | None = None) -> float | None:
+    """``Retry-After`` in seconds from now: delay-seconds or an HTTP-date (RFC 9110 §10.2.3); None when absent
+    or unreadable."""
+    if not value or not value.strip():
+        return None
+    text = value.strip()
+    if text.isdigit():
+        return float(text)
+    try:
+        when = email.utils.parsedate_to_datetime(text)
+    except (TypeError, ValueError, IndexError):
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=dt.UTC)
+    return max(0.0, (when - (now or dt.datetime.now(dt.UTC))).total_seconds())
 
 
 def translate(exc: BaseException, what: str, where: str) -> SyncError:
@@ -156,7 +186,7 @@ def translate(exc: BaseException, what: str, where: str) -> SyncError:
     if isinstance(exc, SyncError):
         return exc
     if isinstance(exc, NotPostgrest):
-        return ConnectionFailure(f"{what}: {NOT_POSTGREST}")
+        return ConnectionFailure(f"{what}: {where} answered without PostgREST's headers; {NOT_POSTGREST}")
     if isinstance(exc, httpx.TimeoutException):
         return TransientFailure(f"{what}: no answer from {where} within the timeout (COMPLIANCE_SYNC_REST_TIMEOUT)")
     if isinstance(exc, httpx.TransportError):
@@ -167,13 +197,15 @@ def translate(exc: BaseException, what: str, where: str) -> SyncError:
     detail = f" ({code}: {message})" if code else f" ({message})"
     if status in TRANSIENT_STATUS:
         return TransientFailure(f"{what}: {where} answered HTTP {status}{detail}")
-    if "json" not in exc.content_type and status not in (401, 403):
-        return ConnectionFailure(f"{what}: HTTP {status}; {NOT_POSTGREST}")
+    if not exc.postgrest_shaped:  # a gateway, a proxy, a web server: not PostgREST's {code, message, details, hint}
+        if status in (401, 403):  # Supabase's gateway refusing the key ({"message", "hint"})
+            return ConnectionFailure(f"{what}: {where} refused the key (HTTP {status}{detail}): SUPABASE_SERVICE_ROLE_KEY is wrong or expired")
+        return ConnectionFailure(f"{what}: {where} answered HTTP {status}; {NOT_POSTGREST}")
     if code == "42501":
         return DataError(f"{what}: permission denied{detail}: row-level security or a missing grant refused the service role; check the key is the service_role key and the table's grants")
     if status in (401, 403):
         return ConnectionFailure(f"{what}: {where} refused the key (HTTP {status}{detail}): SUPABASE_SERVICE_ROLE_KEY is wrong or expired")
-    if code in ("PGRST205", "42P01") or (status == 404 and code is None):
+    if code in ("PGRST205", "42P01"):
         return DataError(f"{what}: the table is not in the REST API's schema cache{detail}; {RELOAD_HINT}")
     if code in ("42703", "PGRST204"):
         return DataError(f"{what}: a column is missing{detail}; {RELOAD_HINT}")
@@ -184,6 +216,34 @@ def translate(exc: BaseException, what: str, where: str) -> SyncError:
 
 def _retryable(exc: BaseException) -> bool:
     return isinstance(exc, httpx.TransportError) or (isinstance(exc, RestHTTPError) and exc.status in TRANSIENT_STATUS)
+
+
+def _asked_wait(exc: BaseException | None) -> float | None:
+    """The wait a 429 or 503 asked for (Retry-After), in seconds, else None."""
+    return exc.retry_after if isinstance(exc, RestHTTPError) else None
+
+
+NEVER_SENT = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout, httpx.UnsupportedProtocol, httpx.ProxyError)
+
+
+def _outcome_unknown(exc: BaseException) -> bool:
+    """Whether a failed request may still have been applied: it left (not a refused connection) and no answer
+    says it was not (a timeout, a connection dropped after sending, a 5xx: PostgREST may have committed)."""
+    if isinstance(exc, NEVER_SENT):
+        return False
+    if isinstance(exc, httpx.TransportError):
+        return True
+    return isinstance(exc, RestHTTPError) and exc.status >= 500
+
+
+def _why_unknown(exc: BaseException) -> str:
+    if isinstance(exc, httpx.TimeoutException):
+        return "no answer within the timeout"
+    if isinstance(exc, httpx.TransportError):
+        return f"the connection was lost after the request was sent ({type(exc).__name__})"
+    if isinstance(exc, RestHTTPError):
+        return f"HTTP {exc.status} after the request was sent"
+    return type(exc).__name__
 
 
 # --- values over JSON -------------------------------------------------------------------------------------------
@@ -245,8 +305,8 @@ class RestBackend:
     atomic = False
 
     def __init__(self, url: str, key: str, page_size: int = 1000, timeout_s: float = 30.0, retries: int = 4):
+        register_api_key(key)
         key_role(key)
-        register(key)
         self.url = url.rstrip("/")
         self._key = key
         self.page_size = page_size
@@ -313,7 +373,8 @@ def _fy_filters(table: str, fy: FiscalYear) -> dict[str, str]:
     return {
         "account_plans": {"fiscal_year": f"eq.{fy.year}", "or": "(status.is.null,status.neq.archived)"},
         "territory_strategies": {"fiscal_year": f"eq.{fy.year}", "or": "(status.is.null,status.neq.archived)"},
-        "client_segmentation": {"effective_from": f"lte.{fy.end}", "or": f"(effective_to.is.null,effective_to.gte.{fy.start})"},
+        # a null effective_from is read too: the rules report it (SPEC §4.2)
+        "client_segmentation": {"or": f"(and(or(effective_from.is.null,effective_from.lte.{fy.end}),or(effective_to.is.null,effective_to.gte.{fy.start})))"},
         "segmentation_events": {"or": f"(event_date.is.null,and(event_date.gte.{lo},event_date.lte.{hi}))"},
         "segmentation_event_compliance": {"year": f"in.({','.join(map(str, years))})"},
     }.get(table, {})
@@ -335,16 +396,22 @@ class RestClient:
         options = ClientOptions(httpx_client=self._http, postgrest_client_retry=False, auto_refresh_token=False, persist_session=False)
         self._supabase = create_client(backend.url, backend._key, options=options)
         self.rest = self._supabase.postgrest
+        backoff = tenacity.wait_exponential(multiplier=BACKOFF_S, max=BACKOFF_MAX_S)
         self._retrying = tenacity.Retrying(
-            retry=tenacity.retry_if_exception(_retryable),
+            retry=tenacity.retry_if_exception(lambda exc: _retryable(exc) and not self._too_long(exc)),
             stop=tenacity.stop_after_attempt(backend.retries + 1),
-            wait=tenacity.wait_exponential(multiplier=BACKOFF_S, max=BACKOFF_MAX_S),
+            wait=lambda rs: _asked_wait(rs.outcome.exception()) if _asked_wait(rs.outcome.exception()) is not None else backoff(rs),
             before_sleep=lambda rs: log.warning("REST request to %s failed (%s); retrying (attempt %d of %d)", backend.where, _short(rs.outcome.exception()), rs.attempt_number + 1, backend.retries + 1),
             reraise=True,
         )
         self._openapi: dict[str, Relation] | None = None
         self.pks: dict[str, list[str]] = {}
         self.unreachable = False  # the last failed request could not reach the API or was refused
+
+    def _too_long(self, exc: BaseException) -> bool:
+        """The server asked for a wait (Retry-After) longer than COMPLIANCE_SYNC_REST_TIMEOUT: not retried."""
+        wait = _asked_wait(exc)
+        return wait is not None and wait > self.backend.timeout_s
 
     def __enter__(self) -> RestClient:
         return self
@@ -354,14 +421,34 @@ class RestClient:
 
     def call(self, what: str, fn: Callable[[], Any], retry: bool = True) -> Any:
         """``fn()`` (one request), retried on transient failures unless ``retry`` is False; any failure
-        raised as the run's error type."""
+        raised as the run's error type, with ``why_unknown`` set when an attempt may have been applied
+        (a timeout or a dropped connection after sending, a 5xx): a write the server may have committed."""
+        why: str | None = None  # the last attempt that may have been applied, and why its outcome is unknown
+
+        def attempt() -> Any:
+            nonlocal why
+            try:
+                return fn()
+            except Exception as exc:
+                if _outcome_unknown(exc):
+                    why = _why_unknown(exc)
+                raise
+
         try:
-            return self._retrying(fn) if retry else fn()
+            return self._retrying(attempt) if retry else attempt()
         except Exception as exc:
             error = translate(exc, what, self.backend.where)
             self.unreachable = isinstance(error, ConnectionFailure)
-            if retry and _retryable(exc) and self.backend.retries:
+            if self._too_long(exc):
+                wait = _asked_wait(exc)
+                at = (dt.datetime.now(dt.UTC) + dt.timedelta(seconds=wait)).strftime("%Y-%m-%d %H:%M:%S UTC")
+                error = TransientFailure(
+                    f"{error}; it asks to retry after {wait:.0f} s, longer than COMPLIANCE_SYNC_REST_TIMEOUT "
+                    f"({self.backend.timeout_s:g} s): run it again after {at}"
+                )
+            elif retry and _retryable(exc) and self.backend.retries:
                 error = type(error)(f"{error} (still failing after {self.backend.retries + 1} attempts, COMPLIANCE_SYNC_REST_RETRIES)")
+            error.why_unknown = why
             raise error from None
 
     # --- reading ------------------------------------------------------------------------------------------
@@ -501,12 +588,53 @@ class RestSession:
         self.read_only = read_only  # explain: GETs only
         self.warnings: list[str] = []
         self.committed = False
-        self.partly_written = False
         self.keys_required = True  # False (a dry run): a target key without a unique index is reported, not an error
+        self.acknowledged = {t.name: {"upserted": 0, "deleted": 0} for t in TARGETS}  # rows the server said it wrote
+        self.new_rows = {t.name: 0 for t in TARGETS}  # of the upserted rows, those that were inserts
+        self.unknown: list[dict[str, Any]] = []  # writes whose outcome is unknown (possibly applied)
+        self._on_wire: dict[int, dict[str, Any]] = {}  # writes sent and not yet answered
+        self._wire_lock = threading.Lock()
+        self._recording_failure = False
         self.report: schema.SchemaReport | None = None
         self._event_ids: dict | None = None
         self._changes: dict[str, ChangeSet] = {}
         self._planned: SyncDiff | None = None
+
+    @property
+    def partly_written(self) -> bool:
+        """A write reached the server: a row acknowledged, or a request whose outcome is unknown."""
+        return any(n for counts in self.acknowledged.values() for n in counts.values()) or bool(self.unknown or self._on_wire)
+
+    def written_so_far(self) -> dict[str, Any]:
+        """What the server acknowledged per target, and the writes whose outcome is unknown (a request still on
+        the wire at an interrupt is possibly applied)."""
+        with self._wire_lock:
+            on_wire = [dict(w, why="on the wire when the run was interrupted: possibly applied") for w in self._on_wire.values()]
+        return {
+            "acknowledged": {name: dict(counts) for name, counts in self.acknowledged.items()},
+            "inserted": dict(self.new_rows),  # of the rows upserted, the inserts (the ledger row's counts)
+            "unknown": [dict(w) for w in self.unknown] + on_wire,
+        }
+
+    def _write(self, what: str, table: str, request: str, rows: int, fn: Callable[[], Any]) -> Any:
+        """One write request, remembered while it is on the wire; a failure that leaves its outcome unknown
+        (or an interrupt while it is out) is recorded as possibly applied."""
+        entry = {"table": table, "request": request, "rows": rows}
+        token = object()
+        with self._wire_lock:
+            self._on_wire[id(token)] = entry
+        try:
+            return self.client.call(what, fn)
+        except SyncError as exc:
+            if exc.why_unknown:
+                self.unknown.append(entry | {"why": f"{exc.why_unknown}: possibly applied"})
+            raise
+        except BaseException:  # Ctrl-C, SIGTERM (call() turns every Exception into a SyncError): the request is out
+            self.unknown.append(entry | {"why": "on the wire when the run was interrupted: possibly applied"})
+            raise
+        finally:
+            with self._wire_lock:
+                self._on_wire.pop(id(token), None)
 
     def _warn(self, message: str) -> None:
         if message not in self.warnings:
@@ -626,7 +754,7 @@ class RestSession:
         return self._planned
 
     # --- writing ----------------------------------------------------------------------------------------------------
-    def _upsert(self, target: TargetTable, rows: list[dict[str, Any]], stamp: str) -> None:
+    def _upsert(self, target: TargetTable, rows: list[dict[str, Any]], is_new: list[bool], stamp: str) -> None:
         """Idempotent chunks on the unique key (a retried chunk writes the same values again), pipelined: while
         PostgreSQL upserts one chunk (disjoint keys: the requests never wait for each other), the next is converted
         and sent; at most ``UPSERT_IN_FLIGHT`` requests at a time. A failed chunk stops the run: nothing is sent
@@ -634,8 +762,12 @@ class RestSession:
         table, on_conflict = target.name, ",".join(target.key)
         progress = Progress(f"writing {table}")
 
-        def send(chunk: list[dict[str, Any]]) -> int:
-            self.client.call(f"writing {table}", lambda: self.client.rest.from_(table).upsert(chunk, on_conflict=on_conflict, returning=MINIMAL).execute())
+        def send(chunk: list[dict[str, Any]], new: int) -> int:
+            upsert = self.client.rest.from_(table).upsert
+            self._write(f"writing {table}", table, "upsert", len(chunk), lambda: upsert(chunk, on_conflict=on_conflict, returning=MINIMAL).execute())
+            with self._wire_lock:
+                self.acknowledged[table]["upserted"] += len(chunk)
+                self.new_rows[table] += new
             return len(chunk)
 
         with concurrent.futures.ThreadPoolExecutor(UPSERT_IN_FLIGHT, thread_name_prefix="compliance_sync-upsert") as wire:
@@ -645,8 +777,7 @@ class RestSession:
                     chunk = _body_rows(target, rows[i : i + UPSERT_CHUNK], stamp)
                     while len(in_flight) >= UPSERT_IN_FLIGHT:
                         progress.add(in_flight.popleft().result())
-                    in_flight.append(wire.submit(send, chunk))
-                    self.partly_written = True
+                    in_flight.append(wire.submit(send, chunk, sum(is_new[i : i + UPSERT_CHUNK])))
                 while in_flight:
                     progress.add(in_flight.popleft().result())
             finally:
@@ -685,9 +816,11 @@ class RestSession:
                     builder = builder.is_(c, "null")
                 return builder.or_(terms).execute()
 
-            response = self.client.call(f"deleting from {target.name}", send)
-            self.partly_written = True
-            deleted += response.count if response.count is not None else terms.count("and(")
+            planned = terms.count("and(")
+            response = self._write(f"deleting from {target.name}", target.name, "delete", planned, send)
+            done = response.count if response.count is not None else planned
+            self.acknowledged[target.name]["deleted"] += done
+            deleted += done
         if deleted >= len(rows):
             return 0
         # fewer deleted than planned: a row gained data the job does not own since the read (kept, an orphan
@@ -720,13 +853,21 @@ class RestSession:
         table = self.client.rest.from_
         if "run_id" in row:
             try:
-                self.client.call(f"writing {LEDGER_TABLE}", lambda: table(LEDGER_TABLE).upsert([row], on_conflict="run_id", returning=MINIMAL).execute(), retry)
+                self._ledger_call(lambda: table(LEDGER_TABLE).upsert([row], on_conflict="run_id", returning=MINIMAL).execute(), retry)
                 return
             except DataError as exc:
                 if "42P10" not in str(exc):
                     raise
                 self._warn(f"{LEDGER_TABLE}.run_id has no unique index: a retried ledger write may add a second row (run `compliance-sync migrate --minimal`)")
-        self.client.call(f"writing {LEDGER_TABLE}", lambda: table(LEDGER_TABLE).insert([row], returning=MINIMAL).execute(), retry)
+        self._ledger_call(lambda: table(LEDGER_TABLE).insert([row], returning=MINIMAL).execute(), retry)
+
+    def _ledger_call(self, fn: Callable[[], Any], retry: bool) -> None:
+        """The ledger row of a run that is writing is reported like a target's write (its outcome may be
+        unknown); a failed run's ledger row, written after the stop, is best effort."""
+        if self._recording_failure:
+            self.client.call(f"writing {LEDGER_TABLE}", fn, retry)
+        else:
+            self._write(f"writing {LEDGER_TABLE}", LEDGER_TABLE, "insert", 1, fn)
 
     def apply(self, diff: SyncDiff, run_ts: dt.datetime, ledger: LedgerRow) -> None:
         if diff is not self._planned or self.committed:
@@ -734,7 +875,7 @@ class RestSession:
         stamp = run_ts.isoformat()
         for t in TARGETS:  # upserts first, every target
             if self._changes[t.name].upserts:
-                self._upsert(t, self._changes[t.name].upserts, stamp)
+                self._upsert(t, self._changes[t.name].upserts, self._changes[t.name].new, stamp)
         for t in TARGETS:  # stale rows last
             if t.not_wanted == NotWanted.PRUNE and self._changes[t.name].deletes:
                 kept = self._delete(t, self._changes[t.name].deletes)
@@ -746,6 +887,7 @@ class RestSession:
     def record_failure(self, ledger: LedgerRow) -> None:
         """Best effort: one attempt when the run stopped because the API was unreachable (no second round
         of retries before the error is shown)."""
+        self._recording_failure = True
         try:
             self._write_ledger(ledger, retry=not self.client.unreachable)
         except SyncError as exc:
