@@ -9,7 +9,7 @@
 # else it stops naming the Debian package to install), installs the project into it with pip only when
 # pyproject.toml changed or the install is broken (stamp: .venv/.compliance_sync-install), then runs the command.
 # Idempotent; works as root and as an ordinary user owning the checkout; never uses sudo; writes nothing outside
-# the checkout (pip's cache is .venv/.pip-cache) except what the embedded PostgreSQL needs (compliance_sync/embedded.py).
+# the checkout (pip's cache is .venv/.pip-cache) except what the embedded PostgreSQL needs (compliance_sync/devtools/embedded.py).
 set -eu
 
 PY_CHECK='import sys; sys.exit(0 if (3, 11) <= sys.version_info[:2] < (3, 13) else 1)'

@@ -4,7 +4,7 @@ A worker driven over stdin / stdout, one JSON object per line each way (``benchm
 once per dataset and interleaves its commands with the other systems' runs)::
 
     {"op": "warmup", "url": "postgresql://..."}   both paths once, untimed (a throwaway database)
-    {"op": "direct", "url": "..."}                 compliance_sync.sync.run_fiscal_year, as the command line calls it
+    {"op": "direct", "url": "..."}                 compliance_sync.service.sync.run_fiscal_year, as the command line calls it
     {"op": "dagster", "url": "..."}                the same FY materialised through Dagster (execute_in_process)
     {"op": "quit"}
 
@@ -37,11 +37,11 @@ import dagster as dg  # noqa: E402  (imported before anything is timed: the proc
 
 from compliance_sync.backends import choose_backend  # noqa: E402
 from compliance_sync.backends import postgres as _postgres  # noqa: E402,F401  (warm: imported by the first run otherwise)
+from compliance_sync.config.settings import load_settings  # noqa: E402
 from compliance_sync.definitions import SYNC_JOB, build_definitions  # noqa: E402
-from compliance_sync.fiscal import FiscalYear  # noqa: E402
-from compliance_sync.runner import _summary_from_events  # noqa: E402
-from compliance_sync.settings import load_settings  # noqa: E402
-from compliance_sync.sync import Mode, Outcome, RunOptions, run_fiscal_year  # noqa: E402
+from compliance_sync.domain.fiscal import FiscalYear  # noqa: E402
+from compliance_sync.entrypoints.runner import _summary_from_events  # noqa: E402
+from compliance_sync.service.sync import Mode, Outcome, RunOptions, run_fiscal_year  # noqa: E402
 
 IMPORT_S = time.perf_counter() - t0
 

@@ -37,11 +37,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     import httpx
 
     from compliance_sync.backends.rest import RestBackend
-    from compliance_sync.diff import to_json
-    from compliance_sync.fiscal import FiscalYear
-    from compliance_sync.rules import compute
-    from compliance_sync.settings import load_settings
-    from compliance_sync.tables import TERRITORY
+    from compliance_sync.config.settings import load_settings
+    from compliance_sync.domain.diff import to_json
+    from compliance_sync.domain.fiscal import FiscalYear
+    from compliance_sync.domain.rules import compute
+    from compliance_sync.domain.tables import TERRITORY
 
     settings = load_settings()
     key = settings.service_role_key.get_secret_value()

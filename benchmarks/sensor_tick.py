@@ -15,7 +15,7 @@ import time
 import psycopg
 
 from compliance_sync.backends.postgres import PostgresBackend
-from compliance_sync.fiscal import FiscalYear
+from compliance_sync.domain.fiscal import FiscalYear
 
 
 def main() -> None:

@@ -4,7 +4,7 @@ each phase, for one live run over ``SUPABASE_DB_URL`` (a throwaway clone: the ru
     SUPABASE_DB_URL=postgresql://postgres@127.0.0.1:5432/<clone> COMPLIANCE_SYNC_BU_MAP=compliance_sync/bu_map.example.yaml \\
         .venv/bin/python benchmarks/statement_profile.py [--year 2026] [--as-of 2026-11-20] [--top 20]
 
-Calls :func:`compliance_sync.sync.run_fiscal_year` as the command line does (``runner.run_directly``), with
+Calls :func:`compliance_sync.service.sync.run_fiscal_year` as the command line does (``runner.run_directly``), with
 ``psycopg.Cursor.execute`` / ``fetchall`` timed (a statement's time includes receiving its rows; ``fetchall``
 is the conversion to Python). Python time between statements is the phase time minus its statements.
 For a sampling profile of the same run: ``py-spy record --idle -f raw -o out.txt -- .venv/bin/compliance-sync …``.
@@ -64,10 +64,10 @@ def main() -> int:
     args = p.parse_args()
 
     _instrument()
-    import compliance_sync.sync as sync
+    import compliance_sync.service.sync as sync
     from compliance_sync.backends import choose_backend
-    from compliance_sync.fiscal import FiscalYear
-    from compliance_sync.settings import load_settings
+    from compliance_sync.config.settings import load_settings
+    from compliance_sync.domain.fiscal import FiscalYear
 
     print(f"peak RSS after imports: {peak_mb():.0f} MB")
     order = ["read_s", "compute_s", "plan_s", "write_s"]

@@ -1,7 +1,7 @@
 """What can stop a run, and the process exit code each stop maps to (SPEC §7).
 
 Every message is masked when the error is created, so no error can carry a secret, whoever formats it later.
-The masker is installed by :mod:`compliance_sync.redact` when it is imported (which registering a secret
+The masker is installed by :mod:`compliance_sync.config.secrets` when it is imported (which registering a secret
 needs), so this module, imported by every layer, depends on none.
 """
 

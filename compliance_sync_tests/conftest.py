@@ -57,7 +57,7 @@ def server_url(tmp_path_factory) -> str:
     url = _server_url()
     if not os.environ.get("COMPLIANCE_SYNC_TEST_DATABASE_URL") and not _reachable(url):
         # a laptop without a server: the embedded PostgreSQL from PyPI (stopped when the session ends)
-        from compliance_sync import embedded
+        from compliance_sync.devtools import embedded
 
         url = embedded.start(tmp_path_factory.mktemp("embedded-pg") / "data")
     try:
@@ -94,7 +94,7 @@ def db_url(server_url: str) -> Iterator[str]:
 @pytest.fixture
 def migrated_db(db_url: str) -> str:
     """A new database with the full schema of SPEC §3 (no rows)."""
-    from compliance_sync.migrate import apply_full
+    from compliance_sync.backends.migrate import apply_full
 
     with psycopg.connect(db_url) as conn:
         apply_full(conn)
@@ -105,8 +105,8 @@ def migrated_db(db_url: str) -> str:
 def demo_db(migrated_db: str, tmp_path, monkeypatch) -> str:
     """The demo dataset, the environment of a deployment pointing at it (every other setting of this tool,
     Supabase and Dagster cleared) and a clean working directory."""
-    from compliance_sync.demo import load_demo_data
-    from compliance_sync.settings import EXAMPLE_BU_MAP
+    from compliance_sync.config.settings import EXAMPLE_BU_MAP
+    from compliance_sync.devtools.demo import load_demo_data
 
     with psycopg.connect(migrated_db) as conn:
         load_demo_data(conn)

@@ -2,7 +2,7 @@
 
 Databases are cloned with ``CREATE DATABASE … TEMPLATE`` (so two backends run on byte-identical copies),
 the PostgREST look-alike runs in-process (compliance_sync_tests/postgrest_server/), runs go through
-:func:`compliance_sync.sync.run_fiscal_year` (what the CLI and the Dagster asset call), and target rows are
+:func:`compliance_sync.service.sync.run_fiscal_year` (what the CLI and the Dagster asset call), and target rows are
 compared on everything but ``id``, ``created_at`` and ``updated_at``.
 """
 
@@ -25,12 +25,12 @@ from psycopg.conninfo import conninfo_to_dict
 
 from compliance_sync.backends.postgres import PostgresBackend
 from compliance_sync.backends.rest import RestBackend
-from compliance_sync.bu_map import BuMap
-from compliance_sync.diff import normalize
-from compliance_sync.fiscal import FiscalYear
-from compliance_sync.settings import Settings, load_settings
-from compliance_sync.sync import Mode, Outcome, RunOptions, run_fiscal_year
-from compliance_sync.tables import LEDGER_TABLE, SECTION3_TABLES, TARGETS
+from compliance_sync.config.settings import Settings, load_settings
+from compliance_sync.domain.bu_map import BuMap
+from compliance_sync.domain.diff import normalize
+from compliance_sync.domain.fiscal import FiscalYear
+from compliance_sync.domain.tables import LEDGER_TABLE, SECTION3_TABLES, TARGETS
+from compliance_sync.service.sync import Mode, Outcome, RunOptions, run_fiscal_year
 from compliance_sync_tests.conftest import url_for_database
 from compliance_sync_tests.postgrest_server import PostgrestServer
 from compliance_sync_tests.scenario import Scenario
@@ -73,7 +73,7 @@ def database(server_url: str, migrated: bool = True) -> Iterator[str]:
     url = url_for_database(server_url, name)
     try:
         if migrated:
-            from compliance_sync.migrate import apply_full
+            from compliance_sync.backends.migrate import apply_full
 
             with psycopg.connect(url) as conn:
                 apply_full(conn)

@@ -11,11 +11,11 @@ import uuid
 from decimal import Decimal
 from typing import Any
 
-from compliance_sync.bu_map import BuMap
-from compliance_sync.facts import facts_from_rows
-from compliance_sync.fiscal import FiscalYear
-from compliance_sync.rules import compute
-from compliance_sync.thresholds import Thresholds
+from compliance_sync.domain.bu_map import BuMap
+from compliance_sync.domain.facts import facts_from_rows
+from compliance_sync.domain.fiscal import FiscalYear
+from compliance_sync.domain.rules import compute
+from compliance_sync.domain.thresholds import Thresholds
 
 
 def uid(label: str) -> str:
@@ -175,7 +175,7 @@ def wanted_rows(fiscal_year: int = 2025, requirements=(), territories=(), busine
     """:class:`WantedRows` from whole target rows (dicts). Requirement rows are factored back into plans and
     client requirements, as the rules hand them over; their ``linked_event_ids`` are left to the backend,
     which takes them from the FY's events it read."""
-    from compliance_sync.wanted import ClientRequirement, PlanRow, RequirementRows, WantedRows
+    from compliance_sync.domain.wanted import ClientRequirement, PlanRow, RequirementRows, WantedRows
 
     plans: dict[str, PlanRow] = {}
     segments: dict[str, str] = {}

@@ -17,7 +17,7 @@ import psycopg
 import pytest
 import yaml
 
-from compliance_sync.tables import APAC, BUSINESS_UNIT, REQUIREMENTS, TERRITORY
+from compliance_sync.domain.tables import APAC, BUSINESS_UNIT, REQUIREMENTS, TERRITORY
 from compliance_sync_tests.scenario import Scenario
 
 pytest.register_assert_rewrite("compliance_sync_tests.world")
@@ -29,7 +29,7 @@ SYDNEY = zoneinfo.ZoneInfo("Australia/Sydney")
 
 
 def settings_with(monkeypatch, **env: str):
-    from compliance_sync.settings import load_settings
+    from compliance_sync.config.settings import load_settings
 
     for k, v in env.items():
         monkeypatch.setenv(k, v)
@@ -41,7 +41,7 @@ def settings_with(monkeypatch, **env: str):
 @pytest.mark.parametrize("start_month", [1, 7])
 def test_grace_period_boundary(cli_env, monkeypatch, grace, start_month):
     from compliance_sync.definitions.schedules import scheduled_years
-    from compliance_sync.fiscal import FiscalYear
+    from compliance_sync.domain.fiscal import FiscalYear
 
     settings = settings_with(monkeypatch, COMPLIANCE_SYNC_GRACE_DAYS=str(grace), COMPLIANCE_SYNC_FY_START_MONTH=str(start_month), COMPLIANCE_SYNC_FIRST_FY="2020")
     keys = [str(y) for y in range(2020, 2030)]

@@ -10,10 +10,10 @@ import psycopg
 import pytest
 
 from compliance_sync.backends.postgres import PostgresBackend
+from compliance_sync.config.settings import load_settings
 from compliance_sync.definitions import build_definitions
 from compliance_sync.definitions.sensors import CHANGE_SENSOR
-from compliance_sync.fiscal import FiscalYear, fiscal_year_of
-from compliance_sync.settings import load_settings
+from compliance_sync.domain.fiscal import FiscalYear, fiscal_year_of
 
 
 @pytest.fixture

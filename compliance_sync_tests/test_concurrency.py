@@ -19,8 +19,8 @@ import psycopg
 import pytest
 
 from compliance_sync.backends.postgres import PostgresBackend, PostgresSession, translate
+from compliance_sync.domain.tables import REQUIREMENTS
 from compliance_sync.errors import ConcurrentChange, ConnectionFailure, ExitCode
-from compliance_sync.tables import REQUIREMENTS
 from compliance_sync_tests.scenario import uid
 
 pytest.register_assert_rewrite("compliance_sync_tests.world")
@@ -58,8 +58,8 @@ def no_changes(summary: dict) -> bool:
 
 # --- two runs of one FY serialise; different FYs do not -----------------------------------------------------------
 def test_a_cli_run_and_a_dagster_run_of_one_fy_serialise(world, capsys, hooks):
-    from compliance_sync import cli
     from compliance_sync.definitions import SYNC_JOB, build_definitions
+    from compliance_sync.entrypoints import cli
 
     held: list[tuple[str, float, float]] = []  # (thread, lock taken, lock released)
     real_lock, real_close, real_read = PostgresSession.lock, PostgresSession.close, PostgresSession.read_facts
@@ -121,9 +121,9 @@ def test_a_cli_run_and_a_dagster_run_of_one_fy_serialise(world, capsys, hooks):
 
 
 def test_runs_of_different_fys_proceed_in_parallel(world, hooks):
-    from compliance_sync.fiscal import FiscalYear
-    from compliance_sync.runner import RunRequest, run_directly
-    from compliance_sync.settings import load_settings
+    from compliance_sync.config.settings import load_settings
+    from compliance_sync.domain.fiscal import FiscalYear
+    from compliance_sync.entrypoints.runner import RunRequest, run_directly
 
     execute(
         world,

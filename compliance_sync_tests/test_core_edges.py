@@ -10,10 +10,10 @@ from fractions import Fraction
 
 import pytest
 
-from compliance_sync.diff import diff_rows, same, sort_key
-from compliance_sync.invariants import check_invariants
-from compliance_sync.tables import APAC, BUSINESS_UNIT, JSONB, NUMERIC, REQUIREMENTS, TARGET_BY_NAME, UUID
-from compliance_sync.thresholds import Thresholds
+from compliance_sync.domain.diff import diff_rows, same, sort_key
+from compliance_sync.domain.invariants import check_invariants
+from compliance_sync.domain.tables import APAC, BUSINESS_UNIT, JSONB, NUMERIC, REQUIREMENTS, TARGET_BY_NAME, UUID
+from compliance_sync.domain.thresholds import Thresholds
 from compliance_sync_tests.scenario import Scenario, apac_row, appendix_a, bu_row
 
 D = Decimal
@@ -408,8 +408,8 @@ def golden() -> tuple[Scenario, dict]:
 
 
 def test_every_rule_finding_word_for_word_and_the_counts():
-    from compliance_sync.facts import facts_from_rows
-    from compliance_sync.rules import compute
+    from compliance_sync.domain.facts import facts_from_rows
+    from compliance_sync.domain.rules import compute
     from compliance_sync_tests.scenario import uid
 
     s, ids = golden()
@@ -480,8 +480,8 @@ def test_rules_filter_what_a_backend_hands_over_unfiltered():
     """The rules apply SPEC §4's filters themselves: a period starting after the FY, one ending before it,
     one without a start are ignored, whatever their order; an event of a plan client without a period is that
     client's (not an unknown client's)."""
-    from compliance_sync.facts import facts_from_rows
-    from compliance_sync.rules import compute
+    from compliance_sync.domain.facts import facts_from_rows
+    from compliance_sync.domain.rules import compute
 
     s = one_client()
     s.periods.clear()
@@ -523,8 +523,8 @@ def test_strategies_without_clients_are_reported_in_strategy_id_order():
 def test_normalize_dates_text_and_json_default():
     import datetime as dt
 
-    from compliance_sync.diff import normalize, to_json
-    from compliance_sync.tables import DATE, TEXT
+    from compliance_sync.domain.diff import normalize, to_json
+    from compliance_sync.domain.tables import DATE, TEXT
 
     assert normalize(DATE, "2025-09-30") == normalize(DATE, "2025-09-30T00:00:00+00:00") == dt.date(2025, 9, 30)
     assert normalize(TEXT, 5) == "5"
@@ -598,7 +598,7 @@ def test_naive_timestamps_are_utc_whatever_the_machine_timezone(monkeypatch):
 
 
 def test_unassigned_as_a_business_unit_is_refused_even_past_the_bu_map_loader():
-    from compliance_sync.bu_map import BuMap
+    from compliance_sync.domain.bu_map import BuMap
     from compliance_sync.errors import DataError
 
     s = one_client()
@@ -608,8 +608,8 @@ def test_unassigned_as_a_business_unit_is_refused_even_past_the_bu_map_loader():
 
 
 def test_cache_drift_examples_sorted_with_null_names_and_years():
-    from compliance_sync.facts import facts_from_rows
-    from compliance_sync.rules import compute
+    from compliance_sync.domain.facts import facts_from_rows
+    from compliance_sync.domain.rules import compute
 
     s = one_client()
     sla = s.types[0]["id"]

@@ -37,8 +37,8 @@ import psycopg
 import pytest
 from psycopg.conninfo import conninfo_to_dict
 
-from compliance_sync.settings import EXAMPLE_BU_MAP
-from compliance_sync.tables import APAC, BUSINESS_UNIT, REQUIREMENTS, TARGETS, TERRITORY
+from compliance_sync.config.settings import EXAMPLE_BU_MAP
+from compliance_sync.domain.tables import APAC, BUSINESS_UNIT, REQUIREMENTS, TARGETS, TERRITORY
 from compliance_sync_tests.conftest import throwaway_database
 from compliance_sync_tests.webhook import Webhook
 
@@ -341,7 +341,7 @@ def dagster_db(server_url):
 
 @pytest.fixture
 def demo_db(migrated_db):
-    from compliance_sync.demo import load_demo_data
+    from compliance_sync.devtools.demo import load_demo_data
 
     with psycopg.connect(migrated_db) as conn:
         load_demo_data(conn)

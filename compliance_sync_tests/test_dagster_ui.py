@@ -25,11 +25,11 @@ import psycopg
 import pytest
 
 from compliance_sync.backends.port import BackendKind
+from compliance_sync.config.settings import EXAMPLE_BU_MAP, load_settings
 from compliance_sync.definitions import CHECKS_JOB, DRY_RUN_JOB, SYNC_JOB, build_definitions
 from compliance_sync.definitions.resources import FixedSync
 from compliance_sync.definitions.sensors import ALERT_SENSOR
-from compliance_sync.settings import EXAMPLE_BU_MAP, load_settings
-from compliance_sync.tables import APAC, BUSINESS_UNIT, REQUIREMENTS, TARGETS, TERRITORY
+from compliance_sync.domain.tables import APAC, BUSINESS_UNIT, REQUIREMENTS, TARGETS, TERRITORY
 from compliance_sync_tests.conftest import NO_TELEMETRY
 from compliance_sync_tests.webhook import Webhook
 
@@ -201,7 +201,7 @@ class _ExplodingBackend:
 def scoped_secrets(monkeypatch):
     """Secrets registered during the test are forgotten after it: the webhook URL of this test contains
     ``127.0.0.1:``, which would otherwise be masked in every later test of the session."""
-    from compliance_sync import redact
+    from compliance_sync.config import secrets as redact
 
     monkeypatch.setattr(redact, "_grams", set(redact._grams))
     monkeypatch.setattr(redact, "_short", set(redact._short))

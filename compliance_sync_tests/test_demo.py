@@ -1,4 +1,4 @@
-"""Demo and scale data (compliance_sync.demo) against real PostgreSQL."""
+"""Demo and scale data (compliance_sync.devtools.demo) against real PostgreSQL."""
 
 from __future__ import annotations
 
@@ -11,12 +11,12 @@ import psycopg
 import pytest
 import yaml
 
-from compliance_sync import demo
-from compliance_sync.catalog import row_counts
+from compliance_sync.backends.catalog import row_counts
+from compliance_sync.devtools import demo
+from compliance_sync.domain.tables import SECTION3_TABLES
 from compliance_sync.errors import DataError
-from compliance_sync.tables import SECTION3_TABLES
 
-EXAMPLE_BU_MAP = pathlib.Path(demo.__file__).with_name("bu_map.example.yaml")
+EXAMPLE_BU_MAP = pathlib.Path(demo.__file__).parents[1] / "bu_map.example.yaml"
 
 
 def fingerprint(conn: psycopg.Connection) -> dict[str, str]:
@@ -268,7 +268,7 @@ def test_scale_settings_are_documented():
 
 
 def test_demo_on_an_autocommit_connection_and_tiny_client_counts(db_url):
-    from compliance_sync.migrate import apply_full
+    from compliance_sync.backends.migrate import apply_full
 
     with psycopg.connect(db_url, autocommit=True) as conn:
         apply_full(conn)

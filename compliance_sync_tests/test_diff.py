@@ -11,11 +11,9 @@ from decimal import Decimal
 import pandas as pd  # only to check that pandas' missing values compare as missing
 import pytest
 
-from compliance_sync import report
-from compliance_sync.diff import Action, SyncDiff, changed_columns, diff_rows, key_of, normalize, to_json
-from compliance_sync.errors import DataError
-from compliance_sync.guards import blocking, find_guards
-from compliance_sync.tables import (
+from compliance_sync.domain.diff import Action, SyncDiff, changed_columns, diff_rows, key_of, normalize, to_json
+from compliance_sync.domain.guards import blocking, find_guards
+from compliance_sync.domain.tables import (
     APAC,
     BUSINESS_UNIT,
     DATE,
@@ -30,6 +28,8 @@ from compliance_sync.tables import (
     TEXT,
     UUID,
 )
+from compliance_sync.errors import DataError
+from compliance_sync.service import diff_text as report
 from compliance_sync_tests.scenario import apac_row, bu_row
 
 REQ_T = TARGET_BY_NAME[REQUIREMENTS]

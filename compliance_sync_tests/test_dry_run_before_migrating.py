@@ -17,10 +17,10 @@ import psycopg
 import pytest
 from psycopg import sql
 
-from compliance_sync.diff import SyncDiff, diff_rows, keeper_rank
-from compliance_sync.guards import next_command
-from compliance_sync.migrate import apply_minimal, minimal_sql_script
-from compliance_sync.tables import APAC, BUSINESS_UNIT, REQUIREMENTS, TARGET_BY_NAME, TARGETS, TERRITORY
+from compliance_sync.backends.migrate import apply_minimal, minimal_sql_script
+from compliance_sync.domain.diff import SyncDiff, diff_rows, keeper_rank
+from compliance_sync.domain.guards import next_command
+from compliance_sync.domain.tables import APAC, BUSINESS_UNIT, REQUIREMENTS, TARGET_BY_NAME, TARGETS, TERRITORY
 from compliance_sync_tests.rest_support import clone, drop, rest_server
 
 pytest.register_assert_rewrite("compliance_sync_tests.world")

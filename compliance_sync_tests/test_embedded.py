@@ -1,4 +1,4 @@
-"""The embedded PostgreSQL (compliance_sync.embedded): reuse, stale pid files, several users at once, what root
+"""The embedded PostgreSQL (compliance_sync.devtools.embedded): reuse, stale pid files, several users at once, what root
 gets, and the newcomer's ``sh dev.sh demo`` / ``sh dev.sh test`` as a fresh ordinary user (slow).
 
 Each test starts real servers in its own folders and removes what it started (as root: the
@@ -24,7 +24,7 @@ import uuid
 import psycopg
 import pytest
 
-from compliance_sync import embedded
+from compliance_sync.devtools import embedded
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 AS_ROOT = os.geteuid() == 0
@@ -96,7 +96,7 @@ def test_second_start_reuses_the_running_server(servers):
 
     # another process reuses it too and, not having started it, leaves it running when it exits
     out = subprocess.run(
-        [sys.executable, "-c", "import sys; from compliance_sync import embedded; print(embedded.start(sys.argv[1]))", str(first.data_dir)],
+        [sys.executable, "-c", "import sys; from compliance_sync.devtools import embedded; print(embedded.start(sys.argv[1]))", str(first.data_dir)],
         cwd=REPO, capture_output=True, text=True, timeout=120,
     )
     assert out.returncode == 0, out.stderr
@@ -113,7 +113,7 @@ def test_second_start_reuses_the_running_server(servers):
 def test_start_at_exit_stops_only_what_the_process_started(tmp_path, servers):
     handle = servers(tmp_path / "pg")
     script = (
-        "import sys; from compliance_sync import embedded\n"
+        "import sys; from compliance_sync.devtools import embedded\n"
         "s = embedded.server(sys.argv[1]); print(embedded.start(sys.argv[1]), s.pid)\n"
     )
     out = subprocess.run([sys.executable, "-c", script, str(handle.data_dir)], cwd=REPO, capture_output=True, text=True, timeout=120)
@@ -126,7 +126,7 @@ def test_start_at_exit_stops_only_what_the_process_started(tmp_path, servers):
 
 def test_concurrent_starts_on_one_data_directory_share_one_server(servers):
     handle = servers()
-    script = "import sys; from compliance_sync import embedded; s = embedded.EmbeddedPostgres(sys.argv[1]); print(s.start(), s.started)"
+    script = "import sys; from compliance_sync.devtools import embedded; s = embedded.EmbeddedPostgres(sys.argv[1]); print(s.start(), s.started)"
     procs = [
         subprocess.Popen([sys.executable, "-c", script, str(handle.data_dir)], cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         for _ in range(3)
@@ -188,7 +188,7 @@ def _python_for(user: str, home: pathlib.Path) -> tuple[str, dict[str, str]]:
     for python in (sys.executable, f"/usr/bin/python{version}", f"/usr/local/bin/python{version}"):
         probe = subprocess.run(
             ["runuser", "-u", user, "--", "env", "-i", *[f"{k}={v}" for k, v in env.items()], python, "-c",
-             "import compliance_sync.embedded, psycopg"],
+             "import compliance_sync.devtools.embedded, psycopg"],
             cwd=home, capture_output=True, text=True, timeout=120,
         )
         if probe.returncode == 0:
@@ -218,7 +218,7 @@ def _remove_user(name: str) -> None:
 
 START_AS_USER = """
 import json, sys
-from compliance_sync import embedded
+from compliance_sync.devtools import embedded
 s = embedded.EmbeddedPostgres(sys.argv[1])
 url = s.start()
 print(json.dumps({"url": url, "pid": s.pid, "pgdata": str(s.pgdata), "socket_dir": str(s.socket_dir), "lock": str(s.lock_path)}))
@@ -276,7 +276,7 @@ def test_two_ordinary_users_run_their_own_servers_at_once():
         for name, home in users:
             stop = subprocess.run(
                 ["runuser", "-u", name, "--", "env", "-i", *[f"{k}={v}" for k, v in envs[name].items()], pythons[name], "-c",
-                 "import sys; from compliance_sync import embedded; sys.exit(0 if embedded.stop(sys.argv[1]) else 1)", str(home / "pgdata")],
+                 "import sys; from compliance_sync.devtools import embedded; sys.exit(0 if embedded.stop(sys.argv[1]) else 1)", str(home / "pgdata")],
                 cwd=home, capture_output=True, text=True, timeout=120,
             )
             assert stop.returncode == 0, stop.stderr

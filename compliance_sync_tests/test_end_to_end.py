@@ -16,8 +16,8 @@ import dagster as dg
 import psycopg
 import pytest
 
-from compliance_sync import cli
-from compliance_sync.tables import APAC, BUSINESS_UNIT, REQUIREMENTS, TARGETS, TERRITORY
+from compliance_sync.domain.tables import APAC, BUSINESS_UNIT, REQUIREMENTS, TARGETS, TERRITORY
+from compliance_sync.entrypoints import cli
 from compliance_sync_tests.conftest import NO_TELEMETRY, dagster_home
 
 AS_OF = "2025-06-30"
@@ -139,7 +139,7 @@ def test_guard_mass_prune_and_override(demo_db, capsys):
 
 
 def test_invariant_violation_stops_the_write(demo_db, capsys, monkeypatch):
-    from compliance_sync import rules
+    from compliance_sync.domain import rules
 
     real = rules.territory_row
 

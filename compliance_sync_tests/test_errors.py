@@ -16,7 +16,7 @@ import pytest
 import yaml
 from hypothesis import given, settings
 
-from compliance_sync.tables import APAC, BUSINESS_UNIT, REQUIREMENTS, TERRITORY
+from compliance_sync.domain.tables import APAC, BUSINESS_UNIT, REQUIREMENTS, TERRITORY
 from compliance_sync_tests.scenario import uid
 
 pytest.register_assert_rewrite("compliance_sync_tests.world")
@@ -122,8 +122,8 @@ def test_a_setting_that_shapes_the_definitions_stops_the_code_location_with_one_
 
 @pytest.mark.parametrize("cron", ["0 6 * * *", "30 5 * * 1-5", "*/15 * * * *", "0 6 * * 7", "0 6 * * mon", "@daily", "0 6 29 2 *", "0 6 1-31/2 * *"])
 def test_cron_schedules_dagster_accepts_pass_the_settings(no_db, monkeypatch, cron):
+    from compliance_sync.config.settings import load_settings
     from compliance_sync.definitions import build_definitions
-    from compliance_sync.settings import load_settings
 
     monkeypatch.setenv("COMPLIANCE_SYNC_SCHEDULE_CRON", cron)
     settings = load_settings()
@@ -140,8 +140,8 @@ CRON_ATOMS = ["*", "*/5", "*/59", "*/0", "0", "5", "6", "7", "12", "13", "23", "
 def test_the_settings_accept_a_cron_schedule_exactly_when_dagster_does(fields):
     from dagster._utils.schedules import is_valid_cron_string
 
+    from compliance_sync.config.settings import validate_cron
     from compliance_sync.errors import SettingsError
-    from compliance_sync.settings import validate_cron
 
     text = " ".join(fields)
     try:
@@ -398,7 +398,7 @@ def test_frequency_366_is_allowed(world, capsys):
 
 
 def test_invariant_violation_exits_3_and_writes_nothing(world, capsys, monkeypatch):
-    from compliance_sync import rules
+    from compliance_sync.domain import rules
 
     real = rules.bu_row
 
@@ -413,7 +413,7 @@ def test_invariant_violation_exits_3_and_writes_nothing(world, capsys, monkeypat
 
 
 def test_invariant_violation_stops_a_dry_run_too(world, capsys, monkeypatch):
-    from compliance_sync import rules
+    from compliance_sync.domain import rules
 
     real = rules.territory_row
     monkeypatch.setattr(rules, "territory_row", lambda *a, **k: {**real(*a, **k), "clients_critical": -1})
@@ -683,7 +683,7 @@ def test_dagster_guard_fails_with_the_failed_error_check(world, capsys):
 
 
 def test_dagster_invariant_violation_fails_with_the_failed_error_check(world, monkeypatch):
-    from compliance_sync import rules
+    from compliance_sync.domain import rules
 
     real = rules.territory_row
     monkeypatch.setattr(rules, "territory_row", lambda *a, **k: {**real(*a, **k), "total_completed_events": 10**6})
@@ -728,7 +728,7 @@ def test_an_unexpected_error_still_prints_one_json_object_without_secrets(world,
     """A bug (not a SyncError): exit 1, one JSON object, the traceback on the log, secrets masked."""
     from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
-    from compliance_sync import sync
+    from compliance_sync.service import sync
 
     secret = "Uv8Wx9Yz0-Ab1"
     params = conninfo_to_dict(world)

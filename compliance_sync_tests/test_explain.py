@@ -14,14 +14,14 @@ import pytest
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from compliance_sync.backends.postgres import LOCK_CLASS, PostgresBackend
-from compliance_sync.cli import main
-from compliance_sync.explain import explain
-from compliance_sync.explanation import Subject
-from compliance_sync.fiscal import FiscalYear
-from compliance_sync.launch import EXPLAIN_EXAMPLE
-from compliance_sync.settings import load_settings
-from compliance_sync.sync import Mode
-from compliance_sync.tables import APAC, BUSINESS_UNIT, REQUIREMENTS, TERRITORY
+from compliance_sync.config.settings import load_settings
+from compliance_sync.domain.explanation import Subject
+from compliance_sync.domain.fiscal import FiscalYear
+from compliance_sync.domain.tables import APAC, BUSINESS_UNIT, REQUIREMENTS, TERRITORY
+from compliance_sync.entrypoints.cli import main
+from compliance_sync.entrypoints.launch import EXPLAIN_EXAMPLE
+from compliance_sync.service.explain import explain
+from compliance_sync.service.sync import Mode
 from compliance_sync_tests.rest_support import rest_backend, rest_server, run, target_state
 
 FY = FiscalYear(2025, 1)

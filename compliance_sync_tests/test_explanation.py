@@ -7,12 +7,12 @@ import datetime as dt
 
 import pytest
 
-from compliance_sync import explain_text
+from compliance_sync.domain.explanation import Subject, closest, explain_apac, explain_bu, explain_client, explain_territory, resolve
+from compliance_sync.domain.facts import RawEvent
+from compliance_sync.domain.provenance import Trace, normalise_name, possible_aliases
+from compliance_sync.domain.rules import compute
 from compliance_sync.errors import DataError, SettingsError
-from compliance_sync.explanation import Subject, closest, explain_apac, explain_bu, explain_client, explain_territory, resolve
-from compliance_sync.facts import RawEvent
-from compliance_sync.provenance import Trace, normalise_name, possible_aliases
-from compliance_sync.rules import compute
+from compliance_sync.service import explain_text
 from compliance_sync_tests.scenario import Scenario, appendix_a, uid
 
 

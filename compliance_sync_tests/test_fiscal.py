@@ -7,7 +7,7 @@ import datetime as dt
 
 import pytest
 
-from compliance_sync.fiscal import FiscalYear, due_counts_by_month, due_month, fiscal_year_of, partition_keys
+from compliance_sync.domain.fiscal import FiscalYear, due_counts_by_month, due_month, fiscal_year_of, partition_keys
 
 D = dt.date
 

@@ -8,9 +8,9 @@ from decimal import Decimal
 
 import pytest
 
-from compliance_sync.invariants import INVARIANTS, check_invariants
-from compliance_sync.tables import APAC, BUSINESS_UNIT, REQUIREMENTS, TERRITORY
-from compliance_sync.thresholds import Thresholds
+from compliance_sync.domain.invariants import INVARIANTS, check_invariants
+from compliance_sync.domain.tables import APAC, BUSINESS_UNIT, REQUIREMENTS, TERRITORY
+from compliance_sync.domain.thresholds import Thresholds
 from compliance_sync_tests.scenario import Scenario, appendix_a
 
 

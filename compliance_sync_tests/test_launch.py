@@ -1,4 +1,4 @@
-"""The files and guards of ``compliance-sync demo`` / ``ui`` (compliance_sync.launch), without starting anything.
+"""The files and guards of ``compliance-sync demo`` / ``ui`` (compliance_sync.entrypoints.launch), without starting anything.
 
 The whole flow (embedded server, dagster dev, a run launched from the UI, Ctrl-C) is test_browser.py (slow).
 """
@@ -10,7 +10,7 @@ import socket
 import pytest
 import yaml
 
-from compliance_sync import launch
+from compliance_sync.entrypoints import launch
 from compliance_sync.errors import SettingsError
 
 
@@ -75,7 +75,7 @@ def test_a_busy_port_is_refused_before_anything_starts(in_tmp):
 
 def test_next_steps_name_the_command_as_it_can_be_typed_again(tmp_path, monkeypatch):
     """`sh dev.sh demo` runs .venv/bin/compliance-sync, which no PATH lists: the next steps say that path."""
-    from compliance_sync.launch import invoked_as
+    from compliance_sync.entrypoints.launch import invoked_as
 
     script = tmp_path / ".venv" / "bin" / "compliance-sync"
     script.parent.mkdir(parents=True)
@@ -93,7 +93,7 @@ def test_next_steps_name_the_command_as_it_can_be_typed_again(tmp_path, monkeypa
 
 def test_next_steps_include_explain_on_the_demo_data():
     """The demo suggests `explain` for one of its clients, with the demo database's environment file."""
-    from compliance_sync.launch import DEMO_ENV, EXPLAIN_EXAMPLE, next_steps
+    from compliance_sync.entrypoints.launch import DEMO_ENV, EXPLAIN_EXAMPLE, next_steps
 
     steps = "\n".join(next_steps(".venv/bin/compliance-sync", 2025))
     assert f"(set -a; . {DEMO_ENV}; .venv/bin/compliance-sync explain --year 2025 --client '{EXPLAIN_EXAMPLE}')" in steps

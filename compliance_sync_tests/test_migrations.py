@@ -8,11 +8,11 @@ import uuid
 import psycopg
 import pytest
 
-from compliance_sync import tables as model
-from compliance_sync.catalog import find_key_index, table_columns
+from compliance_sync.backends.catalog import find_key_index, table_columns
+from compliance_sync.backends.migrate import apply_full, apply_minimal, key_index_name, key_indexes
+from compliance_sync.domain import tables as model
+from compliance_sync.domain.tables import LEDGER_COLUMNS, LEDGER_TABLE, SECTION3_TABLES
 from compliance_sync.errors import DataError
-from compliance_sync.migrate import apply_full, apply_minimal, key_index_name, key_indexes
-from compliance_sync.tables import LEDGER_COLUMNS, LEDGER_TABLE, SECTION3_TABLES
 
 PG_TYPE_FAMILY = {
     "uuid": model.UUID,

@@ -3,7 +3,7 @@
 Each seed builds a small, nasty random dataset (tier changes mid-year, invalid periods, archived and
 null-status plans and strategies, events on the FY boundaries, completed-after-as_of events, exclusions
 with every kind of reason, a BU map with a CSE override and an unmapped territory, a random FY start
-month and as_of), inserts it into a fresh database, runs ``compliance_sync.cli.main`` live and compares the
+month and as_of), inserts it into a fresh database, runs ``compliance_sync.entrypoints.cli.main`` live and compares the
 four targets of that FY, column by column, with what the oracle computed from the same rows. A second
 identical run must change nothing.
 """
@@ -23,7 +23,7 @@ import psycopg
 import pytest
 import yaml
 
-from compliance_sync import cli
+from compliance_sync.entrypoints import cli
 from compliance_sync_tests import oracle
 from compliance_sync_tests.oracle import APAC, BUSINESS_UNIT, KEYS, OWNED, REQUIREMENTS, TERRITORY
 

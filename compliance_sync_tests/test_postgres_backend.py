@@ -17,12 +17,12 @@ import pytest
 from psycopg import sql
 
 from compliance_sync.backends.postgres import LOCK_CLASS, PostgresBackend
-from compliance_sync.diff import Action
+from compliance_sync.config.secrets import describe_dsn
+from compliance_sync.domain.diff import Action
+from compliance_sync.domain.fiscal import FiscalYear
+from compliance_sync.domain.ledger import LedgerRow
+from compliance_sync.domain.tables import APAC, BUSINESS_UNIT, REQUIREMENTS, TARGETS, TERRITORY
 from compliance_sync.errors import ConnectionFailure, DataError
-from compliance_sync.fiscal import FiscalYear
-from compliance_sync.ledger import LedgerRow
-from compliance_sync.redact import describe_dsn
-from compliance_sync.tables import APAC, BUSINESS_UNIT, REQUIREMENTS, TARGETS, TERRITORY
 from compliance_sync_tests.scenario import Scenario, apac_row, appendix_a, bu_row, d, uid, wanted_rows
 from compliance_sync_tests.world import execute, insert, load
 
@@ -784,7 +784,7 @@ def test_record_failure_writes_a_failed_ledger_row(db: str) -> None:
 
 # --- end to end with the rules ----------------------------------------------------------------------------
 def test_appendix_a_end_to_end(db: str) -> None:
-    from compliance_sync.rules import compute
+    from compliance_sync.domain.rules import compute
 
     s = appendix_a()
     load(db, s)

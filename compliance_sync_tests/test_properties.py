@@ -17,10 +17,10 @@ import psycopg
 import pytest
 from hypothesis import HealthCheck, given, settings
 
-from compliance_sync.bu_map import BuMap
-from compliance_sync.fiscal import FiscalYear
-from compliance_sync.tables import APAC, BUSINESS_UNIT, REQUIREMENTS, TERRITORY
-from compliance_sync.thresholds import Thresholds
+from compliance_sync.domain.bu_map import BuMap
+from compliance_sync.domain.fiscal import FiscalYear
+from compliance_sync.domain.tables import APAC, BUSINESS_UNIT, REQUIREMENTS, TERRITORY
+from compliance_sync.domain.thresholds import Thresholds
 from compliance_sync_tests import oracle
 from compliance_sync_tests.conftest import url_for_database
 from compliance_sync_tests.scenario import Scenario, rows
@@ -136,7 +136,7 @@ def test_rollups_are_the_sums_over_their_clients(s):
         assert b["clients_below_compliance"] == sum(1 for c in group if c["critical"] or c["at_risk"])
         assert b["territory_count"] == len(b["territory_data"])
     assert {b["bu_name"] for b in rows(comp, BUSINESS_UNIT)} == set(assigned.values())
-    from compliance_sync.invariants import check_invariants
+    from compliance_sync.domain.invariants import check_invariants
 
     assert [f.code for f in check_invariants(comp, s.thresholds).found()] == []  # no false alarm on correct rows
 
@@ -184,8 +184,8 @@ def test_status_never_decreases_as_completions_grow(s, data):
 def test_rules_match_the_oracle_on_nasty_random_worlds(seed):
     """The rules against the independent oracle on test_oracle's nasty generator, without a database: every
     row of the four targets, column by column."""
-    from compliance_sync.facts import facts_from_rows
-    from compliance_sync.rules import compute
+    from compliance_sync.domain.facts import facts_from_rows
+    from compliance_sync.domain.rules import compute
     from compliance_sync_tests.test_oracle import KEYS, OWNED, differences, expected_for, make_case
 
     case = make_case(seed)
@@ -204,7 +204,7 @@ def test_rules_match_the_oracle_on_nasty_random_worlds(seed):
     problems = differences(expected_for(case), actual)
     assert not problems, "\n".join(problems[:20])
     # and the pre-write invariants find nothing wrong with correct rows (no false alarm)
-    from compliance_sync.invariants import check_invariants
+    from compliance_sync.domain.invariants import check_invariants
 
     assert [f.code for f in check_invariants(comp, Thresholds(*map(Fraction, case["thresholds"]))).found()] == []
 
@@ -222,7 +222,7 @@ def test_status_is_monotone_in_completions_for_every_threshold_and_requirement()
 # --- the direct backend: apply, then recompute: nothing to do ---------------------------------------------------------
 @pytest.fixture(scope="module")
 def property_db(server_url: str):
-    from compliance_sync.migrate import apply_full
+    from compliance_sync.backends.migrate import apply_full
 
     name = create_database(server_url)
     url = url_for_database(server_url, name)
@@ -238,8 +238,8 @@ def sync_once(url: str, s: Scenario) -> Any:
     import datetime as _dt
 
     from compliance_sync.backends.postgres import PostgresBackend
-    from compliance_sync.ledger import LedgerRow
-    from compliance_sync.rules import compute
+    from compliance_sync.domain.ledger import LedgerRow
+    from compliance_sync.domain.rules import compute
 
     now = _dt.datetime.now(_dt.UTC)
     with PostgresBackend(url).session(s.fy, s.as_of) as session:
@@ -253,7 +253,7 @@ def sync_once(url: str, s: Scenario) -> Any:
 @given(worlds(start_month=1), worlds(start_month=1))
 def test_applying_a_diff_then_recomputing_gives_an_empty_diff(property_db, earlier, later):
     from compliance_sync.backends.postgres import PostgresBackend
-    from compliance_sync.rules import compute
+    from compliance_sync.domain.rules import compute
 
     with psycopg.connect(property_db) as conn:
         conn.execute("TRUNCATE " + ", ".join(SOURCE_TABLES + TARGET_NAMES + ("compliance_sync_runs",)))

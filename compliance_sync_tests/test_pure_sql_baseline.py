@@ -396,7 +396,7 @@ def restore_targets(url: str) -> None:
 
 @pytest.mark.parametrize("year, as_of", [(2025, "2025-06-30"), (2026, "2026-11-20")])
 def test_baseline_and_product_write_identical_rows_on_the_demo_data(demo_db, capsys, year, as_of):
-    from compliance_sync import cli
+    from compliance_sync.entrypoints import cli
 
     url = demo_db
     bu_map = load_bu_map(EXAMPLE_BU_MAP)

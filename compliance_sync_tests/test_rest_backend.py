@@ -25,16 +25,16 @@ import httpx
 import psycopg
 import pytest
 
-from compliance_sync import cli
 from compliance_sync.backends import choose_backend, rest
+from compliance_sync.backends.catalog import find_key_index
 from compliance_sync.backends.port import BackendKind
 from compliance_sync.backends.postgres import PostgresBackend
 from compliance_sync.backends.rest import RestBackend, key_role
-from compliance_sync.catalog import find_key_index
+from compliance_sync.config.settings import EXAMPLE_BU_MAP
+from compliance_sync.domain.tables import APAC, BUSINESS_UNIT, EVENTS, LEDGER_TABLE, REQUIREMENTS, TARGETS, TERRITORY
+from compliance_sync.entrypoints import cli
 from compliance_sync.errors import ExitCode, SettingsError
-from compliance_sync.settings import EXAMPLE_BU_MAP
-from compliance_sync.sync import Mode
-from compliance_sync.tables import APAC, BUSINESS_UNIT, EVENTS, LEDGER_TABLE, REQUIREMENTS, TARGETS, TERRITORY
+from compliance_sync.service.sync import Mode
 from compliance_sync_tests.conftest import dagster_home
 from compliance_sync_tests.postgrest_server import make_jwt
 from compliance_sync_tests.rest_support import (
@@ -959,7 +959,7 @@ def test_rest_run_over_rows_the_direct_path_wrote_writes_nothing(shared_db, env,
 
 # --- the end-to-end cases on the demo data, over both backends ------------------------------------------------------
 def _load_demo(url: str) -> None:
-    from compliance_sync.demo import load_demo_data
+    from compliance_sync.devtools.demo import load_demo_data
 
     with psycopg.connect(url) as conn:
         load_demo_data(conn)
@@ -1025,7 +1025,7 @@ def test_e2e_guard_empty_source(demo, capsys):
 
 
 def test_e2e_backends_agree_row_by_row_on_the_demo(migrated_db, copies, env, tmp_path):
-    from compliance_sync.demo import load_demo_data
+    from compliance_sync.devtools.demo import load_demo_data
 
     with psycopg.connect(migrated_db) as conn:
         load_demo_data(conn)

@@ -21,9 +21,9 @@ import time
 import pytest
 
 from compliance_sync.backends import rest
-from compliance_sync.bu_map import BuMap
+from compliance_sync.domain.bu_map import BuMap
+from compliance_sync.domain.tables import EVENTS, LEDGER_TABLE, REQUIREMENTS, TARGETS
 from compliance_sync.errors import ExitCode
-from compliance_sync.tables import EVENTS, LEDGER_TABLE, REQUIREMENTS, TARGETS
 from compliance_sync_tests.rest_support import (
     database,
     ledger_rows,
@@ -292,7 +292,7 @@ def test_sigterm_during_a_delete_reports_it_as_possibly_applied(bench, tmp_path)
             "COMPLIANCE_SYNC_FIRST_FY": "2024", "COMPLIANCE_SYNC_REST_RETRIES": "1"}
     release = threading.Event()
     held = srv.faults.delay(30, method="DELETE", table=REQUIREMENTS, when="after", event=release)  # executed, committed, held
-    proc = subprocess.Popen([sys.executable, "-m", "compliance_sync.cli", "--year", "2025", "--as-of", "2025-06-30", "--json"],
+    proc = subprocess.Popen([sys.executable, "-m", "compliance_sync.entrypoints.cli", "--year", "2025", "--as-of", "2025-06-30", "--json"],
                             env=env, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         deadline = time.monotonic() + 60

@@ -14,7 +14,7 @@ import httpx
 import psycopg
 import pytest
 
-from compliance_sync.tables import REQUIREMENTS, TARGETS
+from compliance_sync.domain.tables import REQUIREMENTS, TARGETS
 from compliance_sync_tests.postgrest_server.database import prepare_supabase_roles
 from compliance_sync_tests.rest_support import (
     clone,

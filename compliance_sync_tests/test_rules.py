@@ -7,10 +7,10 @@ from decimal import Decimal
 
 import pytest
 
-from compliance_sync.bu_map import BuMap
+from compliance_sync.domain.bu_map import BuMap
+from compliance_sync.domain.rules import pct_hundredths, requirement_percent, rollup_percent
+from compliance_sync.domain.tables import APAC, BUSINESS_UNIT, REQUIREMENTS, TERRITORY
 from compliance_sync.errors import DataError
-from compliance_sync.rules import pct_hundredths, requirement_percent, rollup_percent
-from compliance_sync.tables import APAC, BUSINESS_UNIT, REQUIREMENTS, TERRITORY
 from compliance_sync_tests.scenario import Scenario, appendix_a, d, rows, uid
 
 
@@ -126,7 +126,7 @@ def test_status_thresholds_exact(c, r, status):
 
 
 def test_20000_9999_shows_50_but_is_critical():
-    from compliance_sync.thresholds import Thresholds
+    from compliance_sync.domain.thresholds import Thresholds
 
     assert requirement_percent(9999, 20000) == Decimal("50.00")
     assert Thresholds().status(9999, 20000) == "critical"

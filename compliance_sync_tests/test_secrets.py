@@ -191,8 +191,8 @@ def test_the_alert_webhook_is_a_secret_whole(cli_env, monkeypatch):
     """The webhook URL is a secret as a whole (its token may sit in the path, the query, the user part or even the
     host): no fragment of six characters or more survives in a message, at the price of masking the same
     fragments of other URLs (``https:``) while a webhook is configured."""
-    from compliance_sync import redact
-    from compliance_sync.settings import load_settings
+    from compliance_sync.config import secrets as redact
+    from compliance_sync.config.settings import load_settings
 
     monkeypatch.setattr(redact, "_grams", set())  # only this test's secrets (the registry is per process)
     monkeypatch.setattr(redact, "_short", set())

@@ -11,9 +11,9 @@ import stat
 
 import pytest
 
-from compliance_sync import cli
+from compliance_sync.config.settings import load_settings
+from compliance_sync.entrypoints import cli
 from compliance_sync.errors import ExitCode, SettingsError
-from compliance_sync.settings import load_settings
 from compliance_sync_tests.rest_support import rest_server
 from compliance_sync_tests.scenario import appendix_a
 from compliance_sync_tests.world import assert_no_traceback, load, run_cli
@@ -30,7 +30,7 @@ def said():
     records: list[logging.LogRecord] = []
     handler = logging.Handler(logging.DEBUG)
     handler.emit = records.append
-    logger = logging.getLogger("compliance_sync.settings")
+    logger = logging.getLogger("compliance_sync.config.settings")
     level = logger.level
     logger.setLevel(logging.INFO)
     logger.addHandler(handler)

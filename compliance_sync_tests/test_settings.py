@@ -13,9 +13,7 @@ from fractions import Fraction
 import pytest
 from pydantic import SecretStr
 
-from compliance_sync.bu_map import RESERVED_BU
-from compliance_sync.errors import SettingsError
-from compliance_sync.settings import (
+from compliance_sync.config.settings import (
     Settings,
     bu_map_from_mapping,
     load_bu_map,
@@ -23,7 +21,9 @@ from compliance_sync.settings import (
     read_environment,
     validate_timezone,
 )
-from compliance_sync.thresholds import Thresholds
+from compliance_sync.domain.bu_map import RESERVED_BU
+from compliance_sync.domain.thresholds import Thresholds
+from compliance_sync.errors import SettingsError
 
 DB_PASSWORD = "hunter2-Sup3rSecret"
 DB_URL = f"postgresql://postgres.abcd:{DB_PASSWORD}@aws-0-ap-southeast-2.pooler.supabase.com:5432/postgres"

@@ -170,7 +170,7 @@ class DemoUi:
 
     def command(self) -> list[str]:
         script = pathlib.Path(sys.executable).with_name("compliance-sync")
-        base = [str(script)] if script.exists() else [sys.executable, "-m", "compliance_sync.cli"]
+        base = [str(script)] if script.exists() else [sys.executable, "-m", "compliance_sync.entrypoints.cli"]
         return [*base, "demo", "--ui", "--port", str(self.port), "--data-dir", str(self.data_dir), *self.extra_args]
 
     def start(self) -> DemoUi:
@@ -200,7 +200,7 @@ class DemoUi:
 
     def record_pids(self) -> None:
         """What the demo started: its descendants (dagster dev and its processes) and the embedded server."""
-        from compliance_sync import embedded
+        from compliance_sync.devtools import embedded
 
         assert self.proc is not None
         self.started_pids = {self.proc.pid} | descendants(self.proc.pid)
@@ -233,7 +233,7 @@ class DemoUi:
 
     def cleanup(self, remove_data: bool = True) -> None:
         """Whatever is left, by PID: this demo's process, the processes it started, its embedded server."""
-        from compliance_sync import embedded
+        from compliance_sync.devtools import embedded
 
         if self.proc is not None and self.proc.poll() is None:
             self.record_pids()

@@ -31,8 +31,8 @@ import yaml
 from psycopg import sql
 from psycopg.types.json import Jsonb
 
-from compliance_sync.diff import to_json
-from compliance_sync.tables import TARGETS
+from compliance_sync.domain.diff import to_json
+from compliance_sync.domain.tables import TARGETS
 from compliance_sync_tests.conftest import url_for_database
 from compliance_sync_tests.scenario import Scenario
 
@@ -170,7 +170,7 @@ _dropper = _Dropper()
 @pytest.fixture(scope="session")
 def world_template(server_url: str) -> Iterator[str]:
     """A database with the full schema and the small world, used only as a template."""
-    from compliance_sync.migrate import apply_full
+    from compliance_sync.backends.migrate import apply_full
 
     name = create_database(server_url)
     url = url_for_database(server_url, name)
@@ -263,7 +263,7 @@ class CliResult:
 
 
 def run_cli(capsys, *args: str, as_json: bool = True) -> CliResult:
-    from compliance_sync import cli
+    from compliance_sync.entrypoints import cli
 
     argv = list(args) + (["--json"] if as_json and "--json" not in args else [])
     code = cli.main(argv)
@@ -299,7 +299,7 @@ def owned_snapshot(url: str, fy: int = FY) -> dict[str, list[str]]:
 def snapshot_after_runs(server_url: str, template: str, folder: pathlib.Path, *, changed_between: bool = False) -> dict[str, list[str]]:
     """The targets (key and owned columns) after an undisturbed run of the world in a database of its own,
     or after two runs with :func:`change_the_world` between them; the database is dropped afterwards."""
-    from compliance_sync import cli
+    from compliance_sync.entrypoints import cli
 
     name = create_database(server_url, template)
     url = url_for_database(server_url, name)

@@ -19,8 +19,8 @@ import shutil
 import sys
 import tempfile
 
-from compliance_sync import logs
-from compliance_sync.logs import log
+from compliance_sync.config import logs
+from compliance_sync.config.logs import log
 from compliance_sync_tests import ui_driver
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent

@@ -11,13 +11,13 @@ from typing import TYPE_CHECKING
 from compliance_sync.backends.port import Backend, BackendKind
 
 if TYPE_CHECKING:  # settings import the port's BackendKind: no import at run time
-    from compliance_sync.settings import Settings
+    from compliance_sync.config.settings import Settings
 
 
 def choose_backend(settings: Settings) -> Backend:
     """``SUPABASE_DB_URL`` → direct; else ``NEXT_PUBLIC_SUPABASE_URL`` + ``SUPABASE_SERVICE_ROLE_KEY`` → REST
     (the key's type is checked before any request); neither → a settings error naming both options."""
-    kind = settings.backend_kind()
+    kind = BackendKind(settings.backend_kind())
     if kind == BackendKind.POSTGRES:
         from compliance_sync.backends.postgres import PostgresBackend
 

@@ -1,7 +1,7 @@
 """A backend holding the tables as Python rows: the port's third adapter, for tests of the service.
 
-It reads facts from raw rows through :func:`compliance_sync.facts.facts_from_rows`, plans with the shared
-pure diff (:func:`compliance_sync.diff.diff_rows`, as the REST backend does), applies by changing its rows
+It reads facts from raw rows through :func:`compliance_sync.domain.facts.facts_from_rows`, plans with the shared
+pure diff (:func:`compliance_sync.domain.diff.diff_rows`, as the REST backend does), applies by changing its rows
 and records runs in an in-memory ledger. :class:`Faults` injects what real databases do at the worst
 moment: a concurrent change (a serialization failure) on given attempts, a data error at apply, an
 interrupt part-way through the writes. Atomic by default (like the direct connection: a stop leaves the
@@ -19,13 +19,13 @@ from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 
 from compliance_sync.backends.port import BackendKind
-from compliance_sync.diff import ChangeSet, SyncDiff, diff_rows, key_of
+from compliance_sync.domain.diff import ChangeSet, SyncDiff, diff_rows, key_of
+from compliance_sync.domain.facts import Facts, facts_from_rows
+from compliance_sync.domain.fiscal import FiscalYear
+from compliance_sync.domain.ledger import LedgerRow
+from compliance_sync.domain.tables import EXCLUSIONS, JOB_META_COLUMNS, LEDGER_TABLE, SOURCES, TARGETS, NotWanted, TargetTable
+from compliance_sync.domain.wanted import WantedRows
 from compliance_sync.errors import ConcurrentChange, DataError
-from compliance_sync.facts import Facts, facts_from_rows
-from compliance_sync.fiscal import FiscalYear
-from compliance_sync.ledger import LedgerRow
-from compliance_sync.tables import EXCLUSIONS, JOB_META_COLUMNS, LEDGER_TABLE, SOURCES, TARGETS, NotWanted, TargetTable
-from compliance_sync.wanted import WantedRows
 
 Rows = list[dict[str, Any]]
 

@@ -14,11 +14,11 @@ from collections.abc import Sequence
 from contextlib import AbstractContextManager
 from typing import Any, Protocol
 
-from compliance_sync.diff import SyncDiff
-from compliance_sync.facts import Facts, RawEvent
-from compliance_sync.fiscal import FiscalYear
-from compliance_sync.ledger import LedgerRow
-from compliance_sync.wanted import WantedRows
+from compliance_sync.domain.diff import SyncDiff
+from compliance_sync.domain.facts import Facts, RawEvent
+from compliance_sync.domain.fiscal import FiscalYear
+from compliance_sync.domain.ledger import LedgerRow
+from compliance_sync.domain.wanted import WantedRows
 
 
 class BackendKind(enum.StrEnum):

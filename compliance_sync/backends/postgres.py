@@ -32,9 +32,11 @@ from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict
 from psycopg.pq import TransactionStatus
 
-from compliance_sync import catalog, schema
+from compliance_sync.backends import catalog, schema
 from compliance_sync.backends.port import BackendKind
-from compliance_sync.diff import (
+from compliance_sync.config.logs import Progress
+from compliance_sync.config.secrets import describe_dsn, redact, register_dsn
+from compliance_sync.domain.diff import (
     DUPLICATE_EXAMPLES,
     Action,
     DiffLine,
@@ -44,8 +46,7 @@ from compliance_sync.diff import (
     key_of,
     to_json,
 )
-from compliance_sync.errors import ConcurrentChange, ConnectionFailure, DataError, SyncError
-from compliance_sync.facts import (
+from compliance_sync.domain.facts import (
     CacheRow,
     CalendarCount,
     EventCounts,
@@ -60,11 +61,9 @@ from compliance_sync.facts import (
     Tier,
     UndatedEvent,
 )
-from compliance_sync.fiscal import FiscalYear
-from compliance_sync.ledger import LedgerRow
-from compliance_sync.logs import Progress
-from compliance_sync.redact import describe_dsn, redact, register_dsn
-from compliance_sync.tables import (
+from compliance_sync.domain.fiscal import FiscalYear
+from compliance_sync.domain.ledger import LedgerRow
+from compliance_sync.domain.tables import (
     BUSINESS_UNIT,
     EXCLUSIONS,
     INT,
@@ -78,7 +77,8 @@ from compliance_sync.tables import (
     NotWanted,
     TargetTable,
 )
-from compliance_sync.wanted import WantedRows, longest_texts
+from compliance_sync.domain.wanted import WantedRows, longest_texts
+from compliance_sync.errors import ConcurrentChange, ConnectionFailure, DataError, SyncError
 
 log = logging.getLogger(__name__)
 

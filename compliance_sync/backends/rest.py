@@ -41,18 +41,17 @@ from urllib.parse import urlsplit
 import httpx
 import tenacity
 
-from compliance_sync import schema
+from compliance_sync.backends import schema
+from compliance_sync.backends.catalog import Column, Relation
 from compliance_sync.backends.port import BackendKind
-from compliance_sync.catalog import Column, Relation
-from compliance_sync.diff import ChangeSet, SyncDiff, diff_rows, to_json
-from compliance_sync.errors import ConnectionFailure, DataError, SettingsError, SyncError, TransientFailure
-from compliance_sync.facts import EventAggregator, Facts, RawEvent, as_date, facts_from_rows, uid
-from compliance_sync.fiscal import FiscalYear
-from compliance_sync.ledger import LedgerRow
-from compliance_sync.logs import Progress
-from compliance_sync.redact import redact, register_api_key
-from compliance_sync.settings import Settings
-from compliance_sync.tables import (
+from compliance_sync.config.logs import Progress
+from compliance_sync.config.secrets import redact, register_api_key
+from compliance_sync.config.settings import Settings
+from compliance_sync.domain.diff import ChangeSet, SyncDiff, diff_rows, to_json
+from compliance_sync.domain.facts import EventAggregator, Facts, RawEvent, as_date, facts_from_rows, uid
+from compliance_sync.domain.fiscal import FiscalYear
+from compliance_sync.domain.ledger import LedgerRow
+from compliance_sync.domain.tables import (
     EVENTS,
     EXCLUSIONS,
     JSONB,
@@ -66,7 +65,8 @@ from compliance_sync.tables import (
     NotWanted,
     TargetTable,
 )
-from compliance_sync.wanted import WantedRows, longest_texts
+from compliance_sync.domain.wanted import WantedRows, longest_texts
+from compliance_sync.errors import ConnectionFailure, DataError, SettingsError, SyncError, TransientFailure
 
 log = logging.getLogger(__name__)
 

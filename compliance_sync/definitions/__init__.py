@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import dagster as dg
 
+from compliance_sync.config.logs import route_warnings
+from compliance_sync.config.settings import Settings, load_settings
 from compliance_sync.definitions.jobs import CHECKS_JOB, DRY_RUN_JOB, SYNC_JOB, build_jobs
 from compliance_sync.definitions.partitions import fiscal_year_partitions
 from compliance_sync.definitions.resources import ComplianceSyncResource
@@ -17,8 +19,6 @@ from compliance_sync.definitions.sensors import build_change_sensor, build_failu
 from compliance_sync.definitions.sources import source_specs
 from compliance_sync.definitions.targets import build_targets_asset
 from compliance_sync.errors import SettingsError
-from compliance_sync.logs import route_warnings
-from compliance_sync.settings import Settings, load_settings
 
 
 def build_definitions(settings: Settings | None = None, resources: dict | None = None) -> dg.Definitions:

@@ -8,10 +8,10 @@ import warnings
 
 import dagster as dg
 
-from compliance_sync.findings import DIFF_WARNINGS, WARNINGS, Finding, Severity, WarningCode
-from compliance_sync.invariants import INVARIANTS
-from compliance_sync.sync import Mode, Outcome
-from compliance_sync.tables import APAC, BUSINESS_UNIT, REQUIREMENTS, TERRITORY
+from compliance_sync.domain.findings import DIFF_WARNINGS, WARNINGS, Finding, Severity, WarningCode
+from compliance_sync.domain.invariants import INVARIANTS
+from compliance_sync.domain.tables import APAC, BUSINESS_UNIT, REQUIREMENTS, TERRITORY
+from compliance_sync.service.sync import Mode, Outcome
 
 GUARDS = "write_guards"
 GUARD_DESCRIPTION = (

@@ -8,9 +8,7 @@ from typing import Any
 
 import dagster as dg
 
-from compliance_sync import report
-from compliance_sync.sync import Mode, Outcome
-from compliance_sync.tables import (
+from compliance_sync.domain.tables import (
     APAC,
     BUSINESS_UNIT,
     DATE,
@@ -23,6 +21,8 @@ from compliance_sync.tables import (
     TIMESTAMPTZ,
     UUID,
 )
+from compliance_sync.service import diff_text as report
+from compliance_sync.service.sync import Mode, Outcome
 
 SUMMARY = "compliance_sync/summary"  # the run's summary JSON, which the command line reads back
 PG_TYPES = {UUID: "uuid", INT: "integer", NUMERIC: "numeric", DATE: "date", JSONB: "jsonb", TIMESTAMPTZ: "timestamptz"}

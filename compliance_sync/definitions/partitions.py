@@ -6,9 +6,9 @@ import datetime as dt
 
 import dagster as dg
 
+from compliance_sync.config.settings import Settings
+from compliance_sync.domain.fiscal import partition_keys
 from compliance_sync.errors import SettingsError
-from compliance_sync.fiscal import partition_keys
-from compliance_sync.settings import Settings
 
 
 def fiscal_year_partitions(settings: Settings, today: dt.date | None = None) -> dg.StaticPartitionsDefinition:

@@ -1,7 +1,7 @@
 """The Dagster resource that says where the data lives and how the job is configured.
 
 Settings are read when a run starts, from the environment and ``.env`` / ``.env.local`` (SPEC §7), parsed
-and validated by pydantic (:mod:`compliance_sync.settings`): so secrets never enter run config or the UI,
+and validated by pydantic (:mod:`compliance_sync.config.settings`): so secrets never enter run config or the UI,
 and the daemon, ``dagster dev`` and the command line read the same variables. A test hands the asset any
 object with the same two methods (:class:`FixedSync`), e.g. to give it a backend directly.
 """
@@ -12,7 +12,7 @@ object with the same two methods (:class:`FixedSync`), e.g. to give it a backend
 import dagster as dg
 
 from compliance_sync.backends import Backend, choose_backend
-from compliance_sync.settings import Settings, load_settings
+from compliance_sync.config.settings import Settings, load_settings
 
 
 class ComplianceSyncResource(dg.ConfigurableResource):

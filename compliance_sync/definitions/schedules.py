@@ -9,10 +9,10 @@ import datetime as dt
 
 import dagster as dg
 
+from compliance_sync.config.settings import Settings
 from compliance_sync.definitions.targets import OP_NAME
+from compliance_sync.domain.fiscal import fiscal_year_of
 from compliance_sync.errors import SettingsError
-from compliance_sync.fiscal import fiscal_year_of
-from compliance_sync.settings import Settings
 
 SCHEDULE_NAME = "compliance_sync_daily"
 

@@ -11,9 +11,9 @@ import httpx
 import tenacity
 
 from compliance_sync.backends import choose_backend
+from compliance_sync.config.secrets import redact
+from compliance_sync.config.settings import Settings
 from compliance_sync.definitions.schedules import run_request, scheduled_years
-from compliance_sync.redact import redact
-from compliance_sync.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -104,7 +104,7 @@ def build_change_sensor(settings: Settings, job: dg.UnresolvedAssetJobDefinition
         today = settings.today()
         seen = json.loads(context.cursor) if context.cursor else {}
         backend = choose_backend(settings)
-        from compliance_sync.fiscal import FiscalYear
+        from compliance_sync.domain.fiscal import FiscalYear
 
         requests, now = [], {}
         for key in scheduled_years(today, settings, partition_keys):

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import dagster as dg
 
-from compliance_sync.tables import SOURCES
+from compliance_sync.domain.tables import SOURCES
 
 
 def source_specs() -> list[dg.AssetSpec]:

@@ -1,4 +1,4 @@
-"""The four planning targets as one multi-asset: its single step runs :func:`compliance_sync.sync.run_fiscal_year`
+"""The four planning targets as one multi-asset: its single step runs :func:`compliance_sync.service.sync.run_fiscal_year`
 for the partition's fiscal year and translates the outcome into Dagster events.
 
 Whatever a user selects (one target, several, or only checks), the step writes the four targets together
@@ -20,10 +20,10 @@ from typing import Any
 import dagster as dg
 
 from compliance_sync.definitions import checks, metadata, sources
+from compliance_sync.domain.fiscal import FiscalYear
+from compliance_sync.domain.tables import APAC, BUSINESS_UNIT, REQUIREMENTS, SOURCES, TARGETS, TERRITORY
 from compliance_sync.errors import SettingsError, SyncError
-from compliance_sync.fiscal import FiscalYear
-from compliance_sync.sync import Mode, Outcome, RunOptions, parse_as_of, run_fiscal_year
-from compliance_sync.tables import APAC, BUSINESS_UNIT, REQUIREMENTS, SOURCES, TARGETS, TERRITORY
+from compliance_sync.service.sync import Mode, Outcome, RunOptions, parse_as_of, run_fiscal_year
 
 OP_NAME = "compliance_sync"  # public: run config lives at ops.compliance_sync.config
 MODE_TAG = "compliance_sync/mode"

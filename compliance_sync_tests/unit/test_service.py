@@ -1,4 +1,4 @@
-"""One fiscal year's run (:func:`compliance_sync.sync.run_fiscal_year`) over the in-memory backend: the order
+"""One fiscal year's run (:func:`compliance_sync.service.sync.run_fiscal_year`) over the in-memory backend: the order
 of its steps, what stops a dry run and a live run, the bounded retries after a concurrent change, the failure
 records in the ledger, and what an interrupt leaves written. No database, no Dagster: milliseconds each."""
 
@@ -10,13 +10,13 @@ import uuid
 import pytest
 import tenacity
 
-from compliance_sync import sync
 from compliance_sync.backends.memory import Faults, MemoryBackend
+from compliance_sync.config.settings import Settings, load_settings
+from compliance_sync.domain.guards import GuardCode
+from compliance_sync.domain.tables import APAC, BUSINESS_UNIT, LEDGER_TABLE, REQUIREMENTS, TARGETS, TERRITORY
 from compliance_sync.errors import ExitCode
-from compliance_sync.guards import GuardCode
-from compliance_sync.settings import Settings, load_settings
-from compliance_sync.sync import CONCURRENT_ATTEMPTS, Mode, Outcome, RunOptions, RunStatus, run_fiscal_year
-from compliance_sync.tables import APAC, BUSINESS_UNIT, LEDGER_TABLE, REQUIREMENTS, TARGETS, TERRITORY
+from compliance_sync.service import sync
+from compliance_sync.service.sync import CONCURRENT_ATTEMPTS, Mode, Outcome, RunOptions, RunStatus, run_fiscal_year
 from compliance_sync_tests.scenario import Scenario, appendix_a, uid
 
 FY = appendix_a().fy

@@ -22,11 +22,11 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
-from compliance_sync.catalog import SCHEMA, WRITABLE, existing_tables, find_key_index, relations, row_counts, table_columns
+from compliance_sync.backends.catalog import SCHEMA, WRITABLE, existing_tables, find_key_index, relations, row_counts, table_columns
+from compliance_sync.domain.tables import LEDGER_TABLE, SECTION3_TABLES, TARGETS, TargetTable
 from compliance_sync.errors import DataError
-from compliance_sync.tables import LEDGER_TABLE, SECTION3_TABLES, TARGETS, TargetTable
 
-MIGRATIONS_DIR = pathlib.Path(__file__).with_name("migrations")
+MIGRATIONS_DIR = pathlib.Path(__file__).parents[1] / "migrations"
 FULL_SQL = MIGRATIONS_DIR / "full.sql"
 MINIMAL_SQL = MIGRATIONS_DIR / "minimal.sql"
 KEY_INDEX_SUFFIX = "_compliance_sync_key"

@@ -1,6 +1,6 @@
 """The BU map as a value (SPEC §4.8): exact CSE and territory names to business units.
 
-Pure: no configuration, no I/O. :mod:`compliance_sync.settings` loads and checks the YAML file
+Pure: no configuration, no I/O. :mod:`compliance_sync.config.settings` loads and checks the YAML file
 ``COMPLIANCE_SYNC_BU_MAP`` names into a :class:`BuMap`.
 """
 

@@ -22,14 +22,14 @@ import functools
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
-from compliance_sync.bu_map import RESERVED_BU, BuMap
+from compliance_sync.domain.bu_map import RESERVED_BU, BuMap
+from compliance_sync.domain.facts import EventCounts, Facts, Period, Plan, Strategy
+from compliance_sync.domain.findings import RULE_WARNINGS, WARNINGS, Findings, Severity, WarningCode
+from compliance_sync.domain.fiscal import FiscalYear, due_counts_by_month, due_month
+from compliance_sync.domain.provenance import ExclusionNote, PeriodNote, RequirementNote, TierFrequency, Trace, possible_aliases
+from compliance_sync.domain.thresholds import Status, Thresholds
+from compliance_sync.domain.wanted import ClientRequirement, PlanRow, RequirementRows, WantedRows
 from compliance_sync.errors import DataError
-from compliance_sync.facts import EventCounts, Facts, Period, Plan, Strategy
-from compliance_sync.findings import RULE_WARNINGS, WARNINGS, Findings, Severity, WarningCode
-from compliance_sync.fiscal import FiscalYear, due_counts_by_month, due_month
-from compliance_sync.provenance import ExclusionNote, PeriodNote, RequirementNote, TierFrequency, Trace, possible_aliases
-from compliance_sync.thresholds import Status, Thresholds
-from compliance_sync.wanted import ClientRequirement, PlanRow, RequirementRows, WantedRows
 
 MAX_FREQUENCY = 366
 ZERO_MONTHS = (0,) * 12

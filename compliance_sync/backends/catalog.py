@@ -10,7 +10,7 @@ from collections.abc import Iterable, Sequence
 import psycopg
 from psycopg import sql
 
-from compliance_sync.tables import BOOL, DATE, INT, JSONB, NUMERIC, TEXT, TIMESTAMPTZ, UUID, Kind
+from compliance_sync.domain.tables import BOOL, DATE, INT, JSONB, NUMERIC, TEXT, TIMESTAMPTZ, UUID, Kind
 
 SCHEMA = "public"
 RELKINDS = {"r": "table", "p": "partitioned table", "v": "view", "m": "materialized view", "f": "foreign table"}

@@ -1,7 +1,7 @@
 """``compliance-sync explain``: one FY read as a sync reads it, through the backend's read-only :class:`Reader`
 (no lock, no ledger row, no temporary table, nothing written), computed by the same rules with provenance for the
 subject, and the subject's target rows now against what a sync would write. The explanation itself is built by
-:mod:`compliance_sync.explanation` (pure) and rendered by :mod:`compliance_sync.explain_text`."""
+:mod:`compliance_sync.domain.explanation` (pure) and rendered by :mod:`compliance_sync.service.explain_text`."""
 
 from __future__ import annotations
 
@@ -9,14 +9,17 @@ import datetime as dt
 import logging
 from typing import Any
 
-from compliance_sync import explanation
 from compliance_sync.backends.port import Backend
-from compliance_sync.bu_map import BuMap
-from compliance_sync.explanation import Subject
-from compliance_sync.fiscal import FiscalYear
-from compliance_sync.provenance import Trace
-from compliance_sync.rules import compute
-from compliance_sync.settings import Settings
+from compliance_sync.config.settings import Settings
+from compliance_sync.domain import explanation
+from compliance_sync.domain.bu_map import BuMap
+from compliance_sync.domain.diff import diff_rows
+from compliance_sync.domain.explanation import DIFF_LINES, Subject
+from compliance_sync.domain.fiscal import FiscalYear
+from compliance_sync.domain.provenance import Trace
+from compliance_sync.domain.rules import compute
+from compliance_sync.domain.tables import TARGET_BY_NAME
+from compliance_sync.service import diff_text as report
 
 log = logging.getLogger(__name__)
 
@@ -37,8 +40,22 @@ def explain(backend: Backend, settings: Settings, bu_map: BuMap, fy: FiscalYear,
         else:
             out = explanation.explain_apac(comp, bu_map)
         table, column, values = explanation.target_keys(scope)
-        out["targets"] = explanation.compare(table, reader.read_rows(table, column, values), explanation.wanted_rows(comp, scope, out))
+        out["targets"] = compare(table, reader.read_rows(table, column, values), explanation.wanted_rows(comp, scope, out))
         out["backend"] = backend.name.value
         out["warnings"] = {code: f.count for code, f in comp.findings.items() if f.count}
         out["backend_warnings"] = list(reader.warnings)
     return out
+
+
+def compare(table: str, current: list[dict[str, Any]], wanted: list[dict[str, Any]]) -> dict[str, Any]:
+    """The target rows now against what a sync would write: in sync, or the dry run's row-level lines."""
+    diff, _ = diff_rows(TARGET_BY_NAME[table], current, wanted, DIFF_LINES)
+    return {
+        "table": table,
+        "rows_now": diff.current_count,
+        "rows_wanted": len(wanted),
+        "in_sync": diff.changes == 0,
+        "counts": diff.counts(),
+        "lines": report.describe(diff),
+    }
+

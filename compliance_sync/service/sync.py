@@ -19,19 +19,19 @@ from typing import Any
 
 import tenacity
 
-from compliance_sync import report
 from compliance_sync.backends.port import Backend
-from compliance_sync.bu_map import BuMap
-from compliance_sync.diff import Action, SyncDiff
+from compliance_sync.config.settings import Settings
+from compliance_sync.domain.bu_map import BuMap
+from compliance_sync.domain.diff import Action, SyncDiff
+from compliance_sync.domain.findings import DIFF_WARNINGS, MAX_EXAMPLES, WARNINGS, Finding, Findings, Severity, WarningCode
+from compliance_sync.domain.fiscal import FiscalYear, fiscal_year_of, partition_keys
+from compliance_sync.domain.guards import Guard, blocking, find_guards, next_command
+from compliance_sync.domain.invariants import check_invariants
+from compliance_sync.domain.ledger import LedgerRow
+from compliance_sync.domain.rules import Computation, compute
+from compliance_sync.domain.tables import APAC, BUSINESS_UNIT, REQUIREMENTS, TERRITORY
 from compliance_sync.errors import ConcurrentChange, DataError, ExitCode, SettingsError, SyncError
-from compliance_sync.findings import DIFF_WARNINGS, MAX_EXAMPLES, WARNINGS, Finding, Findings, Severity, WarningCode
-from compliance_sync.fiscal import FiscalYear, fiscal_year_of, partition_keys
-from compliance_sync.guards import Guard, blocking, find_guards, next_command
-from compliance_sync.invariants import check_invariants
-from compliance_sync.ledger import LedgerRow
-from compliance_sync.rules import Computation, compute
-from compliance_sync.settings import Settings
-from compliance_sync.tables import APAC, BUSINESS_UNIT, REQUIREMENTS, TERRITORY
+from compliance_sync.service import diff_text as report
 
 log = logging.getLogger(__name__)
 

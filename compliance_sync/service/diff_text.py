@@ -8,8 +8,8 @@ import decimal
 import json
 from typing import Any
 
-from compliance_sync.diff import Action, DiffLine, TargetDiff, changed_columns, normalize
-from compliance_sync.tables import JSONB, NUMERIC, Kind, TargetTable
+from compliance_sync.domain.diff import Action, DiffLine, TargetDiff, changed_columns, normalize
+from compliance_sync.domain.tables import JSONB, NUMERIC, Kind, TargetTable
 
 MAX_ITEMS = 8  # changes listed inside one JSON value before "… n more"
 MAX_TEXT = 120  # characters of one value before it is cut

@@ -1,10 +1,10 @@
 """Settings (SPEC §7) through pydantic-settings: the environment over ``.env.local`` over ``.env`` (read from
 the working directory). Every bad setting is a :class:`~compliance_sync.errors.SettingsError` naming the
-variable (exit 2); secrets are ``SecretStr`` values, registered with :mod:`compliance_sync.redact` before
+variable (exit 2); secrets are ``SecretStr`` values, registered with :mod:`compliance_sync.config.secrets` before
 anything can quote them.
 
-This module only parses: the values it builds (:class:`~compliance_sync.thresholds.Thresholds`,
-:class:`~compliance_sync.bu_map.BuMap`, :class:`~compliance_sync.backends.port.BackendKind`) live with
+This module only parses: the values it builds (:class:`~compliance_sync.domain.thresholds.Thresholds`,
+:class:`~compliance_sync.domain.bu_map.BuMap`) live with
 the code that uses them. Loading the BU map's YAML file is configuration, so it is here.
 """
 
@@ -20,7 +20,7 @@ import re
 import warnings
 import zoneinfo
 from collections.abc import Mapping
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import pydantic
 import pydantic_core
@@ -34,18 +34,17 @@ from pydantic_settings import (
     SettingsConfigDict,
 )
 
-from compliance_sync import redact
-from compliance_sync.backends.port import BackendKind
-from compliance_sync.bu_map import RESERVED_BU, BuMap
+from compliance_sync.config import secrets as redact
+from compliance_sync.domain.bu_map import RESERVED_BU, BuMap
+from compliance_sync.domain.fiscal import fiscal_year_of
+from compliance_sync.domain.thresholds import Thresholds
 from compliance_sync.errors import SettingsError
-from compliance_sync.fiscal import fiscal_year_of
-from compliance_sync.thresholds import Thresholds
 
 log = logging.getLogger(__name__)
 
 DEFAULT_THRESHOLDS = "50,80,100"
 DEFAULT_CRON = "0 6 * * *"
-EXAMPLE_BU_MAP = pathlib.Path(__file__).with_name("bu_map.example.yaml")
+EXAMPLE_BU_MAP = pathlib.Path(__file__).parents[1] / "bu_map.example.yaml"
 BU_MAP_MAX_BYTES = 1_000_000  # a BU map is a few hundred names; anything larger is a mistake (or /dev/zero)
 ENV_FILES = (".env", ".env.local")  # the later file wins; the environment wins over both
 REST_SUFFIX = re.compile(r"/rest/v1/*$", re.IGNORECASE)  # the API's path, pasted from Supabase's dashboard
@@ -351,11 +350,12 @@ class Settings(BaseSettings):
             )
         return load_bu_map(self.bu_map_path)
 
-    def backend_kind(self) -> BackendKind:
+    def backend_kind(self) -> Literal["postgres", "rest"]:
+        """Which backend the settings name (the port's ``BackendKind`` values; configuration imports no backend)."""
         if self.db_url:
-            return BackendKind.POSTGRES
+            return "postgres"
         if self.supabase_url and self.service_role_key:
-            return BackendKind.REST
+            return "rest"
         raise SettingsError(NO_BACKEND)
 
 

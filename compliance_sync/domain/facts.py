@@ -14,7 +14,7 @@ import datetime as dt
 from collections.abc import Iterable, Mapping
 from typing import Any, NamedTuple
 
-from compliance_sync.fiscal import FiscalYear
+from compliance_sync.domain.fiscal import FiscalYear
 
 
 class Plan(NamedTuple):

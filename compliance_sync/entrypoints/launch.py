@@ -39,9 +39,9 @@ import urllib.error
 import urllib.request
 from collections.abc import Iterator
 
+from compliance_sync.config.logs import log
+from compliance_sync.config.settings import EXAMPLE_BU_MAP, Settings, load_settings, read_environment
 from compliance_sync.errors import ConnectionFailure, ExitCode, SettingsError, SyncError
-from compliance_sync.logs import log
-from compliance_sync.settings import EXAMPLE_BU_MAP, Settings, load_settings, read_environment
 
 STATE_DIR = pathlib.Path(".compliance_sync")
 DAGSTER_HOME = STATE_DIR / "dagster_home"
@@ -331,9 +331,9 @@ def serve(home: pathlib.Path, env: dict[str, str], port: int, ready_note: str = 
 def _demo_database(url: str, reset: bool) -> None:
     """The full schema and the demo data, loaded once (or again with ``reset``, which also clears the demo's
     Dagster records so the UI matches the data); never refuses itself."""
+    from compliance_sync.backends.migrate import apply_full, populated_tables
     from compliance_sync.backends.postgres import connect
-    from compliance_sync.demo import load_demo_data
-    from compliance_sync.migrate import apply_full, populated_tables
+    from compliance_sync.devtools.demo import load_demo_data
 
     with connect(url) as conn:
         apply_full(conn, force=True)
@@ -365,10 +365,10 @@ def _storage_url(url: str, dbname: str) -> str:
 
 
 def demo(year: str, as_of: str | None, *, dry_run: bool, reset: bool, ui: bool, port: int, data_dir: str | None) -> int:
-    from compliance_sync import embedded
     from compliance_sync.backends.postgres import PostgresBackend
-    from compliance_sync.runner import RunRequest, print_report, run
-    from compliance_sync.sync import parse_as_of, parse_year
+    from compliance_sync.devtools import embedded
+    from compliance_sync.entrypoints.runner import RunRequest, print_report, run
+    from compliance_sync.service.sync import parse_as_of, parse_year
 
     started = time.perf_counter()
     lock = None

@@ -15,7 +15,7 @@ import decimal
 from collections.abc import Iterator
 from typing import Any, NamedTuple
 
-from compliance_sync.tables import APAC, BUSINESS_UNIT, REQUIREMENTS, TERRITORY
+from compliance_sync.domain.tables import APAC, BUSINESS_UNIT, REQUIREMENTS, TERRITORY
 
 
 class ClientRequirement(NamedTuple):
@@ -92,7 +92,7 @@ class WantedRows:
 
 def longest_texts(wanted: WantedRows) -> dict[tuple[str, str], tuple[int, str]]:
     """(target, text column) -> (length, value) of the longest value about to be written (for varchar(n))."""
-    from compliance_sync.tables import TARGETS, TEXT
+    from compliance_sync.domain.tables import TARGETS, TEXT
 
     out: dict[tuple[str, str], tuple[int, str]] = {}
 

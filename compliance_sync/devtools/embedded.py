@@ -88,7 +88,7 @@ from compliance_sync.errors import ExitCode, SettingsError, SyncError
 
 _EXIT_CONNECTION: int = ExitCode.CONNECTION
 
-log = logging.getLogger("compliance_sync.embedded")
+log = logging.getLogger("compliance_sync.devtools.embedded")
 
 DEFAULT_DIR = pathlib.Path(".compliance_sync") / "pgdata"
 SERVICE_USER = "compliance-sync"
@@ -563,7 +563,7 @@ class EmbeddedPostgres:
                 owner, INITDB_TIMEOUT, f"initdb of {self.pgdata}",
             )
             with open(work / "postgresql.conf", "a") as conf:
-                conf.write("\n# compliance_sync.embedded: Unix socket only (its folder is given at start)\nlisten_addresses = ''\n")
+                conf.write("\n# compliance_sync.devtools.embedded: Unix socket only (its folder is given at start)\nlisten_addresses = ''\n")
             os.replace(work, self.pgdata)  # replaces an empty folder too
         finally:
             shutil.rmtree(work, ignore_errors=True)

@@ -6,9 +6,9 @@ from __future__ import annotations
 
 import dataclasses
 
-from compliance_sync.catalog import WRITABLE, Relation, read_problem, varchar_limit, write_problem
+from compliance_sync.backends.catalog import WRITABLE, Relation, read_problem, varchar_limit, write_problem
+from compliance_sync.domain.tables import EXCLUSIONS, LEDGER_COLUMNS, LEDGER_TABLE, SOURCES, TARGET_BY_NAME, TARGETS
 from compliance_sync.errors import DataError
-from compliance_sync.tables import EXCLUSIONS, LEDGER_COLUMNS, LEDGER_TABLE, SOURCES, TARGET_BY_NAME, TARGETS
 
 MINIMAL = "run `compliance-sync migrate --minimal`"
 

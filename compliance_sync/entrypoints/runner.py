@@ -1,6 +1,6 @@
 """Run one fiscal year from the command line, then print the old script's report from the run's summary.
 
-The command line and Dagster run the same code, :func:`compliance_sync.sync.run_fiscal_year`: the Dagster
+The command line and Dagster run the same code, :func:`compliance_sync.service.sync.run_fiscal_year`: the Dagster
 asset is a thin translation of its outcome into events. When ``DAGSTER_HOME`` is set, the command line
 materialises that asset in-process on that instance, so the run appears in the UI, and reads the summary
 back from the run's event log. Without it, there is no instance to record the run in, and the command line
@@ -20,12 +20,12 @@ import uuid
 from typing import Any
 
 from compliance_sync.backends import Backend
+from compliance_sync.config.logs import DRY_RUN, log
+from compliance_sync.config.settings import Settings
+from compliance_sync.domain.fiscal import FiscalYear
+from compliance_sync.domain.guards import GuardCode, how_to_run
+from compliance_sync.domain.tables import REQUIREMENTS
 from compliance_sync.errors import ExitCode
-from compliance_sync.fiscal import FiscalYear
-from compliance_sync.guards import GuardCode, how_to_run
-from compliance_sync.logs import DRY_RUN, log
-from compliance_sync.settings import Settings
-from compliance_sync.tables import REQUIREMENTS
 
 
 def failure_summary(message: str, code: int) -> dict[str, Any]:
@@ -82,7 +82,7 @@ def run(settings: Settings, backend: Backend, request: RunRequest) -> tuple[dict
 
 
 def run_directly(settings: Settings, backend: Backend, request: RunRequest) -> tuple[dict[str, Any], int]:
-    from compliance_sync.sync import Mode, Outcome, RunOptions, run_fiscal_year
+    from compliance_sync.service.sync import Mode, Outcome, RunOptions, run_fiscal_year
 
     mode = Mode.DRY_RUN if request.dry_run else Mode.LIVE
     fy = request.fy

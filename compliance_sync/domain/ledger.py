@@ -7,7 +7,7 @@ import dataclasses
 import datetime as dt
 from typing import Any
 
-from compliance_sync.tables import LEDGER_COLUMNS
+from compliance_sync.domain.tables import LEDGER_COLUMNS
 
 
 @dataclasses.dataclass

@@ -11,7 +11,7 @@ import sys
 import time
 from typing import IO
 
-from compliance_sync.redact import redact
+from compliance_sync.config.secrets import redact
 
 LOGGER = "compliance_sync"
 DRY_RUN = logging.INFO + 1  # the old script's "DRY-RUN" lines

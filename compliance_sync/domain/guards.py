@@ -9,8 +9,8 @@ from __future__ import annotations
 import dataclasses
 import enum
 
-from compliance_sync.diff import SyncDiff
-from compliance_sync.tables import BUSINESS_UNIT, EVENTS, REQUIRED_NONEMPTY, REQUIREMENTS
+from compliance_sync.domain.diff import SyncDiff
+from compliance_sync.domain.tables import BUSINESS_UNIT, EVENTS, REQUIRED_NONEMPTY, REQUIREMENTS
 
 
 class GuardCode(enum.StrEnum):

@@ -1,7 +1,7 @@
 """``explain`` as data: how SPEC §4 produced one client's, plan's, territory's, business unit's or APAC's figures,
 built from the computation itself (its wanted rows, its clients and the provenance its rule functions recorded,
-:mod:`compliance_sync.provenance`), never recomputed beside it. Pure: no I/O; the result is one JSON-ready dict that
-``--json`` prints and :mod:`compliance_sync.explain_text` renders.
+:mod:`compliance_sync.domain.provenance`), never recomputed beside it. Pure: no I/O; the result is one JSON-ready dict that
+``--json`` prints and :mod:`compliance_sync.service.explain_text` renders.
 
 The direct backend's facts hold per-month counts, not events, so the events of the explained client are read
 apart (:meth:`Reader.read_events`) and each is classified here; their tallies must equal the computation's counts
@@ -18,17 +18,15 @@ from collections.abc import Iterable, Sequence
 from fractions import Fraction
 from typing import Any
 
-from compliance_sync import report
-from compliance_sync.bu_map import RESERVED_BU, BuMap
-from compliance_sync.diff import diff_rows
+from compliance_sync.domain.bu_map import RESERVED_BU, BuMap
+from compliance_sync.domain.facts import Facts, Plan, RawEvent, Strategy
+from compliance_sync.domain.findings import Findings, Severity
+from compliance_sync.domain.fiscal import due_month
+from compliance_sync.domain.provenance import normalise_name
+from compliance_sync.domain.rules import Client, Computation, pct_hundredths, plans_in_scope, rollup, strategy_rank
+from compliance_sync.domain.tables import APAC, BUSINESS_UNIT, REQUIREMENTS, TERRITORY
+from compliance_sync.domain.thresholds import Thresholds
 from compliance_sync.errors import DataError, SettingsError
-from compliance_sync.facts import Facts, Plan, RawEvent, Strategy
-from compliance_sync.findings import Findings, Severity
-from compliance_sync.fiscal import due_month
-from compliance_sync.provenance import normalise_name
-from compliance_sync.rules import Client, Computation, pct_hundredths, plans_in_scope, rollup, strategy_rank
-from compliance_sync.tables import APAC, BUSINESS_UNIT, REQUIREMENTS, TARGET_BY_NAME, TERRITORY
-from compliance_sync.thresholds import Thresholds
 
 KINDS = ("client", "plan", "territory", "bu", "apac")
 COMPLETED, SCHEDULED, NOT_COUNTED = "completed", "scheduled", "not counted"
@@ -510,16 +508,3 @@ def wanted_rows(comp: Computation, scope: Scope, explained: dict[str, Any]) -> l
         return [r for r in rows if r["plan_id"] in set(values)]
     rows = comp.wanted.rows(table)
     return [r for r in rows if column is None or r[column] in set(values)]
-
-
-def compare(table: str, current: list[dict[str, Any]], wanted: list[dict[str, Any]]) -> dict[str, Any]:
-    """The target rows now against what a sync would write: in sync, or the dry run's row-level lines."""
-    diff, _ = diff_rows(TARGET_BY_NAME[table], current, wanted, DIFF_LINES)
-    return {
-        "table": table,
-        "rows_now": diff.current_count,
-        "rows_wanted": len(wanted),
-        "in_sync": diff.changes == 0,
-        "counts": diff.counts(),
-        "lines": report.describe(diff),
-    }

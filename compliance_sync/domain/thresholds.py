@@ -1,6 +1,6 @@
 """Requirement statuses and the thresholds that separate them (SPEC §4.5): values and the status rule.
 
-Pure: no configuration, no I/O. :mod:`compliance_sync.settings` parses ``COMPLIANCE_SYNC_THRESHOLDS`` into
+Pure: no configuration, no I/O. :mod:`compliance_sync.config.settings` parses ``COMPLIANCE_SYNC_THRESHOLDS`` into
 a :class:`Thresholds`; the rules and the invariants take one as an argument.
 """
 

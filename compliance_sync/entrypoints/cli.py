@@ -20,9 +20,9 @@ import sys
 import time
 from collections.abc import Sequence
 
-from compliance_sync import logs
+from compliance_sync.config import logs
+from compliance_sync.config.logs import log
 from compliance_sync.errors import ExitCode, SettingsError, SyncError
-from compliance_sync.logs import log
 
 
 class _Parser(argparse.ArgumentParser):
@@ -127,7 +127,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "explain":
             return explain(args)
         if args.command in ("demo", "ui"):
-            from compliance_sync import launch
+            from compliance_sync.entrypoints import launch
 
             if args.command == "ui":
                 return launch.ui(args.port)
@@ -136,24 +136,24 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SyncError as exc:
         log.error(str(exc))
         if as_json:
-            from compliance_sync.runner import failure_summary, print_json
+            from compliance_sync.entrypoints.runner import failure_summary, print_json
 
             print_json(failure_summary(str(exc), exc.exit_code))
         return int(exc.exit_code)
     except KeyboardInterrupt:
         log.error("interrupted")
         if as_json:
-            from compliance_sync.runner import failure_summary, print_json
+            from compliance_sync.entrypoints.runner import failure_summary, print_json
 
             print_json(failure_summary("interrupted: nothing written (none of it)", ExitCode.INTERRUPTED))
         return int(ExitCode.INTERRUPTED)
     except Exception as exc:  # a bug: still one JSON object, and a traceback (secrets masked) on the log
-        from compliance_sync.redact import redact
+        from compliance_sync.config.secrets import redact
 
         message = redact(f"unexpected error: {type(exc).__name__}: {' '.join(str(exc).split())}")
         log.exception(message)
         if as_json:
-            from compliance_sync.runner import failure_summary, print_json
+            from compliance_sync.entrypoints.runner import failure_summary, print_json
 
             print_json(failure_summary(message, ExitCode.UNEXPECTED))
         return int(ExitCode.UNEXPECTED)
@@ -167,9 +167,9 @@ def threading_main() -> bool:
 
 def sync(args: argparse.Namespace) -> int:
     from compliance_sync.backends import choose_backend
-    from compliance_sync.runner import RunRequest, print_json, print_report, run
-    from compliance_sync.settings import load_settings
-    from compliance_sync.sync import current_year, parse_as_of, parse_year
+    from compliance_sync.config.settings import load_settings
+    from compliance_sync.entrypoints.runner import RunRequest, print_json, print_report, run
+    from compliance_sync.service.sync import current_year, parse_as_of, parse_year
 
     settings = load_settings()
     backend = choose_backend(settings)
@@ -189,13 +189,13 @@ def sync(args: argparse.Namespace) -> int:
 
 
 def explain(args: argparse.Namespace) -> int:
-    from compliance_sync import explain_text
     from compliance_sync.backends import choose_backend
-    from compliance_sync.explain import explain as explain_subject
-    from compliance_sync.explanation import Subject
-    from compliance_sync.runner import print_json
-    from compliance_sync.settings import load_settings
-    from compliance_sync.sync import current_year, parse_as_of, parse_year
+    from compliance_sync.config.settings import load_settings
+    from compliance_sync.domain.explanation import Subject
+    from compliance_sync.entrypoints.runner import print_json
+    from compliance_sync.service import explain_text
+    from compliance_sync.service.explain import explain as explain_subject
+    from compliance_sync.service.sync import current_year, parse_as_of, parse_year
 
     settings = load_settings()
     backend = choose_backend(settings)
@@ -215,7 +215,7 @@ def explain(args: argparse.Namespace) -> int:
 
 
 def _database_url() -> str:
-    from compliance_sync.settings import load_settings
+    from compliance_sync.config.settings import load_settings
 
     settings = load_settings()
     if not settings.db_url:
@@ -224,13 +224,13 @@ def _database_url() -> str:
 
 
 def migrate(args: argparse.Namespace) -> int:
-    from compliance_sync import migrate as migrations
+    from compliance_sync.backends import migrate as migrations
 
     if args.print_sql:
         if not args.minimal:
             raise SettingsError("--print-sql goes with --minimal: the SQL of the minimal migration, for Supabase's SQL editor")
         if args.json:
-            from compliance_sync.runner import print_json
+            from compliance_sync.entrypoints.runner import print_json
 
             script = migrations.minimal_sql_script(dedupe=args.dedupe)
             print_json({"status": "printed", "sql": script, "error": None, "exit_code": 0})
@@ -246,7 +246,7 @@ def migrate(args: argparse.Namespace) -> int:
         log.info(line)
     log.info("migration %s done in %.1f s", "minimal" if args.minimal else "full", time.perf_counter() - started)
     if args.json:
-        from compliance_sync.runner import print_json
+        from compliance_sync.entrypoints.runner import print_json
 
         print_json({"status": "migrated", "migration": "minimal" if args.minimal else "full", "log": lines, "error": None, "exit_code": 0})
     return 0
@@ -254,7 +254,7 @@ def migrate(args: argparse.Namespace) -> int:
 
 def demo_data(args: argparse.Namespace) -> int:
     from compliance_sync.backends.postgres import connect
-    from compliance_sync.demo import load_demo_data
+    from compliance_sync.devtools.demo import load_demo_data
 
     started = time.perf_counter()
     with connect(_database_url(), autocommit=False) as conn:
@@ -263,7 +263,7 @@ def demo_data(args: argparse.Namespace) -> int:
         log.info("%s: %s rows", table, f"{n:,}")
     log.info("demo data loaded in %.1f s", time.perf_counter() - started)
     if args.json:
-        from compliance_sync.runner import print_json
+        from compliance_sync.entrypoints.runner import print_json
 
         print_json({"status": "loaded", "rows": counts, "error": None, "exit_code": 0})
     return 0

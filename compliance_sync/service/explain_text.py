@@ -1,4 +1,4 @@
-"""``explain``'s text: the explanation dict of :mod:`compliance_sync.explanation` as lines a person reads, top to
+"""``explain``'s text: the explanation dict of :mod:`compliance_sync.domain.explanation` as lines a person reads, top to
 bottom in SPEC §4's order (periods, requirements, events, arithmetic, totals, roll-up), then the target rows now
 against what a sync would write. Pure: lines in, nothing printed here."""
 
@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from compliance_sync.explanation import OUTSIDE
+from compliance_sync.domain.explanation import OUTSIDE
 
 MAX_OTHER_EVENTS = 20  # events of types without a requirement listed one by one; the rest are counted
 

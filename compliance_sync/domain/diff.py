@@ -19,8 +19,8 @@ import json
 from collections.abc import Iterable, Sequence
 from typing import Any
 
+from compliance_sync.domain.tables import DATE, INT, JSONB, NUMERIC, TEXT, UUID, Kind, NotWanted, TargetTable
 from compliance_sync.errors import DataError
-from compliance_sync.tables import DATE, INT, JSONB, NUMERIC, TEXT, UUID, Kind, NotWanted, TargetTable
 
 Key = tuple
 

@@ -1,6 +1,6 @@
 """The pre-write invariants of SPEC §6, one function each, recomputed independently of the rules.
 
-They share no arithmetic with :mod:`compliance_sync.rules`: percentages come from ``Decimal`` division
+They share no arithmetic with :mod:`compliance_sync.domain.rules`: percentages come from ``Decimal`` division
 rounded half-up, statuses from ``Fraction`` comparisons; each client's totals and flags are checked against
 its requirement values, and every roll-up against its clients. Any violation is an error: the writer step
 reports it as a failed ERROR check and stops before writing.
@@ -15,12 +15,12 @@ from collections.abc import Iterable
 from fractions import Fraction
 from typing import Any
 
-from compliance_sync.bu_map import RESERVED_BU
-from compliance_sync.diff import key_of
-from compliance_sync.findings import Findings, Severity
-from compliance_sync.rules import Client, Computation
-from compliance_sync.tables import APAC, BUSINESS_UNIT, REQUIREMENTS, TARGET_BY_NAME, TERRITORY
-from compliance_sync.thresholds import Thresholds
+from compliance_sync.domain.bu_map import RESERVED_BU
+from compliance_sync.domain.diff import key_of
+from compliance_sync.domain.findings import Findings, Severity
+from compliance_sync.domain.rules import Client, Computation
+from compliance_sync.domain.tables import APAC, BUSINESS_UNIT, REQUIREMENTS, TARGET_BY_NAME, TERRITORY
+from compliance_sync.domain.thresholds import Thresholds
 
 INVARIANTS: dict[str, str] = {
     "territory_totals": "Each territory's totals are the sums over its clients",

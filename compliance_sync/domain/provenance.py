@@ -2,7 +2,7 @@
 (the segment periods considered and ignored, each period's tier frequency and the maximum taken, the exclusions,
 the strategy tie-break), and the near-miss client names of SPEC §6 (``possible_alias``).
 
-Pure: no I/O. A sync passes no :class:`Trace` to :func:`compliance_sync.rules.compute`, so nothing here runs on
+Pure: no I/O. A sync passes no :class:`Trace` to :func:`compliance_sync.domain.rules.compute`, so nothing here runs on
 its hot path; ``explain`` passes one naming the few clients it explains.
 """
 
@@ -16,7 +16,7 @@ import itertools
 import unicodedata
 from collections.abc import Iterable, Mapping
 
-from compliance_sync.facts import Period, Strategy
+from compliance_sync.domain.facts import Period, Strategy
 
 ALIAS_MIN_CHARS = 6  # shorter normalised names are never reported as possible aliases (too many false hits)
 

@@ -79,10 +79,10 @@ from decimal import ROUND_HALF_UP, Decimal
 import psycopg
 from psycopg import sql
 
-from compliance_sync.catalog import SCHEMA, existing_tables
+from compliance_sync.backends.catalog import SCHEMA, existing_tables
+from compliance_sync.backends.migrate import describe_counts, populated_tables
+from compliance_sync.domain.tables import SECTION3_TABLES, SOURCES, TARGETS
 from compliance_sync.errors import DataError
-from compliance_sync.migrate import describe_counts, populated_tables
-from compliance_sync.tables import SECTION3_TABLES, SOURCES, TARGETS
 
 SOURCE_TABLES = tuple(s.name for s in SOURCES)
 TARGET_TABLES = tuple(t.name for t in TARGETS)
@@ -227,7 +227,7 @@ def new_uuid(rng: random.Random) -> str:
 
 
 def _rng(seed: int, stream: str) -> random.Random:
-    return random.Random(f"compliance_sync.demo:{seed}:{stream}")
+    return random.Random(f"compliance_sync.devtools.demo:{seed}:{stream}")
 
 
 def _stochastic_round(rng: random.Random, x: float) -> int:

@@ -1,0 +1,1 @@
+"""Configuration: settings from the environment and .env files, logging, and the secrets to mask."""
