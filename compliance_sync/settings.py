@@ -190,14 +190,12 @@ def validate_cron(text: str, var: str = "COMPLIANCE_SYNC_SCHEDULE_CRON") -> str:
     the command line refuses what would stop the code location from loading."""
     if _plain_cron(text):
         return text
-    from dagster._utils.schedules import is_valid_cron_string  # the rule ScheduleDefinition applies
+    import dagster as dg  # the rest: the schedule Dagster would build decides
 
     try:
-        valid = is_valid_cron_string(text)
-    except Exception:
-        valid = False
-    if not valid:
-        raise SettingsError(f"{var}: {text!r} is not a valid cron schedule (five fields, e.g. '0 6 * * *')")
+        dg.ScheduleDefinition(name="cron_check", cron_schedule=text, job_name="cron_check")
+    except dg.DagsterInvalidDefinitionError:
+        raise SettingsError(f"{var}: {text!r} is not a valid cron schedule (five fields, e.g. '0 6 * * *')") from None
     return text
 
 

@@ -16,6 +16,8 @@ from compliance_sync.tables import APAC, BUSINESS_UNIT, REQUIREMENTS, TERRITORY
 GUARDS = "write_guards"
 GUARD_DESCRIPTION = "No SPEC §5 guard stops a live run (empty required source, mass prune, a collapse that looks like hidden rows)"
 PER_TARGET = ("orphans", "null_key_rows")  # warnings counted per target by the diff
+# The Checks tab lists each check once, with the latest execution of whichever FY ran last.
+PER_FY = " Per fiscal year: a list of checks shows the latest run of any FY; read one FY's result in that FY's partition of the check."
 
 # target -> (warning codes, invariant codes)
 CHECKS_BY_TARGET: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
@@ -48,10 +50,10 @@ def check_specs(partitions_def: dg.PartitionsDefinition) -> list[dg.AssetCheckSp
         warnings.simplefilter("ignore", dg.PreviewWarning)
         for target, (warns, errors) in CHECKS_BY_TARGET.items():
             for code in warns:
-                specs.append(dg.AssetCheckSpec(code, asset=target, description=f"WARN: {WARNINGS[code]}", partitions_def=partitions_def))
+                specs.append(dg.AssetCheckSpec(code, asset=target, description=f"WARN: {WARNINGS[code]}.{PER_FY}", partitions_def=partitions_def))
             for code in errors:
                 text = GUARD_DESCRIPTION if code == GUARDS else INVARIANTS[code]
-                specs.append(dg.AssetCheckSpec(code, asset=target, description=f"ERROR: {text}", blocking=True, partitions_def=partitions_def))
+                specs.append(dg.AssetCheckSpec(code, asset=target, description=f"ERROR: {text}.{PER_FY}", blocking=True, partitions_def=partitions_def))
     return specs
 
 
@@ -78,7 +80,7 @@ def result(target: str, finding: Finding, partition: str) -> dg.AssetCheckResult
         check_name=finding.code,
         passed=finding.count == 0,
         severity=dg.AssetCheckSeverity.ERROR if finding.severity == Severity.ERROR else dg.AssetCheckSeverity.WARN,
-        description=finding.description,
+        description=f"FY{partition}: {finding.description}",
         metadata=metadata,
     )
 
