@@ -146,7 +146,7 @@ query RunLogs($runId: ID!) {
     ... on EventConnection {
       events {
         __typename
-        ... on ExecutionStepFailureEvent { error { message } }
+        ... on ExecutionStepFailureEvent { error { message cause { message } } }
         ... on MaterializationEvent { assetKey { path } partition }
       }
     }
@@ -171,6 +171,14 @@ query Workspace {
       locationEntries { name loadStatus locationOrLoadError { __typename ... on PythonError { message } } }
     }
   }
+}"""
+
+
+# the launchpad's first config (LaunchpadAllowedRoot: rootDefaultYaml) and a job's description and step
+LAUNCHPAD = """
+query Launchpad($selector: PipelineSelector!) {
+  runConfigSchemaOrError(selector: $selector) { ... on RunConfigSchema { rootDefaultYaml } }
+  pipelineOrError(params: $selector) { ... on Pipeline { description solidHandles { solid { definition { description } } } } }
 }"""
 
 
@@ -497,6 +505,7 @@ def _drive(services: Services, hook: Webhook, demo_db: str, dagster_db: str) -> 
     assert x["status"] == "FAILURE" and "dagster/partition" not in _tags(x)
     [failure] = [e for e in services.gql(RUN_LOGS, runId=run_x)["logsForRun"]["events"] if e["__typename"] == "ExecutionStepFailureEvent"]
     assert "this run has no fiscal-year partition" in failure["error"]["message"]
+    assert failure["error"]["cause"] is None  # a dg.Failure raised with no chained cause: its own frames only
     assert alert["job"] == "__ASSET_JOB" and alert["fiscal_year"] is None
     assert "this run has no fiscal-year partition" in alert["error"] and alert["run_url"] == f"{DAGSTER_URL}/runs/{run_x}"
     assert all(WEBHOOK_TOKEN not in r["body"].decode() and r["path"] == f"/hooks/{WEBHOOK_TOKEN}" for r in hook.received)
@@ -525,6 +534,24 @@ def _drive(services: Services, hook: Webhook, demo_db: str, dagster_db: str) -> 
     read = {o["runId"]: {e["label"]: e.get("intValue", e.get("text")) for e in o["metadataEntries"]} for o in observations}
     assert read[run_a]["fiscal_year"] == "2024" and read[run_a]["rows_read"] > 0 and all(o["partition"] is None for o in observations)
     assert [e["name"] for e in services.gql(WORKSPACE)["workspaceOrError"]["locationEntries"]] == [LOCATION]
+
+    # --- the launchpads: no job starts with dry_run: false; the dry-run and checks jobs say they are read-only ---
+    for job in ("compliance_sync_job", "compliance_sync_dry_run_job", "compliance_checks_job"):
+        shown = services.gql(LAUNCHPAD, selector={"repositoryName": REPOSITORY, "repositoryLocationName": LOCATION, "pipelineName": job})
+        yaml_first = shown["runConfigSchemaOrError"]["rootDefaultYaml"]
+        assert "dry_run" not in yaml_first and "diff_limit: 50" in yaml_first, (job, yaml_first)
+        description = shown["pipelineOrError"]["description"]
+        assert ("Read-only" in description) == (job != "compliance_sync_job"), (job, description)
+        [step] = shown["pipelineOrError"]["solidHandles"]
+        assert "into the four planning tables" not in step["solid"]["definition"]["description"]
+    for name in ("compliance_sync_dry_run_job", "compliance_checks_job"):
+        picked = services.gql(
+            CONFIG_PARTITION_SELECTION,
+            repositorySelector={"repositoryName": REPOSITORY, "repositoryLocationName": LOCATION},
+            partitionSetName=f"{name}_partition_set",
+            partitionName="2025",
+        )["partitionSetOrError"]["partition"]
+        assert "dry_run: true" in picked["runConfigOrError"]["yaml"], picked
 
 
 # --- the `dg` command line on the project ([tool.dg] in pyproject.toml) --------------------------------------------
