@@ -79,6 +79,7 @@ DST_ENDS, DST_STARTS = dt.date(2025, 4, 6), dt.date(2025, 10, 5)  # 03:00 -> 02:
 def test_daily_ticks_around_a_dst_change_map_to_their_local_date(cli_env, monkeypatch, cron, hour, change):
     from compliance_sync.definitions import build_definitions
     from compliance_sync.definitions.schedules import SCHEDULE_NAME
+    from compliance_sync.definitions.tags import AS_OF_TAG
 
     settings = settings_with(monkeypatch, COMPLIANCE_SYNC_SCHEDULE_CRON=cron, COMPLIANCE_SYNC_FIRST_FY="2020")
     defs = build_definitions(settings)
@@ -99,7 +100,7 @@ def test_daily_ticks_around_a_dst_change_map_to_their_local_date(cli_env, monkey
             ctx = dg.build_schedule_context(scheduled_execution_time=moment, repository_def=repo)
             [request] = schedule.evaluate_tick(ctx).run_requests
             assert request.run_config["ops"]["compliance_sync"]["config"]["as_of"] == local.date().isoformat()
-            assert request.tags["compliance_sync/as_of"] == local.date().isoformat()
+            assert request.tags[AS_OF_TAG] == local.date().isoformat()
             assert request.partition_key == "2025"
         seen.append(local.date())
     assert seen == [change - dt.timedelta(days=3) + dt.timedelta(days=i) for i in range(7)]  # one tick a day, none lost or doubled

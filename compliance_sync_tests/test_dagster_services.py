@@ -38,6 +38,7 @@ import psycopg
 import pytest
 from psycopg.conninfo import conninfo_to_dict
 
+from compliance_sync.definitions.tags import MODE_TAG, PARTITION_TAG, SUMMARY
 from compliance_sync.settings import EXAMPLE_BU_MAP
 from compliance_sync.tables import APAC, BUSINESS_UNIT, REQUIREMENTS, TARGETS, TERRITORY
 from compliance_sync_tests.conftest import throwaway_database
@@ -492,7 +493,7 @@ def _drive(services: Services, hook: Webhook, demo_db: str, dagster_db: str) -> 
 
     # --- (c): checks alone, for FY2024, after (a) and writing nothing --------------------------------------------
     assert c["status"] == "SUCCESS", c
-    assert _tags(c)["compliance_sync/mode"] == "dry_run" and _tags(c)["dagster/partition"] == "2024"
+    assert _tags(c)[MODE_TAG] == "dry_run" and _tags(c)[PARTITION_TAG] == "2024"
     assert c["startTime"] >= a["endTime"]  # one run per fiscal year at a time (dagster.yaml's tag limit)
     assert last_2024_write.timestamp() < c["startTime"]
     logs_c = services.gql(RUN_LOGS, runId=run_c)["logsForRun"]["events"]
@@ -632,7 +633,7 @@ def test_dg_launch_materialises_one_fiscal_year(demo_db, tmp_path, monkeypatch):
         today = dt.date.today()
         clamped = {min(today + dt.timedelta(days=d), dt.date(2025, 12, 31)).isoformat() for d in (-1, 0, 1)}
         assert meta["as_of"].value in clamped
-        assert meta["compliance_sync/summary"].value["status"] == "written"
+        assert meta[SUMMARY].value["status"] == "written"
 
 
 @pytest.mark.slow  # the webserver and daemon starting: most of a minute on a shared machine

@@ -614,8 +614,12 @@ def dagster_job():
     return build_definitions().resolve_job_def(SYNC_JOB)
 
 
-def run_config(**config):
-    return {"ops": {"compliance_sync": {"config": {"as_of": AS_OF, **config}}}}
+def run_config(**config) -> dg.RunConfig:
+    """The run config as typed into a launchpad: ``as_of`` is text, possibly not a date."""
+    from compliance_sync.definitions.tags import OP_NAME
+    from compliance_sync.definitions.targets import SyncConfig
+
+    return dg.RunConfig(ops={OP_NAME: SyncConfig(**{"as_of": AS_OF, **config})})
 
 
 def dagster_failure(*names: str, **config) -> dg.Failure:
@@ -632,8 +636,10 @@ def dagster_failure(*names: str, **config) -> dg.Failure:
 
 def test_dagster_missing_column_fails_naming_it(world):
     execute(world, "ALTER TABLE segmentation_tiers DROP COLUMN tier_name")
+    from compliance_sync.definitions.tags import SUMMARY
+
     failure = dagster_failure("segmentation_tiers.tier_name is missing")
-    assert failure.metadata["compliance_sync/summary"].value["exit_code"] == 3
+    assert failure.metadata[SUMMARY].value["exit_code"] == 3
     assert target_counts(world) == dict.fromkeys(target_counts(world), 0)
 
 
