@@ -51,7 +51,11 @@ def test_materialise_a_fiscal_year_from_the_ui(demo_ui, tmp_path):
     url = demo_ui.database_url()
     assert written_rows(url) == dict.fromkeys(WRITTEN, 0), "the demo's own run synced FY2026: FY2025 not written yet"
 
-    demo_runs = [r for r in ui_driver.runs(demo_ui.base_url) if r["tags"].get("compliance_sync/trigger") == "demo"]
+    from compliance_sync.definitions.tags import TRIGGER_TAG
+    from compliance_sync.devtools.demo import UI_SENSOR_NOTE
+
+    assert UI_SENSOR_NOTE in demo_ui.stdout_path.read_text(), "the demo says what the change sensor's first tick does"
+    demo_runs = [r for r in ui_driver.runs(demo_ui.base_url) if r["tags"].get(TRIGGER_TAG) == "demo"]
     assert [(r["status"], r["tags"].get("dagster/partition")) for r in demo_runs] == [("SUCCESS", "2026")], \
         "the demo's command-line run is listed in the UI's runs"
 

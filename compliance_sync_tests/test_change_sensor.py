@@ -4,6 +4,7 @@ sensor requests one run per (FY, fingerprint, date) when they change, never twic
 from __future__ import annotations
 
 import datetime as dt
+import json
 
 import dagster as dg
 import psycopg
@@ -12,7 +13,9 @@ import pytest
 from compliance_sync.backends.postgres import PostgresBackend
 from compliance_sync.config.settings import load_settings
 from compliance_sync.definitions import build_definitions
-from compliance_sync.definitions.sensors import CHANGE_SENSOR
+from compliance_sync.definitions.resources import RESOURCE_KEY, ComplianceSyncResource, FixedSync
+from compliance_sync.definitions.sensors import CHANGE_SENSOR, FIRST_LOOK
+from compliance_sync.definitions.tags import AS_OF_TAG, OP_NAME, TRIGGER_TAG
 from compliance_sync.domain.fiscal import FiscalYear, fiscal_year_of
 
 
@@ -56,6 +59,13 @@ def test_an_edit_outside_the_fy_leaves_its_fingerprint_alone(demo):
     assert backend.fingerprint(fy) == before
 
 
+def tick_context(defs: dg.Definitions, instance: dg.DagsterInstance, cursor: str | None = None) -> dg.SensorEvaluationContext:
+    """A tick as the daemon evaluates it: the code location's resource (settings read at the tick)."""
+    return dg.build_sensor_context(
+        cursor=cursor, instance=instance, repository_def=defs.get_repository_def(), resources={RESOURCE_KEY: ComplianceSyncResource()}
+    )
+
+
 def test_the_sensor_requests_one_run_per_changed_state(demo):
     settings = load_settings()
     defs = build_definitions(settings)
@@ -63,20 +73,41 @@ def test_the_sensor_requests_one_run_per_changed_state(demo):
     today = settings.today()
     key = str(fiscal_year_of(today).year)
     with dg.instance_for_test() as instance:
-        first = sensor.evaluate_tick(dg.build_sensor_context(instance=instance, repository_def=defs.get_repository_def()))
+        first = sensor.evaluate_tick(tick_context(defs, instance))
         assert first.run_requests == [] and first.cursor  # first look: fingerprints recorded, nothing requested
-        again = sensor.evaluate_tick(dg.build_sensor_context(cursor=first.cursor, instance=instance, repository_def=defs.get_repository_def()))
+        assert first.skip_message == FIRST_LOOK and "baseline" in FIRST_LOOK
+        again = sensor.evaluate_tick(tick_context(defs, instance, first.cursor))
         assert again.run_requests == []  # unchanged: nothing
         fy = FiscalYear(int(key))
         execute(demo, f"UPDATE segmentation_events SET completed = NOT coalesce(completed, false) WHERE id = (SELECT id FROM segmentation_events WHERE event_date BETWEEN '{fy.start}' AND '{fy.end}' ORDER BY id LIMIT 1)")
-        changed = sensor.evaluate_tick(dg.build_sensor_context(cursor=again.cursor, instance=instance, repository_def=defs.get_repository_def()))
+        changed = sensor.evaluate_tick(tick_context(defs, instance, again.cursor))
         [request] = changed.run_requests
         assert request.partition_key == key
-        assert request.run_config["ops"]["compliance_sync"]["config"]["as_of"] == today.isoformat()
+        assert request.run_config["ops"][OP_NAME]["config"]["as_of"] == today.isoformat()
         assert request.run_key.startswith(f"fy{key}-") and request.run_key.endswith(today.isoformat())
-        assert request.tags["compliance_sync/trigger"] == "change"
-        after = sensor.evaluate_tick(dg.build_sensor_context(cursor=changed.cursor, instance=instance, repository_def=defs.get_repository_def()))
+        assert request.tags[TRIGGER_TAG] == "change" and request.tags[AS_OF_TAG] == fy.as_of(today).isoformat()
+        after = sensor.evaluate_tick(tick_context(defs, instance, changed.cursor))
         assert after.run_requests == []  # the same state never triggers twice
+
+
+def test_the_sensor_reads_its_backend_from_the_resource(demo, tmp_path):
+    """The backend the sensor fingerprints is the resource's, at each tick, not one chosen when the location
+    loaded: a resource pointing at another database gives that database's fingerprints."""
+    settings = load_settings()
+    sensor = build_definitions(settings).resolve_sensor_def(CHANGE_SENSOR)
+    fy = fiscal_year_of(settings.today())
+
+    class Counting(PostgresBackend):
+        calls: list[str] = []
+
+        def fingerprint(self, fy):
+            self.calls.append(fy.key)
+            return "fixed"
+
+    resource = FixedSync(settings, Counting(demo))
+    result = sensor.evaluate_tick(dg.build_sensor_context(resources={RESOURCE_KEY: resource}))
+    assert Counting.calls and Counting.calls[0] == fy.key
+    assert json.loads(result.cursor)[fy.key] == "fixed"
 
 
 def test_the_sensor_is_off_by_default_and_on_by_setting(demo, monkeypatch):

@@ -59,6 +59,8 @@ def no_changes(summary: dict) -> bool:
 # --- two runs of one FY serialise; different FYs do not -----------------------------------------------------------
 def test_a_cli_run_and_a_dagster_run_of_one_fy_serialise(world, capsys, hooks):
     from compliance_sync.definitions import SYNC_JOB, build_definitions
+    from compliance_sync.definitions.tags import SUMMARY
+    from compliance_sync.definitions.targets import sync_run_config
     from compliance_sync.entrypoints import cli
 
     held: list[tuple[str, float, float]] = []  # (thread, lock taken, lock released)
@@ -92,10 +94,11 @@ def test_a_cli_run_and_a_dagster_run_of_one_fy_serialise(world, capsys, hooks):
     def via_dagster() -> None:
         start.wait()
         with dg.DagsterInstance.ephemeral() as instance:
-            run = job.execute_in_process(run_config={"ops": {"compliance_sync": {"config": {"as_of": AS_OF}}}}, instance=instance, partition_key="2025")
+            run_config = sync_run_config(as_of=dt.date.fromisoformat(AS_OF))
+            run = job.execute_in_process(run_config=run_config, instance=instance, partition_key="2025")
             results["dagster"] = run.success
             [apac] = [m for m in run.get_asset_materialization_events() if m.asset_key.to_user_string() == "apac_planning_goals"]
-            results["dagster_summary"] = apac.materialization.metadata["compliance_sync/summary"].value
+            results["dagster_summary"] = apac.materialization.metadata[SUMMARY].value
 
     threads = [threading.Thread(target=via_cli, name="cli"), threading.Thread(target=via_dagster, name="dagster")]
     for t in threads:

@@ -20,6 +20,7 @@ process group: terminate, a bounded wait, then kill).
 
 from __future__ import annotations
 
+import datetime as dt
 import os
 import pathlib
 import re
@@ -38,6 +39,7 @@ import pytest
 from psycopg.conninfo import conninfo_to_dict
 
 from compliance_sync.config.settings import EXAMPLE_BU_MAP
+from compliance_sync.definitions.tags import MODE_TAG, PARTITION_TAG, SUMMARY
 from compliance_sync.domain.tables import APAC, BUSINESS_UNIT, REQUIREMENTS, TARGETS, TERRITORY
 from compliance_sync_tests.conftest import throwaway_database
 from compliance_sync_tests.webhook import Webhook
@@ -145,7 +147,7 @@ query RunLogs($runId: ID!) {
     ... on EventConnection {
       events {
         __typename
-        ... on ExecutionStepFailureEvent { error { message } }
+        ... on ExecutionStepFailureEvent { error { message cause { message } } }
         ... on MaterializationEvent { assetKey { path } partition }
       }
     }
@@ -170,6 +172,14 @@ query Workspace {
       locationEntries { name loadStatus locationOrLoadError { __typename ... on PythonError { message } } }
     }
   }
+}"""
+
+
+# the launchpad's first config (LaunchpadAllowedRoot: rootDefaultYaml) and a job's description and step
+LAUNCHPAD = """
+query Launchpad($selector: PipelineSelector!) {
+  runConfigSchemaOrError(selector: $selector) { ... on RunConfigSchema { rootDefaultYaml } }
+  pipelineOrError(params: $selector) { ... on Pipeline { description solidHandles { solid { definition { description } } } } }
 }"""
 
 
@@ -483,7 +493,7 @@ def _drive(services: Services, hook: Webhook, demo_db: str, dagster_db: str) -> 
 
     # --- (c): checks alone, for FY2024, after (a) and writing nothing --------------------------------------------
     assert c["status"] == "SUCCESS", c
-    assert _tags(c)["compliance_sync/mode"] == "dry_run" and _tags(c)["dagster/partition"] == "2024"
+    assert _tags(c)[MODE_TAG] == "dry_run" and _tags(c)[PARTITION_TAG] == "2024"
     assert c["startTime"] >= a["endTime"]  # one run per fiscal year at a time (dagster.yaml's tag limit)
     assert last_2024_write.timestamp() < c["startTime"]
     logs_c = services.gql(RUN_LOGS, runId=run_c)["logsForRun"]["events"]
@@ -496,6 +506,7 @@ def _drive(services: Services, hook: Webhook, demo_db: str, dagster_db: str) -> 
     assert x["status"] == "FAILURE" and "dagster/partition" not in _tags(x)
     [failure] = [e for e in services.gql(RUN_LOGS, runId=run_x)["logsForRun"]["events"] if e["__typename"] == "ExecutionStepFailureEvent"]
     assert "this run has no fiscal-year partition" in failure["error"]["message"]
+    assert failure["error"]["cause"] is None  # a dg.Failure raised with no chained cause: its own frames only
     assert alert["job"] == "__ASSET_JOB" and alert["fiscal_year"] is None
     assert "this run has no fiscal-year partition" in alert["error"] and alert["run_url"] == f"{DAGSTER_URL}/runs/{run_x}"
     assert all(WEBHOOK_TOKEN not in r["body"].decode() and r["path"] == f"/hooks/{WEBHOOK_TOKEN}" for r in hook.received)
@@ -524,3 +535,149 @@ def _drive(services: Services, hook: Webhook, demo_db: str, dagster_db: str) -> 
     read = {o["runId"]: {e["label"]: e.get("intValue", e.get("text")) for e in o["metadataEntries"]} for o in observations}
     assert read[run_a]["fiscal_year"] == "2024" and read[run_a]["rows_read"] > 0 and all(o["partition"] is None for o in observations)
     assert [e["name"] for e in services.gql(WORKSPACE)["workspaceOrError"]["locationEntries"]] == [LOCATION]
+
+    # --- the launchpads: no job starts with dry_run: false; the dry-run and checks jobs say they are read-only ---
+    for job in ("compliance_sync_job", "compliance_sync_dry_run_job", "compliance_checks_job"):
+        shown = services.gql(LAUNCHPAD, selector={"repositoryName": REPOSITORY, "repositoryLocationName": LOCATION, "pipelineName": job})
+        yaml_first = shown["runConfigSchemaOrError"]["rootDefaultYaml"]
+        assert "dry_run" not in yaml_first and "diff_limit: 50" in yaml_first, (job, yaml_first)
+        description = shown["pipelineOrError"]["description"]
+        assert ("Read-only" in description) == (job != "compliance_sync_job"), (job, description)
+        [step] = shown["pipelineOrError"]["solidHandles"]
+        assert "into the four planning tables" not in step["solid"]["definition"]["description"]
+    for name in ("compliance_sync_dry_run_job", "compliance_checks_job"):
+        picked = services.gql(
+            CONFIG_PARTITION_SELECTION,
+            repositorySelector={"repositoryName": REPOSITORY, "repositoryLocationName": LOCATION},
+            partitionSetName=f"{name}_partition_set",
+            partitionName="2025",
+        )["partitionSetOrError"]["partition"]
+        assert "dry_run: true" in picked["runConfigOrError"]["yaml"], picked
+
+
+# --- the `dg` command line on the project ([tool.dg] in pyproject.toml) --------------------------------------------
+DG = BIN / "dg"
+DG_TIMEOUT_S = 240
+
+
+def _dg_env(tmp_path: pathlib.Path, demo_db: str, **extra: str) -> dict[str, str]:
+    """The environment of a ``dg`` command: the demo database, a throwaway DAGSTER_HOME (SQLite, telemetry off)."""
+    from compliance_sync_tests.conftest import dagster_home
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("COMPLIANCE_SYNC_", "DAGSTER_", "SUPABASE_", "NEXT_PUBLIC_SUPABASE"))}
+    home = tmp_path / "dg_home"
+    if not home.exists():
+        dagster_home(home)
+    return env | {
+        "DAGSTER_HOME": str(home),
+        "SUPABASE_DB_URL": demo_db,
+        "COMPLIANCE_SYNC_BU_MAP": str(EXAMPLE_BU_MAP),
+        "COMPLIANCE_SYNC_FIRST_FY": "2024",
+        "COMPLIANCE_SYNC_FY_START_MONTH": "1",
+        "NO_COLOR": "1",
+        "COLUMNS": "200",
+    } | extra
+
+
+def _dg(env: dict[str, str], *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([str(DG), *args], cwd=REPO, env=env, capture_output=True, text=True, timeout=DG_TIMEOUT_S, stdin=subprocess.DEVNULL)
+
+
+def test_dg_check_defs_loads_the_location_and_names_a_bad_setting(demo_db, tmp_path):
+    ok = _dg(_dg_env(tmp_path, demo_db), "check", "defs")
+    assert ok.returncode == 0, ok.stdout + ok.stderr
+    assert "All definitions loaded successfully." in ok.stdout + ok.stderr
+    bad = _dg(_dg_env(tmp_path, demo_db, COMPLIANCE_SYNC_SCHEDULE_CRON="61 6 * * *"), "check", "defs")
+    assert bad.returncode != 0
+    assert "SettingsLoadError: COMPLIANCE_SYNC_SCHEDULE_CRON: '61 6 * * *' is not a valid cron schedule" in bad.stdout + bad.stderr
+
+
+def test_dg_list_defs_shows_the_assets_jobs_schedule_and_sensors(demo_db, tmp_path):
+    import json
+
+    out = _dg(_dg_env(tmp_path, demo_db), "list", "defs", "--json")
+    assert out.returncode == 0, out.stdout + out.stderr
+    listed = json.loads(out.stdout)
+    assert {a["asset_key"] for a in listed["assets"]} >= {*TARGET_NAMES, "account_plans"}
+    jobs = {j["name"]: j["description"] for j in listed["jobs"]}
+    assert set(jobs) >= {"compliance_sync_job", "compliance_sync_dry_run_job", "compliance_checks_job"}
+    assert "Read-only" in jobs["compliance_sync_dry_run_job"] and "Read-only" in jobs["compliance_checks_job"]
+    assert [(s["name"], s["cron_schedule"]) for s in listed["schedules"]] == [("compliance_sync_daily", "0 6 * * *")]
+    assert listed["resources"] == [{"name": "compliance_sync", "type": "compliance_sync.definitions.resources.ComplianceSyncResource"}]
+    assert {s["name"] for s in listed["sensors"]} == {"compliance_sync_failure_alert", "compliance_sync_on_change"}
+    assert {(c["asset_key"], c["name"]) for c in listed["asset_checks"]} >= {(TERRITORY, "unused_strategies"), (APAC, "write_guards")}
+
+
+def test_dg_launch_materialises_one_fiscal_year(demo_db, tmp_path, monkeypatch):
+    """``dg launch --assets <one target> --partition 2025``: the four targets of FY2025 written, recorded as the
+    materialisation of that partition, with the as_of the run computed with in the metadata."""
+    import dagster as dg
+
+    env = _dg_env(tmp_path, demo_db)
+    out = _dg(env, "launch", "--assets", REQUIREMENTS, "--partition", "2025")
+    assert out.returncode == 0, out.stdout + out.stderr
+    with psycopg.connect(demo_db) as conn:
+        rows = {t: conn.execute(f"SELECT count(*) FROM {t} WHERE fiscal_year = 2025").fetchone()[0] for t in TARGET_NAMES}
+        ledger = conn.execute("SELECT fiscal_year, mode, status FROM compliance_sync_runs").fetchall()
+    assert rows[APAC] == 1 and rows[BUSINESS_UNIT] == 3 and rows[REQUIREMENTS] > 100, rows
+    assert ledger == [(2025, "live", "succeeded")]
+    monkeypatch.setenv("DAGSTER_HOME", env["DAGSTER_HOME"])  # the instance dg launch recorded the run in
+    with dg.DagsterInstance.get() as instance:
+        [run] = instance.get_runs()
+        assert run.tags["dagster/partition"] == "2025"
+        for name in TARGET_NAMES:
+            assert instance.get_materialized_partitions(dg.AssetKey(name)) == {"2025"}, name
+        [mat] = instance.fetch_materializations(dg.AssetKey(APAC), limit=1).records
+        meta = mat.asset_materialization.metadata
+        # today in the configured timezone, clamped to FY2025's last day (UTC's today may be a day off it)
+        today = dt.date.today()
+        clamped = {min(today + dt.timedelta(days=d), dt.date(2025, 12, 31)).isoformat() for d in (-1, 0, 1)}
+        assert meta["as_of"].value in clamped
+        assert meta[SUMMARY].value["status"] == "written"
+
+
+@pytest.mark.slow  # the webserver and daemon starting: most of a minute on a shared machine
+def test_dg_dev_serves_the_ui_and_stops_by_pid(demo_db, tmp_path):
+    """``dg dev`` starts the webserver and daemon on the project; the UI answers with the location loaded
+    under its name; stopping its process group (by the pid this test started) ends it."""
+    env = _dg_env(tmp_path, demo_db)
+    port = _free_port()
+    log = open(tmp_path / "dg_dev.log", "wb")
+    try:
+        proc = subprocess.Popen(
+            [str(DG), "dev", "--port", str(port), "--host", "127.0.0.1"], cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL, start_new_session=True,
+        )
+    finally:
+        log.close()
+    try:
+        deadline, entry = time.monotonic() + DG_TIMEOUT_S, None
+        with httpx.Client(timeout=10) as http:
+            while time.monotonic() < deadline and proc.poll() is None:
+                try:
+                    body = http.post(f"http://127.0.0.1:{port}/graphql", json={"query": WORKSPACE}).json()
+                    entries = body["data"]["workspaceOrError"]["locationEntries"]
+                    entry = next((e for e in entries if e["loadStatus"] == "LOADED" and e["locationOrLoadError"]), None)
+                except (httpx.TransportError, KeyError, TypeError, ValueError):
+                    entry = None
+                if entry:
+                    break
+                time.sleep(1)
+            assert entry, f"dg dev did not serve a loaded location within {DG_TIMEOUT_S} s\n{(tmp_path / 'dg_dev.log').read_text()[-3000:]}"
+            assert entry["name"] == LOCATION and entry["locationOrLoadError"]["__typename"] == "RepositoryLocation"
+            page = http.get(f"http://127.0.0.1:{port}/")
+            assert page.status_code == 200 and "<html" in page.text.lower()
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGTERM)  # the group this test started: dg dev, dagster dev, webserver, daemon
+        try:
+            proc.wait(timeout=STOP_TIMEOUT_S)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(timeout=STOP_TIMEOUT_S)
+        deadline = time.monotonic() + STOP_TIMEOUT_S
+        while time.monotonic() < deadline and _group_alive(proc.pid):
+            time.sleep(0.2)
+        if _group_alive(proc.pid):
+            os.killpg(proc.pid, signal.SIGKILL)
+    assert not _group_alive(proc.pid)

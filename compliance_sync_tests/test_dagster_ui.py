@@ -2,10 +2,11 @@
 
 - any selection of targets (one target's "Materialize…", the lineage view, a backfill subset) writes the four
   targets of the FY in one step and records all four as materialised, with the metadata the UI shows;
-- a dry run, however launched, carries ``compliance_sync/mode: dry_run``, never writes and never fails on a
-  guard; the dry-run job cannot be turned into a live run from its launchpad;
+- a dry run, however launched, never writes, never fails on a guard and says so in its metadata; the
+  dry-run and checks jobs carry ``compliance_sync/mode: dry_run``, say ``dry_run: true`` in every
+  partition's config and describe themselves as read-only; neither can be turned into a live run;
 - a run without a fiscal-year partition (the Checks tab's "Execute all") or over a range of them fails
-  with a clear message;
+  with a clear message (a ``dg.Failure`` with no chained cause);
 - the run-failure alert posts a short JSON message to the webhook, with secrets masked;
 - freshness comes from ``COMPLIANCE_SYNC_FRESHNESS_HOURS``; loading the code location prints no
   untimestamped warning.
@@ -24,26 +25,26 @@ import dagster as dg
 import psycopg
 import pytest
 
+import compliance_sync.definitions as location
 from compliance_sync.backends.port import BackendKind
 from compliance_sync.config.settings import EXAMPLE_BU_MAP, load_settings
 from compliance_sync.definitions import CHECKS_JOB, DRY_RUN_JOB, SYNC_JOB, build_definitions
-from compliance_sync.definitions.resources import FixedSync
+from compliance_sync.definitions.resources import RESOURCE_KEY, FixedSync
 from compliance_sync.definitions.sensors import ALERT_SENSOR
+from compliance_sync.definitions.tags import MODE_TAG, OP_NAME, PARTITION_TAG, SUMMARY
+from compliance_sync.definitions.targets import SyncConfig, sync_run_config
 from compliance_sync.domain.tables import APAC, BUSINESS_UNIT, REQUIREMENTS, TARGETS, TERRITORY
 from compliance_sync_tests.conftest import NO_TELEMETRY
 from compliance_sync_tests.webhook import Webhook
 
-AS_OF = "2025-06-30"
+AS_OF = dt.date(2025, 6, 30)
 TARGET_NAMES = [t.name for t in TARGETS]
-MODE_TAG = "compliance_sync/mode"
 # the numeric metadata of a materialisation, i.e. what the UI's Plots tab draws
 PLOTTED = re.compile(r"^(dagster/row_count|rows_written|actual_compliance|below_compliance_accounts|compliance_.+|clients_below_.+)$")
 
 
-
-
-def run_config(**config) -> dict:
-    return {"ops": {"compliance_sync": {"config": {"as_of": AS_OF, **config}}}}
+def run_config(**config) -> dg.RunConfig:
+    return sync_run_config(as_of=AS_OF, **config)
 
 
 def rows_of_fy(url: str, fy: int) -> dict[str, int]:
@@ -107,6 +108,24 @@ def test_dry_run_job_cannot_be_edited_into_a_live_run(demo_db):
     assert snapshot(demo_db) == before
 
 
+def test_dry_run_and_checks_jobs_say_they_are_read_only():
+    """Their config says dry_run: true for every fiscal year, their description says read-only, and what runs
+    in them is not described as writing; no job's launchpad starts with dry_run: false (the op's default is
+    unset: the job decides)."""
+    defs = build_definitions()
+    assert SyncConfig().dry_run is None
+    for name in (DRY_RUN_JOB, CHECKS_JOB):
+        job = defs.resolve_job_def(name)
+        assert job.tags[MODE_TAG] == "dry_run"
+        assert job.description.endswith("Read-only: writes no row, whatever its run config says (tagged compliance_sync/mode: dry_run).")
+        for key in ("2024", "2025"):
+            config = job.partitioned_config.get_run_config_for_partition_key(key)
+            assert config["ops"][OP_NAME]["config"]["dry_run"] is True, (name, key)
+    step = defs.resolve_job_def(CHECKS_JOB).graph.node_defs[0].description
+    assert "into the four planning tables" not in step and "writes nothing" in step
+    assert "Sync one fiscal year" in defs.resolve_job_def(SYNC_JOB).description
+
+
 @pytest.mark.parametrize("how", ["launchpad", "dry_run_job", "checks_job"])
 def test_dry_run_with_a_guard_succeeds_and_warns(demo_db, tmp_path, how):
     """A guard that would stop a live run (no plans for the FY) is a WARN check result in a dry run, which
@@ -118,7 +137,7 @@ def test_dry_run_with_a_guard_succeeds_and_warns(demo_db, tmp_path, how):
     if how == "checks_job":  # as the daemon runs it: the partition as a tag (see test_end_to_end.execute_as_launched)
         (tmp_path / "home").mkdir()
         instance = dg.DagsterInstance.local_temp(str(tmp_path / "home"), overrides=NO_TELEMETRY)
-        result = dg.execute_job(dg.reconstructable(_checks_job), instance=instance, run_config=run_config(), tags={"dagster/partition": "2025"})
+        result = dg.execute_job(dg.reconstructable(_checks_job), instance=instance, run_config=run_config().to_config_dict(), tags={PARTITION_TAG: "2025"})
     else:
         instance = dg.DagsterInstance.ephemeral()
         job = defs.resolve_job_def(SYNC_JOB if how == "launchpad" else DRY_RUN_JOB)
@@ -128,7 +147,14 @@ def test_dry_run_with_a_guard_succeeds_and_warns(demo_db, tmp_path, how):
         [guard] = [c for c in result.get_asset_check_evaluations() if c.check_name == "write_guards"]
         assert guard.severity == dg.AssetCheckSeverity.WARN and not guard.passed
         assert "account_plans" in guard.metadata["examples"].value
-        assert instance.get_run_by_id(result.run_id).tags[MODE_TAG] == "dry_run"
+        assert guard.description.startswith("FY2025: ")  # the list of checks mixes fiscal years: each result names its own
+        # the jobs are tagged where they are defined; the sync job launched with dry_run: true carries the tags it
+        # was launched with, and its observations say it was a dry run
+        assert instance.get_run_by_id(result.run_id).tags.get(MODE_TAG) == (None if how == "launchpad" else "dry_run")
+        if how != "checks_job":
+            [apac] = [o for o in result.get_asset_observation_events() if o.asset_key == dg.AssetKey(APAC)]
+            meta = apac.asset_observation_data.asset_observation.metadata
+            assert meta["mode"].value == "dry run: nothing was written" and meta[SUMMARY].value["mode"] == "dry_run"
         assert result.get_asset_materialization_events() == []
     assert snapshot(demo_db) == before
 
@@ -168,11 +194,15 @@ def test_run_without_one_fiscal_year_fails_clearly(demo_db, tmp_path, fn, tags, 
     before = snapshot(demo_db)
     (tmp_path / "home").mkdir()
     with dg.DagsterInstance.local_temp(str(tmp_path / "home"), overrides=NO_TELEMETRY) as instance:
-        with dg.execute_job(dg.reconstructable(fn), instance=instance, run_config=run_config(), tags=tags) as result:
+        with dg.execute_job(dg.reconstructable(fn), instance=instance, run_config=run_config().to_config_dict(), tags=tags) as result:
             assert not result.success
-            [failure] = [e for e in result.all_events if e.is_step_failure]
+            [failure] = result.get_step_failure_events()
             description = failure.step_failure_data.user_failure_data.description
             assert needle in description and "Traceback" not in description
+            # a dg.Failure raised with no chained cause: the UI shows the message, then Dagster's own frames
+            error = failure.step_failure_data.error
+            assert error.cls_name == "Failure" and error.cause is None and error.context is None
+            assert error.message.strip().endswith(description)
             assert result.get_asset_materialization_events() == []
     assert snapshot(demo_db) == before
 
@@ -219,7 +249,8 @@ def test_failure_alert_posts_short_json_without_secrets(tmp_path, scoped_secrets
                 "COMPLIANCE_SYNC_BU_MAP": str(EXAMPLE_BU_MAP),
             },
         )
-        defs = build_definitions(settings, resources={"compliance_sync": FixedSync(settings, _ExplodingBackend(token))})
+        sync = FixedSync(settings, _ExplodingBackend(token))
+        defs = build_definitions(settings, sync=sync)
         sensor = defs.resolve_sensor_def(ALERT_SENSOR)
         assert sensor.default_status == dg.DefaultSensorStatus.RUNNING  # on by default once the webhook is set
         with dg.DagsterInstance.ephemeral() as instance:
@@ -228,7 +259,7 @@ def test_failure_alert_posts_short_json_without_secrets(tmp_path, scoped_secrets
             run = instance.get_run_by_id(result.run_id)
             [failure_event] = [e for e in result.all_events if e.event_type == dg.DagsterEventType.RUN_FAILURE]
             context = dg.build_run_status_sensor_context(
-                sensor_name=ALERT_SENSOR, dagster_event=failure_event, dagster_instance=instance, dagster_run=run
+                sensor_name=ALERT_SENSOR, dagster_event=failure_event, dagster_instance=instance, dagster_run=run, resources={RESOURCE_KEY: sync}
             ).for_run_failure()
             sensor(context)
         [posted] = hook.received
@@ -264,10 +295,11 @@ def test_loading_the_code_location_prints_no_untimestamped_warning(tmp_path):
     """The code location as the webserver, daemon and run workers load it, with every warning shown: the
     partitioned checks' PreviewWarning is filtered, and whatever else warns goes through the timestamped log."""
     code = (
+        "import dagster as dg\n"
         "import compliance_sync.definitions as d\n"
-        "from dagster._core.remote_representation.external_data import RepositorySnap\n"
-        "RepositorySnap.from_def(d.defs.get_repository_def())\n"
-        "for job in d.defs.resolve_all_job_defs(): job.get_subset(asset_selection=set(job.asset_layer.executable_asset_keys))\n"
+        "defs = d.defs()\n"
+        "dg.Definitions.validate_loadable(defs)\n"
+        "for job in defs.resolve_all_job_defs(): job.get_subset(asset_selection=set(job.asset_layer.executable_asset_keys))\n"
     )
     env = {k: v for k, v in os.environ.items() if not k.startswith(("COMPLIANCE_SYNC_", "PYTHONWARNINGS"))}
     env["COMPLIANCE_SYNC_BU_MAP"] = str(EXAMPLE_BU_MAP)
@@ -288,5 +320,22 @@ def test_unchanged_live_run_still_materialises_all_four(demo_db):
         mats = {m.asset_key.to_user_string(): m.materialization for m in second.get_asset_materialization_events()}
         assert set(mats) == set(TARGET_NAMES)
         assert all(m.metadata["rows_written"].value == 0 for m in mats.values())
-        assert mats[APAC].metadata["compliance_sync/summary"].value["status"] == "unchanged"
+        assert mats[APAC].metadata[SUMMARY].value["status"] == "unchanged"
     assert [r[0] for r in ledger(demo_db)] == [first.run_id, second.run_id]
+
+
+# --- the code location as Dagster loads it ------------------------------------------------------------------------
+def test_the_code_location_is_built_when_dagster_loads_it(monkeypatch, tmp_path):
+    """``defs`` is a ``@dg.definitions`` function: importing the package builds nothing; calling it (as
+    ``dagster dev`` and ``dg`` do) gives the jobs, schedule and sensors; a bad setting stops it with one line."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("COMPLIANCE_SYNC_BU_MAP", str(EXAMPLE_BU_MAP))
+    assert not isinstance(location.defs, dg.Definitions)
+    defs = location.defs()
+    assert {j.name for j in defs.resolve_all_job_defs()} >= {SYNC_JOB, DRY_RUN_JOB, CHECKS_JOB}
+    assert defs.resolve_schedule_def("compliance_sync_daily").cron_schedule == "0 6 * * *"
+    monkeypatch.setenv("COMPLIANCE_SYNC_SCHEDULE_CRON", "0 6 * *")
+    with pytest.raises(location.SettingsLoadError) as err:
+        location.defs()
+    assert str(err.value) == "COMPLIANCE_SYNC_SCHEDULE_CRON: '0 6 * *' is not a valid cron schedule (five fields, e.g. '0 6 * * *')"
+    assert err.value.__cause__ is None

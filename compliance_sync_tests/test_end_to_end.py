@@ -16,6 +16,7 @@ import dagster as dg
 import psycopg
 import pytest
 
+from compliance_sync.definitions.tags import AS_OF_TAG, MODE_TAG, OP_NAME, PARTITION_TAG, TRIGGER_TAG
 from compliance_sync.domain.tables import APAC, BUSINESS_UNIT, REQUIREMENTS, TARGETS, TERRITORY
 from compliance_sync.entrypoints import cli
 from compliance_sync_tests.conftest import NO_TELEMETRY, dagster_home
@@ -194,13 +195,31 @@ def test_secret_never_in_output_or_run_records(demo_db, capsys, monkeypatch, tmp
     with dg.DagsterInstance.get() as instance:
         [run] = instance.get_runs()
         assert "Sup3rS3cret" not in json.dumps(run.run_config)
-        records = instance.all_logs(run.run_id)
-        assert records and not any("Sup3rS3cret" in str(r) for r in records)
+        records = instance.get_records_for_run(run.run_id).records
+        assert records and not any("Sup3rS3cret" in repr(r) for r in records)
+
+
+@pytest.mark.parametrize("extra, mode", [((), None), (("--dry-run",), "dry_run")])
+def test_cli_runs_recorded_in_dagster_carry_the_as_of_they_computed_with(demo_db, capsys, monkeypatch, tmp_path, extra, mode):
+    """``--as-of`` after the FY's end: the run computes with the FY's last day, and its tag says so; a dry run
+    is tagged where the command line launches it."""
+    monkeypatch.setenv("SUPABASE_DB_URL", demo_db)
+    monkeypatch.setenv("DAGSTER_HOME", str(dagster_home(tmp_path / "dagster_home")))
+    code, summary, text = run_cli(capsys, "--year", "2024", "--as-of", "2025-03-01", "--json", *extra)
+    assert code == 0, text
+    assert summary["as_of"] == "2024-12-31"
+    with dg.DagsterInstance.get() as instance:
+        [run] = instance.get_runs()
+        assert run.tags[AS_OF_TAG] == "2024-12-31" and run.tags[TRIGGER_TAG] == "cli" and run.tags[PARTITION_TAG] == "2024"
+        assert run.tags.get(MODE_TAG) == mode
+        assert run.run_config["ops"][OP_NAME]["config"]["as_of"] == "2025-03-01"  # the reference date, as given
 
 
 # --- Dagster -----------------------------------------------------------------------------------------------
-def _run_config(**config):
-    return {"ops": {"compliance_sync": {"config": {"as_of": AS_OF, **config}}}}
+def _run_config(**config) -> dg.RunConfig:
+    from compliance_sync.definitions.targets import sync_run_config
+
+    return sync_run_config(as_of=dt.date.fromisoformat(AS_OF), **config)
 
 
 def test_dagster_live_materialises_four_targets_with_metadata(demo_db):
@@ -248,9 +267,11 @@ def test_dagster_dry_run_observes_and_does_not_materialise(demo_db):
         req = next(o for o in result.get_asset_observation_events() if o.asset_key.to_user_string() == REQUIREMENTS)
         meta = req.asset_observation_data.asset_observation.metadata
         assert meta["changes"].value["inserted"] > 0
-        assert meta["diff"].value.records and meta["mode"].value.startswith("dry run")
+        assert meta["diff"].value.records and meta["mode"].value == "dry run: nothing was written"
+        assert meta["as_of"].value == AS_OF
         assert result.get_asset_check_evaluations()
-        assert instance.get_run_by_id(result.run_id).tags["compliance_sync/mode"] == "dry_run"
+        # launched with dry_run: true from the sync job's launchpad: the run keeps the tags it was launched with
+        assert MODE_TAG not in instance.get_run_by_id(result.run_id).tags
     assert snapshot(demo_db) == before
 
 
@@ -273,7 +294,8 @@ def execute_as_launched(fn, tmp_path, run_config=None, partition="2025"):
     home = tmp_path / "home"
     home.mkdir(exist_ok=True)
     instance = dg.DagsterInstance.local_temp(str(home), overrides=NO_TELEMETRY)
-    result = dg.execute_job(dg.reconstructable(fn), instance=instance, run_config=run_config, tags={"dagster/partition": partition})
+    config = run_config.to_config_dict() if run_config is not None else None  # execute_job takes a mapping
+    result = dg.execute_job(dg.reconstructable(fn), instance=instance, run_config=config, tags={PARTITION_TAG: partition})
     return instance, result
 
 
@@ -288,7 +310,8 @@ def test_dagster_checks_job_runs_checks_alone(demo_db, tmp_path, dry_run):
         assert result.get_asset_materialization_events() == []
         checks = result.get_asset_check_evaluations()
         assert len(checks) > 5
-        assert instance.get_run_by_id(result.run_id).tags["compliance_sync/mode"] == "dry_run"
+        assert instance.get_run_by_id(result.run_id).tags[MODE_TAG] == "dry_run"
+        assert {c.description.split(":")[0] for c in checks} == {"FY2025"}
     assert snapshot(demo_db) == before
     assert count(demo_db, "SELECT count(*) FROM compliance_sync_runs") == 0
 
@@ -305,8 +328,8 @@ def test_multiprocess_executor(demo_db, tmp_path):
         with dg.execute_job(
             dg.reconstructable(reconstructable_multiprocess_job),
             instance=instance,
-            run_config=_run_config(),
-            tags={"dagster/partition": "2025"},
+            run_config=_run_config().to_config_dict(),
+            tags={PARTITION_TAG: "2025"},
         ) as result:
             assert result.success
             assert {m.asset_key.to_user_string() for m in result.get_asset_materialization_events()} == set(TARGET_NAMES)
@@ -371,7 +394,10 @@ def test_schedule_current_fy_and_previous_in_grace(monkeypatch):
     ctx = dg.build_schedule_context(scheduled_execution_time=dt.datetime(2025, 7, 3, 6, 0, tzinfo=sydney), repository_def=repo)
     requests = list(schedule.evaluate_tick(ctx).run_requests)
     assert [r.partition_key for r in requests] == ["2026", "2025"]
-    assert requests[0].run_config["ops"]["compliance_sync"]["config"]["as_of"] == "2025-07-03"
+    assert [r.run_config["ops"][OP_NAME]["config"]["as_of"] for r in requests] == ["2025-07-03", "2025-07-03"]
+    # the tag is the as_of each run computes with: FY2025 ended on 2025-06-30
+    assert [r.tags[AS_OF_TAG] for r in requests] == ["2025-07-03", "2025-06-30"]
+    assert {r.tags[TRIGGER_TAG] for r in requests} == {"schedule"}
     ctx = dg.build_schedule_context(scheduled_execution_time=dt.datetime(2025, 9, 1, 6, 0, tzinfo=sydney), repository_def=repo)
     assert [r.partition_key for r in schedule.evaluate_tick(ctx).run_requests] == ["2026"]
 

@@ -112,10 +112,9 @@ def test_first_fy_after_the_partitions_names_the_setting_not_the_year(no_db, cap
 def test_a_setting_that_shapes_the_definitions_stops_the_code_location_with_one_line(no_db, monkeypatch, var, value):
     import compliance_sync.definitions as definitions
 
-    monkeypatch.setattr(definitions, "_loaded", {})
     monkeypatch.setenv(var, value)
     with pytest.raises(definitions.SettingsLoadError) as err:
-        definitions.defs  # noqa: B018 - the code location loading
+        definitions.defs()  # the code location loading, as Dagster calls it
     message = str(err.value)
     assert var in message and "\n" not in message and "Traceback" not in message
 
@@ -138,15 +137,16 @@ CRON_ATOMS = ["*", "*/5", "*/59", "*/0", "0", "5", "6", "7", "12", "13", "23", "
 @given(st.lists(st.sampled_from(CRON_ATOMS), min_size=4, max_size=6))
 @settings(max_examples=300, deadline=None)
 def test_the_settings_accept_a_cron_schedule_exactly_when_dagster_does(fields):
-    from dagster._utils.schedules import is_valid_cron_string
+    import dagster as dg
 
     from compliance_sync.config.settings import validate_cron
     from compliance_sync.errors import SettingsError
 
     text = " ".join(fields)
     try:
-        dagster_says = is_valid_cron_string(text)
-    except Exception:
+        dg.ScheduleDefinition(name="probe", cron_schedule=text, job_name="probe")
+        dagster_says = True
+    except dg.DagsterInvalidDefinitionError:
         dagster_says = False
     try:
         validate_cron(text)
@@ -633,8 +633,12 @@ def dagster_job():
     return build_definitions().resolve_job_def(SYNC_JOB)
 
 
-def run_config(**config):
-    return {"ops": {"compliance_sync": {"config": {"as_of": AS_OF, **config}}}}
+def run_config(**config) -> dg.RunConfig:
+    """The run config as typed into a launchpad: ``as_of`` is text, possibly not a date."""
+    from compliance_sync.definitions.tags import OP_NAME
+    from compliance_sync.definitions.targets import SyncConfig
+
+    return dg.RunConfig(ops={OP_NAME: SyncConfig(**{"as_of": AS_OF, **config})})
 
 
 def dagster_failure(*names: str, **config) -> dg.Failure:
@@ -651,8 +655,10 @@ def dagster_failure(*names: str, **config) -> dg.Failure:
 
 def test_dagster_missing_column_fails_naming_it(world):
     execute(world, "ALTER TABLE segmentation_tiers DROP COLUMN tier_name")
+    from compliance_sync.definitions.tags import SUMMARY
+
     failure = dagster_failure("segmentation_tiers.tier_name is missing")
-    assert failure.metadata["compliance_sync/summary"].value["exit_code"] == 3
+    assert failure.metadata[SUMMARY].value["exit_code"] == 3
     assert target_counts(world) == dict.fromkeys(target_counts(world), 0)
 
 

@@ -10,6 +10,7 @@ or any file Dagster wrote.
 
 from __future__ import annotations
 
+import datetime as dt
 import pathlib
 import traceback
 from urllib.parse import quote, quote_plus
@@ -144,9 +145,8 @@ def files_text(home: pathlib.Path) -> str:
 
 
 def test_dagster_records_never_hold_the_secret(world, capsys, monkeypatch, tmp_path):
-    from dagster._serdes import serialize_value
-
     from compliance_sync.definitions import SYNC_JOB, build_definitions
+    from compliance_sync.definitions.targets import sync_run_config
 
     home = dagster_home(tmp_path / "dagster_home")
     monkeypatch.setenv("DAGSTER_HOME", str(home))
@@ -169,16 +169,16 @@ def test_dagster_records_never_hold_the_secret(world, capsys, monkeypatch, tmp_p
     job = build_definitions().resolve_job_def(SYNC_JOB)
     with dg.DagsterInstance.get() as instance:
         with pytest.raises(dg.Failure) as err:
-            job.execute_in_process(run_config={"ops": {"compliance_sync": {"config": {"as_of": AS_OF}}}}, instance=instance, partition_key="2025")
+            job.execute_in_process(run_config=sync_run_config(as_of=dt.date.fromisoformat(AS_OF)), instance=instance, partition_key="2025")
         seen.append("".join(traceback.format_exception(err.value)) + repr(err.value.metadata))
         runs = instance.get_runs()
         assert len(runs) == 4
         for run in runs:
-            seen.append(serialize_value(run))
+            seen.append(repr(run))
             seen.append(repr(run.run_config) + repr(run.tags))
-            for record in instance.all_logs(run.run_id):
-                seen.append(serialize_value(record))
-                seen.append(str(record.user_message))
+            for record in instance.get_records_for_run(run.run_id).records:
+                seen.append(repr(record))  # the entry with its Dagster event, metadata included
+                seen.append(str(record.event_log_entry.user_message))
     seen.append(files_text(home))
     seen.append(ledger_text(world))
     text = "\n".join(seen)

@@ -1,8 +1,11 @@
-"""The Dagster code location (``compliance_sync.definitions``): source specs, the four-target writer and
-its checks, jobs, the schedule, the sensors and the resource; one in-process executor (the job is one step).
+"""The Dagster code location (``compliance_sync.definitions``, attribute ``defs``): source specs, the
+four-target writer and its checks, jobs, the schedule, the sensors and the resource; one in-process executor
+(the job is one step).
 
-Partitions, the schedule, freshness and the sensors are shaped by settings read when the location loads: a
-bad one makes the location fail to load with a one-line message naming it.
+``defs`` is a ``@dg.definitions`` function: Dagster (``dagster dev``, ``dg``) calls it when it loads the
+location, not when a submodule is imported, so the command line imports the wiring and validates settings
+itself. Partitions, the schedule, freshness and the sensors' status and interval are shaped by settings read
+then: a bad one makes the location fail to load with a one-line message naming it.
 """
 
 from __future__ import annotations
@@ -13,7 +16,7 @@ from compliance_sync.config.logs import route_warnings
 from compliance_sync.config.settings import Settings, load_settings
 from compliance_sync.definitions.jobs import CHECKS_JOB, DRY_RUN_JOB, SYNC_JOB, build_jobs
 from compliance_sync.definitions.partitions import fiscal_year_partitions
-from compliance_sync.definitions.resources import ComplianceSyncResource
+from compliance_sync.definitions.resources import RESOURCE_KEY, ComplianceSyncResource, SyncSource
 from compliance_sync.definitions.schedules import build_schedule
 from compliance_sync.definitions.sensors import build_change_sensor, build_failure_alert
 from compliance_sync.definitions.sources import source_specs
@@ -21,7 +24,9 @@ from compliance_sync.definitions.targets import build_targets_asset
 from compliance_sync.errors import SettingsError
 
 
-def build_definitions(settings: Settings | None = None, resources: dict | None = None) -> dg.Definitions:
+def build_definitions(settings: Settings | None = None, sync: SyncSource | None = None) -> dg.Definitions:
+    """The definitions for ``settings`` (default: read now); ``sync`` replaces the resource, e.g. a
+    :class:`~compliance_sync.definitions.resources.FixedSync` holding a backend."""
     settings = settings or load_settings()
     partitions = fiscal_year_partitions(settings)
     targets = build_targets_asset(partitions, settings.freshness_hours)
@@ -32,7 +37,7 @@ def build_definitions(settings: Settings | None = None, resources: dict | None =
         jobs=jobs,
         schedules=[build_schedule(sync_job, settings, partitions)],
         sensors=[build_failure_alert(settings), build_change_sensor(settings, sync_job, partitions.get_partition_keys())],
-        resources={"compliance_sync": ComplianceSyncResource()} | (resources or {}),
+        resources={RESOURCE_KEY: sync if sync is not None else ComplianceSyncResource()},
         executor=dg.in_process_executor,
     )
 
@@ -41,24 +46,14 @@ class SettingsLoadError(Exception):
     """A setting that shapes the definitions is wrong: the code location does not load."""
 
 
-_loaded: dict[str, dg.Definitions] = {}
+@dg.definitions
+def defs() -> dg.Definitions:
+    """The code location as ``dagster dev -w workspace.yaml`` and ``dg`` load it."""
+    route_warnings()
+    try:
+        return build_definitions()
+    except SettingsError as exc:
+        raise SettingsLoadError(str(exc)) from None
 
 
-def __getattr__(name: str) -> dg.Definitions:
-    """``defs`` is built on first access (PEP 562), not when a submodule is imported: the command line
-    imports the wiring and validates settings itself before anything reads the environment."""
-    if name != "defs":
-        raise AttributeError(name)
-    if "defs" not in _loaded:
-        route_warnings()
-        try:
-            _loaded["defs"] = build_definitions()
-        except SettingsError as exc:
-            raise SettingsLoadError(str(exc)) from None
-    return _loaded["defs"]
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | {"defs"})
-
-__all__ = ["CHECKS_JOB", "DRY_RUN_JOB", "SYNC_JOB", "build_definitions", "defs"]
+__all__ = ["CHECKS_JOB", "DRY_RUN_JOB", "SYNC_JOB", "SettingsLoadError", "build_definitions", "defs"]

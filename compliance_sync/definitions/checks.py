@@ -19,6 +19,8 @@ GUARD_DESCRIPTION = (
     "a target key without its unique index)"
 )
 PER_TARGET = DIFF_WARNINGS  # warnings counted per target by the diff
+# The Checks tab lists each check once, with the latest execution of whichever FY ran last.
+PER_FY = " Per fiscal year: a list of checks shows the latest run of any FY; read one FY's result in that FY's partition of the check."
 
 # target -> (warning codes, invariant codes)
 CHECKS_BY_TARGET: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
@@ -55,10 +57,10 @@ def check_specs(partitions_def: dg.PartitionsDefinition) -> list[dg.AssetCheckSp
         warnings.simplefilter("ignore", dg.PreviewWarning)
         for target, (warns, errors) in CHECKS_BY_TARGET.items():
             for code in warns:
-                specs.append(dg.AssetCheckSpec(str(code), asset=target, description=f"WARN: {WARNINGS[code]}", partitions_def=partitions_def))
+                specs.append(dg.AssetCheckSpec(str(code), asset=target, description=f"WARN: {WARNINGS[code]}.{PER_FY}", partitions_def=partitions_def))
             for code in errors:
                 text = GUARD_DESCRIPTION if code == GUARDS else INVARIANTS[code]
-                specs.append(dg.AssetCheckSpec(code, asset=target, description=f"ERROR: {text}", blocking=True, partitions_def=partitions_def))
+                specs.append(dg.AssetCheckSpec(code, asset=target, description=f"ERROR: {text}.{PER_FY}", blocking=True, partitions_def=partitions_def))
     return specs
 
 
@@ -85,7 +87,7 @@ def result(target: str, finding: Finding, partition: str) -> dg.AssetCheckResult
         check_name=finding.code,
         passed=finding.count == 0,
         severity=dg.AssetCheckSeverity.ERROR if finding.severity == Severity.ERROR else dg.AssetCheckSeverity.WARN,
-        description=finding.description,
+        description=f"FY{partition}: {finding.description}",
         metadata=metadata,
     )
 

@@ -8,6 +8,7 @@ from typing import Any
 
 import dagster as dg
 
+from compliance_sync.definitions.tags import SUMMARY
 from compliance_sync.domain.tables import (
     APAC,
     BUSINESS_UNIT,
@@ -24,7 +25,6 @@ from compliance_sync.domain.tables import (
 from compliance_sync.service import diff_text as report
 from compliance_sync.service.sync import Mode, Outcome
 
-SUMMARY = "compliance_sync/summary"  # the run's summary JSON, which the command line reads back
 PG_TYPES = {UUID: "uuid", INT: "integer", NUMERIC: "numeric", DATE: "date", JSONB: "jsonb", TIMESTAMPTZ: "timestamptz"}
 PREVIEW_ROWS = 10
 PREVIEW_COLUMNS = {
@@ -72,6 +72,8 @@ def common(name: str, outcome: Outcome) -> dict[str, Any]:
     return {
         "fiscal_year": dg.MetadataValue.text(outcome.fy.key),
         "window": dg.MetadataValue.text(f"{outcome.fy.start} … {outcome.fy.end}"),
+        # the as_of the run computed with (the reference date clamped to the FY's last day): a run launched
+        # from the UI carries only the tags it was launched with
         "as_of": dg.MetadataValue.text(outcome.as_of.isoformat()),
         "backend": dg.MetadataValue.text(outcome.backend),
         "changes": dg.MetadataValue.json(t.counts()),

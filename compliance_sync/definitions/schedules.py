@@ -1,6 +1,7 @@
 """The daily schedule (SPEC §7): the current FY, plus the previous FY during the first weeks of a new one.
 
-Each run's config carries the tick's local date as ``as_of``, so a re-executed run reproduces its numbers.
+Each run's config carries the tick's local date as ``as_of``, so a re-executed run reproduces its numbers;
+its tag ``compliance_sync/as_of`` is the as_of the run computes with (that date clamped to the FY's last day).
 """
 
 from __future__ import annotations
@@ -10,8 +11,9 @@ import datetime as dt
 import dagster as dg
 
 from compliance_sync.config.settings import Settings
-from compliance_sync.definitions.targets import OP_NAME
-from compliance_sync.domain.fiscal import fiscal_year_of
+from compliance_sync.definitions.tags import run_tags
+from compliance_sync.definitions.targets import sync_run_config
+from compliance_sync.domain.fiscal import FiscalYear, fiscal_year_of
 from compliance_sync.errors import SettingsError
 
 SCHEDULE_NAME = "compliance_sync_daily"
@@ -24,17 +26,21 @@ def scheduled_years(local_date: dt.date, settings: Settings, partition_keys: lis
     return [str(y) for y in years if str(y) in partition_keys]
 
 
-def run_request(key: str, local_date: dt.date, trigger: str, run_key: str) -> dg.RunRequest:
+def run_request(key: str, local_date: dt.date, trigger: str, run_key: str, fy_start_month: int) -> dg.RunRequest:
+    """A run of the FY ``key`` as of ``local_date``, tagged with the as_of it computes with."""
     return dg.RunRequest(
         run_key=run_key,
         partition_key=key,
-        run_config={"ops": {OP_NAME: {"config": {"as_of": local_date.isoformat()}}}},
-        tags={"compliance_sync/as_of": local_date.isoformat(), "compliance_sync/trigger": trigger},
+        run_config=sync_run_config(as_of=local_date),
+        tags=run_tags(trigger, FiscalYear(int(key), fy_start_month).as_of(local_date)),
     )
 
 
 def tick_requests(local_date: dt.date, settings: Settings, partition_keys: list[str]) -> list[dg.RunRequest]:
-    return [run_request(key, local_date, "schedule", f"fy{key}-{local_date.isoformat()}") for key in scheduled_years(local_date, settings, partition_keys)]
+    return [
+        run_request(key, local_date, "schedule", f"fy{key}-{local_date.isoformat()}", settings.fy_start_month)
+        for key in scheduled_years(local_date, settings, partition_keys)
+    ]
 
 
 def build_schedule(job: dg.UnresolvedAssetJobDefinition, settings: Settings, partitions_def: dg.StaticPartitionsDefinition) -> dg.ScheduleDefinition:

@@ -1,16 +1,15 @@
 """The four planning targets as one multi-asset: its single step runs :func:`compliance_sync.service.sync.run_fiscal_year`
 for the partition's fiscal year and translates the outcome into Dagster events.
 
-Whatever a user selects (one target, several, or only checks), the step writes the four targets together
+Whatever a user selects (one target, several, or only checks), a live run writes the four targets together
 in one transaction and records all four as materialised for the FY (unselected ones through
 ``log_event``); a selection of checks alone runs as a dry run of those checks. Run config:
 ``ops.compliance_sync.config`` with ``dry_run``, ``as_of`` (YYYY-MM-DD, default today in the configured
 timezone), ``allow_mass_prune`` and ``diff_limit``.
 
 Dry or live: a run is a dry run when its config says ``dry_run: true``, when it selects checks only, or
-when it carries the tag ``compliance_sync/mode: dry_run`` (the dry-run and checks jobs set it; so
-``dry_run: false`` edited into their launchpad cannot make them write). Every dry run carries that tag:
-the step adds it when the run was launched without it.
+when it carries the tag ``compliance_sync/mode: dry_run`` (the dry-run and checks jobs, and every dry run
+the command line launches, set it; so ``dry_run: false`` edited into their launchpad cannot make them write).
 """
 
 import datetime as dt
@@ -20,26 +19,51 @@ from typing import Any
 import dagster as dg
 
 from compliance_sync.definitions import checks, metadata, sources
+from compliance_sync.definitions.resources import SyncResource
+from compliance_sync.definitions.tags import DRY_RUN, MODE_TAG, OP_NAME
 from compliance_sync.domain.fiscal import FiscalYear
 from compliance_sync.domain.tables import APAC, BUSINESS_UNIT, REQUIREMENTS, SOURCES, TARGETS, TERRITORY
 from compliance_sync.errors import SettingsError, SyncError
 from compliance_sync.service.sync import Mode, Outcome, RunOptions, parse_as_of, run_fiscal_year
 
-OP_NAME = "compliance_sync"  # public: run config lives at ops.compliance_sync.config
-MODE_TAG = "compliance_sync/mode"
 DEPENDENCIES = {
     REQUIREMENTS: [s.name for s in SOURCES if s.name != "territory_strategies"],
     TERRITORY: [REQUIREMENTS, "territory_strategies"],
     BUSINESS_UNIT: [TERRITORY],
     APAC: [BUSINESS_UNIT],
 }
+STEP_DESCRIPTION = (
+    "Computes one fiscal year of compliance from the segmentation tables and reports its checks. Writes the four "
+    "planning tables only in a live run (compliance_sync_job, or Materialize on a target); in "
+    "compliance_sync_dry_run_job, compliance_checks_job and any run tagged compliance_sync/mode: dry_run it "
+    "reads only and writes nothing."
+)
 
 
 class SyncConfig(dg.Config):
-    dry_run: bool = False
+    """``dry_run`` unset: the job decides (compliance_sync_job writes; the dry-run and checks jobs never do)."""
+
+    dry_run: bool | None = None
     as_of: str | None = None
     allow_mass_prune: bool = False
     diff_limit: int = 50
+
+
+def sync_run_config(
+    as_of: dt.date | None = None,
+    dry_run: bool | None = None,
+    allow_mass_prune: bool = False,
+    diff_limit: int = 50,
+    loggers: dict[str, Any] | None = None,
+) -> dg.RunConfig:
+    """The run config of one FY's run, at ``ops.compliance_sync.config``."""
+    config = SyncConfig(
+        dry_run=dry_run,
+        as_of=as_of.isoformat() if as_of else None,
+        allow_mass_prune=allow_mass_prune,
+        diff_limit=diff_limit,
+    )
+    return dg.RunConfig(ops={OP_NAME: config}, loggers=loggers)
 
 
 def target_specs(partitions_def: dg.PartitionsDefinition, freshness_hours: float) -> list[dg.AssetSpec]:
@@ -67,11 +91,12 @@ def build_targets_asset(partitions_def: dg.PartitionsDefinition, freshness_hours
         specs=target_specs(partitions_def, freshness_hours),
         check_specs=checks.check_specs(partitions_def),
         can_subset=True,
-        required_resource_keys={"compliance_sync"},
-        description="Sync one fiscal year of compliance from the segmentation tables into the four planning tables.",
+        description=STEP_DESCRIPTION,
     )
-    def compliance_sync_targets(context: dg.AssetExecutionContext, config: SyncConfig) -> Iterator[Any]:
-        yield from run_step(context, config)
+    def compliance_sync_targets(
+        context: dg.AssetExecutionContext, config: SyncConfig, compliance_sync: SyncResource
+    ) -> Iterator[Any]:
+        yield from run_step(context, config, compliance_sync)
 
     return compliance_sync_targets
 
@@ -105,13 +130,12 @@ def _partition_key(context: dg.AssetExecutionContext) -> str:
 
 def run_mode(context: dg.AssetExecutionContext, config: SyncConfig) -> Mode:
     """Dry when the config says so, when only checks are selected, or when the run is tagged dry_run."""
-    dry = config.dry_run or not context.selected_asset_keys or context.run.tags.get(MODE_TAG) == Mode.DRY_RUN.value
+    dry = bool(config.dry_run) or not context.selected_asset_keys or context.run.tags.get(MODE_TAG) == DRY_RUN
     return Mode.DRY_RUN if dry else Mode.LIVE
 
 
-def _prepare(context: dg.AssetExecutionContext, config: SyncConfig, mode: Mode) -> tuple:
+def _prepare(context: dg.AssetExecutionContext, config: SyncConfig, mode: Mode, sync: SyncResource) -> tuple:
     key = _partition_key(context)
-    sync = context.resources.compliance_sync
     settings = sync.settings()
     fy = FiscalYear(int(key), settings.fy_start_month)
     as_of = fy.as_of(parse_as_of(config.as_of, "run config as_of") or settings.today())
@@ -120,13 +144,11 @@ def _prepare(context: dg.AssetExecutionContext, config: SyncConfig, mode: Mode) 
     return backend, settings, bu_map, Outcome(fy, as_of, mode, backend.name.value, context.run.run_id)
 
 
-def run_step(context: dg.AssetExecutionContext, config: SyncConfig) -> Iterator[Any]:
+def run_step(context: dg.AssetExecutionContext, config: SyncConfig, sync: SyncResource) -> Iterator[Any]:
     selected = {k.to_user_string() for k in context.selected_asset_keys}
     mode = run_mode(context, config)
-    if mode == Mode.DRY_RUN and context.run.tags.get(MODE_TAG) != Mode.DRY_RUN.value:
-        context.instance.add_run_tags(context.run.run_id, {MODE_TAG: Mode.DRY_RUN.value})
     try:
-        backend, settings, bu_map, outcome = _prepare(context, config, mode)
+        backend, settings, bu_map, outcome = _prepare(context, config, mode, sync)
     except SyncError as exc:  # settings and the like: before any outcome exists
         context.log.error(str(exc))
         raise _fail(str(exc)) from None

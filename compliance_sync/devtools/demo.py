@@ -102,6 +102,13 @@ class DemoSettings:
     segmentation_from: dt.date = dt.date(2023, 1, 1)
 
 
+# `demo --ui` runs the change sensor at a short interval so an edit of the demo data syncs within a minute
+CHANGE_SENSOR_INTERVAL_S = 30
+UI_SENSOR_ENV = {"COMPLIANCE_SYNC_CHANGE_SENSOR": "true", "COMPLIANCE_SYNC_CHANGE_SENSOR_INTERVAL": str(CHANGE_SENSOR_INTERVAL_S)}
+UI_SENSOR_NOTE = (
+    f"the change sensor (compliance_sync_on_change) looks at the sources every {CHANGE_SENSOR_INTERVAL_S} s: its first "
+    "tick records a baseline (no run); after that, an edit of a watched fiscal year's sources requests a run of that year"
+)
 DEMO_DEFAULTS = DemoSettings()
 # The scale benchmark: 10,000 clients, 20,000 plans in FY2026 (60,000 over FY2024-2026 minus late
 # onboardings), ~2,000,000 events. See the module docstring for what events_scale does to the mix.

@@ -393,9 +393,12 @@ def demo(year: str, as_of: str | None, *, dry_run: bool, reset: bool, ui: bool, 
         print_report(summary)
         log.info("demo done in %.1f s", time.perf_counter() - started)
         if ui:
+            from compliance_sync.devtools.demo import UI_SENSOR_ENV, UI_SENSOR_NOTE
+
             log.info("the demo database, while the UI runs: %s (also in %s)", url, env_file)
-            return serve(home, {"SUPABASE_DB_URL": url, "COMPLIANCE_SYNC_BU_MAP": str(EXAMPLE_BU_MAP)}, port,
-                         " (the demo's run is under Runs; materialise another fiscal year from the asset graph)")
+            log.info(UI_SENSOR_NOTE)
+            env = {"SUPABASE_DB_URL": url, "COMPLIANCE_SYNC_BU_MAP": str(EXAMPLE_BU_MAP)} | UI_SENSOR_ENV
+            return serve(home, env, port, " (the demo's run is under Runs; materialise another fiscal year from the asset graph)")
         for line in next_steps(invoked_as(), fy.year):
             log.info(line)
         return code

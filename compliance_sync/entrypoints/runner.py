@@ -33,29 +33,40 @@ def failure_summary(message: str, code: int) -> dict[str, Any]:
     return {"status": "failed", "error": message, "exit_code": int(code)}
 
 
-def _summary_from_events(instance: Any, run_id: str) -> dict[str, Any] | None:
-    from compliance_sync.definitions.metadata import SUMMARY
+def _summary_of(metadata: Any) -> dict[str, Any] | None:
+    from compliance_sync.definitions.tags import SUMMARY
 
-    found = None
-    for record in instance.all_logs(run_id):
-        event = record.dagster_event
-        if event is None:
-            continue
-        data = event.event_specific_data
-        meta = None
-        if event.is_step_materialization or event.event_type_value == "ASSET_OBSERVATION":
-            meta = getattr(getattr(data, "materialization", None) or getattr(data, "asset_observation", None), "metadata", None)
-        elif event.is_step_failure:
-            meta = getattr(getattr(data, "user_failure_data", None), "metadata", None)
-        if meta and SUMMARY in meta:
-            found = meta[SUMMARY].value
-    return found
+    value = (metadata or {}).get(SUMMARY)
+    return value.value if value is not None else None
 
 
-def _failure_message(instance: Any, run_id: str) -> str:
-    for record in instance.all_logs(run_id):
-        event = record.dagster_event
-        if event is not None and event.is_step_failure and event.step_failure_data and event.step_failure_data.error:
+def _summary_of_result(result: Any) -> dict[str, Any] | None:
+    """The run's summary: on a step failure's metadata, else on the APAC target's materialisation (live) or
+    observation (dry run)."""
+    from compliance_sync.definitions.tags import OP_NAME
+
+    for event in result.get_step_failure_events():
+        failure = event.step_failure_data.user_failure_data
+        if failure is not None and (summary := _summary_of(failure.metadata)):
+            return summary
+    found = [_summary_of(m.metadata) for m in result.asset_materializations_for_node(OP_NAME)]
+    found += [_summary_of(e.asset_observation_data.asset_observation.metadata) for e in result.get_asset_observation_events()]
+    return next((s for s in found if s), None)
+
+
+def _summary_of_interrupted(instance: Any, run_id: str) -> dict[str, Any] | None:
+    """The summary an interrupted step recorded (``execute_in_process`` returned no result to read)."""
+    for record in reversed(instance.get_records_for_run(run_id).records):
+        entry = record.event_log_entry
+        found = entry.asset_observation or entry.asset_materialization
+        if found is not None and (summary := _summary_of(found.metadata)):
+            return summary
+    return None
+
+
+def _failure_message(result: Any) -> str:
+    for event in result.get_step_failure_events():
+        if event.step_failure_data.error is not None:
             return event.step_failure_data.error.message.strip().splitlines()[0]
     return "the run failed (see the Dagster event log)"
 
@@ -101,32 +112,39 @@ def run_in_dagster(settings: Settings, backend: Backend, request: RunRequest) ->
 
     from compliance_sync.definitions import SYNC_JOB, build_definitions
     from compliance_sync.definitions.resources import FixedSync
+    from compliance_sync.definitions.tags import run_tags
+    from compliance_sync.definitions.targets import sync_run_config
 
-    defs = build_definitions(settings, resources={"compliance_sync": FixedSync(settings, backend)})
+    defs = build_definitions(settings, sync=FixedSync(settings, backend))
     job = defs.resolve_job_def(SYNC_JOB)
-    run_config = {
-        "ops": {"compliance_sync": {"config": {
-            "dry_run": request.dry_run, "as_of": request.reference.isoformat(), "allow_mass_prune": request.allow_mass_prune, "diff_limit": request.diff_limit,
-        }}},
-        "loggers": {"console": {"config": {"log_level": "DEBUG" if request.verbose else "CRITICAL"}}},
-    }
-    tags = {"compliance_sync/trigger": request.trigger, "compliance_sync/as_of": request.reference.isoformat()} | ({"compliance_sync/mode": "dry_run"} if request.dry_run else {})
+    log_level = "DEBUG" if request.verbose else "CRITICAL"
+    run_config = sync_run_config(
+        as_of=request.reference,
+        dry_run=request.dry_run,
+        allow_mass_prune=request.allow_mass_prune,
+        diff_limit=request.diff_limit,
+        loggers={"console": {"config": {"log_level": log_level}}},
+    )
+    # the dry-run tag is set here, where the run is launched; as_of is the one the run computes with
+    tags = run_tags(request.trigger, request.fy.as_of(request.reference), request.dry_run)
     run_id = str(uuid.uuid4())
     if request.dagster_home is not None:
         os.environ["DAGSTER_HOME"] = str(request.dagster_home)  # Dagster's own way to name an instance
     instance = dg.DagsterInstance.get()
     with instance:
         try:
-            result = job.execute_in_process(run_config=run_config, instance=instance, partition_key=request.fy.key, raise_on_error=False, tags=tags, run_id=run_id)
+            result = job.execute_in_process(
+                run_config=run_config, instance=instance, partition_key=request.fy.key, raise_on_error=False, tags=tags, run_id=run_id
+            )
         except KeyboardInterrupt:
-            summary = _summary_from_events(instance, run_id) or failure_summary("interrupted: nothing written (none of it)", ExitCode.INTERRUPTED)
+            summary = _summary_of_interrupted(instance, run_id) or failure_summary("interrupted: nothing written (none of it)", ExitCode.INTERRUPTED)
             summary["exit_code"] = int(ExitCode.INTERRUPTED)
             return summary, ExitCode.INTERRUPTED
-        summary = _summary_from_events(instance, run_id)
+        summary = _summary_of_result(result)
         if summary is None:
-            return failure_summary(_failure_message(instance, run_id), ExitCode.UNEXPECTED), ExitCode.UNEXPECTED
+            return failure_summary(_failure_message(result), ExitCode.UNEXPECTED), ExitCode.UNEXPECTED
         if not result.success and not summary.get("error"):
-            summary["error"], summary["exit_code"] = _failure_message(instance, run_id), int(ExitCode.UNEXPECTED)
+            summary["error"], summary["exit_code"] = _failure_message(result), int(ExitCode.UNEXPECTED)
     return summary, int(summary.get("exit_code", ExitCode.UNEXPECTED))
 
 
