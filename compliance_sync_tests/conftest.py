@@ -34,6 +34,16 @@ pytest.register_assert_rewrite("compliance_sync_tests.world", "compliance_sync_t
 DEFAULT_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
 
 
+@pytest.fixture(autouse=True)
+def _each_test_its_own_secrets():
+    """The secrets to mask are registered process-wide: each test forgets those it registered, so a key one test
+    made up (say, one containing "supabase") cannot mask words in a later test's messages."""
+    from compliance_sync.config import secrets
+
+    with secrets.isolated():
+        yield
+
+
 def _server_url() -> str:
     return os.environ.get("COMPLIANCE_SYNC_TEST_DATABASE_URL") or DEFAULT_URL
 

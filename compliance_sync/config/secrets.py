@@ -8,7 +8,9 @@ secret (a password cut in two by a URL parser, say) is masked. Masking too much 
 
 from __future__ import annotations
 
+import contextlib
 import threading
+from collections.abc import Iterator
 from urllib.parse import parse_qsl, quote, quote_plus, unquote, unquote_plus
 
 from psycopg.conninfo import conninfo_to_dict
@@ -26,6 +28,20 @@ PUBLIC_WORDS = (*KEY_PREFIXES, "SUPABASE_SERVICE_ROLE_KEY", "service_role")
 _lock = threading.Lock()
 _short: set[str] = set()  # secrets shorter than MIN_FRAGMENT: masked when they appear whole
 _grams: set[str] = set()  # every MIN_FRAGMENT-character window of every spelling of every secret
+
+
+@contextlib.contextmanager
+def isolated() -> Iterator[None]:
+    """Secrets registered inside are forgotten on exit; those registered before stay (a test suite runs many
+    configurations in one process, and one test's secret must not mask words in the next test's messages)."""
+    with _lock:
+        saved = set(_short), set(_grams)
+    try:
+        yield
+    finally:
+        with _lock:
+            _short.clear(), _grams.clear()
+            _short.update(saved[0]), _grams.update(saved[1])
 
 
 def _spellings(secret: str) -> set[str]:

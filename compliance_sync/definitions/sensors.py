@@ -81,7 +81,7 @@ def build_failure_alert(settings: Settings) -> dg.RunStatusSensorDefinition:
         "when a run of this code location fails.",
     )
     def compliance_sync_failure_alert(context: dg.RunFailureSensorContext, compliance_sync: SyncResource):
-        now = compliance_sync.config.settings()
+        now = compliance_sync.settings()
         if not now.alert_webhook:
             return dg.SkipReason("COMPLIANCE_SYNC_ALERT_WEBHOOK is not set")
         run = context.dagster_run
@@ -108,7 +108,7 @@ def build_change_sensor(settings: Settings, job: dg.UnresolvedAssetJobDefinition
         "(a fingerprint of the FY's rows; run key per FY, fingerprint and date).",
     )
     def compliance_sync_on_change(context: dg.SensorEvaluationContext, compliance_sync: SyncResource):
-        now_settings = compliance_sync.config.settings()
+        now_settings = compliance_sync.settings()
         today = now_settings.today()
         seen = json.loads(context.cursor) if context.cursor else {}
         backend = compliance_sync.backend(now_settings)
