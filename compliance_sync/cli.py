@@ -5,6 +5,7 @@
     compliance-sync demo-data [--clients N] [--plans-per-client K] [--events-scale X] [--seed S] [--force]
     compliance-sync demo [--year 2025] [--as-of DATE] [--dry-run] [--reset] [--ui] [--port N]
     compliance-sync ui [--port N]
+    compliance-sync report --year N [--as-of DATE] [--out FILE.html|.xlsx|.csv] [--json]
 
 One argparse parser with subcommands (the sync is the default, so the old flags keep working). Exit codes
 (SPEC §7): 0 success, 2 usage or settings, 3 stopped by the data or the database's state, 4 cannot reach or
@@ -72,6 +73,12 @@ def parser() -> argparse.ArgumentParser:
 
     u = sub.add_parser("ui", help="start the Dagster UI and daemon (dagster dev) for the configured database until Ctrl-C")
     u.add_argument("--port", type=int, default=3000)
+
+    r = sub.add_parser("report", help="one fiscal year on one page (HTML), as a workbook (.xlsx) or the clients below compliance (.csv); read-only")
+    r.add_argument("--year", default=argparse.SUPPRESS, help="fiscal year, e.g. 2026 (default: the FY containing today)")
+    r.add_argument("--as-of", default=argparse.SUPPRESS, help="reference date YYYY-MM-DD (default: today in COMPLIANCE_SYNC_TIMEZONE)")
+    r.add_argument("--out", default=None, help="the file to write, by extension: .html (default compliance_report_FY<N>.html here), .xlsx or .csv")
+    r.add_argument("--json", action="store_true", default=argparse.SUPPRESS, help="print one JSON object on stdout (logs go to stderr)")
     return p
 
 
@@ -92,6 +99,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return migrate(args)
         if args.command == "demo-data":
             return demo_data(args)
+        if args.command == "report":
+            return report(args)
         if args.command in ("demo", "ui"):
             from compliance_sync import launch
 
@@ -152,6 +161,38 @@ def sync(args: argparse.Namespace) -> int:
     if args.json:
         print_json(summary)
     return code
+
+
+def report(args: argparse.Namespace) -> int:
+    """Compute the FY as a dry run does (nothing written, no ledger row) and write its report."""
+    from compliance_sync.backends import choose_backend
+    from compliance_sync.settings import load_settings
+    from compliance_sync.sync import current_year, parse_as_of, parse_year
+
+    settings = load_settings()
+    backend = choose_backend(settings)
+    settings.bu_map()
+    today = settings.today()
+    fy = parse_year(args.year if args.year is not None else current_year(settings), settings, today)
+    reference = parse_as_of(args.as_of) or today
+    from compliance_sync.fy_report import output, service
+
+    out = output.check_out(args.out if args.out is not None else service.default_name(fy))
+    log.info("report %s, as_of %s, backend %s at %s (read-only)", fy.describe(), fy.as_of(reference), backend.name.value, backend.describe())
+    made = service.produce(settings, backend, fy, reference)
+    t = settings.thresholds
+    path = output.write_report(made.tables, out, (float(t.at_risk_from), float(t.compliant_from)))
+    log.info("report written to %s (APAC %s %%, %d of %d clients below compliance)", path, made.tables.apac, made.tables.below, made.tables.clients)
+    if args.json:
+        from compliance_sync.runner import print_json
+
+        apac = made.tables.apac
+        print_json({
+            "status": "written", "path": str(path), "fiscal_year": fy.year, "as_of": made.tables.as_of.isoformat(),
+            "apac_compliance": None if apac is None else format(apac, "f"), "below_compliance_accounts": made.tables.below,
+            "warnings": made.warnings, "error": None, "exit_code": 0,
+        })
+    return 0
 
 
 def _database_url() -> str:

@@ -50,7 +50,7 @@ from compliance_sync.facts import (
     UndatedEvent,
 )
 from compliance_sync.fiscal import FiscalYear
-from compliance_sync.ledger import LedgerRow
+from compliance_sync.ledger import NO_LEDGER, LedgerRow, LedgerRuns, readable_columns
 from compliance_sync.logs import Progress
 from compliance_sync.redact import describe_dsn, redact, register_dsn
 from compliance_sync.settings import BackendKind
@@ -230,6 +230,22 @@ class PostgresBackend:
             yield sess
         finally:
             sess.close()
+
+    def ledger_runs(self, fy: FiscalYear, limit: int = 5) -> LedgerRuns:
+        """The FY's latest succeeded live runs in the ledger, newest first: one SELECT, no lock, no write."""
+        try:
+            with connect(self._dsn) as conn:
+                found = catalog.relations(conn, [LEDGER_TABLE], self.schema).get(LEDGER_TABLE)
+                if found is None:
+                    return LedgerRuns([], NO_LEDGER)
+                columns, warning = readable_columns(found.columns)
+                cur = conn.execute(sql.SQL(
+                    "SELECT {cols} FROM {t} WHERE fiscal_year = %s AND status = 'succeeded' AND mode = 'live' "
+                    "ORDER BY started_at DESC LIMIT %s"
+                ).format(cols=sql.SQL(", ").join(map(sql.Identifier, columns)), t=sql.Identifier(self.schema, LEDGER_TABLE)), (fy.year, limit))
+                return LedgerRuns([dict(zip(columns, row)) for row in cur.fetchall()], warning)
+        except psycopg.Error as exc:
+            raise translate(exc, f"reading {LEDGER_TABLE}", self.where) from None
 
     def fingerprint(self, fy: FiscalYear) -> str:
         """A hash over the FY's rows of every source (order-independent sums of row hashes, and counts)."""

@@ -1,5 +1,6 @@
 """The Dagster code location (``compliance_sync.definitions``): source specs, the four-target writer and
-its checks, jobs, the schedule, the sensors and the resource; one in-process executor (the job is one step).
+its checks, the per-FY report, jobs, the schedule, the sensors and the resource; one in-process executor
+(the job is one step).
 
 Partitions, the schedule, freshness and the sensors are shaped by settings read when the location loads: a
 bad one makes the location fail to load with a one-line message naming it.
@@ -9,6 +10,7 @@ from __future__ import annotations
 
 import dagster as dg
 
+from compliance_sync.definitions.fy_report import build_report_asset, build_report_sensor
 from compliance_sync.definitions.jobs import CHECKS_JOB, DRY_RUN_JOB, SYNC_JOB, build_jobs
 from compliance_sync.definitions.partitions import fiscal_year_partitions
 from compliance_sync.definitions.resources import ComplianceSyncResource
@@ -27,11 +29,16 @@ def build_definitions(settings: Settings | None = None, resources: dict | None =
     targets = build_targets_asset(partitions, settings.freshness_hours)
     jobs = build_jobs(targets, partitions)
     sync_job = jobs[0]
+    report = build_report_asset(partitions)
     return dg.Definitions(
-        assets=[*source_specs(), targets],
+        assets=[*source_specs(), targets, report],
         jobs=jobs,
         schedules=[build_schedule(sync_job, settings, partitions)],
-        sensors=[build_failure_alert(settings), build_change_sensor(settings, sync_job, partitions.get_partition_keys())],
+        sensors=[
+            build_failure_alert(settings),
+            build_change_sensor(settings, sync_job, partitions.get_partition_keys()),
+            build_report_sensor(report),
+        ],
         resources={"compliance_sync": ComplianceSyncResource()} | (resources or {}),
         executor=dg.in_process_executor,
     )
