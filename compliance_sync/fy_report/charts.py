@@ -32,17 +32,16 @@ def _label(text: object) -> str:
 
 
 def _svg(fig, name: str) -> str:
-    """The figure as an ``<svg>`` element: no XML prolog, no date, ids salted per chart so that several charts
-    in one page never share an id."""
+    """The figure as an ``<svg>`` element: no XML prolog, no metadata, ids salted per chart so that several
+    charts in one page never share an id. ``name`` is one of this module's fixed chart names."""
     plt = _pyplot()
     buf = io.StringIO()
     with plt.rc_context({"svg.hashsalt": f"compliance-report-{name}", "svg.fonttype": "path"}):
         fig.savefig(buf, format="svg", bbox_inches="tight", metadata={"Date": None, "Creator": None})
     plt.close(fig)
     text = buf.getvalue()
-    start = text.index("<svg")
-    svg = text[start:]
-    return re.sub(r"<svg ", f'<svg role="img" aria-label="{name}" ', svg, count=1)
+    svg = re.sub(r"<metadata>.*?</metadata>\s*", "", text[text.index("<svg") :], count=1, flags=re.S)  # RDF, no drawing
+    return svg.replace("<svg ", f'<svg role="img" aria-label="{name}" ', 1)
 
 
 def _thresholds(ax, cuts: Sequence[float], horizontal: bool) -> None:
