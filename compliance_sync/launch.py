@@ -391,6 +391,7 @@ def demo(year: str, as_of: str | None, *, dry_run: bool, reset: bool, ui: bool, 
         backend = PostgresBackend(url, lock_timeout_s=settings.lock_timeout_s)
         summary, code = run(settings, backend, RunRequest(fy, reference, dry_run, diff_limit=10, trigger="demo", dagster_home=home))
         print_report(summary)
+        report = _demo_report(settings, backend, fy, reference) if code == 0 and not dry_run else None
         log.info("demo done in %.1f s", time.perf_counter() - started)
         if ui:
             log.info("the demo database, while the UI runs: %s (also in %s)", url, env_file)
@@ -402,6 +403,9 @@ def demo(year: str, as_of: str | None, *, dry_run: bool, reset: bool, ui: bool, 
             f"  {cmd} demo --ui          # the Dagster UI on this data (materialise a fiscal year, look at the checks)",
             f"  {cmd} demo --year 2026 --dry-run   # another fiscal year, as a dry run: the row-level diff",
             f"  {cmd} demo --reset       # start again from the demo data",
+            *([f"  open {report}   # FY{fy.year} on one page, from `{cmd} report --year {fy.year}`"] if report else []),
+            f"  {cmd} report --year {fy.year} --out fy{fy.year}.xlsx   # the report as a workbook (.html: the page, .csv: the clients "
+            "below compliance); on the demo data while `demo --ui` runs, with the variables of .compliance_sync/demo.env",
             "  your own Supabase project: README.md, 'Configuration' (SUPABASE_DB_URL, or the REST URL and service-role key)",
         ):
             log.info(line)
@@ -409,6 +413,21 @@ def demo(year: str, as_of: str | None, *, dry_run: bool, reset: bool, ui: bool, 
     finally:
         if lock is not None:
             lock.release()
+
+
+def _demo_report(settings: Settings, backend, fy, reference) -> pathlib.Path | None:
+    """The synced FY's report, where the ``compliance_report`` asset writes it (the demo's DAGSTER_HOME/reports)."""
+    from compliance_sync.fy_report import output, service
+
+    try:
+        made = service.produce(settings, backend, fy, reference, trigger="demo")
+        t = settings.thresholds
+        path = output.write_report(made.tables, service.report_dir(settings) / service.default_name(fy), (float(t.at_risk_from), float(t.compliant_from)))
+    except SyncError as exc:
+        log.warning("the report of FY%s was not written: %s", fy.year, exc)
+        return None
+    log.info("report of FY%s written to %s", fy.year, path)
+    return path
 
 
 # ---------------------------------------------------------------------------------------------- ui
