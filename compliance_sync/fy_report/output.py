@@ -31,13 +31,13 @@ TEMPLATE = """<!DOCTYPE html>
 <title>Compliance report FY{{ r.fiscal_year }}</title>
 <style>
 body { font: 14px/1.45 system-ui, -apple-system, "Segoe UI", Roboto, sans-serif; color: #222; margin: 0 auto;
-       max-width: 1100px; padding: 1.5em; }
+       max-width: 1280px; padding: 1.5em; }
 h1 { font-size: 1.6em; margin-bottom: 0.1em; } h2 { font-size: 1.2em; margin-top: 2em; border-bottom: 1px solid #ddd; }
 .muted { color: #666; } .headline { display: flex; gap: 2.5em; align-items: baseline; flex-wrap: wrap; margin: 1em 0; }
 .figure { font-size: 2.6em; font-weight: 600; } .up { color: #1e8449; } .down { color: #c0392b; }
 table { border-collapse: collapse; margin: 0.6em 0; font-size: 0.92em; } th, td { padding: 0.25em 0.7em; border-bottom: 1px solid #eee; }
 th { text-align: left; background: #f6f6f6; } td.num { text-align: right; font-variant-numeric: tabular-nums; }
-td { vertical-align: top; }
+td { vertical-align: top; } td.list { white-space: nowrap; font-size: 0.9em; }
 svg { max-width: 100%; height: auto; } .note { background: #fff8e1; padding: 0.5em 0.8em; border-left: 3px solid #f1c40f; }
 </style>
 </head>
@@ -48,7 +48,7 @@ svg { max-width: 100%; height: auto; } .note { background: #fff8e1; padding: 0.5
 <thead><tr>{% for c in frame.columns %}<th>{{ c }}</th>{% endfor %}</tr></thead>
 <tbody>
 {%- for row in frame.itertuples(index=False) %}
-<tr>{% for v in row %}<td{% if is_number(v) %} class="num"{% endif %}>
+<tr>{% for v in row %}<td{% if is_number(v) %} class="num"{% elif frame.columns[loop.index0] == "Missing events" %} class="list"{% endif %}>
 {%- if frame.columns[loop.index0] in lists and v %}{% for part in v.split("; ") %}{{ part }}{% if not loop.last %}<br>{% endif %}{% endfor %}
 {%- else %}{{ cell(v) }}{% endif %}</td>{% endfor %}</tr>
 {%- endfor %}
@@ -67,7 +67,7 @@ differ from these figures until the next sync (see "Targets").{% endif %}</p>
 <div><div class="muted">Change since the previous run</div>
 {%- if r.change is not none %}
 <div class="figure {{ 'up' if r.change > 0 else 'down' if r.change < 0 else '' }}" id="apac-change">{{ signed(r.change) }} pts</div>
-<div class="muted">from {{ cell(r.previous.figure) }} %, {{ r.previous.describe() }}</div>
+<div class="muted">from {{ cell(r.previous.figure) }} %, {{ r.previous.describe(r.generated_at.tzinfo) }}</div>
 {%- else %}
 <div class="figure muted" id="apac-change">{{ DASH }}</div><div class="muted">{{ r.ledger_note or "no earlier run in the ledger" }}</div>
 {%- endif %}</div>
@@ -94,7 +94,7 @@ differ from these figures until the next sync (see "Targets").{% endif %}</p>
 <h2>Pace</h2>
 <p class="muted">Per business unit: events due against events completed, cumulated per fiscal-year month up to as_of.</p>
 {{ charts.pace | safe if charts.pace else "" }}
-{{ table(r.pace, "pace") }}
+{{ table(pace, "pace") }}
 
 <h2>Data-quality warnings</h2>
 {{ table(r.warnings, "warnings") }}
@@ -124,6 +124,15 @@ def signed(value: decimal.Decimal) -> str:
     return f"+{value}" if value > 0 else str(value)
 
 
+def pace_wide(pace: pd.DataFrame) -> pd.DataFrame:
+    """The pace as the page shows it: per business unit, due and completed to date, one column per FY month."""
+    rows = []
+    for bu, part in pace.groupby("Business unit", sort=False):
+        for label, column in (("due to date", "Due to date"), ("completed to date", "Completed to date")):
+            rows.append({"Business unit": bu, "Events": label, **dict(zip(part["Month"], part[column].astype(int)))})
+    return pd.DataFrame(rows)
+
+
 def render_html(tables: ReportTables, cuts: Sequence[float] = (50, 80)) -> str:
     from compliance_sync.fy_report import charts
 
@@ -133,6 +142,7 @@ def render_html(tables: ReportTables, cuts: Sequence[float] = (50, 80)) -> str:
     return env.from_string(TEMPLATE).render(
         r=tables,
         below=below,
+        pace=pace_wide(tables.pace),
         charts={"bu": charts.compliance_by_bu(tables, cuts), "statuses": charts.statuses(tables), "pace": charts.pace(tables)},
         generated=tables.generated_at.strftime("%Y-%m-%d %H:%M %Z").strip(),
     )

@@ -74,7 +74,7 @@ def markdown_summary(tables: ReportTables) -> str:
     """A few lines for the Dagster UI: the APAC figure, its change, the BUs, the clients below compliance."""
     apac = "–" if tables.apac is None else f"{tables.apac} %"
     change = (
-        f"{'+' if tables.change > 0 else ''}{tables.change} pts since {tables.previous.describe()}"
+        f"{'+' if tables.change > 0 else ''}{tables.change} pts since {tables.previous.describe(tables.generated_at.tzinfo)}"
         if tables.change is not None and tables.previous is not None
         else tables.ledger_note or "no earlier run in the ledger"
     )

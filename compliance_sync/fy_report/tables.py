@@ -34,9 +34,13 @@ class Previous:
     finished_at: dt.datetime | None
     as_of: dt.date | None
 
-    def describe(self) -> str:
+    def describe(self, tz: dt.tzinfo | None = None) -> str:
         when = self.finished_at or self.as_of
-        stamp = when.strftime("%Y-%m-%d %H:%M UTC") if isinstance(when, dt.datetime) else str(when or "an earlier run")
+        if isinstance(when, dt.datetime):
+            when = when.astimezone(tz or dt.UTC) if when.tzinfo else when.replace(tzinfo=dt.UTC).astimezone(tz or dt.UTC)
+            stamp = when.strftime("%Y-%m-%d %H:%M %Z")
+        else:
+            stamp = str(when or "an earlier run")
         return f"the run of {stamp}" + (f" (as_of {self.as_of})" if self.as_of else "")
 
 
@@ -168,12 +172,10 @@ def status_table(comp: Computation) -> pd.DataFrame:
 
 
 def missing_events(c: Client) -> dict[str, tuple[int, int, int]]:
-    """Event type name -> (missing, completed, required) for each requirement the client is short of."""
-    return {
-        (r.event_type_name or r.event_type_id): (r.required - r.completed, r.completed, r.required)
-        for r in c.requirements
-        if r.completed < r.required
-    }
+    """Event type name -> (missing, completed, required) for each requirement the client is short of, the
+    largest gap first."""
+    short = [((r.event_type_name or r.event_type_id), (r.required - r.completed, r.completed, r.required)) for r in c.requirements if r.completed < r.required]
+    return dict(sorted(short, key=lambda item: (-item[1][0], item[0])))  # the largest gap first
 
 
 def below_table(comp: Computation) -> pd.DataFrame:
@@ -281,7 +283,7 @@ def build_tables(
         ("Clients", len(comp.clients)),
         ("Below compliance", apac_row["below_compliance_accounts"]),
         ("Previous APAC compliance %", previous.figure if previous else None),
-        ("Previous run", previous.describe() if previous else ledger_note or "none recorded"),
+        ("Previous run", previous.describe(generated_at.tzinfo) if previous else ledger_note or "none recorded"),
         ("Change (points)", change),
         ("Targets", "unknown" if in_sync is None else "in sync: they hold these figures" if in_sync else "a sync would change them"),
         ("Generated", generated_at.strftime("%Y-%m-%d %H:%M:%S %Z").strip()),
