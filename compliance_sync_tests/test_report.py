@@ -7,7 +7,10 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 import re
+import subprocess
+import sys
 from decimal import Decimal
 
 import dagster as dg
@@ -237,3 +240,17 @@ def test_the_asset_fails_clearly_without_a_backend(tmp_path, monkeypatch):
     assert not result.success
     [failure] = [e for e in result.all_events if e.is_step_failure]
     assert "no backend configured" in failure.step_failure_data.user_failure_data.description
+
+
+def test_the_sync_path_imports_no_report_library(tmp_path):
+    """pandas, matplotlib and openpyxl load only when a report is made: not with the command line, the sync or
+    the code location."""
+    code = (
+        "import sys, compliance_sync.cli, compliance_sync.sync, compliance_sync.definitions as d\n"
+        "d.build_definitions()\n"
+        "print(sorted({m.split('.')[0] for m in sys.modules} & {'pandas', 'matplotlib', 'openpyxl'}))\n"
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("COMPLIANCE_SYNC_", "SUPABASE_", "DAGSTER_"))}
+    proc = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.strip() == "[]"
