@@ -74,11 +74,13 @@ def parser() -> argparse.ArgumentParser:
     u = sub.add_parser("ui", help="start the Dagster UI and daemon (dagster dev) for the configured database until Ctrl-C")
     u.add_argument("--port", type=int, default=3000)
 
-    r = sub.add_parser("report", help="one fiscal year on one page (HTML), as a workbook (.xlsx) or the clients below compliance (.csv); read-only")
-    r.add_argument("--year", default=argparse.SUPPRESS, help="fiscal year, e.g. 2026 (default: the FY containing today)")
-    r.add_argument("--as-of", default=argparse.SUPPRESS, help="reference date YYYY-MM-DD (default: today in COMPLIANCE_SYNC_TIMEZONE)")
-    r.add_argument("--out", default=None, help="the file to write, by extension: .html (default compliance_report_FY<N>.html here), .xlsx or .csv")
-    r.add_argument("--json", action="store_true", default=argparse.SUPPRESS, help="print one JSON object on stdout (logs go to stderr)")
+    r = sub.add_parser(
+        "report", help="one fiscal year on one page (.html), as a workbook (.xlsx) or its clients below compliance"
+    )
+    r.add_argument("--year", default=argparse.SUPPRESS, help="fiscal year, e.g. 2026 (default: the current FY)")
+    r.add_argument("--as-of", default=argparse.SUPPRESS, help="reference date YYYY-MM-DD (default: today)")
+    r.add_argument("--out", default=None, help="the file: .html (default compliance_report_FY<N>.html), .xlsx or .csv")
+    r.add_argument("--json", action="store_true", default=argparse.SUPPRESS, help="print one JSON object on stdout")
     return p
 
 
@@ -178,18 +180,18 @@ def report(args: argparse.Namespace) -> int:
     from compliance_sync.fy_report import output, service
 
     out = output.check_out(args.out if args.out is not None else service.default_name(fy))
-    log.info("report %s, as_of %s, backend %s at %s (read-only)", fy.describe(), fy.as_of(reference), backend.name.value, backend.describe())
+    where = f"backend {backend.name.value} at {backend.describe()}"
+    log.info("report %s, as_of %s, %s (read-only)", fy.describe(), fy.as_of(reference), where)
     made = service.produce(settings, backend, fy, reference)
-    t = settings.thresholds
-    path = output.write_report(made.tables, out, (float(t.at_risk_from), float(t.compliant_from)))
-    log.info("report written to %s (APAC %s %%, %d of %d clients below compliance)", path, made.tables.apac, made.tables.below, made.tables.clients)
+    path = service.write(settings, made.tables, out)
+    t = made.tables
+    log.info("report written to %s (APAC %s %%, %d of %d clients below compliance)", path, t.apac, t.below, t.clients)
     if args.json:
         from compliance_sync.runner import print_json
 
-        apac = made.tables.apac
         print_json({
-            "status": "written", "path": str(path), "fiscal_year": fy.year, "as_of": made.tables.as_of.isoformat(),
-            "apac_compliance": None if apac is None else format(apac, "f"), "below_compliance_accounts": made.tables.below,
+            "status": "written", "path": str(path), "fiscal_year": fy.year, "as_of": t.as_of.isoformat(),
+            "apac_compliance": None if t.apac is None else format(t.apac, "f"), "below_compliance_accounts": t.below,
             "warnings": made.warnings, "error": None, "exit_code": 0,
         })
     return 0

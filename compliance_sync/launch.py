@@ -403,9 +403,9 @@ def demo(year: str, as_of: str | None, *, dry_run: bool, reset: bool, ui: bool, 
             f"  {cmd} demo --ui          # the Dagster UI on this data (materialise a fiscal year, look at the checks)",
             f"  {cmd} demo --year 2026 --dry-run   # another fiscal year, as a dry run: the row-level diff",
             f"  {cmd} demo --reset       # start again from the demo data",
-            *([f"  open {report}   # FY{fy.year} on one page, from `{cmd} report --year {fy.year}`"] if report else []),
-            f"  {cmd} report --year {fy.year} --out fy{fy.year}.xlsx   # the report as a workbook (.html: the page, .csv: the clients "
-            "below compliance); on the demo data while `demo --ui` runs, with the variables of .compliance_sync/demo.env",
+            *([f"  open {report}   # FY{fy.year} on one page, as `{cmd} report` writes it"] if report else []),
+            f"  {cmd} report --year {fy.year} --out fy{fy.year}.xlsx   # the same as a workbook (.csv: the clients "
+            "below compliance); on the demo data while `demo --ui` runs, with .compliance_sync/demo.env's variables",
             "  your own Supabase project: README.md, 'Configuration' (SUPABASE_DB_URL, or the REST URL and service-role key)",
         ):
             log.info(line)
@@ -417,12 +417,11 @@ def demo(year: str, as_of: str | None, *, dry_run: bool, reset: bool, ui: bool, 
 
 def _demo_report(settings: Settings, backend, fy, reference) -> pathlib.Path | None:
     """The synced FY's report, where the ``compliance_report`` asset writes it (the demo's DAGSTER_HOME/reports)."""
-    from compliance_sync.fy_report import output, service
+    from compliance_sync.fy_report import service
 
     try:
         made = service.produce(settings, backend, fy, reference, trigger="demo")
-        t = settings.thresholds
-        path = output.write_report(made.tables, service.report_dir(settings) / service.default_name(fy), (float(t.at_risk_from), float(t.compliant_from)))
+        path = service.write(settings, made.tables, service.report_dir(settings) / service.default_name(fy))
     except SyncError as exc:
         log.warning("the report of FY%s was not written: %s", fy.year, exc)
         return None

@@ -238,7 +238,7 @@ class Settings(pydantic.BaseModel):
     dagster_url: str | None = pydantic.Field(None, alias="COMPLIANCE_SYNC_DAGSTER_URL")
     change_sensor: bool = pydantic.Field(False, alias="COMPLIANCE_SYNC_CHANGE_SENSOR")
     change_sensor_interval_s: int = pydantic.Field(300, alias="COMPLIANCE_SYNC_CHANGE_SENSOR_INTERVAL", ge=30, le=86400)
-    report_dir: str | None = pydantic.Field(None, alias="COMPLIANCE_SYNC_REPORT_DIR")  # where the compliance_report asset writes
+    report_dir: str | None = pydantic.Field(None, alias="COMPLIANCE_SYNC_REPORT_DIR")  # compliance_report's folder
 
     # --- parsing ---------------------------------------------------------------------------------------
     @pydantic.field_validator("fy_start_month", "first_fiscal_year", "grace_days", "rest_page_size", "rest_retries", "change_sensor_interval_s", mode="before")

@@ -20,7 +20,11 @@ IN_SYNC = {"apac_planning_goals": {"inserted": 0, "updated": 0, "deleted": 0, "u
 BEHIND = {"apac_planning_goals": {"inserted": 0, "updated": 1, "deleted": 0, "unchanged": 0, "orphans": 0}}
 
 # a reference to something outside the page: src= / href= / url() / @import pointing at a network location
-NETWORK_REFERENCE = re.compile(r"""(?:\b(?:src|href|xlink:href|action|poster)\s*=\s*["']?\s*(?:https?:)?//)|url\(\s*["']?\s*(?:https?:)?//|@import""", re.I)
+NETWORK_REFERENCE = re.compile(
+    r"""(?:\b(?:src|href|xlink:href|action|poster)\s*=\s*["']?\s*(?:https?:)?//)"""
+    r"""|url\(\s*["']?\s*(?:https?:)?//|@import""",
+    re.I,
+)
 
 
 @pytest.fixture(scope="module")
@@ -33,26 +37,67 @@ def test_appendix_a_headline_and_tables(appendix):
     assert (t.fiscal_year, t.as_of, t.apac, t.clients, t.below) == (2025, dt.date(2025, 6, 30), Decimal("52.63"), 1, 1)
     assert t.in_sync is True and t.previous is None and t.change is None
     assert t.business_units.to_dict("records") == [
-        {"Business unit": "ANZ", "Compliance %": Decimal("52.63"), "Clients": 1, "Below compliance": 1, "Territories": 1}
+        {
+            "Business unit": "ANZ",
+            "Compliance %": Decimal("52.63"),
+            "Clients": 1,
+            "Below compliance": 1,
+            "Territories": 1,
+        }
     ]
-    assert t.territories.to_dict("records") == [{
-        "Business unit": "ANZ", "Territory": "VIC + NZ", "CSE": "Kim Lee", "Clients": 1, "Required": 19, "Completed": 10,
-        "Compliance %": Decimal("52.63"), "At risk": 0, "Critical": 1,
-    }]
+    assert t.territories.to_dict("records") == [
+        {
+            "Business unit": "ANZ",
+            "Territory": "VIC + NZ",
+            "CSE": "Kim Lee",
+            "Clients": 1,
+            "Required": 19,
+            "Completed": 10,
+            "Compliance %": Decimal("52.63"),
+            "At risk": 0,
+            "Critical": 1,
+        }
+    ]
     statuses = {r["Status"]: (r["Clients"], r["Requirements"]) for r in t.statuses.to_dict("records")}
     assert statuses == {"Critical": (1, 1), "At risk": (0, 2), "Compliant": (0, 0), "Exceeded": (0, 0)}
 
 
 def test_appendix_a_client_below_compliance_and_what_it_misses(appendix):
     [row] = build_tables(appendix, generated_at=NOW).below_compliance.to_dict("records")
-    assert {k: row[k] for k in ("Client", "CSE", "Segment", "Territory", "Business unit", "Status", "Required", "Credited", "Shortfall")} == {
-        "Client": "Alpha Health", "CSE": "Kim Lee", "Segment": "Collaboration", "Territory": "VIC + NZ", "Business unit": "ANZ",
-        "Status": "Critical", "Required": 19, "Credited": 10, "Shortfall": 9,
+    assert {
+        k: row[k]
+        for k in (
+            "Client",
+            "CSE",
+            "Segment",
+            "Territory",
+            "Business unit",
+            "Status",
+            "Required",
+            "Credited",
+            "Shortfall",
+        )
+    } == {
+        "Client": "Alpha Health",
+        "CSE": "Kim Lee",
+        "Segment": "Collaboration",
+        "Territory": "VIC + NZ",
+        "Business unit": "ANZ",
+        "Status": "Critical",
+        "Required": 19,
+        "Credited": 10,
+        "Shortfall": 9,
     }
     assert row["Compliance %"] == Decimal("52.63")
-    assert {k: v for k, v in row.items() if k.startswith("Missing: ")} == {"Missing: Sla Review": 2, "Missing: Insight Tp": 5, "Missing: Health Check": 2}
+    assert {k: v for k, v in row.items() if k.startswith("Missing: ")} == {
+        "Missing: Sla Review": 2,
+        "Missing: Insight Tp": 5,
+        "Missing: Health Check": 2,
+    }
     assert sorted(row["Missing events"].split("; ")) == [
-        "Health Check: 2 missing (1 of 3)", "Insight Tp: 5 missing (7 of 12)", "Sla Review: 2 missing (2 of 4)",
+        "Health Check: 2 missing (1 of 3)",
+        "Insight Tp: 5 missing (7 of 12)",
+        "Sla Review: 2 missing (2 of 4)",
     ]
 
 
@@ -72,7 +117,9 @@ def test_pace_is_empty_before_the_fiscal_year_starts():
 
 
 def test_the_run_warnings_with_examples(appendix):
-    warnings = build_tables(appendix, generated_at=NOW, backend_warnings=["compliance_sync_runs has no column apac_compliance"]).warnings
+    warnings = build_tables(
+        appendix, generated_at=NOW, backend_warnings=["compliance_sync_runs has no column apac_compliance"]
+    ).warnings
     rows = {r["Warning"]: r for r in warnings.to_dict("records")}
     assert rows["completed_future_events"]["Count"] == 1  # a3: completed, dated after as_of
     assert "Alpha Health" in rows["completed_future_events"]["Examples"]
@@ -97,9 +144,23 @@ def test_clients_below_compliance_by_shortfall_then_percentage():
 
 def test_previous_run_skips_the_run_that_wrote_these_figures():
     rows = [
-        {"run_id": "r3", "apac_compliance": Decimal("52.63"), "finished_at": dt.datetime(2025, 7, 1, tzinfo=dt.UTC), "as_of": dt.date(2025, 6, 30)},
-        {"run_id": "r2", "apac_compliance": None, "finished_at": dt.datetime(2025, 6, 30, tzinfo=dt.UTC)},  # recorded before the column existed
-        {"run_id": "r1", "apac_compliance": "50.1", "finished_at": "2025-06-29T06:00:00+00:00", "as_of": "2025-06-29"},  # as REST returns it
+        {
+            "run_id": "r3",
+            "apac_compliance": Decimal("52.63"),
+            "finished_at": dt.datetime(2025, 7, 1, tzinfo=dt.UTC),
+            "as_of": dt.date(2025, 6, 30),
+        },
+        {
+            "run_id": "r2",
+            "apac_compliance": None,
+            "finished_at": dt.datetime(2025, 6, 30, tzinfo=dt.UTC),
+        },  # recorded before the column existed
+        {
+            "run_id": "r1",
+            "apac_compliance": "50.1",
+            "finished_at": "2025-06-29T06:00:00+00:00",
+            "as_of": "2025-06-29",
+        },  # as REST returns it
     ]
     current = Decimal("52.63")
     assert previous_run(rows, current, in_sync=True).run_id == "r1"  # r3 wrote what the targets hold
@@ -111,7 +172,14 @@ def test_previous_run_skips_the_run_that_wrote_these_figures():
 
 
 def test_change_since_the_previous_run_in_the_page(appendix):
-    ledger = [{"run_id": "r1", "apac_compliance": Decimal("50.00"), "finished_at": dt.datetime(2025, 6, 1, 6, 0, tzinfo=dt.UTC), "as_of": dt.date(2025, 5, 31)}]
+    ledger = [
+        {
+            "run_id": "r1",
+            "apac_compliance": Decimal("50.00"),
+            "finished_at": dt.datetime(2025, 6, 1, 6, 0, tzinfo=dt.UTC),
+            "as_of": dt.date(2025, 5, 31),
+        }
+    ]
     t = build_tables(appendix, generated_at=NOW, targets=BEHIND, ledger_rows=ledger)
     assert t.change == Decimal("2.63") and t.previous.figure == Decimal("50.00")
     html = output.render_html(t)

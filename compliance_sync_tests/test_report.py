@@ -42,7 +42,10 @@ def database_state(url: str) -> tuple:
     """Every target's rows and stamps for the FY, and the ledger: what a read-only command must leave alone."""
     with psycopg.connect(url) as conn:
         return tuple(
-            conn.execute(f"SELECT count(*), max(updated_at) FROM {t.name} WHERE fiscal_year = %s", (int(FY),)).fetchone() for t in TARGETS
+            conn.execute(
+                f"SELECT count(*), max(updated_at) FROM {t.name} WHERE fiscal_year = %s", (int(FY),)
+            ).fetchone()
+            for t in TARGETS
         ) + (conn.execute("SELECT count(*) FROM compliance_sync_runs").fetchone(),)
 
 
@@ -77,15 +80,25 @@ def test_report_files_hold_what_a_sync_writes(demo_db, tmp_path):
     assert Decimal(str(summary["APAC compliance %"])) == actual
     bu_sheet = list(book["Business units"].iter_rows(values_only=True))
     with psycopg.connect(demo_db) as conn:
-        written = dict(conn.execute("SELECT bu_name, overall_compliance_percentage FROM business_unit_planning WHERE fiscal_year = %s", (int(FY),)).fetchall())
+        written = dict(
+            conn.execute(
+                "SELECT bu_name, overall_compliance_percentage FROM business_unit_planning WHERE fiscal_year = %s",
+                (int(FY),),
+            ).fetchall()
+        )
     assert {r[0]: Decimal(str(r[1])) for r in bu_sheet[1:] if r[0] in written} == written
 
     with (tmp_path / "r.csv").open(newline="", encoding="utf-8") as f:
         rows = list(csv.DictReader(f))
     with psycopg.connect(demo_db) as conn:
-        critical_or_at_risk = {r[0] for r in conn.execute(
-            "SELECT DISTINCT client_name FROM account_plan_event_requirements WHERE fiscal_year = %s AND status IN ('critical', 'at_risk')", (int(FY),)
-        )}
+        critical_or_at_risk = {
+            r[0]
+            for r in conn.execute(
+                "SELECT DISTINCT client_name FROM account_plan_event_requirements "
+                "WHERE fiscal_year = %s AND status IN ('critical', 'at_risk')",
+                (int(FY),),
+            )
+        }
     assert {r["Client"] for r in rows} == critical_or_at_risk and len(rows) == below
     shortfalls = [int(r["Shortfall"]) for r in rows]
     assert shortfalls == sorted(shortfalls, reverse=True)
@@ -95,7 +108,10 @@ def test_report_files_hold_what_a_sync_writes(demo_db, tmp_path):
 def test_default_file_name_and_json(demo_db, tmp_path, capsys):
     assert cli.main(["report", "--year", FY, "--as-of", AS_OF, "--json"]) == 0
     out = json.loads(capsys.readouterr().out)
-    assert out["path"] == str(tmp_path / f"compliance_report_FY{FY}.html") and (tmp_path / f"compliance_report_FY{FY}.html").is_file()
+    assert (
+        out["path"] == str(tmp_path / f"compliance_report_FY{FY}.html")
+        and (tmp_path / f"compliance_report_FY{FY}.html").is_file()
+    )
     assert out["exit_code"] == 0 and out["fiscal_year"] == 2025 and out["as_of"] == AS_OF
 
 
@@ -111,7 +127,9 @@ def test_change_since_the_previous_run_comes_from_the_ledger(demo_db, tmp_path):
     assert second != first
     assert report("--as-of", "2025-09-30", "--out", str(tmp_path / "two.html")) == 0
     change = second - first
-    assert shown_figure((tmp_path / "two.html").read_text(), "apac-change") == f"{'+' if change > 0 else ''}{change} pts"
+    assert (
+        shown_figure((tmp_path / "two.html").read_text(), "apac-change") == f"{'+' if change > 0 else ''}{change} pts"
+    )
 
     # ahead of the next sync: compared with the latest run, whose figures the targets hold now
     assert report("--as-of", "2025-12-31", "--out", str(tmp_path / "three.html")) == 0
@@ -132,7 +150,9 @@ def test_a_ledger_without_the_apac_column_still_works_with_a_warning(demo_db, tm
     out = json.loads(capsys.readouterr().out)
     assert any("apac_compliance" in w and "migrate --minimal" in w for w in out["warnings"]), out["warnings"]
     html = (tmp_path / "r.html").read_text()
-    assert shown_figure(html, "apac-figure") == f"{apac_written(demo_db)} %" and shown_figure(html, "apac-change") == "–"
+    assert (
+        shown_figure(html, "apac-figure") == f"{apac_written(demo_db)} %" and shown_figure(html, "apac-change") == "–"
+    )
     assert "compliance_sync_runs has no column apac_compliance" in html
 
 
@@ -192,27 +212,36 @@ def test_the_asset_follows_live_syncs_not_dry_runs(demo_db, tmp_path, monkeypatc
     defs = build_definitions()
     report_key = dg.AssetKey(REPORT_ASSET)
     with dg.DagsterInstance.ephemeral() as instance:
+
         def evaluate(cursor):
             result = dg.evaluate_automation_conditions(defs=defs, instance=instance, cursor=cursor)
             return result.get_requested_partitions(report_key), result.cursor
 
         requested, cursor = evaluate(None)
         assert requested == set()
-        dry = defs.resolve_job_def(DRY_RUN_JOB).execute_in_process(run_config=sync_config(dry_run=True), instance=instance, partition_key=FY)
+        dry = defs.resolve_job_def(DRY_RUN_JOB).execute_in_process(
+            run_config=sync_config(dry_run=True), instance=instance, partition_key=FY
+        )
         assert dry.success
         requested, cursor = evaluate(cursor)
         assert requested == set(), "a dry run materialises nothing, so it triggers no report"
 
-        live = defs.resolve_job_def(SYNC_JOB).execute_in_process(run_config=sync_config(), instance=instance, partition_key=FY)
+        live = defs.resolve_job_def(SYNC_JOB).execute_in_process(
+            run_config=sync_config(), instance=instance, partition_key=FY
+        )
         assert live.success
         requested, cursor = evaluate(cursor)
         assert requested == {FY}
 
-        result = dg.materialize([defs.resolve_assets_def(report_key)], instance=instance, partition_key=FY)  # the location's resource
+        result = dg.materialize(
+            [defs.resolve_assets_def(report_key)], instance=instance, partition_key=FY
+        )  # the location's resource
         assert result.success
         [mat] = [m.materialization for m in result.get_asset_materialization_events()]
         path = mat.metadata["path"]
-        assert isinstance(path, dg.PathMetadataValue) and path.value == str((tmp_path / "reports" / f"compliance_report_FY{FY}.html").resolve())
+        assert isinstance(path, dg.PathMetadataValue) and path.value == str(
+            (tmp_path / "reports" / f"compliance_report_FY{FY}.html").resolve()
+        )
         html = (tmp_path / "reports" / f"compliance_report_FY{FY}.html").read_text()
         actual = apac_written(demo_db)
         assert shown_figure(html, "apac-figure") == f"{actual} %"  # the sync's as_of, read from its materialisation
@@ -222,10 +251,18 @@ def test_the_asset_follows_live_syncs_not_dry_runs(demo_db, tmp_path, monkeypatc
 
         requested, cursor = evaluate(cursor)
         assert requested == set(), "handled: one report per live sync"
-        assert defs.resolve_job_def(DRY_RUN_JOB).execute_in_process(run_config=sync_config(dry_run=True), instance=instance, partition_key=FY).success
+        assert (
+            defs.resolve_job_def(DRY_RUN_JOB)
+            .execute_in_process(run_config=sync_config(dry_run=True), instance=instance, partition_key=FY)
+            .success
+        )
         requested, cursor = evaluate(cursor)
         assert requested == set()
-        assert defs.resolve_job_def(SYNC_JOB).execute_in_process(run_config=sync_config(), instance=instance, partition_key=FY).success
+        assert (
+            defs.resolve_job_def(SYNC_JOB)
+            .execute_in_process(run_config=sync_config(), instance=instance, partition_key=FY)
+            .success
+        )
         requested, cursor = evaluate(cursor)
         assert requested == {FY}
 
@@ -236,7 +273,12 @@ def test_the_asset_fails_clearly_without_a_backend(tmp_path, monkeypatch):
         monkeypatch.delenv(var, raising=False)
     defs = build_definitions()
     with dg.DagsterInstance.ephemeral() as instance:
-        result = dg.materialize([defs.resolve_assets_def(dg.AssetKey(REPORT_ASSET))], instance=instance, partition_key=FY, raise_on_error=False)
+        result = dg.materialize(
+            [defs.resolve_assets_def(dg.AssetKey(REPORT_ASSET))],
+            instance=instance,
+            partition_key=FY,
+            raise_on_error=False,
+        )
     assert not result.success
     [failure] = [e for e in result.all_events if e.is_step_failure]
     assert "no backend configured" in failure.step_failure_data.user_failure_data.description
@@ -251,6 +293,8 @@ def test_the_sync_path_imports_no_report_library(tmp_path):
         "print(sorted({m.split('.')[0] for m in sys.modules} & {'pandas', 'matplotlib', 'openpyxl'}))\n"
     )
     env = {k: v for k, v in os.environ.items() if not k.startswith(("COMPLIANCE_SYNC_", "SUPABASE_", "DAGSTER_"))}
-    proc = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(
+        [sys.executable, "-c", code], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120
+    )
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert proc.stdout.strip() == "[]"

@@ -36,7 +36,9 @@ def test_the_report_renders_offline_with_the_apac_figure_of_the_target_row(demo_
     assert cli.main(["--year", "2025", "--as-of", "2025-06-30"]) == 0
     assert cli.main(["report", "--year", "2025", "--as-of", "2025-06-30", "--out", str(tmp_path / "report.html")]) == 0
     with psycopg.connect(demo_db) as conn:
-        actual = conn.execute("SELECT actual_compliance FROM apac_planning_goals WHERE fiscal_year = 2025").fetchone()[0]
+        actual = conn.execute("SELECT actual_compliance FROM apac_planning_goals WHERE fiscal_year = 2025").fetchone()[
+            0
+        ]
 
     errors, outside = [], []
     with sync_playwright() as pw:
@@ -65,5 +67,7 @@ def test_the_report_renders_offline_with_the_apac_figure_of_the_target_row(demo_
     assert shown == f"{actual} %"
     assert charts == 3 and drawn > 50
     with psycopg.connect(demo_db) as conn:
-        below = conn.execute("SELECT below_compliance_accounts FROM apac_planning_goals WHERE fiscal_year = 2025").fetchone()[0]
+        below = conn.execute(
+            "SELECT below_compliance_accounts FROM apac_planning_goals WHERE fiscal_year = 2025"
+        ).fetchone()[0]
     assert rows == below

@@ -33,7 +33,9 @@ def main(argv: list[str] | None = None) -> int:
         browser = pw.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"], timeout=60_000)
         try:
             page = browser.new_page(viewport={"width": 1100, "height": args.height})
-            page.route("**/*", lambda route: route.continue_() if route.request.url.startswith("file://") else route.abort())
+            page.route(
+                "**/*", lambda route: route.continue_() if route.request.url.startswith("file://") else route.abort()
+            )
             page.goto(args.html.resolve().as_uri(), wait_until="load", timeout=30_000)
             page.screenshot(path=str(args.out))
         finally:

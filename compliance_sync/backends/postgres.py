@@ -231,6 +231,9 @@ class PostgresBackend:
         finally:
             sess.close()
 
+    def _ledger(self) -> sql.Identifier:
+        return sql.Identifier(self.schema, LEDGER_TABLE)
+
     def ledger_runs(self, fy: FiscalYear, limit: int = 5) -> LedgerRuns:
         """The FY's latest succeeded live runs in the ledger, newest first: one SELECT, no lock, no write."""
         try:
@@ -239,10 +242,11 @@ class PostgresBackend:
                 if found is None:
                     return LedgerRuns([], NO_LEDGER)
                 columns, warning = readable_columns(found.columns)
-                cur = conn.execute(sql.SQL(
+                query = sql.SQL(
                     "SELECT {cols} FROM {t} WHERE fiscal_year = %s AND status = 'succeeded' AND mode = 'live' "
                     "ORDER BY started_at DESC LIMIT %s"
-                ).format(cols=sql.SQL(", ").join(map(sql.Identifier, columns)), t=sql.Identifier(self.schema, LEDGER_TABLE)), (fy.year, limit))
+                ).format(cols=sql.SQL(", ").join(map(sql.Identifier, columns)), t=self._ledger())
+                cur = conn.execute(query, (fy.year, limit))
                 return LedgerRuns([dict(zip(columns, row)) for row in cur.fetchall()], warning)
         except psycopg.Error as exc:
             raise translate(exc, f"reading {LEDGER_TABLE}", self.where) from None

@@ -280,8 +280,9 @@ class RestBackend:
             if found is None:
                 return LedgerRuns([], NO_LEDGER)
             columns, warning = readable_columns(found.columns)
-            params = {"select": ",".join(columns), "fiscal_year": f"eq.{fy.year}", "status": "eq.succeeded", "mode": "eq.live"}
-            return LedgerRuns(c.get(LEDGER_TABLE, params | {"order": "started_at.desc", "limit": str(limit)}), warning)
+            params = {"select": ",".join(columns), "fiscal_year": f"eq.{fy.year}", "status": "eq.succeeded"}
+            params |= {"mode": "eq.live", "order": "started_at.desc", "limit": str(limit)}
+            return LedgerRuns(c.get(LEDGER_TABLE, params), warning)
 
     def fingerprint(self, fy: FiscalYear) -> str:
         """What REST sees cheaply: per source, the FY's row count and the latest updated_at / created_at where

@@ -27,7 +27,9 @@ class ReportConfig(dg.Config):
 
 def _synced_as_of(context: dg.AssetExecutionContext, key: str) -> str | None:
     """The ``as_of`` the FY's latest materialisation of the APAC target recorded (the sync this report follows)."""
-    found = context.instance.fetch_materializations(dg.AssetRecordsFilter(asset_key=dg.AssetKey(APAC), asset_partitions=[key]), limit=1, ascending=False)
+    found = context.instance.fetch_materializations(
+        dg.AssetRecordsFilter(asset_key=dg.AssetKey(APAC), asset_partitions=[key]), limit=1, ascending=False
+    )
     for record in found.records:
         mat = record.asset_materialization
         value = mat.metadata.get("as_of") if mat is not None else None
@@ -45,27 +47,37 @@ def build_report_asset(partitions_def: dg.PartitionsDefinition) -> dg.AssetsDefi
         group_name="reports",
         kinds={"html"},
         required_resource_keys={"compliance_sync"},
-        description="One self-contained HTML page per fiscal year: APAC and its change since the previous run, business "
-        "units, territories, statuses, the clients below compliance and what they miss, the pace per month, the run's "
-        "warnings. Written to COMPLIANCE_SYNC_REPORT_DIR after each live sync of the FY; read-only on the database.",
+        description="One self-contained HTML page per fiscal year: APAC and its change since the previous run, "
+        "business units, territories, statuses, the clients below compliance and what they miss, the pace per month, "
+        "the run's warnings. Written to COMPLIANCE_SYNC_REPORT_DIR after each live sync of the FY; read-only on the "
+        "database.",
     )
     def compliance_report(context: dg.AssetExecutionContext, config: ReportConfig) -> dg.MaterializeResult:
-        from compliance_sync.fy_report import output, service
+        from compliance_sync.fy_report import service
         from compliance_sync.sync import parse_as_of
 
         try:
             if not context.has_partition_key:
-                raise SettingsError("the report runs one fiscal year at a time: choose a fiscal-year partition (e.g. 2025)")
+                raise SettingsError(
+                    "the report runs one fiscal year at a time: choose a fiscal-year partition (e.g. 2025)"
+                )
             key = context.partition_key
             sync = context.resources.compliance_sync
             settings = sync.settings()
             fy = FiscalYear(int(key), settings.fy_start_month)
-            as_of = parse_as_of(config.as_of, "run config as_of") or parse_as_of(_synced_as_of(context, key), "the sync's as_of") or settings.today()
+            as_of = (
+                parse_as_of(config.as_of, "run config as_of")
+                or parse_as_of(_synced_as_of(context, key), "the sync's as_of")
+                or settings.today()
+            )
             backend = sync.backend(settings)
-            context.log.info(f"report {fy.describe()} as_of {fy.as_of(as_of)}, backend {backend.name.value} at {backend.describe()} (read-only)")
+            context.log.info(
+                f"report {fy.describe()} as_of {fy.as_of(as_of)}, backend {backend.name.value} at "
+                f"{backend.describe()} (read-only)"
+            )
             made = service.produce(settings, backend, fy, as_of, trigger="report")
-            t = settings.thresholds
-            path = output.write_report(made.tables, service.report_dir(settings) / service.default_name(fy), (float(t.at_risk_from), float(t.compliant_from)), name="COMPLIANCE_SYNC_REPORT_DIR")
+            out = service.report_dir(settings) / service.default_name(fy)
+            path = service.write(settings, made.tables, out, name="COMPLIANCE_SYNC_REPORT_DIR")
         except SyncError as exc:
             context.log.error(str(exc))
             raise dg.Failure(description=str(exc), allow_retries=False) from None

@@ -13,7 +13,13 @@ import pandas as pd
 
 from compliance_sync.fy_report.tables import ReportTables
 
-STATUS_COLOURS = {"Critical": "#c0392b", "At risk": "#e67e22", "Compliant": "#27ae60", "Exceeded": "#1e8449", "No requirement": "#95a5a6"}
+STATUS_COLOURS = {
+    "Critical": "#c0392b",
+    "At risk": "#e67e22",
+    "Compliant": "#27ae60",
+    "Exceeded": "#1e8449",
+    "No requirement": "#95a5a6",
+}
 DUE, DONE = "#7f8c8d", "#2471a3"
 
 
@@ -114,7 +120,7 @@ def pace(tables: ReportTables) -> str | None:
         ax.tick_params(axis="x", labelrotation=60, labelsize=7)
         ax.tick_params(axis="y", labelsize=7)
         ax.spines[["top", "right"]].set_visible(False)
-    for ax in list(axes.flat)[len(units):]:
+    for ax in list(axes.flat)[len(units) :]:
         ax.set_visible(False)
     axes.flat[0].legend(fontsize=7, frameon=False)
     fig.tight_layout()

@@ -35,10 +35,11 @@ body { font: 14px/1.45 system-ui, -apple-system, "Segoe UI", Roboto, sans-serif;
 h1 { font-size: 1.6em; margin-bottom: 0.1em; } h2 { font-size: 1.2em; margin-top: 2em; border-bottom: 1px solid #ddd; }
 .muted { color: #666; } .headline { display: flex; gap: 2.5em; align-items: baseline; flex-wrap: wrap; margin: 1em 0; }
 .figure { font-size: 2.6em; font-weight: 600; } .up { color: #1e8449; } .down { color: #c0392b; }
-table { border-collapse: collapse; margin: 0.6em 0; font-size: 0.92em; } th, td { padding: 0.25em 0.7em; border-bottom: 1px solid #eee; }
+table { border-collapse: collapse; margin: 0.6em 0; font-size: 0.92em; }
+th, td { padding: 0.25em 0.7em; border-bottom: 1px solid #eee; }
 th { text-align: left; background: #f6f6f6; } td.num { text-align: right; font-variant-numeric: tabular-nums; }
 td { vertical-align: top; } td.list { white-space: nowrap; font-size: 0.9em; }
-svg { max-width: 100%; height: auto; } .note { background: #fff8e1; padding: 0.5em 0.8em; border-left: 3px solid #f1c40f; }
+svg { max-width: 100%; height: auto; }
 </style>
 </head>
 <body>
@@ -48,8 +49,10 @@ svg { max-width: 100%; height: auto; } .note { background: #fff8e1; padding: 0.5
 <thead><tr>{% for c in frame.columns %}<th>{{ c }}</th>{% endfor %}</tr></thead>
 <tbody>
 {%- for row in frame.itertuples(index=False) %}
-<tr>{% for v in row %}<td{% if is_number(v) %} class="num"{% elif frame.columns[loop.index0] == "Missing events" %} class="list"{% endif %}>
-{%- if frame.columns[loop.index0] in lists and v %}{% for part in v.split("; ") %}{{ part }}{% if not loop.last %}<br>{% endif %}{% endfor %}
+<tr>{% for v in row %}{% set column = frame.columns[loop.index0] -%}
+<td{% if is_number(v) %} class="num"{% elif column == "Missing events" %} class="list"{% endif %}>
+{%- if column in lists and v %}
+{%- for part in v.split("; ") %}{{ part }}{% if not loop.last %}<br>{% endif %}{% endfor %}
 {%- else %}{{ cell(v) }}{% endif %}</td>{% endfor %}</tr>
 {%- endfor %}
 </tbody>
@@ -63,13 +66,16 @@ differ from these figures until the next sync (see "Targets").{% endif %}</p>
 
 <div class="headline">
 <div><div class="muted">APAC compliance</div>
-<div class="figure" id="apac-figure" data-value="{{ cell(r.apac) }}">{{ cell(r.apac) }}{% if r.apac is not none %} %{% endif %}</div></div>
+<div class="figure" id="apac-figure" data-value="{{ cell(r.apac) }}">
+{{- cell(r.apac) }}{% if r.apac is not none %} %{% endif %}</div></div>
 <div><div class="muted">Change since the previous run</div>
 {%- if r.change is not none %}
-<div class="figure {{ 'up' if r.change > 0 else 'down' if r.change < 0 else '' }}" id="apac-change">{{ signed(r.change) }} pts</div>
+<div class="figure {{ 'up' if r.change > 0 else 'down' if r.change < 0 else '' }}" id="apac-change">
+{{- signed(r.change) }} pts</div>
 <div class="muted">from {{ cell(r.previous.figure) }} %, {{ r.previous.describe(r.generated_at.tzinfo) }}</div>
 {%- else %}
-<div class="figure muted" id="apac-change">{{ DASH }}</div><div class="muted">{{ r.ledger_note or "no earlier run in the ledger" }}</div>
+<div class="figure muted" id="apac-change">{{ DASH }}</div>
+<div class="muted">{{ r.ledger_note or "no earlier run in the ledger" }}</div>
 {%- endif %}</div>
 <div><div class="muted">Clients</div><div class="figure">{{ r.clients }}</div></div>
 <div><div class="muted">Below compliance</div><div class="figure" id="below-count">{{ r.below }}</div></div>
@@ -92,7 +98,8 @@ differ from these figures until the next sync (see "Targets").{% endif %}</p>
 {{ table(below, "below-compliance") }}
 
 <h2>Pace</h2>
-<p class="muted">Per business unit: events due against events completed, cumulated per fiscal-year month up to as_of.</p>
+<p class="muted">Per business unit: events due against events completed, cumulated per fiscal-year month up to
+as_of.</p>
 {{ charts.pace | safe if charts.pace else "" }}
 {{ table(pace, "pace") }}
 
@@ -143,7 +150,11 @@ def render_html(tables: ReportTables, cuts: Sequence[float] = (50, 80)) -> str:
         r=tables,
         below=below,
         pace=pace_wide(tables.pace),
-        charts={"bu": charts.compliance_by_bu(tables, cuts), "statuses": charts.statuses(tables), "pace": charts.pace(tables)},
+        charts={
+            "bu": charts.compliance_by_bu(tables, cuts),
+            "statuses": charts.statuses(tables),
+            "pace": charts.pace(tables),
+        },
         generated=tables.generated_at.strftime("%Y-%m-%d %H:%M %Z").strip(),
     )
 
@@ -185,7 +196,9 @@ def _atomic(path: pathlib.Path, write: Callable[[pathlib.Path], None]) -> None:
         raise
 
 
-def write_report(tables: ReportTables, out: str | os.PathLike, cuts: Sequence[float] = (50, 80), name: str = "--out") -> pathlib.Path:
+def write_report(
+    tables: ReportTables, out: str | os.PathLike, cuts: Sequence[float] = (50, 80), name: str = "--out"
+) -> pathlib.Path:
     """Write the report in the format its extension names; a file that cannot be written is a settings error
     naming ``name`` (the flag or setting that chose the path)."""
     path = check_out(out)

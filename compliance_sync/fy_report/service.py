@@ -46,13 +46,17 @@ def _stop(message: str, code: ExitCode) -> SyncError:
     return kind(message)
 
 
-def produce(settings: Settings, backend: Backend, fy: FiscalYear, reference: dt.date, trigger: str = "report") -> Report:
+def produce(
+    settings: Settings, backend: Backend, fy: FiscalYear, reference: dt.date, trigger: str = "report"
+) -> Report:
     """Compute the FY as a dry run does and build the report's tables; a stop raises its :class:`SyncError`."""
     from compliance_sync.sync import Mode, Outcome, RunOptions, run_fiscal_year
 
     run_id = f"{trigger}-{uuid.uuid4()}"
     outcome = Outcome(fy, fy.as_of(reference), Mode.DRY_RUN, backend.name.value, run_id)
-    run_fiscal_year(backend, settings, settings.bu_map(), outcome, RunOptions(Mode.DRY_RUN, diff_limit=0, run_id=run_id))
+    run_fiscal_year(
+        backend, settings, settings.bu_map(), outcome, RunOptions(Mode.DRY_RUN, diff_limit=0, run_id=run_id)
+    )
     if outcome.error or outcome.comp is None:
         raise _stop(outcome.error or "the computation produced nothing", outcome.exit_code)
     ledger = backend.ledger_runs(fy)
@@ -70,11 +74,20 @@ def produce(settings: Settings, backend: Backend, fy: FiscalYear, reference: dt.
     return Report(tables, [*outcome.backend_warnings, *([ledger.warning] if ledger.warning else [])])
 
 
+def write(settings: Settings, tables: ReportTables, out: str | os.PathLike, name: str = "--out") -> pathlib.Path:
+    """Write the report (format by extension), the charts marking the configured at-risk and compliant thresholds."""
+    from compliance_sync.fy_report import output
+
+    t = settings.thresholds
+    return output.write_report(tables, out, (float(t.at_risk_from), float(t.compliant_from)), name=name)
+
+
 def markdown_summary(tables: ReportTables) -> str:
     """A few lines for the Dagster UI: the APAC figure, its change, the BUs, the clients below compliance."""
     apac = "–" if tables.apac is None else f"{tables.apac} %"
     change = (
-        f"{'+' if tables.change > 0 else ''}{tables.change} pts since {tables.previous.describe(tables.generated_at.tzinfo)}"
+        f"{'+' if tables.change > 0 else ''}{tables.change} pts since "
+        f"{tables.previous.describe(tables.generated_at.tzinfo)}"
         if tables.change is not None and tables.previous is not None
         else tables.ledger_note or "no earlier run in the ledger"
     )
@@ -88,5 +101,8 @@ def markdown_summary(tables: ReportTables) -> str:
         pct = "–" if row[1] is None else f"{row[1]} %"
         lines.append(f"- {row[0]}: {pct}, {row[2]} clients, {row[3]} below")
     if not tables.warnings.empty:
-        lines.append(f"- data-quality warnings: {', '.join(f'{w} ({n})' for w, n in zip(tables.warnings['Warning'], tables.warnings['Count']))}")
+        lines.append(
+            "- data-quality warnings: "
+            + ", ".join(f"{w} ({n})" for w, n in zip(tables.warnings["Warning"], tables.warnings["Count"]))
+        )
     return "\n".join(lines)

@@ -21,7 +21,13 @@ from compliance_sync.settings import RESERVED_BU, Status
 # Worst first: a client's status is the worst of its requirements' (critical and at_risk as SPEC §4.6 flags them).
 STATUS_ORDER = (Status.CRITICAL.value, Status.AT_RISK.value, Status.COMPLIANT.value, Status.EXCEEDED.value)
 NO_REQUIREMENT = "no requirement"
-STATUS_LABELS = {"critical": "Critical", "at_risk": "At risk", "compliant": "Compliant", "exceeded": "Exceeded", NO_REQUIREMENT: "No requirement"}
+STATUS_LABELS = {
+    "critical": "Critical",
+    "at_risk": "At risk",
+    "compliant": "Compliant",
+    "exceeded": "Exceeded",
+    NO_REQUIREMENT: "No requirement",
+}
 MAX_WARNING_EXAMPLES = 5
 
 
@@ -37,7 +43,9 @@ class Previous:
     def describe(self, tz: dt.tzinfo | None = None) -> str:
         when = self.finished_at or self.as_of
         if isinstance(when, dt.datetime):
-            when = when.astimezone(tz or dt.UTC) if when.tzinfo else when.replace(tzinfo=dt.UTC).astimezone(tz or dt.UTC)
+            when = (
+                when.astimezone(tz or dt.UTC) if when.tzinfo else when.replace(tzinfo=dt.UTC).astimezone(tz or dt.UTC)
+            )
             stamp = when.strftime("%Y-%m-%d %H:%M %Z")
         else:
             stamp = str(when or "an earlier run")
@@ -85,7 +93,9 @@ class ReportTables:
 def _decimal(value: Any) -> decimal.Decimal | None:
     if value is None:
         return None
-    return value if isinstance(value, decimal.Decimal) else decimal.Decimal(str(value)).quantize(decimal.Decimal("0.01"))
+    return (
+        value if isinstance(value, decimal.Decimal) else decimal.Decimal(str(value)).quantize(decimal.Decimal("0.01"))
+    )
 
 
 def _when(value: Any) -> Any:
@@ -95,7 +105,9 @@ def _when(value: Any) -> Any:
     return value
 
 
-def previous_run(rows: Iterable[Mapping[str, Any]], current: decimal.Decimal | None, in_sync: bool | None) -> Previous | None:
+def previous_run(
+    rows: Iterable[Mapping[str, Any]], current: decimal.Decimal | None, in_sync: bool | None
+) -> Previous | None:
     """The run to compare the APAC figure with, among the ledger's succeeded live runs of the FY (newest first).
 
     When the targets already hold the computed figures and the newest run recorded exactly this figure, that
@@ -107,7 +119,12 @@ def previous_run(rows: Iterable[Mapping[str, Any]], current: decimal.Decimal | N
     if not known:
         return None
     r = known[0]
-    return Previous(_decimal(r["apac_compliance"]), r.get("run_id"), _when(r.get("finished_at") or r.get("started_at")), _when(r.get("as_of")))
+    return Previous(
+        _decimal(r["apac_compliance"]),
+        r.get("run_id"),
+        _when(r.get("finished_at") or r.get("started_at")),
+        _when(r.get("as_of")),
+    )
 
 
 def client_status(c: Client) -> str:
@@ -142,19 +159,38 @@ def territory_table(comp: Computation) -> pd.DataFrame:
     rows = []
     for row in comp.wanted.territories:
         members = comp.territories[row["territory_strategy_id"]].members
-        rows.append({
-            "Business unit": comp.bu_of_client.get(members[0].name) if members else None,
-            "Territory": row["territory"],
-            "CSE": row["cse_name"],
-            "Clients": row["total_clients"],
-            "Required": row["total_required_events"],
-            "Completed": row["total_completed_events"],
-            "Compliance %": row["overall_compliance_percentage"],
-            "At risk": row["clients_at_risk"],
-            "Critical": row["clients_critical"],
-        })
-    rows.sort(key=lambda r: (r["Business unit"] is None, str(r["Business unit"] or ""), str(r["Territory"] or ""), str(r["CSE"] or "")))
-    columns = ["Business unit", "Territory", "CSE", "Clients", "Required", "Completed", "Compliance %", "At risk", "Critical"]
+        rows.append(
+            {
+                "Business unit": comp.bu_of_client.get(members[0].name) if members else None,
+                "Territory": row["territory"],
+                "CSE": row["cse_name"],
+                "Clients": row["total_clients"],
+                "Required": row["total_required_events"],
+                "Completed": row["total_completed_events"],
+                "Compliance %": row["overall_compliance_percentage"],
+                "At risk": row["clients_at_risk"],
+                "Critical": row["clients_critical"],
+            }
+        )
+    rows.sort(
+        key=lambda r: (
+            r["Business unit"] is None,
+            str(r["Business unit"] or ""),
+            str(r["Territory"] or ""),
+            str(r["CSE"] or ""),
+        )
+    )
+    columns = [
+        "Business unit",
+        "Territory",
+        "CSE",
+        "Clients",
+        "Required",
+        "Completed",
+        "Compliance %",
+        "At risk",
+        "Critical",
+    ]
     return pd.DataFrame(rows, columns=columns)
 
 
@@ -174,7 +210,11 @@ def status_table(comp: Computation) -> pd.DataFrame:
 def missing_events(c: Client) -> dict[str, tuple[int, int, int]]:
     """Event type name -> (missing, completed, required) for each requirement the client is short of, the
     largest gap first."""
-    short = [((r.event_type_name or r.event_type_id), (r.required - r.completed, r.completed, r.required)) for r in c.requirements if r.completed < r.required]
+    short = [
+        ((r.event_type_name or r.event_type_id), (r.required - r.completed, r.completed, r.required))
+        for r in c.requirements
+        if r.completed < r.required
+    ]
     return dict(sorted(short, key=lambda item: (-item[1][0], item[0])))  # the largest gap first
 
 
@@ -188,23 +228,40 @@ def below_table(comp: Computation) -> pd.DataFrame:
             continue
         missing = missing_events(c)
         types.update(missing)
-        detail = "; ".join(f"{name}: {n} missing ({done} of {required})" for name, (n, done, required) in missing.items())
-        rows.append({
-            "Client": c.name,
-            "CSE": c.cse_name,
-            "Segment": c.segment,
-            "Territory": where.get(c.name, (None, None))[0],
-            "Business unit": comp.bu_of_client.get(c.name) or RESERVED_BU,
-            "Status": STATUS_LABELS[client_status(c)],
-            "Required": c.required_total,
-            "Credited": c.credited_total,
-            "Compliance %": c.percent,
-            "Shortfall": c.required_total - c.credited_total,
-            "Missing events": detail,
-            **{f"Missing: {name}": n for name, (n, _, _) in missing.items()},
-        })
+        detail = "; ".join(
+            f"{name}: {n} missing ({done} of {required})" for name, (n, done, required) in missing.items()
+        )
+        rows.append(
+            {
+                "Client": c.name,
+                "CSE": c.cse_name,
+                "Segment": c.segment,
+                "Territory": where.get(c.name, (None, None))[0],
+                "Business unit": comp.bu_of_client.get(c.name) or RESERVED_BU,
+                "Status": STATUS_LABELS[client_status(c)],
+                "Required": c.required_total,
+                "Credited": c.credited_total,
+                "Compliance %": c.percent,
+                "Shortfall": c.required_total - c.credited_total,
+                "Missing events": detail,
+                **{f"Missing: {name}": n for name, (n, _, _) in missing.items()},
+            }
+        )
     typed = [f"Missing: {name}" for name in sorted(types)]
-    columns = ["Client", "CSE", "Segment", "Territory", "Business unit", "Status", "Required", "Credited", "Compliance %", "Shortfall", "Missing events", *typed]
+    columns = [
+        "Client",
+        "CSE",
+        "Segment",
+        "Territory",
+        "Business unit",
+        "Status",
+        "Required",
+        "Credited",
+        "Compliance %",
+        "Shortfall",
+        "Missing events",
+        *typed,
+    ]
     rows.sort(key=lambda r: (-r["Shortfall"], r["Compliance %"], r["Client"]))
     frame = pd.DataFrame(rows, columns=columns)
     for col in typed:
@@ -229,17 +286,30 @@ def pace_table(comp: Computation) -> pd.DataFrame:
             done = sum(c.completed_by_month[j] for c in groups[bu])
             due_total += due
             done_total += done
-            rows.append({
-                "Business unit": bu, "Month": fy.month_label(j + 1), "Due": due, "Completed": done,
-                "Due to date": due_total, "Completed to date": done_total,
-            })
-    return pd.DataFrame(rows, columns=["Business unit", "Month", "Due", "Completed", "Due to date", "Completed to date"])
+            rows.append(
+                {
+                    "Business unit": bu,
+                    "Month": fy.month_label(j + 1),
+                    "Due": due,
+                    "Completed": done,
+                    "Due to date": due_total,
+                    "Completed to date": done_total,
+                }
+            )
+    return pd.DataFrame(
+        rows, columns=["Business unit", "Month", "Due", "Completed", "Due to date", "Completed to date"]
+    )
 
 
 def warning_table(findings: Mapping[str, Finding], backend_warnings: Iterable[str] = ()) -> pd.DataFrame:
     """The run's data-quality warnings (SPEC §6) with their totals and first examples, then the backend's."""
     rows = [
-        {"Warning": f.code, "What": f.description, "Count": f.count, "Examples": "; ".join(f.examples[:MAX_WARNING_EXAMPLES])}
+        {
+            "Warning": f.code,
+            "What": f.description,
+            "Count": f.count,
+            "Examples": "; ".join(f.examples[:MAX_WARNING_EXAMPLES]),
+        }
         for f in findings.values()
         if f.count
     ]
@@ -250,8 +320,14 @@ def warning_table(findings: Mapping[str, Finding], backend_warnings: Iterable[st
 def target_table(targets: Mapping[str, Mapping[str, int]] | None) -> pd.DataFrame:
     """What a sync would change in each target now (the dry run's counts)."""
     rows = [
-        {"Target": name, "To insert": c.get("inserted", 0), "To update": c.get("updated", 0), "To delete": c.get("deleted", 0),
-         "Unchanged": c.get("unchanged", 0), "Orphans": c.get("orphans", 0)}
+        {
+            "Target": name,
+            "To insert": c.get("inserted", 0),
+            "To update": c.get("updated", 0),
+            "To delete": c.get("deleted", 0),
+            "Unchanged": c.get("unchanged", 0),
+            "Orphans": c.get("orphans", 0),
+        }
         for name, c in (targets or {}).items()
     ]
     return pd.DataFrame(rows, columns=["Target", "To insert", "To update", "To delete", "Unchanged", "Orphans"])
@@ -271,7 +347,11 @@ def build_tables(
     counts per target (``targets``; None when unknown) and the ledger's succeeded live runs, newest first."""
     apac_row = comp.wanted.apac[0]
     apac = apac_row["actual_compliance"]
-    in_sync = None if targets is None else not any(c.get("inserted") or c.get("updated") or c.get("deleted") for c in targets.values())
+    in_sync = (
+        None
+        if targets is None
+        else not any(c.get("inserted") or c.get("updated") or c.get("deleted") for c in targets.values())
+    )
     previous = previous_run(ledger_rows, apac, in_sync)
     change = apac - previous.figure if previous is not None and apac is not None else None
     fy = comp.fy
@@ -285,7 +365,14 @@ def build_tables(
         ("Previous APAC compliance %", previous.figure if previous else None),
         ("Previous run", previous.describe(generated_at.tzinfo) if previous else ledger_note or "none recorded"),
         ("Change (points)", change),
-        ("Targets", "unknown" if in_sync is None else "in sync: they hold these figures" if in_sync else "a sync would change them"),
+        (
+            "Targets",
+            "unknown"
+            if in_sync is None
+            else "in sync: they hold these figures"
+            if in_sync
+            else "a sync would change them",
+        ),
         ("Generated", generated_at.strftime("%Y-%m-%d %H:%M:%S %Z").strip()),
     ]
     return ReportTables(
