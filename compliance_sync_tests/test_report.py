@@ -156,6 +156,14 @@ def test_a_ledger_without_the_apac_column_still_works_with_a_warning(demo_db, tm
     assert "compliance_sync_runs has no column apac_compliance" in html
 
 
+def test_migrate_minimal_adds_the_apac_column_to_an_older_ledger(demo_db):
+    with psycopg.connect(demo_db) as conn:
+        conn.execute("ALTER TABLE compliance_sync_runs DROP COLUMN apac_compliance")
+    assert cli.main(["migrate", "--minimal"]) == 0
+    assert cli.main(["--year", FY, "--as-of", AS_OF]) == 0
+    assert scalar(demo_db, "SELECT apac_compliance FROM compliance_sync_runs") == apac_written(demo_db)
+
+
 def test_no_ledger_at_all_still_reports(demo_db, tmp_path):
     with psycopg.connect(demo_db) as conn:
         conn.execute("DROP TABLE compliance_sync_runs")
