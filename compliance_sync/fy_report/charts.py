@@ -125,7 +125,3 @@ def pace(tables: ReportTables) -> str | None:
     axes.flat[0].legend(fontsize=7, frameon=False)
     fig.tight_layout()
     return _svg(fig, "pace per business unit")
-
-
-def all_charts(tables: ReportTables) -> dict[str, str | None]:
-    return {"bu": compliance_by_bu(tables), "statuses": statuses(tables), "pace": pace(tables)}
