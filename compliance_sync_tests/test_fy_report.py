@@ -10,9 +10,9 @@ from decimal import Decimal
 
 import pytest
 
+from compliance_sync.bu_map import BuMap
 from compliance_sync.fy_report import output
 from compliance_sync.fy_report.tables import build_tables, previous_run
-from compliance_sync.settings import BuMap
 from compliance_sync_tests.scenario import Scenario, appendix_a
 
 NOW = dt.datetime(2025, 7, 1, 9, 0, tzinfo=dt.UTC)

@@ -14,9 +14,10 @@ from typing import Any
 
 import pandas as pd
 
+from compliance_sync.bu_map import RESERVED_BU
 from compliance_sync.findings import Finding
 from compliance_sync.rules import Client, Computation
-from compliance_sync.settings import RESERVED_BU, Status
+from compliance_sync.thresholds import Status
 
 # Worst first: a client's status is the worst of its requirements' (critical and at_risk as SPEC §4.6 flags them).
 STATUS_ORDER = (Status.CRITICAL.value, Status.AT_RISK.value, Status.COMPLIANT.value, Status.EXCEEDED.value)
