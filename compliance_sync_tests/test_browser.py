@@ -3,10 +3,12 @@
 Starts the demo as a subprocess in a temporary working folder with a fresh embedded data directory (its own
 sync FY2026, so FY2025 is written only by the run launched from the UI), opens the asset graph, launches
 FY2025 from ``business_unit_planning``'s "Materialize…" button, waits (bounded) for the run to succeed, opens
-that fiscal year's materialisation metadata, then checks the four targets in the demo database and stops the
-demo with Ctrl-C (SIGINT): exit 0, within a bound, nothing it started left running.
+that fiscal year's materialisation metadata, then checks the four targets in the demo database, waits (bounded)
+for the report run the automation sensor launches after that live sync, and stops the demo with Ctrl-C
+(SIGINT): exit 0, within a bound, nothing it started left running.
 
-Slow (about half a minute here); run with ``pytest -m slow compliance_sync_tests/test_browser.py``. Skipped
+Slow (about a minute here: the report waits for the sensor's next tick); run with
+``pytest -m slow compliance_sync_tests/test_browser.py``. Skipped
 when /usr/bin/chromium, playwright or the embedded PostgreSQL is missing. The pictures land in the test's
 temporary folder; ``scripts/screenshots.py`` refreshes the README's copies in ``docs/``.
 """
@@ -16,6 +18,7 @@ from __future__ import annotations
 import psycopg
 import pytest
 
+from compliance_sync.definitions.fy_report import REPORT_SENSOR
 from compliance_sync_tests import ui_driver
 
 pytestmark = [
@@ -24,6 +27,7 @@ pytestmark = [
 ]
 
 FY = int(ui_driver.FISCAL_YEAR)
+REPORT_TIMEOUT_S = 180.0  # the sensor ticks every 30 s; the report run queues behind the FY's sync (one run per FY)
 WRITTEN = {  # per target: the FY's rows whose job-owned values are filled in (the demo data seeds BU and APAC rows)
     "account_plan_event_requirements": "SELECT count(*) FROM account_plan_event_requirements WHERE fiscal_year = %s",
     "territory_compliance_summary": "SELECT count(*) FROM territory_compliance_summary WHERE fiscal_year = %s",
@@ -68,6 +72,16 @@ def test_materialise_a_fiscal_year_from_the_ui(demo_ui, tmp_path):
 
     rows = written_rows(url)
     assert all(n > 0 for n in rows.values()), f"FY2025 rows written by the run launched from the UI: {rows}"
+
+    # the live sync launched from the UI makes the daemon's automation sensor materialise FY2025's report
+    def report_run():
+        tags = {"dagster/sensor_name": REPORT_SENSOR, "dagster/partition": "2025"}
+        found = [r for r in ui_driver.runs(demo_ui.base_url) if tags.items() <= r["tags"].items()]
+        return found if found and all(r["status"] in ("SUCCESS", "FAILURE", "CANCELED") for r in found) else None
+
+    [report] = ui_driver.wait_for(report_run, REPORT_TIMEOUT_S, "the report run the automation sensor launches")
+    assert report["status"] == "SUCCESS", demo_ui.tail()
+    assert (demo_ui.workdir / ".compliance_sync/dagster_home/reports/compliance_report_FY2025.html").is_file()
 
     code, took, left = demo_ui.interrupt()
     assert code == 0, f"exit code after Ctrl-C: {code}\n{demo_ui.tail()}"

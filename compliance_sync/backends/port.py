@@ -17,7 +17,7 @@ from typing import Any, Protocol
 from compliance_sync.domain.diff import SyncDiff
 from compliance_sync.domain.facts import Facts, RawEvent
 from compliance_sync.domain.fiscal import FiscalYear
-from compliance_sync.domain.ledger import LedgerRow
+from compliance_sync.domain.ledger import LedgerRow, LedgerRuns
 from compliance_sync.domain.wanted import WantedRows
 
 
@@ -97,4 +97,8 @@ class Backend(Protocol):
 
     def describe(self) -> str:
         """Where the data lives, safe to show (no user, password or key)."""
+        ...
+
+    def ledger_runs(self, fy: FiscalYear, limit: int = 5) -> LedgerRuns:
+        """The FY's latest succeeded live runs in the run ledger, newest first (read-only; for the report)."""
         ...

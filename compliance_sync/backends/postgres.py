@@ -62,7 +62,7 @@ from compliance_sync.domain.facts import (
     UndatedEvent,
 )
 from compliance_sync.domain.fiscal import FiscalYear
-from compliance_sync.domain.ledger import LedgerRow
+from compliance_sync.domain.ledger import NO_LEDGER, LedgerRow, LedgerRuns, readable_columns
 from compliance_sync.domain.tables import (
     BUSINESS_UNIT,
     EXCLUSIONS,
@@ -252,6 +252,26 @@ class PostgresBackend:
             yield sess
         finally:
             sess.close()
+
+    def _ledger(self) -> sql.Identifier:
+        return sql.Identifier(self.schema, LEDGER_TABLE)
+
+    def ledger_runs(self, fy: FiscalYear, limit: int = 5) -> LedgerRuns:
+        """The FY's latest succeeded live runs in the ledger, newest first: one SELECT, no lock, no write."""
+        try:
+            with connect(self._dsn) as conn:
+                found = catalog.relations(conn, [LEDGER_TABLE], self.schema).get(LEDGER_TABLE)
+                if found is None:
+                    return LedgerRuns([], NO_LEDGER)
+                columns, warning = readable_columns(found.columns)
+                query = sql.SQL(
+                    "SELECT {cols} FROM {t} WHERE fiscal_year = %s AND status = 'succeeded' AND mode = 'live' "
+                    "ORDER BY started_at DESC LIMIT %s"
+                ).format(cols=sql.SQL(", ").join(map(sql.Identifier, columns)), t=self._ledger())
+                cur = conn.execute(query, (fy.year, limit))
+                return LedgerRuns([dict(zip(columns, row)) for row in cur.fetchall()], warning)
+        except psycopg.Error as exc:
+            raise translate(exc, f"reading {LEDGER_TABLE}", self.where) from None
 
     def fingerprint(self, fy: FiscalYear) -> str:
         """A hash over the FY's rows of every source (order-independent sums of row hashes, and counts)."""

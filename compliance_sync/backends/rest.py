@@ -50,7 +50,7 @@ from compliance_sync.config.settings import Settings
 from compliance_sync.domain.diff import ChangeSet, SyncDiff, diff_rows, to_json
 from compliance_sync.domain.facts import EventAggregator, Facts, RawEvent, as_date, facts_from_rows, uid
 from compliance_sync.domain.fiscal import FiscalYear
-from compliance_sync.domain.ledger import LedgerRow
+from compliance_sync.domain.ledger import NO_LEDGER, LedgerRow, LedgerRuns, readable_columns
 from compliance_sync.domain.tables import (
     EVENTS,
     EXCLUSIONS,
@@ -340,6 +340,17 @@ class RestBackend:
         """A read-only session (``explain``): GET requests only (the schema check's key probes are skipped)."""
         with self.client() as c:
             yield RestSession(self, c, fy, as_of, read_only=True)
+
+    def ledger_runs(self, fy: FiscalYear, limit: int = 5) -> LedgerRuns:
+        """The FY's latest succeeded live runs in the ledger, newest first: one GET."""
+        with self.client() as c:
+            found = c.openapi().get(LEDGER_TABLE)
+            if found is None:
+                return LedgerRuns([], NO_LEDGER)
+            columns, warning = readable_columns(found.columns)
+            params = {"select": ",".join(columns), "fiscal_year": f"eq.{fy.year}", "status": "eq.succeeded"}
+            params |= {"mode": "eq.live", "order": "started_at.desc", "limit": str(limit)}
+            return LedgerRuns(c.get(LEDGER_TABLE, params), warning)
 
     def fingerprint(self, fy: FiscalYear) -> str:
         """What REST sees cheaply: per source, the FY's row count and the latest updated_at / created_at where

@@ -247,6 +247,7 @@ class Settings(BaseSettings):
     dagster_url: str | None = pydantic.Field(None, alias="COMPLIANCE_SYNC_DAGSTER_URL")
     change_sensor: bool = pydantic.Field(False, alias="COMPLIANCE_SYNC_CHANGE_SENSOR")
     change_sensor_interval_s: int = pydantic.Field(300, alias="COMPLIANCE_SYNC_CHANGE_SENSOR_INTERVAL", ge=30, le=86400)
+    report_dir: str | None = pydantic.Field(None, alias="COMPLIANCE_SYNC_REPORT_DIR")  # compliance_report's folder
     dagster_home: str | None = pydantic.Field(None, alias="DAGSTER_HOME")
 
     @classmethod

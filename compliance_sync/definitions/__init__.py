@@ -1,5 +1,5 @@
 """The Dagster code location (``compliance_sync.definitions``, attribute ``defs``): source specs, the
-four-target writer and its checks, jobs, the schedule, the sensors and the resource; one in-process executor
+four-target writer and its checks, the per-FY report, jobs, the schedule, the sensors and the resource; one in-process executor
 (the job is one step).
 
 ``defs`` is a ``@dg.definitions`` function: Dagster (``dagster dev``, ``dg``) calls it when it loads the
@@ -14,6 +14,7 @@ import dagster as dg
 
 from compliance_sync.config.logs import route_warnings
 from compliance_sync.config.settings import Settings, load_settings
+from compliance_sync.definitions.fy_report import build_report_asset, build_report_sensor
 from compliance_sync.definitions.jobs import CHECKS_JOB, DRY_RUN_JOB, SYNC_JOB, build_jobs
 from compliance_sync.definitions.partitions import fiscal_year_partitions
 from compliance_sync.definitions.resources import RESOURCE_KEY, ComplianceSyncResource, SyncSource
@@ -32,11 +33,16 @@ def build_definitions(settings: Settings | None = None, sync: SyncSource | None 
     targets = build_targets_asset(partitions, settings.freshness_hours)
     jobs = build_jobs(targets, partitions)
     sync_job = jobs[0]
+    report = build_report_asset(partitions)
     return dg.Definitions(
-        assets=[*source_specs(), targets],
+        assets=[*source_specs(), targets, report],
         jobs=jobs,
         schedules=[build_schedule(sync_job, settings, partitions)],
-        sensors=[build_failure_alert(settings), build_change_sensor(settings, sync_job, partitions.get_partition_keys())],
+        sensors=[
+            build_failure_alert(settings),
+            build_change_sensor(settings, sync_job, partitions.get_partition_keys()),
+            build_report_sensor(report),
+        ],
         resources={RESOURCE_KEY: sync if sync is not None else ComplianceSyncResource()},
         executor=dg.in_process_executor,
     )

@@ -222,6 +222,7 @@ LEDGER_COLUMNS: dict[str, Kind] = {
     "territories": INT,
     "business_units": INT,
     "error": TEXT,
+    "apac_compliance": NUMERIC,  # the APAC figure the run computed: the report's "change since the previous run"
 }
 
 SECTION3_TABLES: tuple[str, ...] = tuple(s.name for s in SOURCES) + tuple(t.name for t in TARGETS)

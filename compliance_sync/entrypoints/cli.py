@@ -6,6 +6,7 @@
     compliance-sync demo [--year 2025] [--as-of DATE] [--dry-run] [--reset] [--ui] [--port N]
     compliance-sync ui [--port N]
     compliance-sync explain [--year N] (--client NAME | --plan ID | --territory NAME | --bu NAME | --apac) [--as-of DATE] [--json]
+    compliance-sync report --year N [--as-of DATE] [--out FILE.html|.xlsx|.csv] [--json]
 
 One argparse parser with subcommands (the sync is the default, so the old flags keep working). Exit codes
 (SPEC §7): 0 success, 2 usage or settings, 3 stopped by the data or the database's state, 4 cannot reach or
@@ -102,6 +103,13 @@ def parser(commands: bool = True) -> argparse.ArgumentParser:
     what.add_argument("--territory", metavar="NAME", help="a territory (territory_strategies.territory)")
     what.add_argument("--bu", metavar="NAME", help="a business unit of the BU map")
     what.add_argument("--apac", action="store_true", help="the APAC figure")
+    r = sub.add_parser(
+        "report", help="one fiscal year on one page (.html), as a workbook (.xlsx) or its clients below compliance"
+    )
+    r.add_argument("--year", default=argparse.SUPPRESS, help="fiscal year, e.g. 2026 (default: the current FY)")
+    r.add_argument("--as-of", default=argparse.SUPPRESS, help="reference date YYYY-MM-DD (default: today)")
+    r.add_argument("--out", default=None, help="the file: .html (default compliance_report_FY<N>.html), .xlsx or .csv")
+    r.add_argument("--json", action="store_true", default=argparse.SUPPRESS, help="print one JSON object on stdout")
     return p
 
 
@@ -126,6 +134,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return demo_data(args)
         if args.command == "explain":
             return explain(args)
+        if args.command == "report":
+            return report(args)
         if args.command in ("demo", "ui"):
             from compliance_sync.entrypoints import launch
 
@@ -211,6 +221,38 @@ def explain(args: argparse.Namespace) -> int:
         print_json(result | {"error": None, "exit_code": 0})
     else:
         print("\n".join(explain_text.render(result)), flush=True)
+    return 0
+
+
+def report(args: argparse.Namespace) -> int:
+    """Compute the FY as a dry run does (nothing written, no ledger row) and write its report."""
+    from compliance_sync.backends import choose_backend
+    from compliance_sync.config.settings import load_settings
+    from compliance_sync.service.sync import current_year, parse_as_of, parse_year
+
+    settings = load_settings()
+    backend = choose_backend(settings)
+    settings.bu_map()
+    today = settings.today()
+    fy = parse_year(args.year if args.year is not None else current_year(settings), settings, today)
+    reference = parse_as_of(args.as_of) or today
+    from compliance_sync.service.fy_report import output, service
+
+    out = output.check_out(args.out if args.out is not None else service.default_name(fy))
+    where = f"backend {backend.name.value} at {backend.describe()}"
+    log.info("report %s, as_of %s, %s (read-only)", fy.describe(), fy.as_of(reference), where)
+    made = service.produce(settings, backend, fy, reference)
+    path = service.write(settings, made.tables, out)
+    t = made.tables
+    log.info("report written to %s (APAC %s %%, %d of %d clients below compliance)", path, t.apac, t.below, t.clients)
+    if args.json:
+        from compliance_sync.entrypoints.runner import print_json
+
+        print_json({
+            "status": "written", "path": str(path), "fiscal_year": fy.year, "as_of": t.as_of.isoformat(),
+            "apac_compliance": None if t.apac is None else format(t.apac, "f"), "below_compliance_accounts": t.below,
+            "warnings": made.warnings, "error": None, "exit_code": 0,
+        })
     return 0
 
 

@@ -391,6 +391,7 @@ def demo(year: str, as_of: str | None, *, dry_run: bool, reset: bool, ui: bool, 
         backend = PostgresBackend(url, lock_timeout_s=settings.lock_timeout_s)
         summary, code = run(settings, backend, RunRequest(fy, reference, dry_run, diff_limit=10, trigger="demo", dagster_home=home))
         print_report(summary)
+        report = _demo_report(settings, backend, fy, reference) if code == 0 and not dry_run else None
         log.info("demo done in %.1f s", time.perf_counter() - started)
         if ui:
             from compliance_sync.devtools.demo import UI_SENSOR_ENV, UI_SENSOR_NOTE
@@ -399,12 +400,26 @@ def demo(year: str, as_of: str | None, *, dry_run: bool, reset: bool, ui: bool, 
             log.info(UI_SENSOR_NOTE)
             env = {"SUPABASE_DB_URL": url, "COMPLIANCE_SYNC_BU_MAP": str(EXAMPLE_BU_MAP)} | UI_SENSOR_ENV
             return serve(home, env, port, " (the demo's run is under Runs; materialise another fiscal year from the asset graph)")
-        for line in next_steps(invoked_as(), fy.year):
+        for line in next_steps(invoked_as(), fy.year, report):
             log.info(line)
         return code
     finally:
         if lock is not None:
             lock.release()
+
+
+def _demo_report(settings: Settings, backend, fy, reference) -> pathlib.Path | None:
+    """The synced FY's report, where the ``compliance_report`` asset writes it (the demo's DAGSTER_HOME/reports)."""
+    from compliance_sync.service.fy_report import service
+
+    try:
+        made = service.produce(settings, backend, fy, reference, trigger="demo")
+        path = service.write(settings, made.tables, service.report_dir(settings) / service.default_name(fy))
+    except SyncError as exc:
+        log.warning("the report of FY%s was not written: %s", fy.year, exc)
+        return None
+    log.info("report of FY%s written to %s", fy.year, path)
+    return path
 
 
 # ---------------------------------------------------------------------------------------------- ui
@@ -446,13 +461,17 @@ def ui(port: int) -> int:
 EXPLAIN_EXAMPLE = "Alpha Health"  # a client of the demo data in every fiscal year
 
 
-def next_steps(cmd: str, year: int) -> list[str]:
-    """What the demo suggests next; ``cmd`` as the person can type it again (:func:`invoked_as`)."""
+def next_steps(cmd: str, year: int, report: pathlib.Path | str | None = None) -> list[str]:
+    """What the demo suggests next; ``cmd`` as the person can type it again (:func:`invoked_as`); ``report``: the
+    report the demo wrote, if any."""
     return [
         "next steps:",
         f"  {cmd} demo --ui          # the Dagster UI on this data (materialise a fiscal year, look at the checks)",
         f"  (set -a; . {DEMO_ENV}; {cmd} explain --year {year} --client '{EXPLAIN_EXAMPLE}')"
         "   # while demo --ui runs: why a client's figures are what they are, from the rows (read-only)",
+        *([f"  open {report}   # FY{year} on one page, as `{cmd} report` writes it"] if report else []),
+        f"  (set -a; . {DEMO_ENV}; {cmd} report --year {year} --out fy{year}.xlsx)"
+        "   # while demo --ui runs: the same as a workbook (.csv: the clients below compliance)",
         f"  {cmd} demo --year 2026 --dry-run   # another fiscal year, as a dry run: the row-level diff",
         f"  {cmd} demo --reset       # start again from the demo data",
         "  your own Supabase project: README.md, 'Configuration' (SUPABASE_DB_URL, or the REST URL and service-role key)",

@@ -33,13 +33,16 @@ CREATE TABLE IF NOT EXISTS public.compliance_sync_runs (
     orphans            integer,
     territories        integer,
     business_units     integer,
-    error              text
+    error              text,
+    apac_compliance    numeric(5,2)         -- the APAC figure the run computed (the report's previous figure)
 );
 -- Ledgers created before run_id existed get it here; its unique index makes a retried REST write idempotent.
 ALTER TABLE public.compliance_sync_runs ADD COLUMN IF NOT EXISTS run_id text;
 CREATE UNIQUE INDEX IF NOT EXISTS compliance_sync_runs_run_id_key ON public.compliance_sync_runs (run_id);
 CREATE INDEX IF NOT EXISTS compliance_sync_runs_fiscal_year_started_at_idx
     ON public.compliance_sync_runs (fiscal_year, started_at DESC);
+-- Ledgers created before the report existed get the APAC figure here (a ledger without it still works).
+ALTER TABLE public.compliance_sync_runs ADD COLUMN IF NOT EXISTS apac_compliance numeric(5,2);
 COMMENT ON TABLE public.compliance_sync_runs IS
     'compliance_sync run ledger: one row per live run (SPEC 3.4), for "last synced" in the planning app.';
 -- Supabase exposes public tables through its REST API: row-level security with no write policy keeps

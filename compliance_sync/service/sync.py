@@ -226,6 +226,7 @@ class Outcome:
             territories=stats.get("territories", 0),
             business_units=stats.get("business_units", 0),
             error=self.error,
+            apac_compliance=self.comp.wanted.apac[0]["actual_compliance"] if self.comp else None,
         )
 
 
