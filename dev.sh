@@ -1,7 +1,7 @@
 # The newcomer's two commands (POSIX sh; needs only Python 3.11 or 3.12, git and a network to the package index):
 #
 #     sh dev.sh demo [compliance-sync demo options]   # embedded PostgreSQL, demo data, one sync
-#     sh dev.sh test [pytest options]                 # ruff, then the test suite (what CI runs)
+#     sh dev.sh test [pytest options]                 # ruff, import contracts, then the tests (what CI runs)
 #     sh dev.sh venv                                  # only .venv with a working pip
 #
 # Creates .venv in the checkout when missing (without ensurepip — Debian without python3-venv — it bootstraps
@@ -134,6 +134,7 @@ case $command in
         ;;
     test)
         "$VENV/bin/ruff" check compliance_sync compliance_sync_tests benchmarks scripts
-        exec "$VPY" -m pytest -q "$@"
+        "$VENV/bin/lint-imports" --no-cache  # the layers import downward only (pyproject.toml, [tool.importlinter])
+        exec "$VPY" -m pytest -q --durations=15 "$@"
         ;;
 esac

@@ -1,5 +1,5 @@
 """Drive ``compliance-sync demo --ui`` in headless Chromium, as a newcomer would: shared by
-``compliance_sync_tests/test_browser.py`` and ``scripts/screenshots.py`` (the README's pictures).
+``compliance_sync_tests/e2e/test_browser.py`` and ``scripts/screenshots.py`` (the README's pictures).
 
 Needs Debian's ``chromium`` (``apt-get install chromium``; ``playwright install`` is never used) and
 ``pip install playwright`` in the venv. Selectors are roles and visible texts of the Dagster UI shipped with

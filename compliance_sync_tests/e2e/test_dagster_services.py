@@ -44,7 +44,7 @@ from compliance_sync.domain.tables import APAC, BUSINESS_UNIT, REQUIREMENTS, TAR
 from compliance_sync_tests.conftest import throwaway_database
 from compliance_sync_tests.webhook import Webhook
 
-REPO = pathlib.Path(__file__).resolve().parent.parent
+REPO = pathlib.Path(__file__).resolve().parents[2]
 BIN = pathlib.Path(sys.executable).parent
 TARGET_NAMES = [t.name for t in TARGETS]
 LOCATION = "compliance_sync"

@@ -23,7 +23,7 @@ from compliance_sync.definitions.fy_report import REPORT_ASSET, REPORT_SENSOR
 from compliance_sync.domain.fiscal import FiscalYear
 from compliance_sync.domain.tables import TARGETS
 from compliance_sync.entrypoints import cli
-from compliance_sync_tests.test_fy_report import NETWORK_REFERENCE
+from compliance_sync_tests.unit.test_fy_report import NETWORK_REFERENCE
 
 FY, AS_OF = "2025", "2025-06-30"
 SHEETS = ["Summary", "Business units", "Territories", "Statuses", "Below compliance", "Pace", "Warnings", "Targets"]

@@ -2,7 +2,7 @@
 console error, asks for nothing outside the file, draws its charts, and shows the APAC figure the target row
 holds after a sync of the demo data.
 
-Slow (a browser start); run with ``pytest -m slow compliance_sync_tests/test_report_browser.py``. Skipped when
+Slow (a browser start); run with ``pytest -m slow compliance_sync_tests/e2e/test_report_browser.py``. Skipped when
 /usr/bin/chromium or playwright is missing.
 """
 

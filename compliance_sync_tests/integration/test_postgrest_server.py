@@ -33,7 +33,7 @@ from compliance_sync_tests.postgrest_server import (
 
 SECRET = "test-secret-for-the-postgrest-look-alike-0123456789"
 OTHER_SECRET = "another-secret-that-did-not-sign-anything-0123456789"
-MIGRATIONS = pathlib.Path(__file__).resolve().parent.parent / "compliance_sync" / "migrations"
+MIGRATIONS = pathlib.Path(__file__).resolve().parents[2] / "compliance_sync" / "migrations"
 
 SEED = r"""
 CREATE TABLE public.people (

@@ -23,7 +23,7 @@ import pytest
 
 from benchmarks.pure_sql import TARGETS, fy_window, load_bu_map, run_pure_sql
 from compliance_sync_tests.oracle import APAC, BUSINESS_UNIT, KEYS, OWNED, REQUIREMENTS, TERRITORY
-from compliance_sync_tests.test_oracle import (
+from compliance_sync_tests.integration.test_oracle import (
     JSON_COLUMNS,
     UUID_COLUMNS,
     differences,
@@ -38,7 +38,7 @@ from compliance_sync_tests.test_oracle import (
 D = Decimal
 TS1 = dt.datetime(2030, 1, 2, 3, 4, 5, tzinfo=dt.UTC)
 TS2 = dt.datetime(2030, 2, 3, 4, 5, 6, tzinfo=dt.UTC)
-EXAMPLE_BU_MAP = pathlib.Path(__file__).resolve().parent.parent / "compliance_sync" / "bu_map.example.yaml"
+EXAMPLE_BU_MAP = pathlib.Path(__file__).resolve().parents[2] / "compliance_sync" / "bu_map.example.yaml"
 ZERO = {"inserted": 0, "updated": 0, "deleted": 0}
 
 

@@ -8,7 +8,7 @@ for the report run the automation sensor launches after that live sync, and stop
 (SIGINT): exit 0, within a bound, nothing it started left running.
 
 Slow (about a minute here: the report waits for the sensor's next tick); run with
-``pytest -m slow compliance_sync_tests/test_browser.py``. Skipped
+``pytest -m slow compliance_sync_tests/e2e/test_browser.py``. Skipped
 when /usr/bin/chromium, playwright or the embedded PostgreSQL is missing. The pictures land in the test's
 temporary folder; ``scripts/screenshots.py`` refreshes the README's copies in ``docs/``.
 """

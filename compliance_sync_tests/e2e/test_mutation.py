@@ -1,6 +1,6 @@
 """Mutation testing of the pure core (slow, outside the default run): every mutant mutmut makes of
 rules.py, diff.py, fiscal.py and invariants.py is killed by the default suite's fast tests, or explained
-in docs/mutation.md (one line per survivor). Run it with ``pytest -m slow compliance_sync_tests/test_mutation.py``
+in docs/mutation.md (one line per survivor). Run it with ``pytest -m slow compliance_sync_tests/e2e/test_mutation.py``
 or directly with ``bash benchmarks/mutation.sh``."""
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ import subprocess
 
 import pytest
 
-REPO = pathlib.Path(__file__).resolve().parents[1]
+REPO = pathlib.Path(__file__).resolve().parents[2]
 
 
 @pytest.mark.slow

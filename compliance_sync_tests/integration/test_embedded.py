@@ -26,7 +26,7 @@ import pytest
 
 from compliance_sync.devtools import embedded
 
-REPO = pathlib.Path(__file__).resolve().parents[1]
+REPO = pathlib.Path(__file__).resolve().parents[2]
 AS_ROOT = os.geteuid() == 0
 
 pytestmark = pytest.mark.skipif(

@@ -367,7 +367,7 @@ def test_dagster_postgres_storage_from_dagster_yaml(demo_db, tmp_path, server_ur
         pg_url = f"postgresql+psycopg2://{user}@{host}:{params.get('port', 5432)}/{params['dbname']}"
     home = tmp_path / "home"
     home.mkdir()
-    shutil.copy(pathlib.Path(__file__).parent.parent / "dagster.yaml", home / "dagster.yaml")
+    shutil.copy(pathlib.Path(__file__).parents[2] / "dagster.yaml", home / "dagster.yaml")
     os.environ["DAGSTER_PG_URL"] = pg_url
     try:
         with dg.DagsterInstance.from_config(str(home)) as instance:

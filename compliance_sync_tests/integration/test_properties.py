@@ -186,7 +186,7 @@ def test_rules_match_the_oracle_on_nasty_random_worlds(seed):
     row of the four targets, column by column."""
     from compliance_sync.domain.facts import facts_from_rows
     from compliance_sync.domain.rules import compute
-    from compliance_sync_tests.test_oracle import KEYS, OWNED, differences, expected_for, make_case
+    from compliance_sync_tests.integration.test_oracle import KEYS, OWNED, differences, expected_for, make_case
 
     case = make_case(seed)
     t = case["tables"]

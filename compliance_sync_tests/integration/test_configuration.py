@@ -7,7 +7,7 @@ import pathlib
 import re
 import subprocess
 
-ROOT = pathlib.Path(__file__).resolve().parent.parent
+ROOT = pathlib.Path(__file__).resolve().parents[2]
 READS = re.compile(
     r"""(?:environ(?:\.get)?\(\s*|environ\[\s*|getenv\(\s*|alias=|EnvVar\(\s*)["']([A-Z][A-Z0-9_]{2,})["']|env:\s*([A-Z][A-Z0-9_]{2,})"""
 )
