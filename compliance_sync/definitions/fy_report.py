@@ -13,6 +13,7 @@ rows that sync wrote. Its step is read-only on the database: a dry run, no ledge
 
 import dagster as dg
 
+from compliance_sync.definitions.resources import SyncResource
 from compliance_sync.domain.fiscal import FiscalYear
 from compliance_sync.domain.tables import APAC, TARGETS
 from compliance_sync.errors import SettingsError, SyncError
@@ -46,13 +47,14 @@ def build_report_asset(partitions_def: dg.PartitionsDefinition) -> dg.AssetsDefi
         automation_condition=dg.AutomationCondition.eager(),
         group_name="reports",
         kinds={"html"},
-        required_resource_keys={"compliance_sync"},
         description="One self-contained HTML page per fiscal year: APAC and its change since the previous run, "
         "business units, territories, statuses, the clients below compliance and what they miss, the pace per month, "
         "the run's warnings. Written to COMPLIANCE_SYNC_REPORT_DIR after each live sync of the FY; read-only on the "
         "database.",
     )
-    def compliance_report(context: dg.AssetExecutionContext, config: ReportConfig) -> dg.MaterializeResult:
+    def compliance_report(
+        context: dg.AssetExecutionContext, config: ReportConfig, compliance_sync: SyncResource
+    ) -> dg.MaterializeResult:
         from compliance_sync.service.fy_report import service
         from compliance_sync.service.sync import parse_as_of
 
@@ -62,7 +64,7 @@ def build_report_asset(partitions_def: dg.PartitionsDefinition) -> dg.AssetsDefi
                     "the report runs one fiscal year at a time: choose a fiscal-year partition (e.g. 2025)"
                 )
             key = context.partition_key
-            sync = context.resources.compliance_sync
+            sync = compliance_sync
             settings = sync.settings()
             fy = FiscalYear(int(key), settings.fy_start_month)
             as_of = (

@@ -22,7 +22,6 @@ import psycopg
 import pytest
 
 from benchmarks.pure_sql import TARGETS, fy_window, load_bu_map, run_pure_sql
-from compliance_sync_tests.oracle import APAC, BUSINESS_UNIT, KEYS, OWNED, REQUIREMENTS, TERRITORY
 from compliance_sync_tests.integration.test_oracle import (
     JSON_COLUMNS,
     UUID_COLUMNS,
@@ -34,6 +33,7 @@ from compliance_sync_tests.integration.test_oracle import (
     same,
     second_state,
 )
+from compliance_sync_tests.oracle import APAC, BUSINESS_UNIT, KEYS, OWNED, REQUIREMENTS, TERRITORY
 
 D = Decimal
 TS1 = dt.datetime(2030, 1, 2, 3, 4, 5, tzinfo=dt.UTC)
