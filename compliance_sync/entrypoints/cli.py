@@ -175,18 +175,25 @@ def threading_main() -> bool:
     return threading.current_thread() is threading.main_thread()
 
 
-def sync(args: argparse.Namespace) -> int:
+def _fiscal_year_of(args: argparse.Namespace):
+    """What every per-FY command starts from: settings, their backend and BU map (checked before any read), the FY
+    of ``--year`` (default: the current one) and the reference date of ``--as-of`` (default: today)."""
     from compliance_sync.backends import choose_backend
     from compliance_sync.config.settings import load_settings
-    from compliance_sync.entrypoints.runner import RunRequest, print_json, print_report, run
     from compliance_sync.service.sync import current_year, parse_as_of, parse_year
 
     settings = load_settings()
     backend = choose_backend(settings)
-    settings.bu_map()
+    bu_map = settings.bu_map()
     today = settings.today()
     fy = parse_year(args.year if args.year is not None else current_year(settings), settings, today)
-    reference = parse_as_of(args.as_of) or today
+    return settings, backend, bu_map, fy, parse_as_of(args.as_of) or today
+
+
+def sync(args: argparse.Namespace) -> int:
+    from compliance_sync.entrypoints.runner import RunRequest, print_json, print_report, run
+
+    settings, backend, _, fy, reference = _fiscal_year_of(args)
     if args.diff_limit < 0:
         raise SettingsError(f"--diff-limit must be 0 or more, got {args.diff_limit}")
     log.info("compliance-sync %s, as_of %s, %s, backend %s at %s", fy.describe(), fy.as_of(reference), "dry run" if args.dry_run else "live", backend.name.value, backend.describe())
@@ -199,20 +206,13 @@ def sync(args: argparse.Namespace) -> int:
 
 
 def explain(args: argparse.Namespace) -> int:
-    from compliance_sync.backends import choose_backend
-    from compliance_sync.config.settings import load_settings
     from compliance_sync.domain.explanation import Subject
     from compliance_sync.entrypoints.runner import print_json
     from compliance_sync.service import explain_text
     from compliance_sync.service.explain import explain as explain_subject
-    from compliance_sync.service.sync import current_year, parse_as_of, parse_year
 
-    settings = load_settings()
-    backend = choose_backend(settings)
-    bu_map = settings.bu_map()
-    today = settings.today()
-    fy = parse_year(args.year if args.year is not None else current_year(settings), settings, today)
-    as_of = fy.as_of(parse_as_of(args.as_of) or today)
+    settings, backend, bu_map, fy, reference = _fiscal_year_of(args)
+    as_of = fy.as_of(reference)
     kind = next(k for k in ("client", "plan", "territory", "bu", "apac") if getattr(args, k) not in (None, False))
     subject = Subject(kind, None if kind == "apac" else getattr(args, kind))
     log.info("compliance-sync explain %s %s, %s, as_of %s, read-only, backend %s at %s", kind, subject.value or "", fy.describe(), as_of, backend.name.value, backend.describe())
@@ -226,17 +226,9 @@ def explain(args: argparse.Namespace) -> int:
 
 def report(args: argparse.Namespace) -> int:
     """Compute the FY as a dry run does (nothing written, no ledger row) and write its report."""
-    from compliance_sync.backends import choose_backend
-    from compliance_sync.config.settings import load_settings
-    from compliance_sync.service.sync import current_year, parse_as_of, parse_year
-
-    settings = load_settings()
-    backend = choose_backend(settings)
-    settings.bu_map()
-    today = settings.today()
-    fy = parse_year(args.year if args.year is not None else current_year(settings), settings, today)
-    reference = parse_as_of(args.as_of) or today
     from compliance_sync.service.fy_report import output, service
+
+    settings, backend, _, fy, reference = _fiscal_year_of(args)
 
     out = output.check_out(args.out if args.out is not None else service.default_name(fy))
     where = f"backend {backend.name.value} at {backend.describe()}"
