@@ -117,7 +117,12 @@ def main() -> int:
                 raise ValueError(f"unknown op {op!r}")
             print(json.dumps({"ok": True, **answer}, default=str), flush=True)
         except Exception as exc:  # report and keep serving: the harness decides
-            print(json.dumps({"ok": False, "error": f"{type(exc).__name__}: {exc}", "trace": traceback.format_exc()[-2000:]}), flush=True)
+            print(
+                json.dumps(
+                    {"ok": False, "error": f"{type(exc).__name__}: {exc}", "trace": traceback.format_exc()[-2000:]}
+                ),
+                flush=True,
+            )
     return 0
 
 

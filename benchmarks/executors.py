@@ -31,7 +31,9 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as home, dg.DagsterInstance.local_temp(home, overrides=NO_TELEMETRY) as instance:
         for name, fn in (("in_process", in_process_job), ("multiprocess", multiprocess_job)) * 2:
             start = time.perf_counter()
-            with dg.execute_job(dg.reconstructable(fn), instance=instance, run_config=config, tags={"dagster/partition": "2025"}) as result:
+            with dg.execute_job(
+                dg.reconstructable(fn), instance=instance, run_config=config, tags={"dagster/partition": "2025"}
+            ) as result:
                 assert result.success, name
             print(f"{name:13s} {time.perf_counter() - start:5.2f} s")
 

@@ -45,7 +45,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     settings = load_settings()
     key = settings.service_role_key.get_secret_value()
-    backend = RestBackend(settings.supabase_url, key, settings.rest_page_size, settings.rest_timeout_s, settings.rest_retries)
+    backend = RestBackend(
+        settings.supabase_url, key, settings.rest_page_size, settings.rest_timeout_s, settings.rest_retries
+    )
     fy = FiscalYear(args.year, settings.fy_start_month)
     as_of = fy.as_of(args.as_of)
     bu_map = settings.bu_map()
@@ -103,7 +105,13 @@ def main(argv: Sequence[str] | None = None) -> int:
                 send(client, "POST", TERRITORY, {}, [dict(row, updated_at=stamp)])
         for row in wanted.business_units:
             values = {k: v for k, v in row.items() if k not in ("bu_name", "fiscal_year")}
-            send(client, "PATCH", "business_unit_planning", {"bu_name": f"eq.{row['bu_name']}", "fiscal_year": year}, dict(values, updated_at=stamp))
+            send(
+                client,
+                "PATCH",
+                "business_unit_planning",
+                {"bu_name": f"eq.{row['bu_name']}", "fiscal_year": year},
+                dict(values, updated_at=stamp),
+            )
         for row in wanted.apac:
             values = {k: v for k, v in row.items() if k != "fiscal_year"}
             send(client, "PATCH", "apac_planning_goals", {"fiscal_year": year}, dict(values, updated_at=stamp))

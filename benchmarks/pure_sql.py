@@ -26,7 +26,12 @@ from typing import Any
 import psycopg
 
 SQL_PATH = pathlib.Path(__file__).with_name("pure_sql.sql")
-TARGETS = ("account_plan_event_requirements", "territory_compliance_summary", "business_unit_planning", "apac_planning_goals")
+TARGETS = (
+    "account_plan_event_requirements",
+    "territory_compliance_summary",
+    "business_unit_planning",
+    "apac_planning_goals",
+)
 UNASSIGNED = "Unassigned"
 
 
@@ -96,7 +101,9 @@ def _run(conn: psycopg.Connection, params: tuple, bu_rows: list[tuple[str, str, 
         cur.execute("ANALYZE pure_sql_bu_map")
         # client_event_exclusions is optional (SPEC §3.1): an empty stand-in when the table does not exist
         if cur.execute("SELECT to_regclass('client_event_exclusions') IS NULL").fetchone()[0]:
-            cur.execute("CREATE TEMP TABLE IF NOT EXISTS client_event_exclusions (client_name text, event_type_id uuid, reason text) ON COMMIT DROP")
+            cur.execute(
+                "CREATE TEMP TABLE IF NOT EXISTS client_event_exclusions (client_name text, event_type_id uuid, reason text) ON COMMIT DROP"
+            )
         cur.execute(script)  # no parameters: sent as one multi-statement query
         rows = cur.execute("SELECT target, action, n FROM ps_counts").fetchall()
     return _counts(rows)
@@ -159,9 +166,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     thresholds = tuple(Decimal(x.strip()) for x in args.thresholds.split(","))
     bu_map = load_bu_map(args.bu_map) if args.bu_map else None
-    result = run_pure_sql(
-        args.database_url, args.year, args.as_of, args.start_month, thresholds, bu_map, args.run_ts
-    )
+    result = run_pure_sql(args.database_url, args.year, args.as_of, args.start_month, thresholds, bu_map, args.run_ts)
     print(json.dumps(result))
     return 0
 

@@ -233,10 +233,16 @@ def run_child(cmd: list[str], env: dict[str, str], cwd: str, timeout: float = CH
     the address space it had before ``exec`` (this parent's, fork or vfork), so every child would report at
     least this harness's own peak. GNU time runs the command instead (its own address space is ~2 MB) and
     reports the command's ru_maxrss; without GNU time, /proc/<pid>/status VmHWM is polled every 20 ms."""
-    with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err, tempfile.NamedTemporaryFile("r", suffix=".rss") as rss_file:
+    with (
+        tempfile.TemporaryFile("w+") as out,
+        tempfile.TemporaryFile("w+") as err,
+        tempfile.NamedTemporaryFile("r", suffix=".rss") as rss_file,
+    ):
         argv = [GNU_TIME, "-f", "%M", "-o", rss_file.name, *cmd] if HAVE_GNU_TIME else cmd
         start = time.perf_counter()
-        proc = subprocess.Popen(argv, env=env, cwd=cwd, stdin=subprocess.DEVNULL, stdout=out, stderr=err, text=True, start_new_session=True)
+        proc = subprocess.Popen(
+            argv, env=env, cwd=cwd, stdin=subprocess.DEVNULL, stdout=out, stderr=err, text=True, start_new_session=True
+        )
         JANITOR.started(proc)
         polled: list[float] = []
         done = threading.Event()
@@ -277,7 +283,11 @@ def run_child(cmd: list[str], env: dict[str, str], cwd: str, timeout: float = CH
 
 
 def base_env() -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("SUPABASE_", "NEXT_PUBLIC_SUPABASE", "COMPLIANCE_SYNC_", "DAGSTER_"))}
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("SUPABASE_", "NEXT_PUBLIC_SUPABASE", "COMPLIANCE_SYNC_", "DAGSTER_"))
+    }
     env["COMPLIANCE_SYNC_BU_MAP"] = BU_MAP
     env["PYTHONPATH"] = str(ROOT) + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
     env["PYTHONUNBUFFERED"] = "1"
@@ -288,8 +298,26 @@ class RestServer:
     """``python -m compliance_sync_tests.postgrest_server`` over one database; stopped by PID (peak RSS kept)."""
 
     def __init__(self, db_url: str, cwd: str) -> None:
-        cmd = [PYTHON, "-m", "compliance_sync_tests.postgrest_server", "--database-url", db_url, "--port", "0", "--jwt-secret", secrets.token_hex(24)]
-        self.proc = subprocess.Popen(cmd, env=base_env(), cwd=cwd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, start_new_session=True)
+        cmd = [
+            PYTHON,
+            "-m",
+            "compliance_sync_tests.postgrest_server",
+            "--database-url",
+            db_url,
+            "--port",
+            "0",
+            "--jwt-secret",
+            secrets.token_hex(24),
+        ]
+        self.proc = subprocess.Popen(
+            cmd,
+            env=base_env(),
+            cwd=cwd,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
+        )
         JANITOR.started(self.proc)
         self.rss_mb = 0.0
         values: dict[str, str] = {}
@@ -311,7 +339,11 @@ class RestServer:
         self.url, self.key = values["NEXT_PUBLIC_SUPABASE_URL"], values["SUPABASE_SERVICE_ROLE_KEY"]
 
     def env(self) -> dict[str, str]:
-        return base_env() | {"NEXT_PUBLIC_SUPABASE_URL": self.url, "SUPABASE_SERVICE_ROLE_KEY": self.key, "COMPLIANCE_SYNC_REST_PAGE_SIZE": "1000"}
+        return base_env() | {
+            "NEXT_PUBLIC_SUPABASE_URL": self.url,
+            "SUPABASE_SERVICE_ROLE_KEY": self.key,
+            "COMPLIANCE_SYNC_REST_PAGE_SIZE": "1000",
+        }
 
     def stop(self) -> None:
         self.rss_mb = vm_hwm_mb(self.proc.pid) or 0.0  # idle now: its peak is behind it
@@ -325,7 +357,16 @@ class DagsterWorker:
     def __init__(self, cwd: str, log: pathlib.Path) -> None:
         self.log = open(log, "a")
         cmd = [PYTHON, str(BENCH / "dagster_overhead.py")]
-        self.proc = subprocess.Popen(cmd, env=base_env(), cwd=cwd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self.log, text=True, start_new_session=True)
+        self.proc = subprocess.Popen(
+            cmd,
+            env=base_env(),
+            cwd=cwd,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=self.log,
+            text=True,
+            start_new_session=True,
+        )
         JANITOR.started(self.proc)
         self.ready = self._read(300)
 
@@ -377,7 +418,9 @@ def build_dataset(ds: Dataset, run_id: str, keep: bool) -> dict[str, Any]:
         try:
             with psycopg.connect(url) as conn:
                 apply_full(conn)
-                load_demo_data(conn, clients=ds.clients, plans_per_client=ds.plans_per_client, events_scale=ds.events_scale)
+                load_demo_data(
+                    conn, clients=ds.clients, plans_per_client=ds.plans_per_client, events_scale=ds.events_scale
+                )
             with psycopg.connect(url, autocommit=True) as conn:
                 conn.execute("VACUUM ANALYZE")
         except BaseException:
@@ -392,9 +435,14 @@ def build_dataset(ds: Dataset, run_id: str, keep: bool) -> dict[str, Any]:
         q = conn.execute
         facts = {
             "template": name,
-            "plans": q("SELECT count(*) FROM account_plans WHERE fiscal_year = %s AND status IS DISTINCT FROM 'archived'", (YEAR,)).fetchone()[0],
+            "plans": q(
+                "SELECT count(*) FROM account_plans WHERE fiscal_year = %s AND status IS DISTINCT FROM 'archived'",
+                (YEAR,),
+            ).fetchone()[0],
             "events": q("SELECT count(*) FROM segmentation_events").fetchone()[0],
-            "fy_events": q("SELECT count(*) FROM segmentation_events WHERE event_date BETWEEN %s AND %s", (FY_START, FY_END)).fetchone()[0],
+            "fy_events": q(
+                "SELECT count(*) FROM segmentation_events WHERE event_date BETWEEN %s AND %s", (FY_START, FY_END)
+            ).fetchone()[0],
             "size_mb": q("SELECT pg_database_size(current_database())").fetchone()[0] / 2**20,
             "load_s": load_s,
         }
@@ -426,7 +474,15 @@ class Bench:
         finally:
             JANITOR.drop(name)
 
-    def child(self, ds: Dataset, system: str, r: int, cmd: list[str], env: dict[str, str], expect: Callable[[dict], str | None]) -> dict | None:
+    def child(
+        self,
+        ds: Dataset,
+        system: str,
+        r: int,
+        cmd: list[str],
+        env: dict[str, str],
+        expect: Callable[[dict], str | None],
+    ) -> dict | None:
         c = run_child(cmd, env, self.cwd)
         try:
             data = c.json()
@@ -469,7 +525,18 @@ class Bench:
 
     def trial_e(self, ds: Dataset, tpl: str, r: int) -> None:
         with self.clone(ds, tpl, "e") as url:
-            cmd = [PYTHON, str(BENCH / "pure_sql.py"), "--database-url", url, "--year", str(YEAR), "--as-of", AS_OF, "--bu-map", BU_MAP]
+            cmd = [
+                PYTHON,
+                str(BENCH / "pure_sql.py"),
+                "--database-url",
+                url,
+                "--year",
+                str(YEAR),
+                "--as-of",
+                AS_OF,
+                "--bu-map",
+                BU_MAP,
+            ]
             if self.child(ds, "e", r, cmd, base_env(), has("seconds")):
                 self.child(ds, "e_rerun", r, cmd, base_env(), has("seconds"))
 
@@ -477,7 +544,14 @@ class Bench:
         with self.clone(ds, tpl, "f") as url:
             server = RestServer(url, self.cwd)
             try:
-                value = self.child(ds, "f", r, [PYTHON, str(BENCH / "old_script.py"), "--year", str(YEAR), "--as-of", AS_OF], server.env(), has("write_s"))
+                value = self.child(
+                    ds,
+                    "f",
+                    r,
+                    [PYTHON, str(BENCH / "old_script.py"), "--year", str(YEAR), "--as-of", AS_OF],
+                    server.env(),
+                    has("write_s"),
+                )
             finally:
                 server.stop()
             if value:
@@ -492,7 +566,9 @@ class Bench:
                 say(f"FAILED {ds.key} g/{op}: {exc}")
                 return
         if answer.get("error") or answer.get("status") != "written":
-            self.failures.append(f"{ds.key} g/{op} repeat {r + 1}: status {answer.get('status')}: {answer.get('error')}")
+            self.failures.append(
+                f"{ds.key} g/{op} repeat {r + 1}: status {answer.get('status')}: {answer.get('error')}"
+            )
             return
         self.record(ds, "g_" + op, r, {"wall": answer["seconds"], "json": answer})
 
@@ -599,12 +675,21 @@ def req_rows(system: str, v: dict) -> int | None:
 
 def detail(system: str, runs: list[dict]) -> str:
     if system in ("a", "b", "c", "d"):
-        parts = [f"{k[:-2]} {med([timing(k)(v) for v in runs]):.2f}" for k in ("read_s", "compute_s", "plan_s", "write_s") if med([timing(k)(v) for v in runs]) is not None]
+        parts = [
+            f"{k[:-2]} {med([timing(k)(v) for v in runs]):.2f}"
+            for k in ("read_s", "compute_s", "plan_s", "write_s")
+            if med([timing(k)(v) for v in runs]) is not None
+        ]
         extra = ""
         if system == "d":
             extra = f"; REST server peak RSS {num(med([v.get('server_rss_mb') for v in runs]), '.0f')} MB"
         counts = runs[0]["json"].get("targets", {}).get(REQ, {})
-        return "phases (s): " + " · ".join(parts) + f"; {REQ.split('_')[-1]}: ins {counts.get('inserted', 0):,} / unch {counts.get('unchanged', 0):,}" + extra
+        return (
+            "phases (s): "
+            + " · ".join(parts)
+            + f"; {REQ.split('_')[-1]}: ins {counts.get('inserted', 0):,} / unch {counts.get('unchanged', 0):,}"
+            + extra
+        )
     if system in ("e", "e_rerun"):
         counts = runs[0]["json"].get("targets", {}).get(REQ, {})
         return f"SQL transaction {med([v['json']['seconds'] for v in runs]):.2f} s; requirements ins {counts.get('inserted', 0):,}"
@@ -616,7 +701,10 @@ def detail(system: str, runs: list[dict]) -> str:
             f"{num(med([v.get('server_rss_mb') for v in runs]), '.0f')} MB"
         )
     if system == "g_direct":
-        return "phases (s): " + " · ".join(f"{k[:-2]} {med([v['json']['timings'].get(k) for v in runs]):.2f}" for k in ("read_s", "compute_s", "plan_s", "write_s"))
+        return "phases (s): " + " · ".join(
+            f"{k[:-2]} {med([v['json']['timings'].get(k) for v in runs]):.2f}"
+            for k in ("read_s", "compute_s", "plan_s", "write_s")
+        )
     if system == "g_dagster":
         keys = ("instance_s", "definitions_s", "execute_s", "summary_s")
         return "parts (s): " + " · ".join(f"{k[:-2]} {med([v['json'][k] for v in runs]):.2f}" for k in keys)
@@ -648,7 +736,16 @@ def table(bench: Bench, datasets: list[Dataset], facts: dict[str, dict], repeats
             target, ok = "", None
             if system in ("a", "b", "c"):
                 target, ok = f"RSS ≤ {RSS_LIMIT_MB} MB", rss is not None and rss <= RSS_LIMIT_MB
-            row(label, name, fmt_s(w) + f" (n={len(runs)})", "–" if rss is None else f"{rss:.0f}", rate, detail(system, runs), target, verdict(ok) if target else "")
+            row(
+                label,
+                name,
+                fmt_s(w) + f" (n={len(runs)})",
+                "–" if rss is None else f"{rss:.0f}",
+                rate,
+                detail(system, runs),
+                target,
+                verdict(ok) if target else "",
+            )
 
     # ratios
     for ds in datasets:
@@ -656,20 +753,53 @@ def table(bench: Bench, datasets: list[Dataset], facts: dict[str, dict], repeats
         if not res:
             continue
 
-        def ran(*systems: str, res: dict = res) -> bool:  # rows of systems not run here (--only, --datasets) are left out
+        def ran(
+            *systems: str, res: dict = res
+        ) -> bool:  # rows of systems not run here (--only, --datasets) are left out
             return all(res.get(s) for s in systems)
 
         if ran("a", "e"):
             ratio = med(paired(res, "a", "e", wall, wall))
-            row(ds.label, "a / e (wall, whole processes)", fmt_x(ratio), "", "", "", f"≤ {A_OVER_E}×", verdict_at(ds, None if ratio is None else ratio <= A_OVER_E))
+            row(
+                ds.label,
+                "a / e (wall, whole processes)",
+                fmt_x(ratio),
+                "",
+                "",
+                "",
+                f"≤ {A_OVER_E}×",
+                verdict_at(ds, None if ratio is None else ratio <= A_OVER_E),
+            )
         if ran("b", "e_rerun"):
             ratio = med(paired(res, "b", "e_rerun", wall, wall))
-            row(ds.label, "b / e′ (reruns on synced clones)", fmt_x(ratio), "", "", "", f"≤ {B_OVER_E}×", verdict_at(ds, None if ratio is None else ratio <= B_OVER_E))
+            row(
+                ds.label,
+                "b / e′ (reruns on synced clones)",
+                fmt_x(ratio),
+                "",
+                "",
+                "",
+                f"≤ {B_OVER_E}×",
+                verdict_at(ds, None if ratio is None else ratio <= B_OVER_E),
+            )
         if ran("d", "f"):
             ratio = med(paired(res, "f", "d", lambda v: v["json"]["write_s"], timing("write_s")))
-            d_w, f_w = med([timing("write_s")(v) for v in res.get("d", [])]), med([v["json"]["write_s"] for v in res.get("f", [])])
-            row(ds.label, "f's write phase / d's write phase", fmt_x(ratio), "", "", f"d {fmt_s(d_w)} vs f {fmt_s(f_w)}", f"≥ {WRITE_SPEEDUP}× (d faster)", verdict_at(ds, None if ratio is None else ratio >= WRITE_SPEEDUP))
+            d_w, f_w = (
+                med([timing("write_s")(v) for v in res.get("d", [])]),
+                med([v["json"]["write_s"] for v in res.get("f", [])]),
+            )
+            row(
+                ds.label,
+                "f's write phase / d's write phase",
+                fmt_x(ratio),
+                "",
+                "",
+                f"d {fmt_s(d_w)} vs f {fmt_s(f_w)}",
+                f"≥ {WRITE_SPEEDUP}× (d faster)",
+                verdict_at(ds, None if ratio is None else ratio >= WRITE_SPEEDUP),
+            )
         for with_instance in (True, False) if ran("g_direct", "g_dagster", "a") else ():
+
             def over(v: dict, wi: bool = with_instance) -> float:
                 return v["wall"] - (0.0 if wi else v["json"]["instance_s"])
 
@@ -681,12 +811,32 @@ def table(bench: Bench, datasets: list[Dataset], facts: dict[str, dict], repeats
             shares = [diffs[r] / a_runs[r]["wall"] for r in diffs if r in a_runs]
             g = med(list(diffs.values()))
             share = med(shares)
-            what = "g / a: Dagster's overhead " + ("incl. the ephemeral instance" if with_instance else "excl. the ephemeral instance")
-            row(ds.label, what, "–" if share is None else f"{100 * share:.1f} %", "", "", f"overhead {fmt_s(g)}", f"≤ {100 * G_SHARE:.0f} % of a", verdict_at(ds, None if share is None else share <= G_SHARE))
+            what = "g / a: Dagster's overhead " + (
+                "incl. the ephemeral instance" if with_instance else "excl. the ephemeral instance"
+            )
+            row(
+                ds.label,
+                what,
+                "–" if share is None else f"{100 * share:.1f} %",
+                "",
+                "",
+                f"overhead {fmt_s(g)}",
+                f"≤ {100 * G_SHARE:.0f} % of a",
+                verdict_at(ds, None if share is None else share <= G_SHARE),
+            )
         if ds.key == DEMO.key and ran("a", "h"):
             ratio = med(paired(res, "a", "h", wall, wall))
             others = ", ".join(f"{s}/h {fmt_x(med(paired(res, s, 'h', wall, wall)))}" for s in ("b", "c") if res.get(s))
-            row(ds.label, "demo CLI (a) / h", fmt_x(ratio), "", "", others, f"≤ {DEMO_OVER_H}×", verdict(None if ratio is None else ratio <= DEMO_OVER_H))
+            row(
+                ds.label,
+                "demo CLI (a) / h",
+                fmt_x(ratio),
+                "",
+                "",
+                others,
+                f"≤ {DEMO_OVER_H}×",
+                verdict(None if ratio is None else ratio <= DEMO_OVER_H),
+            )
 
     # cost exponents between datasets
     present = [ds for ds in datasets if R.get(ds.key, {}).get("a")]
@@ -732,8 +882,25 @@ def table(bench: Bench, datasets: list[Dataset], facts: dict[str, dict], repeats
         for system in ("a", "b", "c", "d"):
             if not (R[D20M.key].get(system) and R[D20K.key].get(system)):
                 continue
-            ratio = med(paired({"x": R[D20M.key].get(system, []), "y": R[D20K.key].get(system, [])}, "x", "y", lambda v: v["rss_mb"], lambda v: v["rss_mb"]))
-            row("20M vs 2M events", f"peak RSS of {system} at 20M / at 2M", fmt_x(ratio), "", "", "", f"≤ {RSS_20M_OVER_2M}×", verdict(None if ratio is None else ratio <= RSS_20M_OVER_2M))
+            ratio = med(
+                paired(
+                    {"x": R[D20M.key].get(system, []), "y": R[D20K.key].get(system, [])},
+                    "x",
+                    "y",
+                    lambda v: v["rss_mb"],
+                    lambda v: v["rss_mb"],
+                )
+            )
+            row(
+                "20M vs 2M events",
+                f"peak RSS of {system} at 20M / at 2M",
+                fmt_x(ratio),
+                "",
+                "",
+                "",
+                f"≤ {RSS_20M_OVER_2M}×",
+                verdict(None if ratio is None else ratio <= RSS_20M_OVER_2M),
+            )
     return "\n".join(lines)
 
 
@@ -753,19 +920,31 @@ def consistency(bench: Bench, datasets: list[Dataset]) -> list[str]:
         if len(set(counts.values())) > 1:
             notes.append(f"{ds.key}: the systems disagree on the requirement rows of a first sync: {counts}")
         elif counts:
-            notes.append(f"{ds.key}: every first sync wrote {next(iter(counts.values())):,} requirement rows ({', '.join(counts)})")
+            notes.append(
+                f"{ds.key}: every first sync wrote {next(iter(counts.values())):,} requirement rows ({', '.join(counts)})"
+            )
     return notes
 
 
 # --- main -------------------------------------------------------------------------------------------------------
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--quick", action="store_true", help="the demo and 2k datasets, one repeat (a smoke test of the harness)")
-    p.add_argument("--with-20m", action="store_true", help="add 20,000 plans with ~20M events (loading takes several minutes)")
+    p.add_argument(
+        "--quick", action="store_true", help="the demo and 2k datasets, one repeat (a smoke test of the harness)"
+    )
+    p.add_argument(
+        "--with-20m", action="store_true", help="add 20,000 plans with ~20M events (loading takes several minutes)"
+    )
     p.add_argument("--repeat", type=int, default=None, help="repeats per dataset (default 3; 1 with --quick)")
     p.add_argument("--raw", help="also write every measurement to this JSON file")
-    p.add_argument("--keep-datasets", action="store_true", help="keep the template databases (cs_bench_tpl_*) and reuse them next time")
-    p.add_argument("--datasets", help="comma-separated datasets to run (demo,2k,20k,20m); overrides --quick / --with-20m's choice")
+    p.add_argument(
+        "--keep-datasets",
+        action="store_true",
+        help="keep the template databases (cs_bench_tpl_*) and reuse them next time",
+    )
+    p.add_argument(
+        "--datasets", help="comma-separated datasets to run (demo,2k,20k,20m); overrides --quick / --with-20m's choice"
+    )
     p.add_argument("--only", help="comma-separated systems to run (a,c,d,e,f,g,h; b runs with a); default all")
     args = p.parse_args()
     repeats = args.repeat or (1 if args.quick else 3)
@@ -786,7 +965,10 @@ def main() -> int:
         raise KeyboardInterrupt(f"signal {signum}")
 
     signal.signal(signal.SIGTERM, on_term)
-    command = " ".join(shlex.quote(a) for a in [os.path.relpath(PYTHON, os.getcwd()) if PYTHON.startswith(os.getcwd()) else PYTHON, *sys.argv])
+    command = " ".join(
+        shlex.quote(a)
+        for a in [os.path.relpath(PYTHON, os.getcwd()) if PYTHON.startswith(os.getcwd()) else PYTHON, *sys.argv]
+    )
     started = time.perf_counter()
     facts: dict[str, dict] = {}
     workdir = tempfile.mkdtemp(prefix="cs_bench_")  # no .env here: the children see only the environment given
@@ -846,14 +1028,26 @@ def main() -> int:
 
     elapsed = time.perf_counter() - started
     if args.raw:
-        pathlib.Path(args.raw).write_text(json.dumps({"command": command, "facts": facts, "results": bench.results, "failures": bench.failures}, indent=1, default=str))
-    print(f"Command: `{command}` ({repeats} repeat(s), {elapsed / 60:.1f} min in all; {dt.datetime.now():%Y-%m-%d %H:%M}; "
-          f"{os.cpu_count()} CPUs, load average at the end {os.getloadavg()[0]:.1f}; Python {platform.python_version()})")
+        pathlib.Path(args.raw).write_text(
+            json.dumps(
+                {"command": command, "facts": facts, "results": bench.results, "failures": bench.failures},
+                indent=1,
+                default=str,
+            )
+        )
+    print(
+        f"Command: `{command}` ({repeats} repeat(s), {elapsed / 60:.1f} min in all; {dt.datetime.now():%Y-%m-%d %H:%M}; "
+        f"{os.cpu_count()} CPUs, load average at the end {os.getloadavg()[0]:.1f}; Python {platform.python_version()})"
+    )
     print()
-    print("Datasets (FY2026, as_of 2026-11-20): " + "; ".join(
-        f"{ds.key}: {facts[ds.key]['plans']:,} plans, {facts[ds.key]['fy_events']:,} FY events, {facts[ds.key]['size_mb']:.0f} MB"
-        + (f", loaded in {facts[ds.key]['load_s']:.0f} s" if facts[ds.key]["load_s"] else ", reused")
-        for ds in datasets))
+    print(
+        "Datasets (FY2026, as_of 2026-11-20): "
+        + "; ".join(
+            f"{ds.key}: {facts[ds.key]['plans']:,} plans, {facts[ds.key]['fy_events']:,} FY events, {facts[ds.key]['size_mb']:.0f} MB"
+            + (f", loaded in {facts[ds.key]['load_s']:.0f} s" if facts[ds.key]["load_s"] else ", reused")
+            for ds in datasets
+        )
+    )
     print()
     print(table(bench, datasets, facts, repeats))
     print()

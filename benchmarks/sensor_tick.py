@@ -33,8 +33,12 @@ def main() -> None:
         backend.fingerprint(fy)
         times.append(time.perf_counter() - started)
     with psycopg.connect(args.database_url) as conn:
-        events = conn.execute("SELECT count(*) FROM segmentation_events WHERE event_date BETWEEN %s AND %s", (fy.start, fy.end)).fetchone()[0]
-    print(f"FY{fy.year}: {events:,} events in the FY; fingerprint median {statistics.median(times):.3f} s over {args.repeat} ticks")
+        events = conn.execute(
+            "SELECT count(*) FROM segmentation_events WHERE event_date BETWEEN %s AND %s", (fy.start, fy.end)
+        ).fetchone()[0]
+    print(
+        f"FY{fy.year}: {events:,} events in the FY; fingerprint median {statistics.median(times):.3f} s over {args.repeat} ticks"
+    )
 
 
 if __name__ == "__main__":

@@ -59,19 +59,27 @@ def main() -> None:
     params["dbname"] = name
     url = make_conninfo(**params)
     exe = shutil.which("compliance-sync", path=str(pathlib.Path(sys.executable).parent)) or "compliance-sync"
-    env = dict(os.environ, SUPABASE_DB_URL=url, COMPLIANCE_SYNC_BU_MAP=str(ROOT / "compliance_sync" / "bu_map.example.yaml"))
+    env = dict(
+        os.environ, SUPABASE_DB_URL=url, COMPLIANCE_SYNC_BU_MAP=str(ROOT / "compliance_sync" / "bu_map.example.yaml")
+    )
     env.pop("DAGSTER_HOME", None)
     year, as_of = ("2026", "2026-06-30") if args.scale else ("2025", "2025-06-30")
     try:
         subprocess.run([exe, "migrate"], env=env, check=True, capture_output=True)
         t0 = time.perf_counter()
-        load = [exe, "demo-data"] + (["--clients", "10000", "--plans-per-client", "2", "--events-scale", "3.5"] if args.scale else [])
+        load = [exe, "demo-data"] + (
+            ["--clients", "10000", "--plans-per-client", "2", "--events-scale", "3.5"] if args.scale else []
+        )
         subprocess.run(load, env=env, check=True, capture_output=True)
         load_s = time.perf_counter() - t0
         with psycopg.connect(url) as conn:
             events = conn.execute("SELECT count(*) FROM segmentation_events").fetchone()[0]
-            plans = conn.execute("SELECT count(*) FROM account_plans WHERE fiscal_year = %s", (int(year),)).fetchone()[0]
-        print(f"dataset: {'scale' if args.scale else 'demo'}; FY{year} plans {plans:,}; events (all years) {events:,}; load {load_s:.1f} s")
+            plans = conn.execute("SELECT count(*) FROM account_plans WHERE fiscal_year = %s", (int(year),)).fetchone()[
+                0
+            ]
+        print(
+            f"dataset: {'scale' if args.scale else 'demo'}; FY{year} plans {plans:,}; events (all years) {events:,}; load {load_s:.1f} s"
+        )
         print("| run | wall s | peak RSS MB | read s | compute s | write s | inserted | updated | unchanged |")
         print("|---|---|---|---|---|---|---|---|---|")
         sync = [exe, "--year", year, "--as-of", as_of, "--json"]

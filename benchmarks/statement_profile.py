@@ -86,7 +86,9 @@ def main() -> int:
     outcome = sync.Outcome(fy, fy.as_of(args.as_of), sync.Mode.LIVE, backend.name.value, f"profile-{uuid.uuid4()}")
     PHASE[0] = "read_s"
     started = time.perf_counter()
-    sync.run_fiscal_year(backend, settings, settings.bu_map(), outcome, sync.RunOptions(sync.Mode.LIVE, False, 50, outcome.run_id))
+    sync.run_fiscal_year(
+        backend, settings, settings.bu_map(), outcome, sync.RunOptions(sync.Mode.LIVE, False, 50, outcome.run_id)
+    )
     total = time.perf_counter() - started
     summary = outcome.summary()
     print(f"run_fiscal_year: {total:.2f} s, status {summary['status']}, error {summary['error']}")
@@ -97,7 +99,9 @@ def main() -> int:
     print("\nper phase: wall = SQL statements (incl. fetchall) + Python")
     for name in order:
         if name in outcome.timings:
-            print(f"  {name:10s} {outcome.timings[name]:7.2f} s = SQL {in_sql[name]:6.2f} + Python {outcome.timings[name] - in_sql[name]:6.2f}")
+            print(
+                f"  {name:10s} {outcome.timings[name]:7.2f} s = SQL {in_sql[name]:6.2f} + Python {outcome.timings[name] - in_sql[name]:6.2f}"
+            )
     print(f"\nthe {args.top} slowest statements:")
     for phase, seconds, text in sorted(STATEMENTS, key=lambda s: -s[1])[: args.top]:
         print(f"  {seconds:7.3f} s  [{phase}]  {text[:160]}")

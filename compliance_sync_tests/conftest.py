@@ -28,6 +28,7 @@ def dagster_home(path: pathlib.Path) -> pathlib.Path:
     (path / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
     return path
 
+
 # helper modules with asserts of their own: rewritten like the tests (registered before any test imports them)
 pytest.register_assert_rewrite("compliance_sync_tests.world", "compliance_sync_tests.rest_support")
 
@@ -122,7 +123,10 @@ def demo_db(migrated_db: str, tmp_path, monkeypatch) -> str:
         load_demo_data(conn)
     monkeypatch.chdir(tmp_path)
     for var in list(os.environ):
-        if var.startswith(("COMPLIANCE_SYNC_", "NEXT_PUBLIC_", "SUPABASE_", "DAGSTER_")) and var != "COMPLIANCE_SYNC_TEST_DATABASE_URL":
+        if (
+            var.startswith(("COMPLIANCE_SYNC_", "NEXT_PUBLIC_", "SUPABASE_", "DAGSTER_"))
+            and var != "COMPLIANCE_SYNC_TEST_DATABASE_URL"
+        ):
             monkeypatch.delenv(var)
     monkeypatch.setenv("SUPABASE_DB_URL", migrated_db)
     monkeypatch.setenv("COMPLIANCE_SYNC_BU_MAP", str(EXAMPLE_BU_MAP))

@@ -49,7 +49,9 @@ def clone(url: str) -> str:
     with psycopg.connect(url_for_database(url, "postgres"), autocommit=True) as conn:
         for _ in range(50):  # a just-closed session may linger a moment
             try:
-                conn.execute(sql.SQL("CREATE DATABASE {} TEMPLATE {}").format(sql.Identifier(name), sql.Identifier(source)))
+                conn.execute(
+                    sql.SQL("CREATE DATABASE {} TEMPLATE {}").format(sql.Identifier(name), sql.Identifier(source))
+                )
                 break
             except psycopg.errors.ObjectInUse:
                 time.sleep(0.1)
@@ -87,7 +89,9 @@ def reset(url: str, loader: Callable[[str], None]) -> str:
     a module that change rows but never the schema (creating and dropping one per test costs ~1.5 s)."""
     tables = [*SECTION3_TABLES, LEDGER_TABLE]
     with psycopg.connect(url) as conn:
-        conn.execute(sql.SQL("TRUNCATE {} RESTART IDENTITY").format(sql.SQL(", ").join(sql.Identifier(t) for t in tables)))
+        conn.execute(
+            sql.SQL("TRUNCATE {} RESTART IDENTITY").format(sql.SQL(", ").join(sql.Identifier(t) for t in tables))
+        )
     loader(url)
     return url
 
@@ -129,21 +133,33 @@ def ledger_rows(url: str) -> list[dict[str, Any]]:
 def save_targets(url: str, schema_name: str = "keep") -> None:
     """Copy the four targets and the ledger into ``schema_name`` (not exposed over REST)."""
     with psycopg.connect(url, autocommit=True) as conn:
-        conn.execute(sql.SQL("DROP SCHEMA IF EXISTS {s} CASCADE; CREATE SCHEMA {s}").format(s=sql.Identifier(schema_name)))
+        conn.execute(
+            sql.SQL("DROP SCHEMA IF EXISTS {s} CASCADE; CREATE SCHEMA {s}").format(s=sql.Identifier(schema_name))
+        )
         for name in [t.name for t in TARGETS] + [LEDGER_TABLE]:
-            conn.execute(sql.SQL("CREATE TABLE {}.{} AS SELECT * FROM public.{}").format(sql.Identifier(schema_name), sql.Identifier(name), sql.Identifier(name)))
+            conn.execute(
+                sql.SQL("CREATE TABLE {}.{} AS SELECT * FROM public.{}").format(
+                    sql.Identifier(schema_name), sql.Identifier(name), sql.Identifier(name)
+                )
+            )
 
 
 def restore_targets(url: str, schema_name: str = "keep") -> None:
     with psycopg.connect(url) as conn:
         for name in [t.name for t in TARGETS] + [LEDGER_TABLE]:
             conn.execute(sql.SQL("DELETE FROM public.{}").format(sql.Identifier(name)))
-            conn.execute(sql.SQL("INSERT INTO public.{} SELECT * FROM {}.{}").format(sql.Identifier(name), sql.Identifier(schema_name), sql.Identifier(name)))
+            conn.execute(
+                sql.SQL("INSERT INTO public.{} SELECT * FROM {}.{}").format(
+                    sql.Identifier(name), sql.Identifier(schema_name), sql.Identifier(name)
+                )
+            )
 
 
 # --- the REST server and runs ----------------------------------------------------------------------------------
 @contextlib.contextmanager
-def rest_server(url: str, max_rows: int | None = None, listen_for_reload: bool = False, **kwargs: Any) -> Iterator[PostgrestServer]:
+def rest_server(
+    url: str, max_rows: int | None = None, listen_for_reload: bool = False, **kwargs: Any
+) -> Iterator[PostgrestServer]:
     """The PostgREST look-alike on ``url``; without ``listen_for_reload`` (NOTIFY pgrst) it stops at once
     instead of after its listener's next 0.5 s poll."""
     srv = PostgrestServer(url, max_rows=max_rows, listen_for_reload=listen_for_reload, **kwargs).start()
@@ -157,7 +173,9 @@ def rest_server(url: str, max_rows: int | None = None, listen_for_reload: bool =
         srv.stop()
 
 
-def rest_backend(srv: PostgrestServer, page_size: int = 1000, timeout_s: float = 10.0, retries: int = 2, key: str | None = None) -> RestBackend:
+def rest_backend(
+    srv: PostgrestServer, page_size: int = 1000, timeout_s: float = 10.0, retries: int = 2, key: str | None = None
+) -> RestBackend:
     return RestBackend(srv.url, key or srv.service_role_key, page_size=page_size, timeout_s=timeout_s, retries=retries)
 
 
@@ -166,7 +184,15 @@ def settings_for(tmp_path, **env: str) -> Settings:
     return load_settings(cwd=tmp_path, environ=env)
 
 
-def run(backend, bu_map: BuMap, settings: Settings, mode: Mode = Mode.LIVE, allow_mass_prune: bool = False, fy: FiscalYear = FY25, as_of: dt.date = AS_OF) -> Outcome:
+def run(
+    backend,
+    bu_map: BuMap,
+    settings: Settings,
+    mode: Mode = Mode.LIVE,
+    allow_mass_prune: bool = False,
+    fy: FiscalYear = FY25,
+    as_of: dt.date = AS_OF,
+) -> Outcome:
     outcome = Outcome(fy, fy.as_of(as_of), mode, backend.name.value, f"test-{uuid.uuid4()}")
     return run_fiscal_year(backend, settings, bu_map, outcome, RunOptions(mode, allow_mass_prune, 50, outcome.run_id))
 
@@ -186,7 +212,16 @@ def record_bodies(srv: PostgrestServer) -> list[dict[str, Any]]:
             payload = json.loads(body) if body else None
         except ValueError:
             payload = body
-        seen.append({"seq": record.seq, "method": method, "table": record.table, "params": dict(record.params), "body": payload, "prefer": headers.get("prefer", "")})
+        seen.append(
+            {
+                "seq": record.seq,
+                "method": method,
+                "table": record.table,
+                "params": dict(record.params),
+                "body": payload,
+                "prefer": headers.get("prefer", ""),
+            }
+        )
         return real(method, resource, raw_query, headers, body, record)
 
     srv.handle_rest = handle_rest
@@ -196,11 +231,17 @@ def record_bodies(srv: PostgrestServer) -> list[dict[str, Any]]:
 def writes(srv: PostgrestServer) -> list:
     """Requests that could change a row: PATCH, DELETE, and POSTs with a body other than ``[]`` (the schema
     check's zero-row upsert probes write nothing)."""
-    return [r for r in srv.requests if r.method in ("PATCH", "DELETE", "PUT") or (r.method == "POST" and r.headers.get("content-length") != "2")]
+    return [
+        r
+        for r in srv.requests
+        if r.method in ("PATCH", "DELETE", "PUT") or (r.method == "POST" and r.headers.get("content-length") != "2")
+    ]
 
 
 @contextlib.contextmanager
-def while_held(fault, action: Callable[[], None], event: threading.Event, timeout: float = 20.0) -> Iterator[threading.Thread]:
+def while_held(
+    fault, action: Callable[[], None], event: threading.Event, timeout: float = 20.0
+) -> Iterator[threading.Thread]:
     """When the delay ``fault`` holds its request, run ``action`` (in a helper thread), then release it."""
     errors: list[BaseException] = []
 
@@ -284,7 +325,17 @@ def wide_scenario(seed: int = 11) -> Scenario:
     s.event("ev:prior-year", "Client 04", "SLA_REVIEW", "2024-12-31")
     for i in range(8):
         s.exclude(clients[i], TYPES[i], "greyed out for now" if i % 2 else None)
-        s.cache.append({"client_name": clients[i], "event_type_id": s.types[i]["id"], "year": 2025, "expected_count": 4, "actual_count": i % 3, "compliance_percentage": 25, "status": "at_risk"})
+        s.cache.append(
+            {
+                "client_name": clients[i],
+                "event_type_id": s.types[i]["id"],
+                "year": 2025,
+                "expected_count": 4,
+                "actual_count": i % 3,
+                "compliance_percentage": 25,
+                "status": "at_risk",
+            }
+        )
     return s
 
 

@@ -49,13 +49,32 @@ class Scenario:
         return uid("tier:" + name)
 
     def event_type(self, code: str, active: Any = True) -> str:
-        self.types.append({"id": uid("type:" + code), "event_name": code.title().replace("_", " "), "event_code": code, "is_active": active})
+        self.types.append(
+            {
+                "id": uid("type:" + code),
+                "event_name": code.title().replace("_", " "),
+                "event_code": code,
+                "is_active": active,
+            }
+        )
         return uid("type:" + code)
 
     def require(self, tier: str, code: str, frequency: Any) -> None:
-        self.requirements.append({"tier_id": uid("tier:" + tier), "event_type_id": uid("type:" + code), "frequency": frequency})
+        self.requirements.append(
+            {"tier_id": uid("tier:" + tier), "event_type_id": uid("type:" + code), "frequency": frequency}
+        )
 
-    def period(self, client: str, tier: str | None, start: str, end: str | None = None, cse: str | None = "Kim Lee", label: str | None = None, client_uuid: str | None = None, tier_id: str | None = None) -> str:
+    def period(
+        self,
+        client: str,
+        tier: str | None,
+        start: str,
+        end: str | None = None,
+        cse: str | None = "Kim Lee",
+        label: str | None = None,
+        client_uuid: str | None = None,
+        tier_id: str | None = None,
+    ) -> str:
         pid = uid(label or f"period:{client}:{start}")
         self.periods.append(
             {
@@ -70,17 +89,52 @@ class Scenario:
         )
         return pid
 
-    def plan(self, label: str, client: str, status: Any = "approved", client_id: str | None = None, year: int | None = None) -> str:
-        self.plans.append({"id": uid(label), "client_id": client_id, "client_name": client, "fiscal_year": year or self.fy.year, "status": status})
-        return uid(label)
-
-    def strategy(self, label: str, cse: str, territory: str, quarter: Any = None, updated_at: Any = None, status: str = "approved", year: int | None = None) -> str:
-        self.strategies.append(
-            {"id": uid(label), "cse_name": cse, "territory": territory, "fiscal_year": year or self.fy.year, "quarter": quarter, "status": status, "updated_at": updated_at}
+    def plan(
+        self, label: str, client: str, status: Any = "approved", client_id: str | None = None, year: int | None = None
+    ) -> str:
+        self.plans.append(
+            {
+                "id": uid(label),
+                "client_id": client_id,
+                "client_name": client,
+                "fiscal_year": year or self.fy.year,
+                "status": status,
+            }
         )
         return uid(label)
 
-    def event(self, label: str, client: str, code: str | None, date: str | None, completed: Any = True, type_id: str | None = None) -> str:
+    def strategy(
+        self,
+        label: str,
+        cse: str,
+        territory: str,
+        quarter: Any = None,
+        updated_at: Any = None,
+        status: str = "approved",
+        year: int | None = None,
+    ) -> str:
+        self.strategies.append(
+            {
+                "id": uid(label),
+                "cse_name": cse,
+                "territory": territory,
+                "fiscal_year": year or self.fy.year,
+                "quarter": quarter,
+                "status": status,
+                "updated_at": updated_at,
+            }
+        )
+        return uid(label)
+
+    def event(
+        self,
+        label: str,
+        client: str,
+        code: str | None,
+        date: str | None,
+        completed: Any = True,
+        type_id: str | None = None,
+    ) -> str:
         self.events.append(
             {
                 "id": uid(label),
@@ -153,7 +207,9 @@ def bu_row(bu: str = "ANZ", fy: int = 2025, **over: Any) -> dict[str, Any]:
         "overall_compliance_percentage": Decimal("52.63"),
         "clients_below_compliance": 1,
         "territory_count": 1,
-        "territory_data": [{"territory": "VIC + NZ", "cse_name": "Kim Lee", "clients": 1, "compliance": Decimal("52.63")}],
+        "territory_data": [
+            {"territory": "VIC + NZ", "cse_name": "Kim Lee", "clients": 1, "compliance": Decimal("52.63")}
+        ],
     }
     row.update(over)
     return row
@@ -187,8 +243,14 @@ def wanted_rows(fiscal_year: int = 2025, requirements=(), territories=(), busine
         if not any(x.event_type_id == r["event_type_id"] for x in reqs):
             reqs.append(
                 ClientRequirement(
-                    r["event_type_id"], r["event_type_name"], r["required_count"], r["completed_count"], r["scheduled_count"],
-                    r["compliance_percentage"], r["status"], r["next_due_date"],
+                    r["event_type_id"],
+                    r["event_type_name"],
+                    r["required_count"],
+                    r["completed_count"],
+                    r["scheduled_count"],
+                    r["compliance_percentage"],
+                    r["status"],
+                    r["next_due_date"],
                 )
             )
     return WantedRows(

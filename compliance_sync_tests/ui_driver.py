@@ -36,10 +36,21 @@ import urllib.request
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = [
-    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-    "--disable-background-networking", "--disable-component-update", "--disable-sync",
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
 ]
-TARGETS = ("account_plan_event_requirements", "territory_compliance_summary", "business_unit_planning", "apac_planning_goals")
+TARGETS = (
+    "account_plan_event_requirements",
+    "territory_compliance_summary",
+    "business_unit_planning",
+    "apac_planning_goals",
+)
 ASSET = "business_unit_planning"  # the target whose page launches the run and whose metadata is pictured
 FISCAL_YEAR = "2025"
 READY_TIMEOUT_S = 300.0  # the demo: initdb, demo data, one sync, then dagster dev loading the code location
@@ -93,7 +104,8 @@ def wait_for(predicate, timeout: float, what: str, interval: float = 0.5):
 
 def graphql(base_url: str, query: str, variables: dict | None = None, timeout: float = 10.0) -> dict:
     request = urllib.request.Request(
-        f"{base_url}/graphql", data=json.dumps({"query": query, "variables": variables or {}}).encode(),
+        f"{base_url}/graphql",
+        data=json.dumps({"query": query, "variables": variables or {}}).encode(),
         headers={"Content-Type": "application/json"},
     )
     with urllib.request.urlopen(request, timeout=timeout) as response:
@@ -104,14 +116,19 @@ def graphql(base_url: str, query: str, variables: dict | None = None, timeout: f
 
 
 def run_status(base_url: str, run_id: str) -> str:
-    data = graphql(base_url, "query($id: ID!) { runOrError(runId: $id) { __typename ... on Run { status } } }", {"id": run_id})
+    data = graphql(
+        base_url, "query($id: ID!) { runOrError(runId: $id) { __typename ... on Run { status } } }", {"id": run_id}
+    )
     return data["runOrError"].get("status") or data["runOrError"]["__typename"]
 
 
 def runs(base_url: str) -> list[dict]:
     """Every run of the instance: id, status and tags as a dict."""
     data = graphql(base_url, "{ runsOrError { ... on Runs { results { runId status tags { key value } } } } }")
-    return [{"id": r["runId"], "status": r["status"], "tags": {t["key"]: t["value"] for t in r["tags"]}} for r in data["runsOrError"]["results"]]
+    return [
+        {"id": r["runId"], "status": r["status"], "tags": {t["key"]: t["value"] for t in r["tags"]}}
+        for r in data["runsOrError"]["results"]
+    ]
 
 
 # ---------------------------------------------------------------------------------------------- the demo
@@ -175,10 +192,16 @@ class DemoUi:
 
     def start(self) -> DemoUi:
         self.workdir.mkdir(parents=True, exist_ok=True)
-        env = {k: v for k, v in os.environ.items() if k not in ("DAGSTER_HOME", "SUPABASE_DB_URL", "NEXT_PUBLIC_SUPABASE_URL", "SUPABASE_SERVICE_ROLE_KEY")}
+        env = {
+            k: v
+            for k, v in os.environ.items()
+            if k not in ("DAGSTER_HOME", "SUPABASE_DB_URL", "NEXT_PUBLIC_SUPABASE_URL", "SUPABASE_SERVICE_ROLE_KEY")
+        }
         log.info("starting: %s (in %s)", " ".join(self.command()), self.workdir)
         with open(self.stdout_path, "wb") as out, open(self.stderr_path, "wb") as err:
-            self.proc = subprocess.Popen(self.command(), cwd=self.workdir, env=env, stdin=subprocess.DEVNULL, stdout=out, stderr=err)
+            self.proc = subprocess.Popen(
+                self.command(), cwd=self.workdir, env=env, stdin=subprocess.DEVNULL, stdout=out, stderr=err
+            )
         return self
 
     def output(self) -> str:
@@ -192,7 +215,9 @@ class DemoUi:
 
         def ready() -> bool:
             if self.proc.poll() is not None:
-                raise RuntimeError(f"compliance-sync demo --ui exited with {self.proc.returncode} before the UI was ready:\n{self.tail()}")
+                raise RuntimeError(
+                    f"compliance-sync demo --ui exited with {self.proc.returncode} before the UI was ready:\n{self.tail()}"
+                )
             return "the Dagster UI is ready" in self.output()
 
         wait_for(ready, timeout, f"`compliance-sync demo --ui` to report the Dagster UI ready on port {self.port}")
@@ -226,7 +251,9 @@ class DemoUi:
         try:
             code = self.proc.wait(timeout=timeout)
         except subprocess.TimeoutExpired:
-            raise AssertionError(f"compliance-sync did not exit within {timeout:.0f} s of SIGINT:\n{self.tail()}") from None
+            raise AssertionError(
+                f"compliance-sync did not exit within {timeout:.0f} s of SIGINT:\n{self.tail()}"
+            ) from None
         took = time.monotonic() - started
         left = {pid for pid in self.started_pids if pid != self.proc.pid and _alive(pid)}
         return code, took, left
@@ -251,7 +278,11 @@ class DemoUi:
 
     def unstamped_lines(self) -> list[str]:
         """Lines of the demo's output that are neither ours (timestamped, with a level) nor Dagster's."""
-        return [line for line in self.output().splitlines() if line.strip() and not OUR_LINE.match(line) and not DAGSTER_LINE.match(line)]
+        return [
+            line
+            for line in self.output().splitlines()
+            if line.strip() and not OUR_LINE.match(line) and not DAGSTER_LINE.match(line)
+        ]
 
 
 # ---------------------------------------------------------------------------------------------- the browser
@@ -275,7 +306,13 @@ class TourResult:
     screenshots: dict[str, pathlib.Path]
 
 
-def tour(base_url: str, out_dir: pathlib.Path, asset: str = ASSET, fiscal_year: str = FISCAL_YEAR, run_timeout: float = RUN_TIMEOUT_S) -> TourResult:
+def tour(
+    base_url: str,
+    out_dir: pathlib.Path,
+    asset: str = ASSET,
+    fiscal_year: str = FISCAL_YEAR,
+    run_timeout: float = RUN_TIMEOUT_S,
+) -> TourResult:
     """The newcomer's tour: the asset graph, a target's page, "Materialize…" for one fiscal year, the run
     until it succeeds, then that fiscal year's materialisation metadata. Saves ``asset-graph.png`` and
     ``materialization.png`` in ``out_dir``."""
@@ -285,7 +322,12 @@ def tour(base_url: str, out_dir: pathlib.Path, asset: str = ASSET, fiscal_year: 
     shots = {"asset-graph": out_dir / "asset-graph.png", "materialization": out_dir / "materialization.png"}
     with tempfile.TemporaryDirectory(prefix="compliance-sync-chromium-") as profile, sync_playwright() as pw:
         ctx = pw.chromium.launch_persistent_context(
-            profile, executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True, viewport=VIEWPORT, timeout=UI_TIMEOUT_MS
+            profile,
+            executable_path=CHROMIUM,
+            args=CHROMIUM_ARGS,
+            headless=True,
+            viewport=VIEWPORT,
+            timeout=UI_TIMEOUT_MS,
         )
         try:
             ctx.set_default_timeout(UI_TIMEOUT_MS)
@@ -335,7 +377,9 @@ def tour(base_url: str, out_dir: pathlib.Path, asset: str = ASSET, fiscal_year: 
             log.info("browser: run %s launched; waiting up to %.0f s for it to finish", run_id, run_timeout)
             status = wait_for(
                 lambda: (s := run_status(base_url, run_id)) in ("SUCCESS", "FAILURE", "CANCELED") and s,
-                run_timeout, f"run {run_id} (FY{fiscal_year}, launched from the UI) to finish", interval=1.0,
+                run_timeout,
+                f"run {run_id} (FY{fiscal_year}, launched from the UI) to finish",
+                interval=1.0,
             )
             if status == "SUCCESS":
                 expect(page.get_by_text("Success", exact=True).first).to_be_visible()

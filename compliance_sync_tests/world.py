@@ -53,8 +53,15 @@ CLIENTS = {  # client -> (tier, CSE)
 }
 STRATEGIES = {"Kim Lee": "VIC + NZ", "Raj Patel": "Singapore", "Ana Souza": "Hong Kong"}
 SOURCE_TABLES = (
-    "segmentation_tiers", "segmentation_event_types", "tier_event_requirements", "client_segmentation", "account_plans",
-    "territory_strategies", "segmentation_events", "segmentation_event_compliance", "client_event_exclusions",
+    "segmentation_tiers",
+    "segmentation_event_types",
+    "tier_event_requirements",
+    "client_segmentation",
+    "account_plans",
+    "territory_strategies",
+    "segmentation_events",
+    "segmentation_event_compliance",
+    "client_event_exclusions",
 )
 
 
@@ -89,7 +96,9 @@ def insert(conn: psycopg.Connection, table: str, rows: list[dict[str, Any]]) -> 
         cols = list(row)
         conn.execute(
             sql.SQL("INSERT INTO {} ({}) VALUES ({})").format(
-                sql.Identifier(table), sql.SQL(", ").join(map(sql.Identifier, cols)), sql.SQL(", ").join(sql.Placeholder() * len(cols))
+                sql.Identifier(table),
+                sql.SQL(", ").join(map(sql.Identifier, cols)),
+                sql.SQL(", ").join(sql.Placeholder() * len(cols)),
             ),
             [Jsonb(v, dumps=to_json) if isinstance(v, (list, dict)) else v for v in row.values()],
         )
@@ -123,7 +132,12 @@ def scalar(url: str, query: str, *params: Any) -> Any:
 def create_database(server_url: str, template: str | None = None) -> str:
     name = f"cs_t12_{uuid.uuid4().hex[:12]}"  # its own prefix: a copy left by a killed run is easy to find
     with psycopg.connect(server_url, autocommit=True) as conn:
-        conn.execute(sql.SQL("CREATE DATABASE {}{}").format(sql.Identifier(name), sql.SQL(" TEMPLATE {}").format(sql.Identifier(template)) if template else sql.SQL("")))
+        conn.execute(
+            sql.SQL("CREATE DATABASE {}{}").format(
+                sql.Identifier(name),
+                sql.SQL(" TEMPLATE {}").format(sql.Identifier(template)) if template else sql.SQL(""),
+            )
+        )
     return name
 
 
@@ -227,7 +241,10 @@ def cli_env(monkeypatch, tmp_path) -> pathlib.Path:
     monkeypatch.chdir(tmp_path)
     for var in list(os.environ):
         if (var.startswith("COMPLIANCE_SYNC_") and var != "COMPLIANCE_SYNC_TEST_DATABASE_URL") or var in (
-            "NEXT_PUBLIC_SUPABASE_URL", "SUPABASE_SERVICE_ROLE_KEY", "SUPABASE_DB_URL", "DAGSTER_HOME",
+            "NEXT_PUBLIC_SUPABASE_URL",
+            "SUPABASE_SERVICE_ROLE_KEY",
+            "SUPABASE_DB_URL",
+            "DAGSTER_HOME",
         ):
             monkeypatch.delenv(var)
     path = tmp_path / "bu_map.yaml"
@@ -280,7 +297,12 @@ def full_snapshot(url: str) -> dict[str, list[str]]:
     """Every row of the four targets, every column (text form), in a stable order."""
     with psycopg.connect(url) as conn:
         return {
-            t: [r[0] for r in conn.execute(sql.SQL("SELECT to_jsonb(x)::text FROM {} x ORDER BY 1").format(sql.Identifier(t)))]
+            t: [
+                r[0]
+                for r in conn.execute(
+                    sql.SQL("SELECT to_jsonb(x)::text FROM {} x ORDER BY 1").format(sql.Identifier(t))
+                )
+            ]
             for t in TARGET_NAMES
         }
 
@@ -291,12 +313,16 @@ def owned_snapshot(url: str, fy: int = FY) -> dict[str, list[str]]:
     with psycopg.connect(url) as conn:
         for t in TARGETS:
             cols = sql.SQL(", ").join(sql.Identifier(c) for c in t.columns)
-            q = sql.SQL("SELECT to_jsonb(x)::text FROM (SELECT {} FROM {} WHERE fiscal_year = %s) x ORDER BY 1").format(cols, sql.Identifier(t.name))
+            q = sql.SQL("SELECT to_jsonb(x)::text FROM (SELECT {} FROM {} WHERE fiscal_year = %s) x ORDER BY 1").format(
+                cols, sql.Identifier(t.name)
+            )
             out[t.name] = [r[0] for r in conn.execute(q, (fy,))]
     return out
 
 
-def snapshot_after_runs(server_url: str, template: str, folder: pathlib.Path, *, changed_between: bool = False) -> dict[str, list[str]]:
+def snapshot_after_runs(
+    server_url: str, template: str, folder: pathlib.Path, *, changed_between: bool = False
+) -> dict[str, list[str]]:
     """The targets (key and owned columns) after an undisturbed run of the world in a database of its own,
     or after two runs with :func:`change_the_world` between them; the database is dropped afterwards."""
     from compliance_sync.entrypoints import cli
@@ -321,7 +347,12 @@ def snapshot_after_runs(server_url: str, template: str, folder: pathlib.Path, *,
 
 def target_counts(url: str, fy: int = FY) -> dict[str, int]:
     with psycopg.connect(url) as conn:
-        return {t: conn.execute(sql.SQL("SELECT count(*) FROM {} WHERE fiscal_year = %s").format(sql.Identifier(t)), (fy,)).fetchone()[0] for t in TARGET_NAMES}
+        return {
+            t: conn.execute(
+                sql.SQL("SELECT count(*) FROM {} WHERE fiscal_year = %s").format(sql.Identifier(t)), (fy,)
+            ).fetchone()[0]
+            for t in TARGET_NAMES
+        }
 
 
 def change_the_world(url: str) -> None:

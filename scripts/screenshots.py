@@ -27,8 +27,15 @@ ROOT = pathlib.Path(__file__).resolve().parent.parent
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description="Refresh docs/asset-graph.png and docs/materialization.png from the demo's Dagster UI.")
-    parser.add_argument("--out", type=pathlib.Path, default=ROOT / "docs", help="folder for the pictures (default: docs/ of this checkout)")
+    parser = argparse.ArgumentParser(
+        description="Refresh docs/asset-graph.png and docs/materialization.png from the demo's Dagster UI."
+    )
+    parser.add_argument(
+        "--out",
+        type=pathlib.Path,
+        default=ROOT / "docs",
+        help="folder for the pictures (default: docs/ of this checkout)",
+    )
     parser.add_argument("--port", type=int, default=0, help="the UI's port (default: a free one)")
     parser.add_argument("--keep", action="store_true", help="keep the temporary working folder and the demo database")
     args = parser.parse_args(argv)
@@ -46,10 +53,20 @@ def main(argv: list[str] | None = None) -> int:
         demo.wait_ready()
         result = ui_driver.tour(demo.base_url, shots)
         if result.status != "SUCCESS":
-            log.error("the run launched from the UI (%s) ended %s; pictures not replaced. Last lines of the demo:\n%s", result.run_id, result.status, demo.tail())
+            log.error(
+                "the run launched from the UI (%s) ended %s; pictures not replaced. Last lines of the demo:\n%s",
+                result.run_id,
+                result.status,
+                demo.tail(),
+            )
             return 1
         code, took, left = demo.interrupt()
-        log.info("demo stopped by Ctrl-C in %.1f s (exit %d)%s", took, code, f"; still running: {sorted(left)}" if left else "")
+        log.info(
+            "demo stopped by Ctrl-C in %.1f s (exit %d)%s",
+            took,
+            code,
+            f"; still running: {sorted(left)}" if left else "",
+        )
         args.out.mkdir(parents=True, exist_ok=True)
         for name, path in result.screenshots.items():
             target = args.out / path.name

@@ -60,8 +60,9 @@ def test_materialise_a_fiscal_year_from_the_ui(demo_ui, tmp_path):
 
     assert UI_SENSOR_NOTE in demo_ui.stdout_path.read_text(), "the demo says what the change sensor's first tick does"
     demo_runs = [r for r in ui_driver.runs(demo_ui.base_url) if r["tags"].get(TRIGGER_TAG) == "demo"]
-    assert [(r["status"], r["tags"].get("dagster/partition")) for r in demo_runs] == [("SUCCESS", "2026")], \
+    assert [(r["status"], r["tags"].get("dagster/partition")) for r in demo_runs] == [("SUCCESS", "2026")], (
         "the demo's command-line run is listed in the UI's runs"
+    )
 
     result = ui_driver.tour(demo_ui.base_url, tmp_path / "screenshots")
     assert result.status == "SUCCESS", f"run {result.run_id} launched from the UI: {result.status}\n{demo_ui.tail()}"

@@ -59,10 +59,15 @@ def test_an_edit_outside_the_fy_leaves_its_fingerprint_alone(demo):
     assert backend.fingerprint(fy) == before
 
 
-def tick_context(defs: dg.Definitions, instance: dg.DagsterInstance, cursor: str | None = None) -> dg.SensorEvaluationContext:
+def tick_context(
+    defs: dg.Definitions, instance: dg.DagsterInstance, cursor: str | None = None
+) -> dg.SensorEvaluationContext:
     """A tick as the daemon evaluates it: the code location's resource (settings read at the tick)."""
     return dg.build_sensor_context(
-        cursor=cursor, instance=instance, repository_def=defs.get_repository_def(), resources={RESOURCE_KEY: ComplianceSyncResource()}
+        cursor=cursor,
+        instance=instance,
+        repository_def=defs.get_repository_def(),
+        resources={RESOURCE_KEY: ComplianceSyncResource()},
     )
 
 
@@ -79,7 +84,10 @@ def test_the_sensor_requests_one_run_per_changed_state(demo):
         again = sensor.evaluate_tick(tick_context(defs, instance, first.cursor))
         assert again.run_requests == []  # unchanged: nothing
         fy = FiscalYear(int(key))
-        execute(demo, f"UPDATE segmentation_events SET completed = NOT coalesce(completed, false) WHERE id = (SELECT id FROM segmentation_events WHERE event_date BETWEEN '{fy.start}' AND '{fy.end}' ORDER BY id LIMIT 1)")
+        execute(
+            demo,
+            f"UPDATE segmentation_events SET completed = NOT coalesce(completed, false) WHERE id = (SELECT id FROM segmentation_events WHERE event_date BETWEEN '{fy.start}' AND '{fy.end}' ORDER BY id LIMIT 1)",
+        )
         changed = sensor.evaluate_tick(tick_context(defs, instance, again.cursor))
         [request] = changed.run_requests
         assert request.partition_key == key
@@ -111,7 +119,10 @@ def test_the_sensor_reads_its_backend_from_the_resource(demo, tmp_path):
 
 
 def test_the_sensor_is_off_by_default_and_on_by_setting(demo, monkeypatch):
-    assert build_definitions(load_settings()).resolve_sensor_def(CHANGE_SENSOR).default_status == dg.DefaultSensorStatus.STOPPED
+    assert (
+        build_definitions(load_settings()).resolve_sensor_def(CHANGE_SENSOR).default_status
+        == dg.DefaultSensorStatus.STOPPED
+    )
     monkeypatch.setenv("COMPLIANCE_SYNC_CHANGE_SENSOR", "true")
     monkeypatch.setenv("COMPLIANCE_SYNC_CHANGE_SENSOR_INTERVAL", "120")
     sensor = build_definitions(load_settings()).resolve_sensor_def(CHANGE_SENSOR)

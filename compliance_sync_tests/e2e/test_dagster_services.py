@@ -51,7 +51,9 @@ LOCATION = "compliance_sync"
 REPOSITORY = "__repository__"
 DAGSTER_URL = "http://dagster.example.test:3000"
 WEBHOOK_TOKEN = "T0K3N-webhook-s3cr3t"
-PLOTTED = re.compile(r"^(dagster/row_count|rows_written|actual_compliance|below_compliance_accounts|compliance_.+|clients_below_.+)$")
+PLOTTED = re.compile(
+    r"^(dagster/row_count|rows_written|actual_compliance|below_compliance_accounts|compliance_.+|clients_below_.+)$"
+)
 DONE = ("SUCCESS", "FAILURE", "CANCELED")
 STOP_TIMEOUT_S = 20
 
@@ -231,12 +233,22 @@ class Services:
         err = open(self.root / f"{name}.err", "wb")
         # A child inherits ignored signals: when pytest itself runs with SIGINT / SIGTERM ignored (a background
         # job of a non-interactive shell), the services would ignore terminate(). Default them for the child.
-        ignored = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM) if signal.getsignal(s) == signal.SIG_IGN}
+        ignored = {
+            s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM) if signal.getsignal(s) == signal.SIG_IGN
+        }
         for s in ignored:
             signal.signal(s, signal.SIG_DFL)
         try:
             # its own session, so that stopping it also reaches the code server and run workers it spawns
-            self.procs[name] = subprocess.Popen(cmd, env=self.env, cwd=self.root, stdout=out, stderr=err, stdin=subprocess.DEVNULL, start_new_session=True)
+            self.procs[name] = subprocess.Popen(
+                cmd,
+                env=self.env,
+                cwd=self.root,
+                stdout=out,
+                stderr=err,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,
+            )
         finally:
             for s, handler in ignored.items():
                 signal.signal(s, handler)
@@ -244,7 +256,10 @@ class Services:
             err.close()
 
     def start_webserver(self) -> None:
-        self._start("webserver", [str(BIN / "dagster-webserver"), "-w", str(self.workspace), "-h", "127.0.0.1", "-p", str(self.port)])
+        self._start(
+            "webserver",
+            [str(BIN / "dagster-webserver"), "-w", str(self.workspace), "-h", "127.0.0.1", "-p", str(self.port)],
+        )
 
     def start_daemon(self) -> None:
         self._start("daemon", [str(BIN / "dagster-daemon"), "run", "-w", str(self.workspace)])
@@ -288,7 +303,9 @@ class Services:
         last: Any = None
         while time.monotonic() < deadline:
             for name, proc in self.procs.items():
-                assert proc.poll() is None, f"{name} exited with {proc.returncode} while waiting for {what}\n{self.tails()}"
+                assert proc.poll() is None, (
+                    f"{name} exited with {proc.returncode} while waiting for {what}\n{self.tails()}"
+                )
             try:
                 last = probe()
             except (httpx.TransportError, httpx.HTTPStatusError) as exc:
@@ -311,7 +328,12 @@ class Services:
             "mode": "default",
             "runConfigData": run_config,
             "executionMetadata": {"tags": tags},
-            "selector": {"repositoryLocationName": LOCATION, "repositoryName": REPOSITORY, "pipelineName": job, **selection},
+            "selector": {
+                "repositoryLocationName": LOCATION,
+                "repositoryName": REPOSITORY,
+                "pipelineName": job,
+                **selection,
+            },
         }
         result = self.gql(LAUNCH_RUN, executionParams=params)["launchPipelineExecution"]
         assert result["__typename"] == "LaunchRunSuccess", result
@@ -325,7 +347,9 @@ class Services:
         return run if run["status"] in DONE else None
 
     def asset_events(self, asset: str, partition: str | None = None) -> dict:
-        return self.gql(ASSET_EVENTS, assetKey={"path": [asset]}, partitions=[partition] if partition else None)["assetNodeOrError"]
+        return self.gql(ASSET_EVENTS, assetKey={"path": [asset]}, partitions=[partition] if partition else None)[
+            "assetNodeOrError"
+        ]
 
 
 def _group_alive(pgid: int) -> bool:
@@ -360,7 +384,11 @@ def demo_db(migrated_db):
 
 def test_ui_entry_points_through_webserver_and_daemon(demo_db, dagster_db, tmp_path):
     started = time.monotonic()
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("COMPLIANCE_SYNC_", "DAGSTER_", "SUPABASE_", "NEXT_PUBLIC_SUPABASE"))}
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("COMPLIANCE_SYNC_", "DAGSTER_", "SUPABASE_", "NEXT_PUBLIC_SUPABASE"))
+    }
     with Webhook() as hook:
         env |= {
             "DAGSTER_PG_URL": _storage_url(dagster_db),
@@ -402,7 +430,12 @@ def _drive(services: Services, hook: Webhook, demo_db: str, dagster_db: str) -> 
     # (b) a backfill of two of the four targets over two fiscal years, as "Launch backfill" sends it
     backfill = services.gql(
         LAUNCH_BACKFILL,
-        backfillParams={"tags": [], "assetSelection": [{"path": [REQUIREMENTS]}, {"path": [APAC]}], "partitionNames": ["2025", "2026"], "fromFailure": False},
+        backfillParams={
+            "tags": [],
+            "assetSelection": [{"path": [REQUIREMENTS]}, {"path": [APAC]}],
+            "partitionNames": ["2025", "2026"],
+            "fromFailure": False,
+        },
     )["launchPartitionBackfill"]
     assert backfill["__typename"] == "LaunchBackfillSuccess", backfill
     backfill_id = backfill["backfillId"]
@@ -410,7 +443,11 @@ def _drive(services: Services, hook: Webhook, demo_db: str, dagster_db: str) -> 
     # (a) "Materialize…" on business_unit_planning, one partition ("Launch 1 run"): its config and tags first
     partition = services.gql(
         CONFIG_PARTITION_FOR_ASSET_JOB,
-        repositoryName=REPOSITORY, repositoryLocationName=LOCATION, jobName=asset_job, partitionName="2024", assetKeys=[{"path": [BUSINESS_UNIT]}],
+        repositoryName=REPOSITORY,
+        repositoryLocationName=LOCATION,
+        jobName=asset_job,
+        partitionName="2024",
+        assetKeys=[{"path": [BUSINESS_UNIT]}],
     )["pipelineOrError"]["partition"]
     bu_checks = [c["name"] for c in bu["assetChecksOrError"]["checks"] if asset_job in c["jobNames"]]
     run_a = services.launch_run(
@@ -428,20 +465,35 @@ def _drive(services: Services, hook: Webhook, demo_db: str, dagster_db: str) -> 
         partitionSetName="compliance_checks_job_partition_set",
         partitionName="2024",
     )["partitionSetOrError"]["partition"]
-    run_c = services.launch_run("compliance_checks_job", partition["tagsOrError"]["results"], partition["runConfigOrError"]["yaml"])
+    run_c = services.launch_run(
+        "compliance_checks_job", partition["tagsOrError"]["results"], partition["runConfigOrError"]["yaml"]
+    )
 
     # the daemon: queued runs, the backfill, the sensors. The failure alert starts from the first event it
     # sees, so the failing run is launched once the sensor has ticked.
     services.start_daemon()
-    selector = {"repositoryName": REPOSITORY, "repositoryLocationName": LOCATION, "sensorName": "compliance_sync_failure_alert"}
-    services.wait("the failure-alert sensor's first tick", 90, lambda: services.gql(SENSOR, selector=selector)["sensorOrError"]["sensorState"]["ticks"])
+    selector = {
+        "repositoryName": REPOSITORY,
+        "repositoryLocationName": LOCATION,
+        "sensorName": "compliance_sync_failure_alert",
+    }
+    services.wait(
+        "the failure-alert sensor's first tick",
+        90,
+        lambda: services.gql(SENSOR, selector=selector)["sensorOrError"]["sensorState"]["ticks"],
+    )
     services.mark("daemon ready (first sensor tick)")
 
     # (x) "Execute all" on territory_compliance_summary's Checks tab: no asset, its checks, no partition
     territory = nodes[(TERRITORY,)]
-    launchable = [c["name"] for c in territory["assetChecksOrError"]["checks"] if c["canExecuteIndividually"] == "CAN_EXECUTE"]
+    launchable = [
+        c["name"] for c in territory["assetChecksOrError"]["checks"] if c["canExecuteIndividually"] == "CAN_EXECUTE"
+    ]
     run_x = services.launch_run(
-        territory["jobNames"][0], [], assetSelection=[], assetCheckSelection=[{"assetKey": {"path": [TERRITORY]}, "name": c} for c in launchable]
+        territory["jobNames"][0],
+        [],
+        assetSelection=[],
+        assetCheckSelection=[{"assetKey": {"path": [TERRITORY]}, "name": c} for c in launchable],
     )
 
     a = services.wait(f"run (a) {run_a} to finish", 90, lambda: services.finished(run_a))
@@ -451,7 +503,11 @@ def _drive(services: Services, hook: Webhook, demo_db: str, dagster_db: str) -> 
 
     def backfill_done():
         b = services.gql(BACKFILL, backfillId=backfill_id)["partitionBackfillOrError"]
-        return b if b["status"] not in ("REQUESTED",) and b["runs"] and all(r["status"] in DONE for r in b["runs"]) else None
+        return (
+            b
+            if b["status"] not in ("REQUESTED",) and b["runs"] and all(r["status"] in DONE for r in b["runs"])
+            else None
+        )
 
     b = services.wait(f"backfill {backfill_id} to complete", 120, backfill_done, every=1)
     services.mark("backfill completed")
@@ -462,24 +518,48 @@ def _drive(services: Services, hook: Webhook, demo_db: str, dagster_db: str) -> 
     assert a["status"] == "SUCCESS" and _tags(a)["dagster/partition"] == "2024"
     with psycopg.connect(demo_db) as conn:
         counts = {
-            (t, fy): conn.execute(f"SELECT count(*) FROM {t} WHERE fiscal_year = %s", (fy,)).fetchone()[0] for t in TARGET_NAMES for fy in (2024, 2025, 2026)
+            (t, fy): conn.execute(f"SELECT count(*) FROM {t} WHERE fiscal_year = %s", (fy,)).fetchone()[0]
+            for t in TARGET_NAMES
+            for fy in (2024, 2025, 2026)
         }
-        ledger = conn.execute("SELECT run_id, fiscal_year, mode, status FROM compliance_sync_runs ORDER BY id").fetchall()
-        last_2024_write = max(conn.execute(f"SELECT max(updated_at) FROM {t} WHERE fiscal_year = 2024").fetchone()[0] for t in TARGET_NAMES)
+        ledger = conn.execute(
+            "SELECT run_id, fiscal_year, mode, status FROM compliance_sync_runs ORDER BY id"
+        ).fetchall()
+        last_2024_write = max(
+            conn.execute(f"SELECT max(updated_at) FROM {t} WHERE fiscal_year = 2024").fetchone()[0]
+            for t in TARGET_NAMES
+        )
     for fy in (2024, 2025, 2026):
-        assert counts[(APAC, fy)] == 1 and counts[(BUSINESS_UNIT, fy)] >= 3 and counts[(TERRITORY, fy)] > 3 and counts[(REQUIREMENTS, fy)] > 100, (fy, counts)
+        assert (
+            counts[(APAC, fy)] == 1
+            and counts[(BUSINESS_UNIT, fy)] >= 3
+            and counts[(TERRITORY, fy)] > 3
+            and counts[(REQUIREMENTS, fy)] > 100
+        ), (fy, counts)
     for name in TARGET_NAMES:
         events = services.asset_events(name, "2024")
         [mat] = events["assetMaterializations"]
         assert (mat["runId"], mat["partition"]) == (run_a, "2024"), name
         assert set(events["assetPartitionStatuses"]["materializedPartitions"]) == {"2024", "2025", "2026"}, name
         assert events["assetPartitionStatuses"]["failedPartitions"] == []
-        numeric = {e["label"]: e.get("intValue", e.get("floatValue")) for e in mat["metadataEntries"] if e["__typename"] in ("IntMetadataEntry", "FloatMetadataEntry")}
-        assert numeric["dagster/row_count"] == counts[(name, 2024)], name  # the UI's row count is the table's, for the FY
+        numeric = {
+            e["label"]: e.get("intValue", e.get("floatValue"))
+            for e in mat["metadataEntries"]
+            if e["__typename"] in ("IntMetadataEntry", "FloatMetadataEntry")
+        }
+        assert numeric["dagster/row_count"] == counts[(name, 2024)], (
+            name
+        )  # the UI's row count is the table's, for the FY
         assert all(PLOTTED.match(k) for k in numeric), numeric  # the Plots tab draws only figures worth plotting
-        assert "preview" in {e["label"] for e in mat["metadataEntries"] if e["__typename"] == "TableMetadataEntry"}, name
-    bu_exec = services.gql(CHECK_EXECUTIONS, assetKey={"path": [BUSINESS_UNIT]}, checkName="unmapped_territories")["assetCheckExecutions"]
-    assert any(e["runId"] == run_a and e["partition"] == "2024" and e["evaluation"]["partition"] == "2024" for e in bu_exec), bu_exec
+        assert "preview" in {e["label"] for e in mat["metadataEntries"] if e["__typename"] == "TableMetadataEntry"}, (
+            name
+        )
+    bu_exec = services.gql(CHECK_EXECUTIONS, assetKey={"path": [BUSINESS_UNIT]}, checkName="unmapped_territories")[
+        "assetCheckExecutions"
+    ]
+    assert any(
+        e["runId"] == run_a and e["partition"] == "2024" and e["evaluation"]["partition"] == "2024" for e in bu_exec
+    ), bu_exec
 
     # --- (b): the backfill of a subset wrote both years; every run of it succeeded ------------------------------
     assert b["status"] == "COMPLETED_SUCCESS", b
@@ -488,8 +568,12 @@ def _drive(services: Services, hook: Webhook, demo_db: str, dagster_db: str) -> 
     for fy in ("2025", "2026"):
         [mat] = services.asset_events(TERRITORY, fy)["assetMaterializations"]  # not selected, recorded all the same
         assert mat["runId"] == backfill_runs[fy]
-        req_exec = services.gql(CHECK_EXECUTIONS, assetKey={"path": [REQUIREMENTS]}, checkName="unique_keys")["assetCheckExecutions"]
-        assert any(e["runId"] == backfill_runs[fy] and e["partition"] == fy and e["status"] == "SUCCEEDED" for e in req_exec), req_exec
+        req_exec = services.gql(CHECK_EXECUTIONS, assetKey={"path": [REQUIREMENTS]}, checkName="unique_keys")[
+            "assetCheckExecutions"
+        ]
+        assert any(
+            e["runId"] == backfill_runs[fy] and e["partition"] == fy and e["status"] == "SUCCEEDED" for e in req_exec
+        ), req_exec
 
     # --- (c): checks alone, for FY2024, after (a) and writing nothing --------------------------------------------
     assert c["status"] == "SUCCESS", c
@@ -498,18 +582,32 @@ def _drive(services: Services, hook: Webhook, demo_db: str, dagster_db: str) -> 
     assert last_2024_write.timestamp() < c["startTime"]
     logs_c = services.gql(RUN_LOGS, runId=run_c)["logsForRun"]["events"]
     assert not [e for e in logs_c if e["__typename"] == "MaterializationEvent"]
-    territory_exec = services.gql(CHECK_EXECUTIONS, assetKey={"path": [TERRITORY]}, checkName="unused_strategies")["assetCheckExecutions"]
+    territory_exec = services.gql(CHECK_EXECUTIONS, assetKey={"path": [TERRITORY]}, checkName="unused_strategies")[
+        "assetCheckExecutions"
+    ]
     [result_c] = [e for e in territory_exec if e["runId"] == run_c]
-    assert result_c["partition"] == "2024" and result_c["status"] == "FAILED" and result_c["evaluation"]["severity"] == "WARN"  # the demo has losing strategies
+    assert (
+        result_c["partition"] == "2024"
+        and result_c["status"] == "FAILED"
+        and result_c["evaluation"]["severity"] == "WARN"
+    )  # the demo has losing strategies
 
     # --- (x): the Checks tab's "Execute all" without a partition fails clearly, and the alert says so ----------------
     assert x["status"] == "FAILURE" and "dagster/partition" not in _tags(x)
-    [failure] = [e for e in services.gql(RUN_LOGS, runId=run_x)["logsForRun"]["events"] if e["__typename"] == "ExecutionStepFailureEvent"]
+    [failure] = [
+        e
+        for e in services.gql(RUN_LOGS, runId=run_x)["logsForRun"]["events"]
+        if e["__typename"] == "ExecutionStepFailureEvent"
+    ]
     assert "this run has no fiscal-year partition" in failure["error"]["message"]
     assert failure["error"]["cause"] is None  # a dg.Failure raised with no chained cause: its own frames only
     assert alert["job"] == "__ASSET_JOB" and alert["fiscal_year"] is None
-    assert "this run has no fiscal-year partition" in alert["error"] and alert["run_url"] == f"{DAGSTER_URL}/runs/{run_x}"
-    assert all(WEBHOOK_TOKEN not in r["body"].decode() and r["path"] == f"/hooks/{WEBHOOK_TOKEN}" for r in hook.received)
+    assert (
+        "this run has no fiscal-year partition" in alert["error"] and alert["run_url"] == f"{DAGSTER_URL}/runs/{run_x}"
+    )
+    assert all(
+        WEBHOOK_TOKEN not in r["body"].decode() and r["path"] == f"/hooks/{WEBHOOK_TOKEN}" for r in hook.received
+    )
 
     # --- the ledger's run ids are Dagster's, and Dagster's runs are in PostgreSQL -----------------------------------
     with psycopg.connect(dagster_db) as conn:
@@ -527,18 +625,29 @@ def _drive(services: Services, hook: Webhook, demo_db: str, dagster_db: str) -> 
         node = nodes[(name,)]
         schema = {e["label"]: e for e in node["metadataEntries"]}["dagster/column_schema"]
         assert schema["__typename"] == "TableSchemaMetadataEntry" and len(schema["schema"]["columns"]) >= 5
-        assert node["internalFreshnessPolicy"] == {"__typename": "TimeWindowFreshnessPolicy", "failWindowSeconds": 36 * 3600}
+        assert node["internalFreshnessPolicy"] == {
+            "__typename": "TimeWindowFreshnessPolicy",
+            "failWindowSeconds": 36 * 3600,
+        }
         assert node["partitionDefinition"] == {"type": "STATIC"}
     source = nodes[("account_plans",)]
     assert source["partitionDefinition"] is None and not source["isExecutable"]
     observations = services.asset_events("account_plans")["assetObservations"]
-    read = {o["runId"]: {e["label"]: e.get("intValue", e.get("text")) for e in o["metadataEntries"]} for o in observations}
-    assert read[run_a]["fiscal_year"] == "2024" and read[run_a]["rows_read"] > 0 and all(o["partition"] is None for o in observations)
+    read = {
+        o["runId"]: {e["label"]: e.get("intValue", e.get("text")) for e in o["metadataEntries"]} for o in observations
+    }
+    assert (
+        read[run_a]["fiscal_year"] == "2024"
+        and read[run_a]["rows_read"] > 0
+        and all(o["partition"] is None for o in observations)
+    )
     assert [e["name"] for e in services.gql(WORKSPACE)["workspaceOrError"]["locationEntries"]] == [LOCATION]
 
     # --- the launchpads: no job starts with dry_run: false; the dry-run and checks jobs say they are read-only ---
     for job in ("compliance_sync_job", "compliance_sync_dry_run_job", "compliance_checks_job"):
-        shown = services.gql(LAUNCHPAD, selector={"repositoryName": REPOSITORY, "repositoryLocationName": LOCATION, "pipelineName": job})
+        shown = services.gql(
+            LAUNCHPAD, selector={"repositoryName": REPOSITORY, "repositoryLocationName": LOCATION, "pipelineName": job}
+        )
         yaml_first = shown["runConfigSchemaOrError"]["rootDefaultYaml"]
         assert "dry_run" not in yaml_first and "diff_limit: 50" in yaml_first, (job, yaml_first)
         description = shown["pipelineOrError"]["description"]
@@ -564,23 +673,39 @@ def _dg_env(tmp_path: pathlib.Path, demo_db: str, **extra: str) -> dict[str, str
     """The environment of a ``dg`` command: the demo database, a throwaway DAGSTER_HOME (SQLite, telemetry off)."""
     from compliance_sync_tests.conftest import dagster_home
 
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("COMPLIANCE_SYNC_", "DAGSTER_", "SUPABASE_", "NEXT_PUBLIC_SUPABASE"))}
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("COMPLIANCE_SYNC_", "DAGSTER_", "SUPABASE_", "NEXT_PUBLIC_SUPABASE"))
+    }
     home = tmp_path / "dg_home"
     if not home.exists():
         dagster_home(home)
-    return env | {
-        "DAGSTER_HOME": str(home),
-        "SUPABASE_DB_URL": demo_db,
-        "COMPLIANCE_SYNC_BU_MAP": str(EXAMPLE_BU_MAP),
-        "COMPLIANCE_SYNC_FIRST_FY": "2024",
-        "COMPLIANCE_SYNC_FY_START_MONTH": "1",
-        "NO_COLOR": "1",
-        "COLUMNS": "200",
-    } | extra
+    return (
+        env
+        | {
+            "DAGSTER_HOME": str(home),
+            "SUPABASE_DB_URL": demo_db,
+            "COMPLIANCE_SYNC_BU_MAP": str(EXAMPLE_BU_MAP),
+            "COMPLIANCE_SYNC_FIRST_FY": "2024",
+            "COMPLIANCE_SYNC_FY_START_MONTH": "1",
+            "NO_COLOR": "1",
+            "COLUMNS": "200",
+        }
+        | extra
+    )
 
 
 def _dg(env: dict[str, str], *args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([str(DG), *args], cwd=REPO, env=env, capture_output=True, text=True, timeout=DG_TIMEOUT_S, stdin=subprocess.DEVNULL)
+    return subprocess.run(
+        [str(DG), *args],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=DG_TIMEOUT_S,
+        stdin=subprocess.DEVNULL,
+    )
 
 
 def test_dg_check_defs_loads_the_location_and_names_a_bad_setting(demo_db, tmp_path):
@@ -589,7 +714,10 @@ def test_dg_check_defs_loads_the_location_and_names_a_bad_setting(demo_db, tmp_p
     assert "All definitions loaded successfully." in ok.stdout + ok.stderr
     bad = _dg(_dg_env(tmp_path, demo_db, COMPLIANCE_SYNC_SCHEDULE_CRON="61 6 * * *"), "check", "defs")
     assert bad.returncode != 0
-    assert "SettingsLoadError: COMPLIANCE_SYNC_SCHEDULE_CRON: '61 6 * * *' is not a valid cron schedule" in bad.stdout + bad.stderr
+    assert (
+        "SettingsLoadError: COMPLIANCE_SYNC_SCHEDULE_CRON: '61 6 * * *' is not a valid cron schedule"
+        in bad.stdout + bad.stderr
+    )
 
 
 def test_dg_list_defs_shows_the_assets_jobs_schedule_and_sensors(demo_db, tmp_path):
@@ -603,9 +731,14 @@ def test_dg_list_defs_shows_the_assets_jobs_schedule_and_sensors(demo_db, tmp_pa
     assert set(jobs) >= {"compliance_sync_job", "compliance_sync_dry_run_job", "compliance_checks_job"}
     assert "Read-only" in jobs["compliance_sync_dry_run_job"] and "Read-only" in jobs["compliance_checks_job"]
     assert [(s["name"], s["cron_schedule"]) for s in listed["schedules"]] == [("compliance_sync_daily", "0 6 * * *")]
-    assert listed["resources"] == [{"name": "compliance_sync", "type": "compliance_sync.definitions.resources.ComplianceSyncResource"}]
+    assert listed["resources"] == [
+        {"name": "compliance_sync", "type": "compliance_sync.definitions.resources.ComplianceSyncResource"}
+    ]
     assert {s["name"] for s in listed["sensors"]} == {"compliance_sync_failure_alert", "compliance_sync_on_change"}
-    assert {(c["asset_key"], c["name"]) for c in listed["asset_checks"]} >= {(TERRITORY, "unused_strategies"), (APAC, "write_guards")}
+    assert {(c["asset_key"], c["name"]) for c in listed["asset_checks"]} >= {
+        (TERRITORY, "unused_strategies"),
+        (APAC, "write_guards"),
+    }
 
 
 def test_dg_launch_materialises_one_fiscal_year(demo_db, tmp_path, monkeypatch):
@@ -617,7 +750,9 @@ def test_dg_launch_materialises_one_fiscal_year(demo_db, tmp_path, monkeypatch):
     out = _dg(env, "launch", "--assets", REQUIREMENTS, "--partition", "2025")
     assert out.returncode == 0, out.stdout + out.stderr
     with psycopg.connect(demo_db) as conn:
-        rows = {t: conn.execute(f"SELECT count(*) FROM {t} WHERE fiscal_year = 2025").fetchone()[0] for t in TARGET_NAMES}
+        rows = {
+            t: conn.execute(f"SELECT count(*) FROM {t} WHERE fiscal_year = 2025").fetchone()[0] for t in TARGET_NAMES
+        }
         ledger = conn.execute("SELECT fiscal_year, mode, status FROM compliance_sync_runs").fetchall()
     assert rows[APAC] == 1 and rows[BUSINESS_UNIT] == 3 and rows[REQUIREMENTS] > 100, rows
     assert ledger == [(2025, "live", "succeeded")]
@@ -645,8 +780,13 @@ def test_dg_dev_serves_the_ui_and_stops_by_pid(demo_db, tmp_path):
     log = open(tmp_path / "dg_dev.log", "wb")
     try:
         proc = subprocess.Popen(
-            [str(DG), "dev", "--port", str(port), "--host", "127.0.0.1"], cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL, start_new_session=True,
+            [str(DG), "dev", "--port", str(port), "--host", "127.0.0.1"],
+            cwd=REPO,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
         )
     finally:
         log.close()
@@ -663,7 +803,9 @@ def test_dg_dev_serves_the_ui_and_stops_by_pid(demo_db, tmp_path):
                 if entry:
                     break
                 time.sleep(1)
-            assert entry, f"dg dev did not serve a loaded location within {DG_TIMEOUT_S} s\n{(tmp_path / 'dg_dev.log').read_text()[-3000:]}"
+            assert entry, (
+                f"dg dev did not serve a loaded location within {DG_TIMEOUT_S} s\n{(tmp_path / 'dg_dev.log').read_text()[-3000:]}"
+            )
             assert entry["name"] == LOCATION and entry["locationOrLoadError"]["__typename"] == "RepositoryLocation"
             page = http.get(f"http://127.0.0.1:{port}/")
             assert page.status_code == 200 and "<html" in page.text.lower()

@@ -40,7 +40,9 @@ from compliance_sync_tests.webhook import Webhook
 AS_OF = dt.date(2025, 6, 30)
 TARGET_NAMES = [t.name for t in TARGETS]
 # the numeric metadata of a materialisation, i.e. what the UI's Plots tab draws
-PLOTTED = re.compile(r"^(dagster/row_count|rows_written|actual_compliance|below_compliance_accounts|compliance_.+|clients_below_.+)$")
+PLOTTED = re.compile(
+    r"^(dagster/row_count|rows_written|actual_compliance|below_compliance_accounts|compliance_.+|clients_below_.+)$"
+)
 
 
 def run_config(**config) -> dg.RunConfig:
@@ -49,12 +51,18 @@ def run_config(**config) -> dg.RunConfig:
 
 def rows_of_fy(url: str, fy: int) -> dict[str, int]:
     with psycopg.connect(url) as conn:
-        return {t: conn.execute(f"SELECT count(*) FROM {t} WHERE fiscal_year = %s", (fy,)).fetchone()[0] for t in TARGET_NAMES}
+        return {
+            t: conn.execute(f"SELECT count(*) FROM {t} WHERE fiscal_year = %s", (fy,)).fetchone()[0]
+            for t in TARGET_NAMES
+        }
 
 
 def snapshot(url: str) -> dict[str, list]:
     with psycopg.connect(url) as conn:
-        return {t: conn.execute(f"SELECT to_jsonb(x)::text FROM {t} x ORDER BY 1").fetchall() for t in [*TARGET_NAMES, "compliance_sync_runs"]}
+        return {
+            t: conn.execute(f"SELECT to_jsonb(x)::text FROM {t} x ORDER BY 1").fetchall()
+            for t in [*TARGET_NAMES, "compliance_sync_runs"]
+        }
 
 
 def ledger(url: str) -> list[tuple]:
@@ -71,7 +79,9 @@ def test_any_selection_writes_and_records_all_four_targets(demo_db, selected):
     job = build_definitions().resolve_job_def(SYNC_JOB)
     keys = [dg.AssetKey(k) for k in selected.split(",")]
     with dg.DagsterInstance.ephemeral() as instance:
-        result = job.execute_in_process(run_config=run_config(), instance=instance, partition_key="2025", asset_selection=keys)
+        result = job.execute_in_process(
+            run_config=run_config(), instance=instance, partition_key="2025", asset_selection=keys
+        )
         assert result.success
         mats = {m.asset_key.to_user_string(): m.materialization for m in result.get_asset_materialization_events()}
         assert set(mats) == set(TARGET_NAMES)
@@ -117,7 +127,9 @@ def test_dry_run_and_checks_jobs_say_they_are_read_only():
     for name in (DRY_RUN_JOB, CHECKS_JOB):
         job = defs.resolve_job_def(name)
         assert job.tags[MODE_TAG] == "dry_run"
-        assert job.description.endswith("Read-only: writes no row, whatever its run config says (tagged compliance_sync/mode: dry_run).")
+        assert job.description.endswith(
+            "Read-only: writes no row, whatever its run config says (tagged compliance_sync/mode: dry_run)."
+        )
         for key in ("2024", "2025"):
             config = job.partitioned_config.get_run_config_for_partition_key(key)
             assert config["ops"][OP_NAME]["config"]["dry_run"] is True, (name, key)
@@ -137,17 +149,28 @@ def test_dry_run_with_a_guard_succeeds_and_warns(demo_db, tmp_path, how):
     if how == "checks_job":  # as the daemon runs it: the partition as a tag (see test_end_to_end.execute_as_launched)
         (tmp_path / "home").mkdir()
         instance = dg.DagsterInstance.local_temp(str(tmp_path / "home"), overrides=NO_TELEMETRY)
-        result = dg.execute_job(dg.reconstructable(_checks_job), instance=instance, run_config=run_config().to_config_dict(), tags={PARTITION_TAG: "2025"})
+        result = dg.execute_job(
+            dg.reconstructable(_checks_job),
+            instance=instance,
+            run_config=run_config().to_config_dict(),
+            tags={PARTITION_TAG: "2025"},
+        )
     else:
         instance = dg.DagsterInstance.ephemeral()
         job = defs.resolve_job_def(SYNC_JOB if how == "launchpad" else DRY_RUN_JOB)
-        result = job.execute_in_process(run_config=run_config(dry_run=True) if how == "launchpad" else run_config(), instance=instance, partition_key="2025")
+        result = job.execute_in_process(
+            run_config=run_config(dry_run=True) if how == "launchpad" else run_config(),
+            instance=instance,
+            partition_key="2025",
+        )
     with instance:
         assert result.success
         [guard] = [c for c in result.get_asset_check_evaluations() if c.check_name == "write_guards"]
         assert guard.severity == dg.AssetCheckSeverity.WARN and not guard.passed
         assert "account_plans" in guard.metadata["examples"].value
-        assert guard.description.startswith("FY2025: ")  # the list of checks mixes fiscal years: each result names its own
+        assert guard.description.startswith(
+            "FY2025: "
+        )  # the list of checks mixes fiscal years: each result names its own
         # the jobs are tagged where they are defined; the sync job launched with dry_run: true carries the tags it
         # was launched with, and its observations say it was a dry run
         assert instance.get_run_by_id(result.run_id).tags.get(MODE_TAG) == (None if how == "launchpad" else "dry_run")
@@ -158,7 +181,9 @@ def test_dry_run_with_a_guard_succeeds_and_warns(demo_db, tmp_path, how):
         assert result.get_asset_materialization_events() == []
     assert snapshot(demo_db) == before
 
-    live = defs.resolve_job_def(SYNC_JOB).execute_in_process(run_config=run_config(), partition_key="2025", raise_on_error=False)
+    live = defs.resolve_job_def(SYNC_JOB).execute_in_process(
+        run_config=run_config(), partition_key="2025", raise_on_error=False
+    )
     assert not live.success
     [guard] = [c for c in live.get_asset_check_evaluations() if c.check_name == "write_guards"]
     assert guard.severity == dg.AssetCheckSeverity.ERROR and not guard.passed
@@ -187,14 +212,20 @@ def _sync_job():
     [
         (_territory_checks_only, {}, "this run has no fiscal-year partition"),
         (_checks_job, {}, "this run has no fiscal-year partition"),
-        (_sync_job, {"dagster/asset_partition_range_start": "2024", "dagster/asset_partition_range_end": "2025"}, "Launch a backfill"),
+        (
+            _sync_job,
+            {"dagster/asset_partition_range_start": "2024", "dagster/asset_partition_range_end": "2025"},
+            "Launch a backfill",
+        ),
     ],
 )
 def test_run_without_one_fiscal_year_fails_clearly(demo_db, tmp_path, fn, tags, needle):
     before = snapshot(demo_db)
     (tmp_path / "home").mkdir()
     with dg.DagsterInstance.local_temp(str(tmp_path / "home"), overrides=NO_TELEMETRY) as instance:
-        with dg.execute_job(dg.reconstructable(fn), instance=instance, run_config=run_config().to_config_dict(), tags=tags) as result:
+        with dg.execute_job(
+            dg.reconstructable(fn), instance=instance, run_config=run_config().to_config_dict(), tags=tags
+        ) as result:
             assert not result.success
             [failure] = result.get_step_failure_events()
             description = failure.step_failure_data.user_failure_data.description
@@ -254,12 +285,18 @@ def test_failure_alert_posts_short_json_without_secrets(tmp_path, scoped_secrets
         sensor = defs.resolve_sensor_def(ALERT_SENSOR)
         assert sensor.default_status == dg.DefaultSensorStatus.RUNNING  # on by default once the webhook is set
         with dg.DagsterInstance.ephemeral() as instance:
-            result = defs.resolve_job_def(SYNC_JOB).execute_in_process(run_config=run_config(), instance=instance, partition_key="2025", raise_on_error=False)
+            result = defs.resolve_job_def(SYNC_JOB).execute_in_process(
+                run_config=run_config(), instance=instance, partition_key="2025", raise_on_error=False
+            )
             assert not result.success
             run = instance.get_run_by_id(result.run_id)
             [failure_event] = [e for e in result.all_events if e.event_type == dg.DagsterEventType.RUN_FAILURE]
             context = dg.build_run_status_sensor_context(
-                sensor_name=ALERT_SENSOR, dagster_event=failure_event, dagster_instance=instance, dagster_run=run, resources={RESOURCE_KEY: sync}
+                sensor_name=ALERT_SENSOR,
+                dagster_event=failure_event,
+                dagster_instance=instance,
+                dagster_run=run,
+                resources={RESOURCE_KEY: sync},
             ).for_run_failure()
             sensor(context)
         [posted] = hook.received
@@ -270,7 +307,10 @@ def test_failure_alert_posts_short_json_without_secrets(tmp_path, scoped_secrets
     assert message["job"] == SYNC_JOB and message["fiscal_year"] == "2025" and message["run_id"] == result.run_id
     assert message["run_url"] == f"https://dagster.example.org/runs/{result.run_id}"
     assert message["error"].startswith("RuntimeError: could not reach the database: bad credentials ***")
-    assert message["text"].startswith(f"compliance_sync: {SYNC_JOB} failed for FY2025: RuntimeError") and len(message["text"]) <= 1000
+    assert (
+        message["text"].startswith(f"compliance_sync: {SYNC_JOB} failed for FY2025: RuntimeError")
+        and len(message["text"]) <= 1000
+    )
 
 
 def test_failure_alert_is_stopped_without_a_webhook(tmp_path):
@@ -303,7 +343,9 @@ def test_loading_the_code_location_prints_no_untimestamped_warning(tmp_path):
     )
     env = {k: v for k, v in os.environ.items() if not k.startswith(("COMPLIANCE_SYNC_", "PYTHONWARNINGS"))}
     env["COMPLIANCE_SYNC_BU_MAP"] = str(EXAMPLE_BU_MAP)
-    proc = subprocess.run([sys.executable, "-W", "always", "-c", code], env=env, cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(
+        [sys.executable, "-W", "always", "-c", code], env=env, cwd=tmp_path, capture_output=True, text=True, timeout=120
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "PreviewWarning" not in proc.stderr
     untimestamped = [line for line in proc.stderr.splitlines() if line.strip() and not line.startswith("[")]
@@ -311,11 +353,15 @@ def test_loading_the_code_location_prints_no_untimestamped_warning(tmp_path):
 
 
 def test_unchanged_live_run_still_materialises_all_four(demo_db):
-    """"Last synced" moves even when nothing changed: every live run records the four targets."""
+    """ "Last synced" moves even when nothing changed: every live run records the four targets."""
     job = build_definitions().resolve_job_def(SYNC_JOB)
     with dg.DagsterInstance.ephemeral() as instance:
-        first = job.execute_in_process(run_config=run_config(), instance=instance, partition_key="2025", asset_selection=[dg.AssetKey(APAC)])
-        second = job.execute_in_process(run_config=run_config(), instance=instance, partition_key="2025", asset_selection=[dg.AssetKey(APAC)])
+        first = job.execute_in_process(
+            run_config=run_config(), instance=instance, partition_key="2025", asset_selection=[dg.AssetKey(APAC)]
+        )
+        second = job.execute_in_process(
+            run_config=run_config(), instance=instance, partition_key="2025", asset_selection=[dg.AssetKey(APAC)]
+        )
         assert first.success and second.success
         mats = {m.asset_key.to_user_string(): m.materialization for m in second.get_asset_materialization_events()}
         assert set(mats) == set(TARGET_NAMES)
@@ -337,5 +383,8 @@ def test_the_code_location_is_built_when_dagster_loads_it(monkeypatch, tmp_path)
     monkeypatch.setenv("COMPLIANCE_SYNC_SCHEDULE_CRON", "0 6 * *")
     with pytest.raises(location.SettingsLoadError) as err:
         location.defs()
-    assert str(err.value) == "COMPLIANCE_SYNC_SCHEDULE_CRON: '0 6 * *' is not a valid cron schedule (five fields, e.g. '0 6 * * *')"
+    assert (
+        str(err.value)
+        == "COMPLIANCE_SYNC_SCHEDULE_CRON: '0 6 * *' is not a valid cron schedule (five fields, e.g. '0 6 * * *')"
+    )
     assert err.value.__cause__ is None

@@ -25,8 +25,6 @@ AS_OF = "2025-06-30"
 TARGET_NAMES = [t.name for t in TARGETS]
 
 
-
-
 def run_cli(capsys, *args: str) -> tuple[int, dict | None, str]:
     code = cli.main(list(args))
     out = capsys.readouterr()
@@ -38,7 +36,8 @@ def snapshot(url: str) -> dict[str, list[tuple]]:
     """Every row of the four targets (all columns, text form), for "nothing changed" assertions."""
     with psycopg.connect(url) as conn:
         return {
-            t: conn.execute(f"SELECT to_jsonb(x)::text FROM {t} x ORDER BY to_jsonb(x)::text").fetchall() for t in TARGET_NAMES
+            t: conn.execute(f"SELECT to_jsonb(x)::text FROM {t} x ORDER BY to_jsonb(x)::text").fetchall()
+            for t in TARGET_NAMES
         }
 
 
@@ -58,11 +57,22 @@ def test_live_run_then_second_run_writes_nothing(demo_db, capsys):
     assert ledger == [("succeeded", "live", "postgres", dt.date(2025, 6, 30), inserted)]
     assert summary["clients_processed"] > 40 and summary["status"] == "written"
     req = summary["targets"][REQUIREMENTS]
-    assert req["inserted"] == summary["requirement_rows"] == count(demo_db, f"SELECT count(*) FROM {REQUIREMENTS} WHERE fiscal_year = 2025")
+    assert (
+        req["inserted"]
+        == summary["requirement_rows"]
+        == count(demo_db, f"SELECT count(*) FROM {REQUIREMENTS} WHERE fiscal_year = 2025")
+    )
     assert count(demo_db, f"SELECT count(*) FROM {TERRITORY} WHERE fiscal_year = 2025") == summary["territories"] > 3
-    assert count(demo_db, f"SELECT count(*) FROM {BUSINESS_UNIT} WHERE fiscal_year = 2025") == summary["business_units"] == 3
+    assert (
+        count(demo_db, f"SELECT count(*) FROM {BUSINESS_UNIT} WHERE fiscal_year = 2025")
+        == summary["business_units"]
+        == 3
+    )
     assert count(demo_db, f"SELECT actual_compliance FROM {APAC} WHERE fiscal_year = 2025") is not None
-    assert summary["clients_at_risk"] + summary["clients_critical"] + summary["clients_compliant"] == summary["clients_processed"]
+    assert (
+        summary["clients_at_risk"] + summary["clients_critical"] + summary["clients_compliant"]
+        == summary["clients_processed"]
+    )
     before = snapshot(demo_db)
 
     code, summary, text = run_cli(capsys, "--year", "2025", "--as-of", AS_OF, "--json")
@@ -72,14 +82,25 @@ def test_live_run_then_second_run_writes_nothing(demo_db, capsys):
     assert summary["status"] == "unchanged"
     assert snapshot(demo_db) == before  # updated_at included: nothing was rewritten
     with psycopg.connect(demo_db) as conn:  # but "last synced" moves: one ledger row per live run
-        assert conn.execute("SELECT count(*), max(rows_inserted) FILTER (WHERE id = (SELECT max(id) FROM compliance_sync_runs)) FROM compliance_sync_runs").fetchone() == (2, 0)
+        assert conn.execute(
+            "SELECT count(*), max(rows_inserted) FILTER (WHERE id = (SELECT max(id) FROM compliance_sync_runs)) FROM compliance_sync_runs"
+        ).fetchone() == (2, 0)
 
 
 def test_summary_block_and_log_lines(demo_db, capsys):
     code, _, text = run_cli(capsys, "--year", "2025", "--as-of", AS_OF)
     assert code == 0, text
     assert "SUMMARY FY2025 (2025-01-01 … 2025-12-31), as_of 2025-06-30" in text
-    for label in ("Clients processed:", "Requirement rows:", "Territories:", "Business units:", "APAC updated:", "Clients at risk:", "Clients critical:", "Clients compliant:"):
+    for label in (
+        "Clients processed:",
+        "Requirement rows:",
+        "Territories:",
+        "Business units:",
+        "APAC updated:",
+        "Clients at risk:",
+        "Clients critical:",
+        "Clients compliant:",
+    ):
         assert label in text
     assert "] [INFO] " in text and text.splitlines()[0].startswith("[")
 
@@ -120,7 +141,9 @@ def test_guard_empty_source_stops_live_run(demo_db, capsys):
     assert "account_plans returned no rows" in summary["error"]
     assert snapshot(demo_db) == before
     with psycopg.connect(demo_db) as conn:  # the refused live run is in the ledger, with its reason
-        status, mode, error = conn.execute("SELECT status, mode, error FROM compliance_sync_runs ORDER BY id DESC LIMIT 1").fetchone()
+        status, mode, error = conn.execute(
+            "SELECT status, mode, error FROM compliance_sync_runs ORDER BY id DESC LIMIT 1"
+        ).fetchone()
     assert (status, mode) == ("failed", "live") and "account_plans returned no rows" in error
 
 
@@ -128,7 +151,9 @@ def test_guard_mass_prune_and_override(demo_db, capsys):
     assert run_cli(capsys, "--year", "2025", "--as-of", AS_OF)[0] == 0
     total = count(demo_db, f"SELECT count(*) FROM {REQUIREMENTS} WHERE fiscal_year = 2025")
     with psycopg.connect(demo_db) as conn:  # archive about three quarters of the plans
-        conn.execute("UPDATE account_plans SET status = 'archived' WHERE fiscal_year = 2025 AND get_byte(uuid_send(id), 0) < 192")
+        conn.execute(
+            "UPDATE account_plans SET status = 'archived' WHERE fiscal_year = 2025 AND get_byte(uuid_send(id), 0) < 192"
+        )
     before = snapshot(demo_db)
     code, summary, text = run_cli(capsys, "--year", "2025", "--as-of", AS_OF, "--json")
     assert code == 3, text
@@ -159,7 +184,11 @@ def test_invariant_violation_stops_the_write(demo_db, capsys, monkeypatch):
 
 @pytest.mark.parametrize(
     "args,needle",
-    [(["--year", "1999"], "outside the fiscal-year partitions"), (["--year", "20x5"], "--year"), (["--as-of", "2025-13-01"], "--as-of")],
+    [
+        (["--year", "1999"], "outside the fiscal-year partitions"),
+        (["--year", "20x5"], "--year"),
+        (["--as-of", "2025-13-01"], "--as-of"),
+    ],
 )
 def test_usage_errors_exit_2(demo_db, capsys, args, needle):
     code, _, text = run_cli(capsys, *args)
@@ -200,7 +229,9 @@ def test_secret_never_in_output_or_run_records(demo_db, capsys, monkeypatch, tmp
 
 
 @pytest.mark.parametrize("extra, mode", [((), None), (("--dry-run",), "dry_run")])
-def test_cli_runs_recorded_in_dagster_carry_the_as_of_they_computed_with(demo_db, capsys, monkeypatch, tmp_path, extra, mode):
+def test_cli_runs_recorded_in_dagster_carry_the_as_of_they_computed_with(
+    demo_db, capsys, monkeypatch, tmp_path, extra, mode
+):
     """``--as-of`` after the FY's end: the run computes with the FY's last day, and its tag says so; a dry run
     is tagged where the command line launches it."""
     monkeypatch.setenv("SUPABASE_DB_URL", demo_db)
@@ -210,7 +241,9 @@ def test_cli_runs_recorded_in_dagster_carry_the_as_of_they_computed_with(demo_db
     assert summary["as_of"] == "2024-12-31"
     with dg.DagsterInstance.get() as instance:
         [run] = instance.get_runs()
-        assert run.tags[AS_OF_TAG] == "2024-12-31" and run.tags[TRIGGER_TAG] == "cli" and run.tags[PARTITION_TAG] == "2024"
+        assert (
+            run.tags[AS_OF_TAG] == "2024-12-31" and run.tags[TRIGGER_TAG] == "cli" and run.tags[PARTITION_TAG] == "2024"
+        )
         assert run.tags.get(MODE_TAG) == mode
         assert run.run_config["ops"][OP_NAME]["config"]["as_of"] == "2025-03-01"  # the reference date, as given
 
@@ -232,10 +265,16 @@ def test_dagster_live_materialises_four_targets_with_metadata(demo_db):
         mats = {m.asset_key.to_user_string(): m for m in result.get_asset_materialization_events()}
         assert set(mats) == set(TARGET_NAMES)
         apac = mats[APAC].materialization.metadata
-        assert apac["actual_compliance"].value == float(count(demo_db, f"SELECT actual_compliance FROM {APAC} WHERE fiscal_year = 2025"))
+        assert apac["actual_compliance"].value == float(
+            count(demo_db, f"SELECT actual_compliance FROM {APAC} WHERE fiscal_year = 2025")
+        )
         req = mats[REQUIREMENTS].materialization.metadata
         assert req["changes"].value["inserted"] == req["dagster/row_count"].value == req["rows_written"].value > 0
-        assert [c.name for c in req["dagster/column_schema"].value.columns][:3] == ["plan_id", "event_type_id", "fiscal_year"]
+        assert [c.name for c in req["dagster/column_schema"].value.columns][:3] == [
+            "plan_id",
+            "event_type_id",
+            "fiscal_year",
+        ]
         assert len(req["preview"].value.records) == 10
         assert any(k.startswith("compliance_") for k in mats[BUSINESS_UNIT].materialization.metadata)
         assert all(mats[t].materialization.partition == "2025" for t in TARGET_NAMES)
@@ -243,7 +282,8 @@ def test_dagster_live_materialises_four_targets_with_metadata(demo_db):
         obs = observed["account_plans"].asset_observation_data.asset_observation
         assert obs.metadata["fiscal_year"].value == "2025"  # sources are unpartitioned; the FY read is metadata
         assert obs.metadata["rows_read"].value == count(
-            demo_db, "SELECT count(*) FROM account_plans WHERE fiscal_year = 2025 AND status IS DISTINCT FROM 'archived'"
+            demo_db,
+            "SELECT count(*) FROM account_plans WHERE fiscal_year = 2025 AND status IS DISTINCT FROM 'archived'",
         )
         checks = result.get_asset_check_evaluations()
         from compliance_sync.definitions.checks import CHECKS_BY_TARGET
@@ -295,7 +335,9 @@ def execute_as_launched(fn, tmp_path, run_config=None, partition="2025"):
     home.mkdir(exist_ok=True)
     instance = dg.DagsterInstance.local_temp(str(home), overrides=NO_TELEMETRY)
     config = run_config.to_config_dict() if run_config is not None else None  # execute_job takes a mapping
-    result = dg.execute_job(dg.reconstructable(fn), instance=instance, run_config=config, tags={PARTITION_TAG: partition})
+    result = dg.execute_job(
+        dg.reconstructable(fn), instance=instance, run_config=config, tags={PARTITION_TAG: partition}
+    )
     return instance, result
 
 
@@ -332,7 +374,9 @@ def test_multiprocess_executor(demo_db, tmp_path):
             tags={PARTITION_TAG: "2025"},
         ) as result:
             assert result.success
-            assert {m.asset_key.to_user_string() for m in result.get_asset_materialization_events()} == set(TARGET_NAMES)
+            assert {m.asset_key.to_user_string() for m in result.get_asset_materialization_events()} == set(
+                TARGET_NAMES
+            )
     assert count(demo_db, f"SELECT count(*) FROM {APAC} WHERE fiscal_year = 2025") == 1
 
 
@@ -340,9 +384,24 @@ def test_dagster_asset_materialize_command(demo_db, tmp_path):
     env = dict(os.environ)
     env["DAGSTER_HOME"] = str(dagster_home(tmp_path / "home"))
     proc = subprocess.run(
-        [sys.executable, "-m", "dagster", "asset", "materialize", "-m", "compliance_sync.definitions",
-         "--select", ",".join(TARGET_NAMES), "--partition", "2025"],
-        env=env, capture_output=True, text=True, timeout=300, cwd=tmp_path,
+        [
+            sys.executable,
+            "-m",
+            "dagster",
+            "asset",
+            "materialize",
+            "-m",
+            "compliance_sync.definitions",
+            "--select",
+            ",".join(TARGET_NAMES),
+            "--partition",
+            "2025",
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=tmp_path,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert count(demo_db, f"SELECT count(*) FROM {APAC} WHERE fiscal_year = 2025") == 1
@@ -391,14 +450,18 @@ def test_schedule_current_fy_and_previous_in_grace(monkeypatch):
     schedule = defs.resolve_schedule_def(SCHEDULE_NAME)
     sydney = dt.timezone(dt.timedelta(hours=10))
     repo = defs.get_repository_def()
-    ctx = dg.build_schedule_context(scheduled_execution_time=dt.datetime(2025, 7, 3, 6, 0, tzinfo=sydney), repository_def=repo)
+    ctx = dg.build_schedule_context(
+        scheduled_execution_time=dt.datetime(2025, 7, 3, 6, 0, tzinfo=sydney), repository_def=repo
+    )
     requests = list(schedule.evaluate_tick(ctx).run_requests)
     assert [r.partition_key for r in requests] == ["2026", "2025"]
     assert [r.run_config["ops"][OP_NAME]["config"]["as_of"] for r in requests] == ["2025-07-03", "2025-07-03"]
     # the tag is the as_of each run computes with: FY2025 ended on 2025-06-30
     assert [r.tags[AS_OF_TAG] for r in requests] == ["2025-07-03", "2025-06-30"]
     assert {r.tags[TRIGGER_TAG] for r in requests} == {"schedule"}
-    ctx = dg.build_schedule_context(scheduled_execution_time=dt.datetime(2025, 9, 1, 6, 0, tzinfo=sydney), repository_def=repo)
+    ctx = dg.build_schedule_context(
+        scheduled_execution_time=dt.datetime(2025, 9, 1, 6, 0, tzinfo=sydney), repository_def=repo
+    )
     assert [r.partition_key for r in schedule.evaluate_tick(ctx).run_requests] == ["2026"]
 
 

@@ -31,19 +31,27 @@ def test_dagster_home_with_the_demo_storage_url(in_tmp):
     assert config["telemetry"] == {"enabled": False}
     [location] = yaml.safe_load((home / "workspace.yaml").read_text())["load_from"]
     assert location["python_module"] == {
-        "module_name": "compliance_sync.definitions", "attribute": "defs", "location_name": "compliance_sync", "working_directory": str(in_tmp),
+        "module_name": "compliance_sync.definitions",
+        "attribute": "defs",
+        "location_name": "compliance_sync",
+        "working_directory": str(in_tmp),
     }
 
 
 def test_dagster_home_reads_dagster_pg_url_at_start_or_keeps_sqlite(in_tmp):
     home = launch.write_dagster_home("env")
-    assert yaml.safe_load((home / "dagster.yaml").read_text())["storage"] == {"postgres": {"postgres_url": {"env": "DAGSTER_PG_URL"}}}
+    assert yaml.safe_load((home / "dagster.yaml").read_text())["storage"] == {
+        "postgres": {"postgres_url": {"env": "DAGSTER_PG_URL"}}
+    }
     home = launch.write_dagster_home(None)
     assert "storage" not in yaml.safe_load((home / "dagster.yaml").read_text())
 
 
 def test_storage_url_over_tcp():
-    assert launch._storage_url("postgresql://me@db.example:6543/app", "dagster") == "postgresql+psycopg2://me@db.example:6543/dagster"
+    assert (
+        launch._storage_url("postgresql://me@db.example:6543/app", "dagster")
+        == "postgresql+psycopg2://me@db.example:6543/dagster"
+    )
 
 
 def test_one_ui_per_folder(in_tmp, monkeypatch):
@@ -96,5 +104,7 @@ def test_next_steps_include_explain_on_the_demo_data():
     from compliance_sync.entrypoints.launch import DEMO_ENV, EXPLAIN_EXAMPLE, next_steps
 
     steps = "\n".join(next_steps(".venv/bin/compliance-sync", 2025))
-    assert f"(set -a; . {DEMO_ENV}; .venv/bin/compliance-sync explain --year 2025 --client '{EXPLAIN_EXAMPLE}')" in steps
+    assert (
+        f"(set -a; . {DEMO_ENV}; .venv/bin/compliance-sync explain --year 2025 --client '{EXPLAIN_EXAMPLE}')" in steps
+    )
     assert ".venv/bin/compliance-sync demo --ui" in steps

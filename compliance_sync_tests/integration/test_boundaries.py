@@ -43,27 +43,41 @@ def test_grace_period_boundary(cli_env, monkeypatch, grace, start_month):
     from compliance_sync.definitions.schedules import scheduled_years
     from compliance_sync.domain.fiscal import FiscalYear
 
-    settings = settings_with(monkeypatch, COMPLIANCE_SYNC_GRACE_DAYS=str(grace), COMPLIANCE_SYNC_FY_START_MONTH=str(start_month), COMPLIANCE_SYNC_FIRST_FY="2020")
+    settings = settings_with(
+        monkeypatch,
+        COMPLIANCE_SYNC_GRACE_DAYS=str(grace),
+        COMPLIANCE_SYNC_FY_START_MONTH=str(start_month),
+        COMPLIANCE_SYNC_FIRST_FY="2020",
+    )
     keys = [str(y) for y in range(2020, 2030)]
     fy = FiscalYear(2026, start_month)
     for day in range(0, grace + 3):
         date = fy.start + dt.timedelta(days=day)  # day 0 is the FY's first day
         want = ["2026", "2025"] if day <= grace - 1 else ["2026"]
         assert scheduled_years(date, settings, keys) == want, (grace, day)
-    assert scheduled_years(fy.start - dt.timedelta(days=1), settings, keys) == ["2025"] + (["2024"] if grace > 365 else [])
+    assert scheduled_years(fy.start - dt.timedelta(days=1), settings, keys) == ["2025"] + (
+        ["2024"] if grace > 365 else []
+    )
 
 
 def test_grace_period_boundary_through_the_schedule(cli_env, monkeypatch):
     from compliance_sync.definitions import build_definitions
     from compliance_sync.definitions.schedules import SCHEDULE_NAME
 
-    settings = settings_with(monkeypatch, COMPLIANCE_SYNC_GRACE_DAYS="30", COMPLIANCE_SYNC_FY_START_MONTH="7", COMPLIANCE_SYNC_FIRST_FY="2020")
+    settings = settings_with(
+        monkeypatch,
+        COMPLIANCE_SYNC_GRACE_DAYS="30",
+        COMPLIANCE_SYNC_FY_START_MONTH="7",
+        COMPLIANCE_SYNC_FIRST_FY="2020",
+    )
     defs = build_definitions(settings)
     schedule = defs.resolve_schedule_def(SCHEDULE_NAME)
     repo = defs.get_repository_def()
 
     def tick(day: dt.date) -> list[str]:
-        ctx = dg.build_schedule_context(scheduled_execution_time=dt.datetime(day.year, day.month, day.day, 6, tzinfo=SYDNEY), repository_def=repo)
+        ctx = dg.build_schedule_context(
+            scheduled_execution_time=dt.datetime(day.year, day.month, day.day, 6, tzinfo=SYDNEY), repository_def=repo
+        )
         return [r.partition_key for r in schedule.evaluate_tick(ctx).run_requests]
 
     assert tick(dt.date(2025, 7, 30)) == ["2026", "2025"]  # day 29 = grace_days - 1
@@ -103,7 +117,9 @@ def test_daily_ticks_around_a_dst_change_map_to_their_local_date(cli_env, monkey
             assert request.tags[AS_OF_TAG] == local.date().isoformat()
             assert request.partition_key == "2025"
         seen.append(local.date())
-    assert seen == [change - dt.timedelta(days=3) + dt.timedelta(days=i) for i in range(7)]  # one tick a day, none lost or doubled
+    assert seen == [
+        change - dt.timedelta(days=3) + dt.timedelta(days=i) for i in range(7)
+    ]  # one tick a day, none lost or doubled
 
 
 def test_a_utc_tick_late_in_the_utc_day_is_the_next_local_day(cli_env, monkeypatch):
@@ -114,7 +130,9 @@ def test_a_utc_tick_late_in_the_utc_day_is_the_next_local_day(cli_env, monkeypat
     defs = build_definitions(settings)
     schedule = defs.resolve_schedule_def(SCHEDULE_NAME)
     # 2025-10-04 19:00 UTC = 2025-10-05 06:00 AEDT: the first DST morning, and day 4 of FY2026 (start month 10)
-    ctx = dg.build_schedule_context(scheduled_execution_time=dt.datetime(2025, 10, 4, 19, tzinfo=dt.UTC), repository_def=defs.get_repository_def())
+    ctx = dg.build_schedule_context(
+        scheduled_execution_time=dt.datetime(2025, 10, 4, 19, tzinfo=dt.UTC), repository_def=defs.get_repository_def()
+    )
     requests = list(schedule.evaluate_tick(ctx).run_requests)
     assert [r.partition_key for r in requests] == ["2026", "2025"]
     assert {r.run_config["ops"]["compliance_sync"]["config"]["as_of"] for r in requests} == {"2025-10-05"}
@@ -123,10 +141,27 @@ def test_a_utc_tick_late_in_the_utc_day_is_the_next_local_day(cli_env, monkeypat
 # --- x.xx5 rounded half-up through the whole pipeline -----------------------------------------------------------------
 # (completed, required, the requirement's percentage): each a client alone in its territory
 REQUIREMENT_CASES = [
-    (1, 8, "12.50"), (3, 8, "37.50"), (1, 16, "6.25"), (5, 16, "31.25"), (1, 32, "3.13"), (3, 32, "9.38"),
-    (5, 32, "15.63"), (7, 32, "21.88"), (9, 32, "28.13"), (11, 32, "34.38"), (1, 160, "0.63"), (3, 160, "1.88"),
-    (13, 160, "8.13"), (1, 40, "2.50"), (1, 80, "1.25"), (1, 3, "33.33"), (2, 3, "66.67"), (1, 366, "0.27"),
-    (5, 2, "200.00"), (0, 7, "0.00"), (7, 7, "100.00"),
+    (1, 8, "12.50"),
+    (3, 8, "37.50"),
+    (1, 16, "6.25"),
+    (5, 16, "31.25"),
+    (1, 32, "3.13"),
+    (3, 32, "9.38"),
+    (5, 32, "15.63"),
+    (7, 32, "21.88"),
+    (9, 32, "28.13"),
+    (11, 32, "34.38"),
+    (1, 160, "0.63"),
+    (3, 160, "1.88"),
+    (13, 160, "8.13"),
+    (1, 40, "2.50"),
+    (1, 80, "1.25"),
+    (1, 3, "33.33"),
+    (2, 3, "66.67"),
+    (1, 366, "0.27"),
+    (5, 2, "200.00"),
+    (0, 7, "0.00"),
+    (7, 7, "100.00"),
 ]
 # (completed per client, required per client, the territory's percentage): several clients, one territory
 ROLLUP_CASES = [
@@ -183,9 +218,19 @@ def test_half_up_percentages_through_the_whole_pipeline(migrated_db, cli_env, ca
     result = run_cli(capsys, "--year", "2025", "--as-of", "2025-12-31")
     assert result.code == 0, result
     with psycopg.connect(migrated_db) as conn:
-        req = dict(conn.execute(f"SELECT segment || ':' || completed_count, compliance_percentage FROM {REQUIREMENTS}").fetchall())
-        terr = {r[0]: r[1:] for r in conn.execute(f"SELECT cse_name, overall_compliance_percentage, segment_breakdown FROM {TERRITORY}")}
-        bu = {r[0]: r[1:] for r in conn.execute(f"SELECT bu_name, overall_compliance_percentage, territory_data FROM {BUSINESS_UNIT}")}
+        req = dict(
+            conn.execute(
+                f"SELECT segment || ':' || completed_count, compliance_percentage FROM {REQUIREMENTS}"
+            ).fetchall()
+        )
+        terr = {
+            r[0]: r[1:]
+            for r in conn.execute(f"SELECT cse_name, overall_compliance_percentage, segment_breakdown FROM {TERRITORY}")
+        }
+        bu = {
+            r[0]: r[1:]
+            for r in conn.execute(f"SELECT bu_name, overall_compliance_percentage, territory_data FROM {BUSINESS_UNIT}")
+        }
         apac, contributions = conn.execute(f"SELECT actual_compliance, bu_contributions FROM {APAC}").fetchone()
     for c, r, want in REQUIREMENT_CASES:
         assert req[f"R{r}:{c}"] == Decimal(want), (c, r)

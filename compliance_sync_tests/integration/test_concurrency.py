@@ -97,7 +97,11 @@ def test_a_cli_run_and_a_dagster_run_of_one_fy_serialise(world, capsys, hooks):
             run_config = sync_run_config(as_of=dt.date.fromisoformat(AS_OF))
             run = job.execute_in_process(run_config=run_config, instance=instance, partition_key="2025")
             results["dagster"] = run.success
-            [apac] = [m for m in run.get_asset_materialization_events() if m.asset_key.to_user_string() == "apac_planning_goals"]
+            [apac] = [
+                m
+                for m in run.get_asset_materialization_events()
+                if m.asset_key.to_user_string() == "apac_planning_goals"
+            ]
             results["dagster_summary"] = apac.materialization.metadata[SUMMARY].value
 
     threads = [threading.Thread(target=via_cli, name="cli"), threading.Thread(target=via_dagster, name="dagster")]
@@ -215,7 +219,13 @@ def test_a_concurrent_edit_makes_the_run_retry_and_converge(world, capsys, hooks
     assert edited and result.code == 0, result
     assert counted == [2025, 2025]  # the whole run again, once
     assert "a concurrent change" in result.err and "retrying the run (attempt 2 of 3)" in result.err
-    assert scalar(world, f"SELECT count(*) FROM {REQUIREMENTS} WHERE notes = 'planner was here' AND completed_count IS NOT NULL") == 1
+    assert (
+        scalar(
+            world,
+            f"SELECT count(*) FROM {REQUIREMENTS} WHERE notes = 'planner was here' AND completed_count IS NOT NULL",
+        )
+        == 1
+    )
     hooks.undo()
     again = run_cli(capsys, *YEAR_ARGS)
     assert again.code == 0 and no_changes(again.summary)
@@ -226,7 +236,9 @@ def test_a_concurrent_edit_on_every_attempt_exits_3_after_bounded_retries(world,
     change_the_world(world)
     before = owned_snapshot(world)
     counted.clear()
-    edits = edit_before_apply(hooks, world, f"UPDATE {REQUIREMENTS} SET notes = clock_timestamp()::text WHERE {BETA_SLA}", times=99)
+    edits = edit_before_apply(
+        hooks, world, f"UPDATE {REQUIREMENTS} SET notes = clock_timestamp()::text WHERE {BETA_SLA}", times=99
+    )
     result = run_cli(capsys, *YEAR_ARGS)
     assert result.code == 3, result
     message = result.summary["error"]
@@ -323,4 +335,7 @@ def test_the_snapshot_is_taken_after_the_lock(world, capsys, hooks):
     result = run_cli(capsys, *YEAR_ARGS)
     assert result.code == 0 and result.summary["clients_processed"] == 7, result
     assert dt.date.fromisoformat(result.summary["as_of"]) == dt.date(2025, 6, 30)
-    assert full_snapshot(world)[REQUIREMENTS] and scalar(world, f"SELECT count(*) FROM {REQUIREMENTS} WHERE client_name = 'Theta Uni'") == 0
+    assert (
+        full_snapshot(world)[REQUIREMENTS]
+        and scalar(world, f"SELECT count(*) FROM {REQUIREMENTS} WHERE client_name = 'Theta Uni'") == 0
+    )

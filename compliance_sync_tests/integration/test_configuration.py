@@ -25,12 +25,20 @@ def variables_read() -> set[str]:
 def readme_table_variables() -> set[str]:
     text = ROOT.joinpath("README.md").read_text(encoding="utf-8")
     section = text.split("## Configuration", 1)[1].split("\n### ", 1)[0]
-    return {m for row in section.splitlines() if row.startswith("| `") for m in re.findall(r"`([A-Z][A-Z0-9_]{2,})`", row)}
+    return {
+        m for row in section.splitlines() if row.startswith("| `") for m in re.findall(r"`([A-Z][A-Z0-9_]{2,})`", row)
+    }
 
 
 def test_the_scan_finds_what_the_code_reads():
     found = variables_read()
-    assert {"SUPABASE_DB_URL", "SUPABASE_SERVICE_ROLE_KEY", "COMPLIANCE_SYNC_BU_MAP", "DAGSTER_PG_URL", "DAGSTER_HOME"} <= found
+    assert {
+        "SUPABASE_DB_URL",
+        "SUPABASE_SERVICE_ROLE_KEY",
+        "COMPLIANCE_SYNC_BU_MAP",
+        "DAGSTER_PG_URL",
+        "DAGSTER_HOME",
+    } <= found
     assert len(found) >= 20
 
 
@@ -53,7 +61,10 @@ def test_ci_runs_the_readmes_second_command_verbatim():
     ci = ROOT.joinpath(".ci", "run").read_text(encoding="utf-8")
     assert "README.md" in ci and 'eval "$test_command"' in ci
     extracted = subprocess.run(
-        ["awk", '/^```/{fence++; next} fence==1{n++; if (n==2) {print; exit}}', str(ROOT / "README.md")], capture_output=True, text=True, check=True
+        ["awk", "/^```/{fence++; next} fence==1{n++; if (n==2) {print; exit}}", str(ROOT / "README.md")],
+        capture_output=True,
+        text=True,
+        check=True,
     ).stdout.strip()
     assert extracted == "sh dev.sh test"
     assert "awk '/^```/{fence++; next} fence==1{n++; if (n==2) {print; exit}}' README.md" in ci

@@ -22,7 +22,13 @@ EXAMPLE_BU_MAP = pathlib.Path(demo.__file__).parents[1] / "bu_map.example.yaml"
 def fingerprint(conn: psycopg.Connection) -> dict[str, str]:
     """An md5 of every id per table (and of the event rows themselves)."""
     out = {}
-    for table in ("segmentation_tiers", "segmentation_event_types", "client_segmentation", "account_plans", "territory_strategies"):
+    for table in (
+        "segmentation_tiers",
+        "segmentation_event_types",
+        "client_segmentation",
+        "account_plans",
+        "territory_strategies",
+    ):
         out[table] = conn.execute(f"SELECT md5(string_agg(id::text, ',' ORDER BY id)) FROM {table}").fetchone()[0]
     out["events"] = conn.execute(
         "SELECT md5(string_agg(concat_ws('|', id, client_name, event_type_id, event_date, completed), ',' ORDER BY id)) "
@@ -53,8 +59,18 @@ def test_default_demo_loads_the_reference_data_and_about_60_clients(migrated_db)
         assert tiers == {"Giant", "Collaboration", "Leverage", "Maintain", "Nurture", "Sleeping Giant"}
         codes = dict(conn.execute("SELECT event_code, is_active FROM segmentation_event_types").fetchall())
         assert {c for c, active in codes.items() if active} == {
-            "PGL_ENGAGE", "EVP_ENGAGE", "STRAT_OPS", "SAT_PLAN", "SLA_REVIEW", "CE_ONSITE",
-            "INSIGHT_TP", "HEALTH_CHECK", "RELEASE_PLAN", "WHITESPACE", "CLIENT_FORUM", "UPDATE_360",
+            "PGL_ENGAGE",
+            "EVP_ENGAGE",
+            "STRAT_OPS",
+            "SAT_PLAN",
+            "SLA_REVIEW",
+            "CE_ONSITE",
+            "INSIGHT_TP",
+            "HEALTH_CHECK",
+            "RELEASE_PLAN",
+            "WHITESPACE",
+            "CLIENT_FORUM",
+            "UPDATE_360",
         }
         assert codes["QBR_LEGACY"] is False
         freq = dict(
@@ -97,7 +113,9 @@ def test_demo_is_deterministic_refuses_a_populated_database_and_force_reloads(mi
         assert "--force" in message and "segmentation_events (" in message and "account_plans (" in message
         assert fingerprint(conn) == first  # the refusal changed nothing
         # planner-owned rows that the job never writes are replaced too
-        conn.execute("INSERT INTO account_plan_event_requirements (plan_id, event_type_id, fiscal_year, notes) VALUES (gen_random_uuid(), gen_random_uuid(), 2026, 'x')")
+        conn.execute(
+            "INSERT INTO account_plan_event_requirements (plan_id, event_type_id, fiscal_year, notes) VALUES (gen_random_uuid(), gen_random_uuid(), 2026, 'x')"
+        )
         conn.commit()
         assert demo.load_demo_data(conn, force=True) == counts
         assert fingerprint(conn) == first
@@ -130,8 +148,16 @@ def test_demo_data_has_the_documented_shape(migrated_db):
         # events: 2024-2026, event_year generated, future ones never completed, most past ones completed
         lo, hi = conn.execute("SELECT min(event_date), max(event_date) FROM segmentation_events").fetchone()
         assert dt.date(2024, 1, 1) <= lo and hi <= dt.date(2026, 12, 31)
-        assert scalar(conn, "SELECT count(*) FROM segmentation_events WHERE event_year IS DISTINCT FROM extract(year FROM event_date)::int") == 0
-        assert scalar(conn, "SELECT count(*) FROM segmentation_events WHERE completed AND event_date > %s", (today,)) == 0
+        assert (
+            scalar(
+                conn,
+                "SELECT count(*) FROM segmentation_events WHERE event_year IS DISTINCT FROM extract(year FROM event_date)::int",
+            )
+            == 0
+        )
+        assert (
+            scalar(conn, "SELECT count(*) FROM segmentation_events WHERE completed AND event_date > %s", (today,)) == 0
+        )
         assert scalar(conn, "SELECT count(*) FROM segmentation_events WHERE event_date > %s", (today,)) > 0
         share = scalar(conn, "SELECT avg(completed::int) FROM segmentation_events WHERE event_date <= %s", (today,))
         assert 0.8 <= share <= 0.95
@@ -154,8 +180,17 @@ def test_demo_data_has_the_documented_shape(migrated_db):
         assert 5 <= scalar(conn, "SELECT count(DISTINCT client_uuid) FROM client_segmentation") <= 30
         assert scalar(conn, "SELECT count(*) FROM account_plans WHERE client_id IS NOT NULL") > 0
         # a client with plans and no segmentation; a client without CSE
-        assert scalar(conn, "SELECT count(DISTINCT client_name) FROM account_plans WHERE client_name NOT IN (SELECT client_name FROM client_segmentation)") == 1
-        assert scalar(conn, "SELECT count(*) FROM client_segmentation WHERE cse_name IS NULL AND effective_to IS NULL") == 1
+        assert (
+            scalar(
+                conn,
+                "SELECT count(DISTINCT client_name) FROM account_plans WHERE client_name NOT IN (SELECT client_name FROM client_segmentation)",
+            )
+            == 1
+        )
+        assert (
+            scalar(conn, "SELECT count(*) FROM client_segmentation WHERE cse_name IS NULL AND effective_to IS NULL")
+            == 1
+        )
         # exclusions: greyed out (kept), NULL and declined (removed)
         reasons = [r[0] for r in conn.execute("SELECT reason FROM client_event_exclusions ORDER BY reason NULLS LAST")]
         assert reasons == ["Client declined", "Greyed out - not applicable", None]
@@ -189,9 +224,14 @@ def test_demo_data_has_the_documented_shape(migrated_db):
         ).fetchone()
         assert stale >= 1 and consistent >= 0.9 * (consistent + stale)
         # planning rows the job must not overwrite
-        bus = conn.execute("SELECT bu_name, count(*) FROM business_unit_planning WHERE target_compliance IS NOT NULL GROUP BY 1 ORDER BY 1").fetchall()
+        bus = conn.execute(
+            "SELECT bu_name, count(*) FROM business_unit_planning WHERE target_compliance IS NOT NULL GROUP BY 1 ORDER BY 1"
+        ).fetchall()
         assert bus == [("ANZ", 3), ("Greater China", 3), ("Japan", 1), ("SEA", 3)]
-        assert scalar(conn, "SELECT count(*) FROM business_unit_planning WHERE overall_compliance_percentage IS NOT NULL") == 0
+        assert (
+            scalar(conn, "SELECT count(*) FROM business_unit_planning WHERE overall_compliance_percentage IS NOT NULL")
+            == 0
+        )
         assert scalar(conn, "SELECT count(*) FROM apac_planning_goals WHERE actual_compliance IS NULL") == 3
 
 
@@ -231,7 +271,9 @@ def test_demo_today_separates_completed_from_scheduled(migrated_db):
         ids = fingerprint(conn)
         counts = demo.load_demo_data(conn, force=True, today=dt.date(2025, 6, 30))
         assert counts == default
-        assert scalar(conn, "SELECT count(*) FROM segmentation_events WHERE completed AND event_date > '2025-06-30'") == 0
+        assert (
+            scalar(conn, "SELECT count(*) FROM segmentation_events WHERE completed AND event_date > '2025-06-30'") == 0
+        )
         assert fingerprint(conn)["account_plans"] == ids["account_plans"]  # only completion flags moved
 
 
@@ -239,7 +281,12 @@ def test_scale_smoke_plans_per_client_and_generated_cses(migrated_db):
     with psycopg.connect(migrated_db) as conn:
         counts = demo.load_demo_data(conn, clients=200, plans_per_client=2, seed=11)
         assert scalar(conn, "SELECT count(*) FROM account_plans WHERE fiscal_year = 2026") == 400
-        per_client = {r[0] for r in conn.execute("SELECT count(DISTINCT id) FROM account_plans WHERE fiscal_year = 2026 GROUP BY client_name")}
+        per_client = {
+            r[0]
+            for r in conn.execute(
+                "SELECT count(DISTINCT id) FROM account_plans WHERE fiscal_year = 2026 GROUP BY client_name"
+            )
+        }
         assert per_client == {2}
         assert scalar(conn, "SELECT count(DISTINCT client_name) FROM account_plans") == 200
         segmented = scalar(conn, "SELECT count(DISTINCT client_name) FROM client_segmentation")

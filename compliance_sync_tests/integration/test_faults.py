@@ -84,7 +84,9 @@ def terminate(dsn: str, pid: int) -> None:
             time.sleep(0.02)
 
 
-def hook(monkeypatch, method: str, when: Callable[..., bool], action: Callable[[PostgresSession], None], after: bool = False) -> list[str]:
+def hook(
+    monkeypatch, method: str, when: Callable[..., bool], action: Callable[[PostgresSession], None], after: bool = False
+) -> list[str]:
     """Run ``action(session)`` once, just before (or after) the first call of ``PostgresSession.method``
     whose arguments satisfy ``when``."""
     real = getattr(PostgresSession, method)
@@ -197,7 +199,9 @@ def test_lock_timeout_on_a_row_names_the_blocker(world, state_a, undisturbed, ca
     converges(capsys, world, undisturbed)
 
 
-def test_lock_timeout_on_a_source_table_while_reading_names_the_blocker(world, state_a, undisturbed, capsys, monkeypatch):
+def test_lock_timeout_on_a_source_table_while_reading_names_the_blocker(
+    world, state_a, undisturbed, capsys, monkeypatch
+):
     monkeypatch.setenv("COMPLIANCE_SYNC_LOCK_TIMEOUT", "1")
     with holding(world, "schema_change", "LOCK TABLE segmentation_events IN ACCESS EXCLUSIVE MODE"):
         result = run_cli(capsys, *YEAR_ARGS)
@@ -230,7 +234,11 @@ def test_the_advisory_lock_wait_is_bounded_and_names_the_holder_from_the_cli(wor
         conn.execute("SELECT pg_advisory_unlock_all()")
     assert result.code == 3, result
     message = result.summary["error"]
-    assert "another run of FY2025 holds its advisory lock" in message and "other_sync" in message and "gave up after 1 s" in message
+    assert (
+        "another run of FY2025 holds its advisory lock" in message
+        and "other_sync" in message
+        and "gave up after 1 s" in message
+    )
     assert "waiting for the advisory lock of FY2025, held by" in result.err
     assert full_snapshot(world) == state_a
 
@@ -283,8 +291,14 @@ def test_sigterm_while_waiting_for_the_lock_exits_130_with_nothing_written(world
     env["COMPLIANCE_SYNC_LOCK_TIMEOUT"] = "60"
     with holding(world, "other_sync", f"SELECT pg_advisory_lock({LOCK_CLASS}, 2025)") as conn:
         conn.commit()
-        proc = subprocess.Popen([sys.executable, "-m", "compliance_sync.entrypoints.cli", *YEAR_ARGS, "--json"], env=env, cwd=cli_env,
-                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "compliance_sync.entrypoints.cli", *YEAR_ARGS, "--json"],
+            env=env,
+            cwd=cli_env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
         try:
             deadline = time.monotonic() + 30
             with psycopg.connect(world, autocommit=True) as watch:  # autocommit: a fresh pg_stat_activity each time

@@ -42,7 +42,12 @@ def family(pg_type: str) -> str:
 
 
 def index_names(conn: psycopg.Connection, table: str) -> set[str]:
-    return {r[0] for r in conn.execute("SELECT indexname FROM pg_indexes WHERE schemaname = 'public' AND tablename = %s", (table,))}
+    return {
+        r[0]
+        for r in conn.execute(
+            "SELECT indexname FROM pg_indexes WHERE schemaname = 'public' AND tablename = %s", (table,)
+        )
+    }
 
 
 # --- the full migration ---------------------------------------------------------------------------------
@@ -142,7 +147,9 @@ def test_full_on_an_empty_database_logs_what_it_created(db_url):
 
 def test_full_refuses_a_populated_database_unless_forced(migrated_db):
     with psycopg.connect(migrated_db) as conn:
-        conn.execute("INSERT INTO account_plans (client_name, fiscal_year) VALUES ('Alpha Health', 2025), ('Beta', 2025)")
+        conn.execute(
+            "INSERT INTO account_plans (client_name, fiscal_year) VALUES ('Alpha Health', 2025), ('Beta', 2025)"
+        )
         conn.execute("INSERT INTO apac_planning_goals (fiscal_year) VALUES (2025)")
         conn.execute("DROP TABLE client_event_exclusions")  # will be created by the forced run
         conn.commit()
@@ -178,7 +185,10 @@ def test_event_year_is_generated_from_event_date(migrated_db):
         ).fetchall()
         assert rows == [(dt.date(2025, 12, 31), 2025), (dt.date(2026, 1, 1), 2026), (None, None)]
         conn.execute("UPDATE segmentation_events SET event_date = '2024-02-29' WHERE event_date = '2025-12-31'")
-        assert conn.execute("SELECT event_year FROM segmentation_events WHERE event_date = '2024-02-29'").fetchone()[0] == 2024
+        assert (
+            conn.execute("SELECT event_year FROM segmentation_events WHERE event_date = '2024-02-29'").fetchone()[0]
+            == 2024
+        )
         with pytest.raises(psycopg.errors.GeneratedAlways):
             conn.execute("INSERT INTO segmentation_events (client_name, event_year) VALUES ('a', 2025)")
 
@@ -271,7 +281,9 @@ def test_minimal_lists_duplicate_keys_and_stops(db_url):
             "INSERT INTO account_plan_event_requirements (plan_id, event_type_id, fiscal_year) VALUES (%s, %s, 2025), (%s, %s, 2025), (%s, %s, 2025)",
             (plan, etype) * 3,
         )
-        conn.execute("INSERT INTO business_unit_planning (bu_name, fiscal_year) VALUES ('ANZ', 2025), ('ANZ', 2025), ('SEA', 2025)")
+        conn.execute(
+            "INSERT INTO business_unit_planning (bu_name, fiscal_year) VALUES ('ANZ', 2025), ('ANZ', 2025), ('SEA', 2025)"
+        )
         # NULL keys are not duplicates: a unique index accepts them
         conn.execute("INSERT INTO apac_planning_goals (fiscal_year) VALUES (NULL), (NULL), (2025)")
         conn.commit()

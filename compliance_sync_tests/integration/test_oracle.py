@@ -31,13 +31,27 @@ TARGETS = (REQUIREMENTS, TERRITORY, BUSINESS_UNIT, APAC)
 
 SOURCE_COLUMNS = {
     "account_plans": ("id", "client_id", "client_name", "fiscal_year", "status"),
-    "client_segmentation": ("id", "client_name", "tier_id", "cse_name", "client_uuid", "effective_from", "effective_to"),
+    "client_segmentation": (
+        "id",
+        "client_name",
+        "tier_id",
+        "cse_name",
+        "client_uuid",
+        "effective_from",
+        "effective_to",
+    ),
     "segmentation_tiers": ("id", "tier_name"),
     "segmentation_event_types": ("id", "event_name", "event_code", "is_active"),
     "tier_event_requirements": ("tier_id", "event_type_id", "frequency"),
     "segmentation_events": ("id", "client_name", "event_type_id", "event_date", "completed"),
     "segmentation_event_compliance": (
-        "client_name", "event_type_id", "year", "expected_count", "actual_count", "compliance_percentage", "status",
+        "client_name",
+        "event_type_id",
+        "year",
+        "expected_count",
+        "actual_count",
+        "compliance_percentage",
+        "status",
     ),
     "territory_strategies": ("id", "cse_name", "territory", "fiscal_year", "quarter", "status", "updated_at"),
     "client_event_exclusions": ("client_name", "event_type_id", "reason"),
@@ -46,14 +60,31 @@ SOURCE_COLUMNS = {
 TIER_NAMES = ["Giant", "Collaboration", "Leverage", "Maintain", "Nurture", "Sleeping Giant"]
 TYPE_NAMES = ["SLA Review", "Insight Touchpoint", "Health Check", "Exec Briefing", "QBR", "Roadmap Session"]
 CLIENT_NAMES = [
-    "Alpha Health", "Beta Bank", "Gamma Gov", "Delta Telco", "Epsilon Energy", "Zeta Mining",
-    "Eta Retail", "Theta Uni", "Iota Insurance", "Kappa Logistics",
+    "Alpha Health",
+    "Beta Bank",
+    "Gamma Gov",
+    "Delta Telco",
+    "Epsilon Energy",
+    "Zeta Mining",
+    "Eta Retail",
+    "Theta Uni",
+    "Iota Insurance",
+    "Kappa Logistics",
 ]
 CSE_NAMES = ["Kim Lee", "kim lee", "Raj Patel", "Ana Souza ", "Zoë Chen", "Ben O'Neil"]
 TERRITORIES = ["VIC + NZ", "Singapore", "Ärea Norte", "apac north", "Zeta Coast", "Hong Kong", "NSW + ACT"]
 BUS = ["ANZ", "SEA", "Greater China", "anz Pacific"]
 THRESHOLDS = [(50, 80, 100), (50, 80, 100), (50, 80, 100), (30, 60, 90), (60, 90, 120), (25, 50, 75)]
-REASONS = [None, "", "Greyed out", "GREYED OUT x", "not relevant", "greyed-out", "was Greyed Out in 2024", "greyed  out"]
+REASONS = [
+    None,
+    "",
+    "Greyed out",
+    "GREYED OUT x",
+    "not relevant",
+    "greyed-out",
+    "was Greyed Out in 2024",
+    "greyed  out",
+]
 DUPLICATE_EXCLUSIONS = True  # several rows for one pair: any reason without 'greyed out' removes it
 FIXED_UPDATES = [
     dt.datetime(2024, 3, 1, 9, 30, tzinfo=dt.UTC),
@@ -132,8 +163,15 @@ def make_case(seed: int) -> dict[str, Any]:
             )
     if rng.random() < 0.3:  # a strategy without CSE
         strategies.append(
-            {"id": new_id(), "cse_name": None, "territory": rng.choice(territories), "fiscal_year": fy,
-             "quarter": None, "status": "approved", "updated_at": None}
+            {
+                "id": new_id(),
+                "cse_name": None,
+                "territory": rng.choice(territories),
+                "fiscal_year": fy,
+                "quarter": None,
+                "status": "approved",
+                "updated_at": None,
+            }
         )
     unmapped = territories[-1]
     bu_territory = {t: rng.choice(BUS) for t in territories if t != unmapped}
@@ -166,7 +204,11 @@ def make_case(seed: int) -> dict[str, Any]:
             scheme = "single"
         mine = []
         if scheme == "single":
-            mine.append(period(day_between(start - dt.timedelta(days=500), end), rng.choice([None, end + dt.timedelta(days=100)])))
+            mine.append(
+                period(
+                    day_between(start - dt.timedelta(days=500), end), rng.choice([None, end + dt.timedelta(days=100)])
+                )
+            )
         elif scheme == "change":  # a mid-year tier change, sometimes with a CSE change
             m = day_between(start + dt.timedelta(days=1), end)
             mine.append(period(start - dt.timedelta(days=rng.randint(0, 400)), m - dt.timedelta(days=1)))
@@ -209,30 +251,60 @@ def make_case(seed: int) -> dict[str, Any]:
             )
 
         # events: around the FY boundaries and as_of, ties on dates, every completed value
-        special = [start, end, start - dt.timedelta(days=1), end + dt.timedelta(days=1), as_of, as_of + dt.timedelta(days=1)]
+        special = [
+            start,
+            end,
+            start - dt.timedelta(days=1),
+            end + dt.timedelta(days=1),
+            as_of,
+            as_of + dt.timedelta(days=1),
+        ]
         for et in types:
             for _ in range(rng.choice([0, 1, 2, 3, 4, 5, 6, rng.randint(7, 16)])):
                 d = rng.choice(special + [day_between(start, end)] * 4)
                 events.append(
-                    {"id": new_id(), "client_name": name, "event_type_id": et["id"], "event_date": d,
-                     "completed": rng.choices([True, False, None], weights=[6, 2, 1])[0]}
+                    {
+                        "id": new_id(),
+                        "client_name": name,
+                        "event_type_id": et["id"],
+                        "event_date": d,
+                        "completed": rng.choices([True, False, None], weights=[6, 2, 1])[0],
+                    }
                 )
         if rng.random() < 0.5:
-            events.append({"id": new_id(), "client_name": name, "event_type_id": rng.choice(active_ids),
-                           "event_date": None, "completed": True})
+            events.append(
+                {
+                    "id": new_id(),
+                    "client_name": name,
+                    "event_type_id": rng.choice(active_ids),
+                    "event_date": None,
+                    "completed": True,
+                }
+            )
         if rng.random() < 0.3:
-            events.append({"id": new_id(), "client_name": name, "event_type_id": rng.choice([None, new_id()]),
-                           "event_date": day_between(start, end), "completed": True})
+            events.append(
+                {
+                    "id": new_id(),
+                    "client_name": name,
+                    "event_type_id": rng.choice([None, new_id()]),
+                    "event_date": day_between(start, end),
+                    "completed": True,
+                }
+            )
         if rng.random() < 0.3:  # a name that matches only when case or spaces are ignored
-            events.append({"id": new_id(), "client_name": rng.choice([name.lower(), name + " ", name.upper()]),
-                           "event_type_id": rng.choice(active_ids), "event_date": day_between(start, end), "completed": True})
+            events.append(
+                {
+                    "id": new_id(),
+                    "client_name": rng.choice([name.lower(), name + " ", name.upper()]),
+                    "event_type_id": rng.choice(active_ids),
+                    "event_date": day_between(start, end),
+                    "completed": True,
+                }
+            )
 
         # exclusions: at most one per pair (several rows for one pair are sometimes added below)
         for et in rng.sample(types, rng.choice([0, 0, 1, 2])):
-            exclusions.append(
-                {"client_name": name, "event_type_id": et["id"],
-                 "reason": rng.choice(REASONS)}
-            )
+            exclusions.append({"client_name": name, "event_type_id": et["id"], "reason": rng.choice(REASONS)})
         if DUPLICATE_EXCLUSIONS and rng.random() < 0.3:
             et = rng.choice(types)
             for _ in range(2):
@@ -242,20 +314,39 @@ def make_case(seed: int) -> dict[str, Any]:
         if rng.random() < 0.5:
             et = rng.choice(types)
             cache.append(
-                {"client_name": name, "event_type_id": et["id"], "year": end.year, "expected_count": 4,
-                 "actual_count": rng.randint(0, 5), "compliance_percentage": Decimal("25.00"), "status": "critical"}
+                {
+                    "client_name": name,
+                    "event_type_id": et["id"],
+                    "year": end.year,
+                    "expected_count": 4,
+                    "actual_count": rng.randint(0, 5),
+                    "compliance_percentage": Decimal("25.00"),
+                    "status": "critical",
+                }
             )
 
     # a plan whose client has no segmentation, and one whose name differs only in case
     if rng.random() < 0.5:
-        plans.append({"id": new_id(), "client_id": None, "client_name": "Ghost Co", "fiscal_year": fy, "status": "approved"})
+        plans.append(
+            {"id": new_id(), "client_id": None, "client_name": "Ghost Co", "fiscal_year": fy, "status": "approved"}
+        )
     if rng.random() < 0.3:
-        plans.append({"id": new_id(), "client_id": None, "client_name": names[0].lower(), "fiscal_year": fy, "status": None})
+        plans.append(
+            {"id": new_id(), "client_id": None, "client_name": names[0].lower(), "fiscal_year": fy, "status": None}
+        )
     # the guards: the first client has a plan in scope for the FY (and a valid period, see above)
     plans.append({"id": new_id(), "client_id": None, "client_name": names[0], "fiscal_year": fy, "status": "approved"})
     # events of an unknown client
     if rng.random() < 0.3:
-        events.append({"id": new_id(), "client_name": "Nobody Ltd", "event_type_id": active_ids[0], "event_date": start, "completed": True})
+        events.append(
+            {
+                "id": new_id(),
+                "client_name": "Nobody Ltd",
+                "event_type_id": active_ids[0],
+                "event_date": start,
+                "completed": True,
+            }
+        )
 
     tables = {
         "account_plans": plans,
@@ -301,9 +392,7 @@ def read_targets(url: str, fy: int) -> dict[str, dict[tuple, dict[str, Any]]]:
     with psycopg.connect(url) as conn:
         for t in TARGETS:
             cols = KEYS[t] + OWNED[t]
-            select = ", ".join(
-                f"{c}::text" if c in JSON_COLUMNS or c in UUID_COLUMNS else c for c in cols
-            )
+            select = ", ".join(f"{c}::text" if c in JSON_COLUMNS or c in UUID_COLUMNS else c for c in cols)
             total = conn.execute(f"SELECT count(*) FROM {t}").fetchone()[0]
             rows = conn.execute(f"SELECT {select} FROM {t} WHERE fiscal_year = %s", (fy,)).fetchall()
             assert total == len(rows), f"{t}: rows written outside FY{fy}"
@@ -360,7 +449,9 @@ def cli_env(migrated_db, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     for var in list(os.environ):
         if (var.startswith("COMPLIANCE_SYNC_") and var != "COMPLIANCE_SYNC_TEST_DATABASE_URL") or var in (
-            "NEXT_PUBLIC_SUPABASE_URL", "SUPABASE_SERVICE_ROLE_KEY", "DAGSTER_HOME",
+            "NEXT_PUBLIC_SUPABASE_URL",
+            "SUPABASE_SERVICE_ROLE_KEY",
+            "DAGSTER_HOME",
         ):
             monkeypatch.delenv(var)
     monkeypatch.setenv("SUPABASE_DB_URL", migrated_db)
@@ -380,8 +471,13 @@ def run_cli(capsys, *args: str) -> tuple[int, dict | None, str]:
 
 def expected_for(case: dict[str, Any]) -> dict[str, Any]:
     return oracle.compute(
-        case["tables"], case["fiscal_year"], case["start_month"], case["as_of"], case["thresholds"],
-        case["bu_cse"], case["bu_territory"],
+        case["tables"],
+        case["fiscal_year"],
+        case["start_month"],
+        case["as_of"],
+        case["thresholds"],
+        case["bu_cse"],
+        case["bu_territory"],
     )
 
 
@@ -400,13 +496,18 @@ def run_and_compare(case: dict[str, Any], url: str, tmp_path, monkeypatch, capsy
     code, summary, text = run_cli(capsys, *args, *extra)
     assert code == 0, f"seed {seed}: exit {code}\n{text[-3000:]}"
     problems = differences(expected, read_targets(url, case["fiscal_year"]))
-    assert not problems, f"seed {seed} (FY{case['fiscal_year']}, m={case['start_month']}, as_of {case['as_of']}):\n" + "\n".join(problems[:30])
+    assert not problems, (
+        f"seed {seed} (FY{case['fiscal_year']}, m={case['start_month']}, as_of {case['as_of']}):\n"
+        + "\n".join(problems[:30])
+    )
 
     code, summary, text = run_cli(capsys, *args)
     assert code == 0, f"seed {seed}: second run exit {code}\n{text[-3000:]}"
     assert summary is not None, text[-3000:]
     for name, counts in summary["targets"].items():
-        assert counts["inserted"] == counts["updated"] == counts["deleted"] == 0, f"seed {seed}: second run changed {name}: {counts}"
+        assert counts["inserted"] == counts["updated"] == counts["deleted"] == 0, (
+            f"seed {seed}: second run changed {name}: {counts}"
+        )
 
 
 def check_seed(seed: int, url: str, tmp_path, monkeypatch, capsys) -> None:
@@ -448,7 +549,9 @@ def perturb(case: dict[str, Any]) -> dict[str, Any]:
     return new
 
 
-def second_state(url: str, first: dict[str, Any], before: dict[str, Any], seed: int) -> tuple[dict[str, Any], dict[str, Any], dict[str, set[tuple]]]:
+def second_state(
+    url: str, first: dict[str, Any], before: dict[str, Any], seed: int
+) -> tuple[dict[str, Any], dict[str, Any], dict[str, set[tuple]]]:
     """After a first run: planners' notes on some target rows (such a row is never deleted, an orphan when no
     longer computed, SPEC §5), then perturbed sources. Returns the second case, the targets expected after its
     run (noted rows kept; a BU row left without territories reset, SPEC §4.8) and the noted keys per target."""
@@ -471,8 +574,14 @@ def second_state(url: str, first: dict[str, Any], before: dict[str, Any], seed: 
     for r in before[BUSINESS_UNIT]:
         if r["bu_name"] not in now:
             expected[BUSINESS_UNIT].append(
-                {"bu_name": r["bu_name"], "fiscal_year": r["fiscal_year"], "overall_compliance_percentage": None,
-                 "clients_below_compliance": 0, "territory_count": 0, "territory_data": []}
+                {
+                    "bu_name": r["bu_name"],
+                    "fiscal_year": r["fiscal_year"],
+                    "overall_compliance_percentage": None,
+                    "clients_below_compliance": 0,
+                    "territory_count": 0,
+                    "territory_data": [],
+                }
             )
     return second, expected, noted
 
@@ -504,9 +613,7 @@ XFAIL: dict[int, str] = {}
 
 
 def seeds(values):
-    return [
-        pytest.param(s, marks=pytest.mark.xfail(strict=True, reason=XFAIL[s])) if s in XFAIL else s for s in values
-    ]
+    return [pytest.param(s, marks=pytest.mark.xfail(strict=True, reason=XFAIL[s])) if s in XFAIL else s for s in values]
 
 
 @pytest.mark.parametrize("seed", seeds(range(25)))
@@ -525,14 +632,18 @@ def test_frequency_above_366_is_an_error(cli_env, tmp_path, monkeypatch, capsys)
     case = make_case(3)
     tiers = {t["id"]: t["tier_name"] for t in case["tables"]["segmentation_tiers"]}
     types = {t["id"]: t for t in case["tables"]["segmentation_event_types"]}
-    req = next(r for r in case["tables"]["tier_event_requirements"] if r["tier_id"] in tiers and r["event_type_id"] in types)
+    req = next(
+        r for r in case["tables"]["tier_event_requirements"] if r["tier_id"] in tiers and r["event_type_id"] in types
+    )
     req["frequency"] = 367
     insert_tables(cli_env, case["tables"])
     bu_map = tmp_path / "bu_map.yaml"
     bu_map.write_text(yaml.safe_dump({"cse": case["bu_cse"], "territory": case["bu_territory"]}, allow_unicode=True))
     monkeypatch.setenv("COMPLIANCE_SYNC_BU_MAP", str(bu_map))
     monkeypatch.setenv("COMPLIANCE_SYNC_FY_START_MONTH", str(case["start_month"]))
-    code, summary, text = run_cli(capsys, "--year", str(case["fiscal_year"]), "--as-of", case["as_of"].isoformat(), "--json")
+    code, summary, text = run_cli(
+        capsys, "--year", str(case["fiscal_year"]), "--as-of", case["as_of"].isoformat(), "--json"
+    )
     assert code == 3, text[-2000:]
     message = summary["error"] if summary and summary.get("error") else text
     assert "367" in message or "366" in message, message
@@ -588,30 +699,95 @@ def test_oracle_reproduces_appendix_a():
             {"tier_id": collab, "event_type_id": health, "frequency": 3},
         ],
         "client_segmentation": [
-            {"id": nid(), "client_name": "Alpha Health", "tier_id": leverage, "cse_name": "Kim Lee", "client_uuid": None,
-             "effective_from": d(2023, 1, 1), "effective_to": d(2025, 3, 31)},
-            {"id": nid(), "client_name": "Alpha Health", "tier_id": collab, "cse_name": "Kim Lee", "client_uuid": None,
-             "effective_from": d(2025, 4, 1), "effective_to": None},
+            {
+                "id": nid(),
+                "client_name": "Alpha Health",
+                "tier_id": leverage,
+                "cse_name": "Kim Lee",
+                "client_uuid": None,
+                "effective_from": d(2023, 1, 1),
+                "effective_to": d(2025, 3, 31),
+            },
+            {
+                "id": nid(),
+                "client_name": "Alpha Health",
+                "tier_id": collab,
+                "cse_name": "Kim Lee",
+                "client_uuid": None,
+                "effective_from": d(2025, 4, 1),
+                "effective_to": None,
+            },
         ],
-        "account_plans": [{"id": p1, "client_id": None, "client_name": "Alpha Health", "fiscal_year": 2025, "status": "approved"}],
+        "account_plans": [
+            {"id": p1, "client_id": None, "client_name": "Alpha Health", "fiscal_year": 2025, "status": "approved"}
+        ],
         "territory_strategies": [
-            {"id": ts1, "cse_name": "Kim Lee", "territory": "VIC + NZ", "fiscal_year": 2025, "quarter": None,
-             "status": "approved", "updated_at": None}
+            {
+                "id": ts1,
+                "cse_name": "Kim Lee",
+                "territory": "VIC + NZ",
+                "fiscal_year": 2025,
+                "quarter": None,
+                "status": "approved",
+                "updated_at": None,
+            }
         ],
         "segmentation_events": (
             [
-                {"id": a[0], "client_name": "Alpha Health", "event_type_id": sla, "event_date": d(2025, 2, 10), "completed": True},
-                {"id": a[1], "client_name": "Alpha Health", "event_type_id": sla, "event_date": d(2025, 5, 20), "completed": True},
-                {"id": a[2], "client_name": "Alpha Health", "event_type_id": sla, "event_date": d(2025, 7, 10), "completed": True},
-                {"id": a[3], "client_name": "Alpha Health", "event_type_id": sla, "event_date": d(2025, 8, 15), "completed": False},
+                {
+                    "id": a[0],
+                    "client_name": "Alpha Health",
+                    "event_type_id": sla,
+                    "event_date": d(2025, 2, 10),
+                    "completed": True,
+                },
+                {
+                    "id": a[1],
+                    "client_name": "Alpha Health",
+                    "event_type_id": sla,
+                    "event_date": d(2025, 5, 20),
+                    "completed": True,
+                },
+                {
+                    "id": a[2],
+                    "client_name": "Alpha Health",
+                    "event_type_id": sla,
+                    "event_date": d(2025, 7, 10),
+                    "completed": True,
+                },
+                {
+                    "id": a[3],
+                    "client_name": "Alpha Health",
+                    "event_type_id": sla,
+                    "event_date": d(2025, 8, 15),
+                    "completed": False,
+                },
             ]
             + [
-                {"id": b[i], "client_name": "Alpha Health", "event_type_id": insight, "event_date": d(2025, i + 1, 15), "completed": True}
+                {
+                    "id": b[i],
+                    "client_name": "Alpha Health",
+                    "event_type_id": insight,
+                    "event_date": d(2025, i + 1, 15),
+                    "completed": True,
+                }
                 for i in range(6)
             ]
             + [
-                {"id": b[6], "client_name": "Alpha Health", "event_type_id": insight, "event_date": d(2025, 6, 25), "completed": True},
-                {"id": c1, "client_name": "Alpha Health", "event_type_id": health, "event_date": d(2025, 3, 3), "completed": True},
+                {
+                    "id": b[6],
+                    "client_name": "Alpha Health",
+                    "event_type_id": insight,
+                    "event_date": d(2025, 6, 25),
+                    "completed": True,
+                },
+                {
+                    "id": c1,
+                    "client_name": "Alpha Health",
+                    "event_type_id": health,
+                    "event_date": d(2025, 3, 3),
+                    "completed": True,
+                },
             ]
         ),
         "client_event_exclusions": [],
@@ -642,26 +818,46 @@ def test_oracle_reproduces_appendix_a():
     assert terr["segment_breakdown"] == {
         "Collaboration": {"clients": 1, "total_required": 19, "total_completed": 10, "compliance": D("52.63")}
     }
-    capacity = [(1, 1, 0), (1, 2, 0), (2, 2, 0), (2, 1, 0), (1, 2, 0), (2, 2, 0), (1, 0, 1), (2, 0, 1), (2, 0, 0), (1, 0, 0), (1, 0, 0), (3, 0, 0)]
+    capacity = [
+        (1, 1, 0),
+        (1, 2, 0),
+        (2, 2, 0),
+        (2, 1, 0),
+        (1, 2, 0),
+        (2, 2, 0),
+        (1, 0, 1),
+        (2, 0, 1),
+        (2, 0, 0),
+        (1, 0, 0),
+        (1, 0, 0),
+        (3, 0, 0),
+    ]
     assert list(terr["monthly_capacity"]) == [f"2025-{m:02d}" for m in range(1, 13)]
     assert [tuple(v.values()) for v in terr["monthly_capacity"].values()] == capacity
 
     [bu] = out[BUSINESS_UNIT]
     assert bu == {
-        "bu_name": "ANZ", "fiscal_year": 2025, "overall_compliance_percentage": D("52.63"), "clients_below_compliance": 1,
+        "bu_name": "ANZ",
+        "fiscal_year": 2025,
+        "overall_compliance_percentage": D("52.63"),
+        "clients_below_compliance": 1,
         "territory_count": 1,
         "territory_data": [{"territory": "VIC + NZ", "cse_name": "Kim Lee", "clients": 1, "compliance": D("52.63")}],
     }
     [apac] = out[APAC]
     assert apac == {
-        "fiscal_year": 2025, "actual_compliance": D("52.63"), "below_compliance_accounts": 1,
+        "fiscal_year": 2025,
+        "actual_compliance": D("52.63"),
+        "below_compliance_accounts": 1,
         "bu_contributions": [{"bu_name": "ANZ", "compliance": D("52.63"), "clients": 1, "clients_below": 1}],
     }
 
 
 def test_oracle_arithmetic_edges():
     D = Decimal
-    assert oracle.requirement_pct(9999, 20000) == D("50.00") and oracle.status_of(9999, 20000, (50, 80, 100)) == "critical"
+    assert (
+        oracle.requirement_pct(9999, 20000) == D("50.00") and oracle.status_of(9999, 20000, (50, 80, 100)) == "critical"
+    )
     assert oracle.requirement_pct(1, 32) == D("3.13")  # 3.125 rounds half up
     assert oracle.requirement_pct(5, 2) == D("200.00")  # capped
     assert oracle.aggregate_pct(0, 0) == D("100.00")

@@ -37,7 +37,10 @@ FY26_JUL = FiscalYear(2026, 7)  # 2025-07-01 … 2026-06-30
 # --- helpers ---------------------------------------------------------------------------------------------
 def table_rows(url: str, table: str) -> list[dict[str, Any]]:
     with psycopg.connect(url) as conn:
-        return [r[0] for r in conn.execute(sql.SQL("SELECT to_jsonb(t) FROM {} t ORDER BY id").format(sql.Identifier(table)))]
+        return [
+            r[0]
+            for r in conn.execute(sql.SQL("SELECT to_jsonb(t) FROM {} t ORDER BY id").format(sql.Identifier(table)))
+        ]
 
 
 def snapshot(url: str) -> dict[str, list]:
@@ -82,7 +85,9 @@ def terr_row(strategy: str, fy: int = 2025, **kw: Any) -> dict[str, Any]:
         "overall_compliance_percentage": D("52.63"),
         "clients_at_risk": 0,
         "clients_critical": 1,
-        "segment_breakdown": {"Collaboration": {"clients": 1, "total_required": 19, "total_completed": 10, "compliance": D("52.63")}},
+        "segment_breakdown": {
+            "Collaboration": {"clients": 1, "total_required": 19, "total_completed": 10, "compliance": D("52.63")}
+        },
         "monthly_capacity": {"2025-01": {"required": 1, "completed": 1, "scheduled": 0}},
     }
     row.update(kw)
@@ -95,8 +100,15 @@ def wanted(requirements=(), territory=(), bu=(), apac=()):
 
 def ledger(status: str = "succeeded", **over: Any) -> LedgerRow:
     row = LedgerRow(
-        run_id=f"test-{status}-{time.monotonic_ns()}", fiscal_year=2025, as_of=d("2025-06-30"), started_at=RUN1,
-        finished_at=RUN1 + dt.timedelta(seconds=3), backend="postgres", mode="live", status=status, rows_inserted=1,
+        run_id=f"test-{status}-{time.monotonic_ns()}",
+        fiscal_year=2025,
+        as_of=d("2025-06-30"),
+        started_at=RUN1,
+        finished_at=RUN1 + dt.timedelta(seconds=3),
+        backend="postgres",
+        mode="live",
+        status=status,
+        rows_inserted=1,
     )
     for k, v in over.items():
         setattr(row, k, v)
@@ -156,7 +168,9 @@ def test_malformed_dsn_is_not_echoed() -> None:
 
 
 def test_describe_dsn_shows_host_port_database_only() -> None:
-    assert describe_dsn("postgresql://u:pw@db.example.co:6543/postgres?sslmode=require") == "db.example.co:6543/postgres"
+    assert (
+        describe_dsn("postgresql://u:pw@db.example.co:6543/postgres?sslmode=require") == "db.example.co:6543/postgres"
+    )
     assert describe_dsn("host=h port=5433 dbname=x user=u password=pw") == "h:5433/x"
     assert "pw" not in describe_dsn("not a dsn ::: password=pw")
 
@@ -164,7 +178,18 @@ def test_describe_dsn_shows_host_port_database_only() -> None:
 # --- readers --------------------------------------------------------------------------------------------
 def test_facts_of_an_empty_database(db: str) -> None:
     facts, warnings = read_facts(db, FY25)
-    for name in ("plans", "periods", "tiers", "event_types", "requirements", "strategies", "event_counts", "undated_events", "compliance_cache", "calendar_completed"):
+    for name in (
+        "plans",
+        "periods",
+        "tiers",
+        "event_types",
+        "requirements",
+        "strategies",
+        "event_counts",
+        "undated_events",
+        "compliance_cache",
+        "calendar_completed",
+    ):
         assert getattr(facts, name) == [], name
     assert facts.exclusions == []
     assert facts.source_counts()["account_plans"] == 0
@@ -205,7 +230,17 @@ def test_segment_periods_overlapping_the_fy_boundaries(db: str) -> None:
     )
     facts, _ = read_facts(db, FY26_JUL)
     by_id = {p.id: p for p in facts.periods}
-    assert sorted(by_id) == sorted(uid(x) for x in ("ends-on-start", "starts-on-last-day", "open-since-long", "null-tier-inside", "inf-to", "minus-inf-from"))
+    assert sorted(by_id) == sorted(
+        uid(x)
+        for x in (
+            "ends-on-start",
+            "starts-on-last-day",
+            "open-since-long",
+            "null-tier-inside",
+            "inf-to",
+            "minus-inf-from",
+        )
+    )
     row = by_id[uid("ends-on-start")]
     assert row.effective_from == d("2024-01-01") and row.effective_to == d("2025-07-01")
     assert row.tier_id == uid("tier:Leverage") and row.cse_name == "Kim Lee"
@@ -237,8 +272,15 @@ def test_event_aggregation(db: str) -> None:
     sla = uid("type:SLA")
     with PostgresBackend(db).session(FY25, d("2025-06-30")) as session:
         facts = session.read_facts()
-        session.plan(wanted(requirements=[req_row("p1", "SLA", client_name="Alpha")]), 10)  # the ids are ready when planning
-        ids = dict(((c, t), v) for c, t, v in session.conn.execute("SELECT client_name, event_type_id::text, ids FROM cs_event_ids").fetchall())
+        session.plan(
+            wanted(requirements=[req_row("p1", "SLA", client_name="Alpha")]), 10
+        )  # the ids are ready when planning
+        ids = dict(
+            ((c, t), v)
+            for c, t, v in session.conn.execute(
+                "SELECT client_name, event_type_id::text, ids FROM cs_event_ids"
+            ).fetchall()
+        )
     got = {(e.client_name, e.event_type_id): e for e in facts.event_counts}
     alpha = got[("Alpha", sla)]
     #                 Jan Feb Mar Apr May Jun Jul Aug Sep Oct Nov Dec
@@ -248,7 +290,16 @@ def test_event_aggregation(db: str) -> None:
     assert got[("Alpha", None)].completed == (0, 1) + (0,) * 10
     assert got[("Beta", sla)].scheduled == (1,) + (0,) * 11
     assert len(got) == 3  # nothing from 2024-12-31 or 2026-01-01
-    assert ids[("Alpha", sla)] == [uid("first-day"), uid("earlier"), *same_day, uid("jun-not-done"), uid("as-of-day"), uid("future-done"), uid("null-done"), uid("last-day")]
+    assert ids[("Alpha", sla)] == [
+        uid("first-day"),
+        uid("earlier"),
+        *same_day,
+        uid("jun-not-done"),
+        uid("as-of-day"),
+        uid("future-done"),
+        uid("null-done"),
+        uid("last-day"),
+    ]
     assert ("Alpha", None) not in ids  # events of no type never link
     assert facts.undated_events == [(uid("undated"), "Alpha")]
     assert facts.source_counts()["segmentation_events"] == 13  # 12 events in the window + 1 undated
@@ -267,7 +318,15 @@ def test_event_fy_months_compliance_cache_and_calendar_counts_across_two_calenda
     s.event("null-done-2026", "Alpha", "SLA", "2026-02-01", completed=None)
     s.event("no-type-2026", "Alpha", None, "2026-03-01")
     for year, actual in ((2024, 9), (2025, 3), (2026, 4), (2027, 8)):
-        s.cache.append({"client_name": "Alpha", "event_type_id": uid("type:SLA"), "year": year, "actual_count": actual, "expected_count": 4})
+        s.cache.append(
+            {
+                "client_name": "Alpha",
+                "event_type_id": uid("type:SLA"),
+                "year": year,
+                "actual_count": actual,
+                "expected_count": 4,
+            }
+        )
     load(db, s)
     facts, _ = read_facts(db, FY26_JUL)
     sla = uid("type:SLA")
@@ -279,7 +338,9 @@ def test_event_fy_months_compliance_cache_and_calendar_counts_across_two_calenda
     assert sorted(facts.compliance_cache) == [("Alpha", sla, 2025, 3), ("Alpha", sla, 2026, 4)]
     assert facts.source_counts()["segmentation_event_compliance"] == 2
     # completed events of the calendar years the cache holds (any date in the year), per cache key
-    assert sorted(facts.calendar_completed, key=repr) == sorted([("Alpha", sla, 2025, 2), ("Alpha", sla, 2026, 2)], key=repr)
+    assert sorted(facts.calendar_completed, key=repr) == sorted(
+        [("Alpha", sla, 2025, 2), ("Alpha", sla, 2026, 2)], key=repr
+    )
 
 
 def test_whole_tables_strategies_of_the_fy_and_exclusions(db: str) -> None:
@@ -296,7 +357,9 @@ def test_whole_tables_strategies_of_the_fy_and_exclusions(db: str) -> None:
     assert facts.tiers == [(uid("tier:Leverage"), "Leverage")]
     assert facts.event_types == [(uid("type:SLA"), "Sla", "SLA", None)]
     assert facts.requirements == [(uid("tier:Leverage"), uid("type:SLA"), 3)]
-    assert facts.strategies == [(uid("ts1"), "Kim Lee", "VIC + NZ", " ", "approved", dt.datetime(2025, 1, 2, 3, 4, tzinfo=UTC))]
+    assert facts.strategies == [
+        (uid("ts1"), "Kim Lee", "VIC + NZ", " ", "approved", dt.datetime(2025, 1, 2, 3, 4, tzinfo=UTC))
+    ]
     assert facts.exclusions == [("Alpha", uid("type:SLA"), None)]
     assert facts.source_counts()["client_event_exclusions"] == 1
     assert facts.source_counts()["territory_strategies"] == 1
@@ -305,11 +368,25 @@ def test_whole_tables_strategies_of_the_fy_and_exclusions(db: str) -> None:
 def test_facts_match_the_client_side_builder_on_appendix_a(db: str) -> None:
     s = appendix_a()
     s.event("undated", "Alpha Health", "SLA_REVIEW", None)
-    s.cache.append({"client_name": "Alpha Health", "event_type_id": uid("type:SLA_REVIEW"), "year": 2025, "actual_count": 1})
+    s.cache.append(
+        {"client_name": "Alpha Health", "event_type_id": uid("type:SLA_REVIEW"), "year": 2025, "actual_count": 1}
+    )
     load(db, s)
     facts, _ = read_facts(db, s.fy, s.as_of)
     expected = s.facts()
-    for name in ("plans", "periods", "tiers", "event_types", "requirements", "strategies", "exclusions", "event_counts", "undated_events", "compliance_cache", "calendar_completed"):
+    for name in (
+        "plans",
+        "periods",
+        "tiers",
+        "event_types",
+        "requirements",
+        "strategies",
+        "exclusions",
+        "event_counts",
+        "undated_events",
+        "compliance_cache",
+        "calendar_completed",
+    ):
         assert sorted(getattr(facts, name), key=repr) == sorted(getattr(expected, name), key=repr), name
     assert facts.source_counts() == expected.source_counts()
 
@@ -339,7 +416,11 @@ def test_missing_exclusions_table_is_only_a_warning(db: str) -> None:
 
 
 def test_missing_column_is_an_error(db: str) -> None:
-    execute(db, "ALTER TABLE account_plans DROP COLUMN status", "ALTER TABLE account_plan_event_requirements DROP COLUMN linked_event_ids")
+    execute(
+        db,
+        "ALTER TABLE account_plans DROP COLUMN status",
+        "ALTER TABLE account_plan_event_requirements DROP COLUMN linked_event_ids",
+    )
     message = open_error(db)
     assert "account_plans.status is missing" in message
     assert "account_plan_event_requirements.linked_event_ids is missing" in message
@@ -365,14 +446,31 @@ def test_wrong_type_is_an_error_without_coercion(db: str) -> None:
 @pytest.mark.parametrize(
     "statement, fragment",
     [
-        ("ALTER TABLE account_plan_event_requirements ALTER COLUMN compliance_percentage TYPE numeric(5,1)", "compliance_percentage has type numeric(5,1)"),
-        ("ALTER TABLE territory_compliance_summary ALTER COLUMN overall_compliance_percentage TYPE numeric(4,2)", "overall_compliance_percentage has type numeric(4,2)"),
-        ("ALTER TABLE account_plan_event_requirements ALTER COLUMN status TYPE char(12)", "status has type character(12), which pads"),
-        ("ALTER TABLE territory_compliance_summary ALTER COLUMN total_required_events TYPE smallint", "total_required_events has type smallint"),
-        ("ALTER TABLE apac_planning_goals ALTER COLUMN updated_at TYPE timestamp without time zone", "apac_planning_goals.updated_at has type timestamp without time zone"),
+        (
+            "ALTER TABLE account_plan_event_requirements ALTER COLUMN compliance_percentage TYPE numeric(5,1)",
+            "compliance_percentage has type numeric(5,1)",
+        ),
+        (
+            "ALTER TABLE territory_compliance_summary ALTER COLUMN overall_compliance_percentage TYPE numeric(4,2)",
+            "overall_compliance_percentage has type numeric(4,2)",
+        ),
+        (
+            "ALTER TABLE account_plan_event_requirements ALTER COLUMN status TYPE char(12)",
+            "status has type character(12), which pads",
+        ),
+        (
+            "ALTER TABLE territory_compliance_summary ALTER COLUMN total_required_events TYPE smallint",
+            "total_required_events has type smallint",
+        ),
+        (
+            "ALTER TABLE apac_planning_goals ALTER COLUMN updated_at TYPE timestamp without time zone",
+            "apac_planning_goals.updated_at has type timestamp without time zone",
+        ),
     ],
 )
-def test_a_target_column_that_cannot_hold_the_values_exactly_is_an_error(db: str, statement: str, fragment: str) -> None:
+def test_a_target_column_that_cannot_hold_the_values_exactly_is_an_error(
+    db: str, statement: str, fragment: str
+) -> None:
     execute(db, statement)
     assert fragment in open_error(db)
 
@@ -385,7 +483,9 @@ def test_varchar_target_columns_are_checked_against_the_values(db: str) -> None:
         s.plan(wanted(bu=[bu_row("SEA")], apac=[apac_row()]), 10)  # 3 characters: fine
     with PostgresBackend(db).session(FY25, FY25.end) as s:
         s.read_facts()
-        with pytest.raises(DataError, match=r"business_unit_planning\.bu_name is varchar\(3\) but the run would write 13 characters"):
+        with pytest.raises(
+            DataError, match=r"business_unit_planning\.bu_name is varchar\(3\) but the run would write 13 characters"
+        ):
             s.plan(wanted(bu=[bu_row("Greater China")], apac=[apac_row()]), 10)
 
 
@@ -487,7 +587,11 @@ def test_row_level_security_the_role_cannot_bypass_is_an_error(db: str) -> None:
 def test_plan_reports_deletes_orphans_and_typed_old_values(db: str) -> None:
     with psycopg.connect(db) as conn:
         insert(conn, REQUIREMENTS, [req_row("p1", "SLA") | {"updated_at": RUN1}, req_row("p2", "SLA", notes="keep me")])
-        insert(conn, REQUIREMENTS, [req_row("p3", "SLA", ai_recommended_dates=["2025-03-01"]), req_row("p9", "SLA", fy=2024)])
+        insert(
+            conn,
+            REQUIREMENTS,
+            [req_row("p3", "SLA", ai_recommended_dates=["2025-03-01"]), req_row("p9", "SLA", fy=2024)],
+        )
         insert(conn, BUSINESS_UNIT, [bu_row("ANZ", revenue_target=D("1000")), bu_row("SEA")])
     with PostgresBackend(db).session(FY25, FY25.end) as s:
         s.read_facts()
@@ -496,7 +600,9 @@ def test_plan_reports_deletes_orphans_and_typed_old_values(db: str) -> None:
     assert req.counts() == {"inserted": 0, "updated": 0, "deleted": 1, "orphans": 2, "unchanged": 0}
     assert req.current_count == 3 and req.current_completed == 6
     assert keys(diff, REQUIREMENTS, Action.DELETE) == [(uid("p1"), uid("type:SLA"), 2025)]
-    assert sorted(keys(diff, REQUIREMENTS, Action.ORPHAN)) == sorted([(uid("p2"), uid("type:SLA"), 2025), (uid("p3"), uid("type:SLA"), 2025)])
+    assert sorted(keys(diff, REQUIREMENTS, Action.ORPHAN)) == sorted(
+        [(uid("p2"), uid("type:SLA"), 2025), (uid("p3"), uid("type:SLA"), 2025)]
+    )
     [line] = [line for line in req.lines if line.action == Action.DELETE]
     assert line.old["compliance_percentage"] == D("50.00") and isinstance(line.old["compliance_percentage"], D)
     assert line.old["next_due_date"] == d("2025-09-30") and line.old["linked_event_ids"] == []
@@ -538,7 +644,12 @@ def test_insert_all_four_targets(db: str) -> None:
         apac=[apac_row()],
     )
     diff, session = sync(db, FY25, want, RUN1)
-    assert {n: t.counts()["inserted"] for n, t in diff.targets.items()} == {REQUIREMENTS: 2, TERRITORY: 1, BUSINESS_UNIT: 1, APAC: 1}
+    assert {n: t.counts()["inserted"] for n, t in diff.targets.items()} == {
+        REQUIREMENTS: 2,
+        TERRITORY: 1,
+        BUSINESS_UNIT: 1,
+        APAC: 1,
+    }
     assert session.committed
     req = {r["event_type_id"]: r for r in table_rows(db, REQUIREMENTS)}
     assert req[uid("type:SLA")]["linked_event_ids"] == [uid("e1"), uid("e2")]  # from the FY's events, in order
@@ -555,7 +666,16 @@ def test_insert_all_four_targets(db: str) -> None:
 
 
 def test_update_keeps_foreign_columns_and_unchanged_rows_keep_updated_at(db: str) -> None:
-    sync(db, FY25, wanted(requirements=[req_row("p1", "SLA"), req_row("p2", "SLA", client_name="Beta")], bu=[bu_row("ANZ")], apac=[apac_row()]), RUN1)
+    sync(
+        db,
+        FY25,
+        wanted(
+            requirements=[req_row("p1", "SLA"), req_row("p2", "SLA", client_name="Beta")],
+            bu=[bu_row("ANZ")],
+            apac=[apac_row()],
+        ),
+        RUN1,
+    )
     execute(
         db,
         f"UPDATE {REQUIREMENTS} SET notes = 'call Kim', ai_recommended_dates = '[\"2025-10-01\"]' WHERE plan_id = '{uid('p1')}'",
@@ -564,12 +684,21 @@ def test_update_keeps_foreign_columns_and_unchanged_rows_keep_updated_at(db: str
     )
     before = {r["plan_id"]: r for r in table_rows(db, REQUIREMENTS)}
     want = wanted(
-        requirements=[req_row("p1", "SLA", completed_count=3, compliance_percentage=D("75.00")), req_row("p2", "SLA", client_name="Beta")],
+        requirements=[
+            req_row("p1", "SLA", completed_count=3, compliance_percentage=D("75.00")),
+            req_row("p2", "SLA", client_name="Beta"),
+        ],
         bu=[bu_row("ANZ", overall_compliance_percentage=D("60.00"))],
         apac=[apac_row(actual_compliance=D("60.00"))],
     )
     diff, _ = sync(db, FY25, want, RUN2)
-    assert diff.targets[REQUIREMENTS].counts() == {"inserted": 0, "updated": 1, "deleted": 0, "orphans": 0, "unchanged": 1}
+    assert diff.targets[REQUIREMENTS].counts() == {
+        "inserted": 0,
+        "updated": 1,
+        "deleted": 0,
+        "orphans": 0,
+        "unchanged": 1,
+    }
     [line] = diff.targets[REQUIREMENTS].lines
     assert (line.old["completed_count"], line.new["completed_count"]) == (2, 3)
     after = {r["plan_id"]: r for r in table_rows(db, REQUIREMENTS)}
@@ -586,7 +715,15 @@ def test_update_keeps_foreign_columns_and_unchanged_rows_keep_updated_at(db: str
 
 
 def test_delete_prunes_plain_rows_and_keeps_orphans(db: str) -> None:
-    sync(db, FY25, wanted(requirements=[req_row("p1", "SLA"), req_row("p2", "SLA"), req_row("p3", "SLA")], territory=[terr_row("ts1"), terr_row("ts2")]), RUN1)
+    sync(
+        db,
+        FY25,
+        wanted(
+            requirements=[req_row("p1", "SLA"), req_row("p2", "SLA"), req_row("p3", "SLA")],
+            territory=[terr_row("ts1"), terr_row("ts2")],
+        ),
+        RUN1,
+    )
     with psycopg.connect(db) as conn:
         insert(conn, REQUIREMENTS, [req_row("p1", "SLA", fy=2024)])  # another FY: never touched
     execute(db, f"UPDATE {REQUIREMENTS} SET notes = 'keep me' WHERE plan_id = '{uid('p2')}' AND fiscal_year = 2025")
@@ -617,13 +754,28 @@ def test_bu_reset_rows_are_written(db: str) -> None:
     diff, _ = sync(db, FY25, wanted(bu=[bu_row("ANZ")], apac=[apac_row()]), RUN2)
     assert diff.targets[BUSINESS_UNIT].counts()["updated"] == 1
     sea = [r for r in table_rows(db, BUSINESS_UNIT) if r["bu_name"] == "SEA"][0]
-    assert (sea["overall_compliance_percentage"], sea["clients_below_compliance"], sea["territory_count"], sea["territory_data"]) == (None, 0, 0, [])
+    assert (
+        sea["overall_compliance_percentage"],
+        sea["clients_below_compliance"],
+        sea["territory_count"],
+        sea["territory_data"],
+    ) == (None, 0, 0, [])
     diff, _ = sync(db, FY25, wanted(bu=[bu_row("ANZ")], apac=[apac_row()]), RUN2)
     assert diff.changes == 0  # a reset row stays reset
 
 
 def test_failure_between_targets_leaves_every_table_as_it_was(db: str) -> None:
-    sync(db, FY25, wanted(requirements=[req_row("p1", "SLA"), req_row("p2", "SLA")], territory=[terr_row("ts1")], bu=[bu_row("ANZ")], apac=[apac_row()]), RUN1)
+    sync(
+        db,
+        FY25,
+        wanted(
+            requirements=[req_row("p1", "SLA"), req_row("p2", "SLA")],
+            territory=[terr_row("ts1")],
+            bu=[bu_row("ANZ")],
+            apac=[apac_row()],
+        ),
+        RUN1,
+    )
     execute(
         db,
         "CREATE FUNCTION boom() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN RAISE EXCEPTION 'injected failure'; END $$",
@@ -647,7 +799,9 @@ def test_failure_between_targets_leaves_every_table_as_it_was(db: str) -> None:
         s.record_failure(ledger("failed", error=str(err.value)))
         assert not s.committed
     assert snapshot(db) == before
-    assert [(r["status"], "injected failure" in (r["error"] or "")) for r in table_rows(db, "compliance_sync_runs")] == [("succeeded", False), ("failed", True)]
+    assert [
+        (r["status"], "injected failure" in (r["error"] or "")) for r in table_rows(db, "compliance_sync_runs")
+    ] == [("succeeded", False), ("failed", True)]
     assert advisory_locks(db) == 0
 
 
@@ -669,13 +823,19 @@ def test_a_plan_writes_nothing_to_a_target_and_fires_no_trigger(db: str) -> None
         db,
         "CREATE TABLE fired (tg text)",
         "CREATE FUNCTION note() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN INSERT INTO fired VALUES (TG_TABLE_NAME); RETURN NULL; END $$",
-        *[f"CREATE TRIGGER note AFTER INSERT OR UPDATE OR DELETE ON {t.name} FOR EACH STATEMENT EXECUTE FUNCTION note()" for t in TARGETS],
+        *[
+            f"CREATE TRIGGER note AFTER INSERT OR UPDATE OR DELETE ON {t.name} FOR EACH STATEMENT EXECUTE FUNCTION note()"
+            for t in TARGETS
+        ],
     )
     with PostgresBackend(db).session(FY25, FY25.end) as s:
         s.read_facts()
         diff = s.plan(wanted(requirements=[req_row("p1", "SLA", completed_count=3), req_row("p2", "SLA")]), 10)
         assert diff.changes == 2  # an update and an insert (the APAC row not computed is kept)
-        held = s.conn.execute("SELECT count(*) FROM pg_locks WHERE pid = pg_backend_pid() AND mode = 'RowExclusiveLock' AND relation::regclass::text = ANY(%s)", ([t.name for t in TARGETS],)).fetchone()[0]
+        held = s.conn.execute(
+            "SELECT count(*) FROM pg_locks WHERE pid = pg_backend_pid() AND mode = 'RowExclusiveLock' AND relation::regclass::text = ANY(%s)",
+            ([t.name for t in TARGETS],),
+        ).fetchone()[0]
         assert held == 0
     with psycopg.connect(db) as conn:
         assert conn.execute("SELECT count(*) FROM fired").fetchone()[0] == 0
@@ -751,8 +911,17 @@ def test_ledger_row_is_written_in_the_same_transaction(db: str) -> None:
     _, session = sync(db, FY25, wanted(apac=[apac_row()]), RUN1, record)
     assert session.warnings == []
     [row] = table_rows(db, "compliance_sync_runs")
-    assert {k: row[k] for k in ("run_id", "fiscal_year", "as_of", "backend", "mode", "status", "rows_inserted", "error")} == {
-        "run_id": record.run_id, "fiscal_year": 2025, "as_of": "2025-06-30", "backend": "postgres", "mode": "live", "status": "succeeded", "rows_inserted": 1, "error": None,
+    assert {
+        k: row[k] for k in ("run_id", "fiscal_year", "as_of", "backend", "mode", "status", "rows_inserted", "error")
+    } == {
+        "run_id": record.run_id,
+        "fiscal_year": 2025,
+        "as_of": "2025-06-30",
+        "backend": "postgres",
+        "mode": "live",
+        "status": "succeeded",
+        "rows_inserted": 1,
+        "error": None,
     }
 
 
@@ -766,7 +935,9 @@ def test_ledger_without_the_run_id_column_still_records_the_run(db: str) -> None
 def test_ledger_table_missing_is_a_warning(db: str) -> None:
     execute(db, "DROP TABLE compliance_sync_runs")
     _, session = sync(db, FY25, wanted(apac=[apac_row()]), RUN1)
-    assert [w for w in session.warnings if "compliance_sync_runs" in w] == ["compliance_sync_runs does not exist: run not recorded (run `compliance-sync migrate --minimal` to add it)"]
+    assert [w for w in session.warnings if "compliance_sync_runs" in w] == [
+        "compliance_sync_runs does not exist: run not recorded (run `compliance-sync migrate --minimal` to add it)"
+    ]
     assert len(table_rows(db, APAC)) == 1
 
 
@@ -778,7 +949,9 @@ def test_record_failure_writes_a_failed_ledger_row(db: str) -> None:
         s.record_failure(ledger("failed", error="invariant violated"))
         with pytest.raises(RuntimeError):
             s.apply(diff, RUN1, ledger())
-    assert [(r["status"], r["error"]) for r in table_rows(db, "compliance_sync_runs")] == [("failed", "invariant violated")]
+    assert [(r["status"], r["error"]) for r in table_rows(db, "compliance_sync_runs")] == [
+        ("failed", "invariant violated")
+    ]
     assert table_rows(db, APAC) == []
 
 
@@ -795,12 +968,26 @@ def test_appendix_a_end_to_end(db: str) -> None:
         session.apply(diff, RUN1, ledger())
     req = {r["event_type_name"]: r for r in table_rows(db, REQUIREMENTS)}
     sla = req["Sla Review"]
-    assert (sla["required_count"], sla["completed_count"], sla["scheduled_count"], sla["compliance_percentage"], sla["status"], sla["next_due_date"]) == (
-        4, 2, 2, 50.0, "at_risk", "2025-09-30",
+    assert (
+        sla["required_count"],
+        sla["completed_count"],
+        sla["scheduled_count"],
+        sla["compliance_percentage"],
+        sla["status"],
+        sla["next_due_date"],
+    ) == (
+        4,
+        2,
+        2,
+        50.0,
+        "at_risk",
+        "2025-09-30",
     )
     assert sla["linked_event_ids"] == [uid(x) for x in ("a1", "a2", "a3", "a4")]
     assert table_rows(db, APAC)[0]["actual_compliance"] == 52.63
-    assert table_rows(db, BUSINESS_UNIT)[0]["territory_data"] == [{"territory": "VIC + NZ", "cse_name": "Kim Lee", "clients": 1, "compliance": 52.63}]
+    assert table_rows(db, BUSINESS_UNIT)[0]["territory_data"] == [
+        {"territory": "VIC + NZ", "cse_name": "Kim Lee", "clients": 1, "compliance": 52.63}
+    ]
     with backend.session(s.fy, s.as_of) as session:
         comp = compute(session.read_facts(), s.thresholds, s.bu_map)
         diff = session.plan(comp.wanted, 10)

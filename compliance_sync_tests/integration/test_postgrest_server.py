@@ -249,8 +249,14 @@ LOGIC_CASES = [
     ("not.or=(age.is.null,student.is.true)", "NOT (age IS NULL OR student IS TRUE)"),
     ("and=(age.gte.11,or(nick.is.null,nick.eq.c))", "(age >= 11 AND (nick IS NULL OR nick = 'c'))"),
     ("or=(tags.cs.{example,new},age.eq.14)", "(tags @> '{example,new}' OR age = 14)"),
-    ("or=(first_name.eq.%22Hebdon,John%22,last_name.in.(%22Van Dyke%22,Doe))", "(first_name = 'Hebdon,John' OR last_name IN ('Van Dyke', 'Doe'))"),
-    ("or=(age_range.adj.%22[18,21)%22,age_range.cs.%22[30,35]%22)", "(age_range -|- '[18,21)' OR age_range @> '[30,35]'::int4range)"),
+    (
+        "or=(first_name.eq.%22Hebdon,John%22,last_name.in.(%22Van Dyke%22,Doe))",
+        "(first_name = 'Hebdon,John' OR last_name IN ('Van Dyke', 'Doe'))",
+    ),
+    (
+        "or=(age_range.adj.%22[18,21)%22,age_range.cs.%22[30,35]%22)",
+        "(age_range -|- '[18,21)' OR age_range @> '[30,35]'::int4range)",
+    ),
     ("or=( age.eq.14 , id.eq.7 )", "(age = 14 OR id = 7)"),
 ]
 
@@ -294,11 +300,16 @@ def test_filter_parse_error_is_pgrst100(api):
     assert body["code"] == "PGRST100"
     assert body["message"].startswith('"failed to parse filter (gtt.1)" (line 1, column ')
     resp = api.get("/people?order=id.asc.nullslasttt")
-    assert resp.status_code == 400 and err(resp)["message"] == '"failed to parse order (id.asc.nullslasttt)" (line 1, column 17)'
+    assert (
+        resp.status_code == 400
+        and err(resp)["message"] == '"failed to parse order (id.asc.nullslasttt)" (line 1, column 17)'
+    )
 
 
 def test_parse_query_grammar_details():
-    qp = parse_query("or=(a.eq.1,not.and(b.gt.2,c.is.null))&d=not.in.(%22x,y%22,z)&order=a.desc.nullsfirst,b&limit=5&offset=2")
+    qp = parse_query(
+        "or=(a.eq.1,not.and(b.gt.2,c.is.null))&d=not.in.(%22x,y%22,z)&order=a.desc.nullsfirst,b&limit=5&offset=2"
+    )
     logic, flt = qp.filters
     assert logic.op == "or" and not logic.negate and logic.children[1].negate and logic.children[1].op == "and"
     assert logic.children[1].children[1].value == "NULL"
@@ -322,7 +333,20 @@ def test_select_columns_renaming_casts_and_json_paths(api):
     resp = api.get("/people", params={"select": "id,json_data->phones->0->>number", "id": "in.(1,2)", "order": "id"})
     assert resp.json() == [{"id": 1, "number": "917-929-5745"}, {"id": 2, "number": "512-446-4988"}]
     full = api.get("/people", params={"select": "*", "id": "eq.4"}).json()[0]
-    assert list(full) == ["id", "first_name", "last_name", "age", "student", "grade", "tags", "json_data", "bio", "age_range", "nick", "information.cpe"]
+    assert list(full) == [
+        "id",
+        "first_name",
+        "last_name",
+        "age",
+        "student",
+        "grade",
+        "tags",
+        "json_data",
+        "bio",
+        "age_range",
+        "nick",
+        "information.cpe",
+    ]
     assert api.get("/people", params={"id": "eq.4"}).json()[0] == full  # the default is *
 
 
@@ -432,7 +456,12 @@ def test_singular_object_accept_header(api):
     assert resp.headers["Content-Type"].startswith(obj)
     resp = api.get("/people", params={"id": "eq.99"}, headers={"Accept": obj})
     assert resp.status_code == 406
-    assert err(resp) == {"code": "PGRST116", "details": "The result contains 0 rows", "hint": None, "message": "Cannot coerce the result to a single JSON object"}
+    assert err(resp) == {
+        "code": "PGRST116",
+        "details": "The result contains 0 rows",
+        "hint": None,
+        "message": "Cannot coerce the result to a single JSON object",
+    }
     resp = api.get("/people", headers={"Accept": obj})
     assert resp.status_code == 406 and err(resp)["details"] == "The result contains 7 rows"
     resp = api.get("/people", params={"select": "id,nick", "id": "eq.1"}, headers={"Accept": obj + ";nulls=stripped"})
@@ -446,7 +475,12 @@ def test_profiles(api):
     assert resp.status_code == 200 and resp.headers["Content-Profile"] == "public"
     resp = api.get("/people", headers={"Accept-Profile": "tenant3"})
     assert resp.status_code == 406
-    assert err(resp) == {"code": "PGRST106", "details": None, "hint": "Only the following schemas are exposed: public", "message": "Invalid schema: tenant3"}
+    assert err(resp) == {
+        "code": "PGRST106",
+        "details": None,
+        "hint": "Only the following schemas are exposed: public",
+        "message": "Invalid schema: tenant3",
+    }
     resp = api.post("/no_key", json={"name": "x"}, headers={"Content-Profile": "private"})
     assert resp.status_code == 406 and err(resp)["code"] == "PGRST106"
 
@@ -467,7 +501,12 @@ def test_unknown_table_is_pgrst205_with_a_hint(api):
 def test_invalid_value_for_the_type_is_22p02(api):
     resp = api.get("/account_plan_event_requirements", params={"id": "eq.abc"})
     assert resp.status_code == 400
-    assert err(resp) == {"code": "22P02", "details": None, "hint": None, "message": 'invalid input syntax for type uuid: "abc"'}
+    assert err(resp) == {
+        "code": "22P02",
+        "details": None,
+        "hint": None,
+        "message": 'invalid input syntax for type uuid: "abc"',
+    }
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -479,8 +518,16 @@ def test_post_single_object_and_bulk(api, clean):
     resp = api.post("/business_unit_planning", json={"bu_name": "ANZ", "fiscal_year": 2026, "territory_count": 1})
     assert resp.status_code == 201 and resp.content == b""
     assert resp.headers["Content-Range"] == "*/*"
-    rows = [{"bu_name": "SEA", "fiscal_year": 2026, "territory_count": 2}, {"bu_name": "GC", "fiscal_year": 2026, "territory_count": 3}]
-    resp = api.post("/business_unit_planning", params={"select": "bu_name,territory_count"}, json=rows, headers={"Prefer": "return=representation, count=exact"})
+    rows = [
+        {"bu_name": "SEA", "fiscal_year": 2026, "territory_count": 2},
+        {"bu_name": "GC", "fiscal_year": 2026, "territory_count": 3},
+    ]
+    resp = api.post(
+        "/business_unit_planning",
+        params={"select": "bu_name,territory_count"},
+        json=rows,
+        headers={"Prefer": "return=representation, count=exact"},
+    )
     assert resp.status_code == 201
     assert resp.json() == [{"bu_name": "SEA", "territory_count": 2}, {"bu_name": "GC", "territory_count": 3}]
     assert resp.headers["Content-Range"] == "*/2"
@@ -500,7 +547,10 @@ def test_columns_param_missing_keys_are_null_unless_missing_default(api, clean):
     body = [{"cse_name": "Kim", "fiscal_year": 2026, "status": "approved"}, {"cse_name": "Lee", "fiscal_year": 2026}]
     resp = api.post("/territory_strategies", params={"columns": "cse_name,fiscal_year,status"}, json=body)
     assert resp.status_code == 201
-    assert sql(clean, "SELECT cse_name, status FROM territory_strategies ORDER BY cse_name") == [("Kim", "approved"), ("Lee", None)]
+    assert sql(clean, "SELECT cse_name, status FROM territory_strategies ORDER BY cse_name") == [
+        ("Kim", "approved"),
+        ("Lee", None),
+    ]
     resp = api.post(
         "/territory_strategies",
         params={"columns": "cse_name,fiscal_year,status", "select": "cse_name,status"},
@@ -514,7 +564,12 @@ def test_columns_param_missing_keys_are_null_unless_missing_default(api, clean):
 def test_unknown_payload_column_is_pgrst204(api, clean):
     resp = api.post("/business_unit_planning", json={"bu_name": "A", "fiscal_year": 1, "colour": "red"})
     assert resp.status_code == 400
-    assert err(resp) == {"code": "PGRST204", "details": None, "hint": None, "message": "Could not find the 'colour' column of 'business_unit_planning' in the schema cache"}
+    assert err(resp) == {
+        "code": "PGRST204",
+        "details": None,
+        "hint": None,
+        "message": "Could not find the 'colour' column of 'business_unit_planning' in the schema cache",
+    }
     resp = api.post("/business_unit_planning", params={"columns": "bu_name,colour"}, json=[{"bu_name": "A"}])
     assert resp.status_code == 400 and err(resp)["code"] == "PGRST204"
 
@@ -526,23 +581,47 @@ def test_duplicate_key_is_23505_conflict(api, clean):
     assert resp.status_code == 409
     body = err(resp)
     assert body["code"] == "23505"
-    assert body["message"] == 'duplicate key value violates unique constraint "business_unit_planning_compliance_sync_key"'
+    assert (
+        body["message"] == 'duplicate key value violates unique constraint "business_unit_planning_compliance_sync_key"'
+    )
     assert body["details"] == "Key (bu_name, fiscal_year)=(ANZ, 2026) already exists."
 
 
 def test_upsert_merge_duplicates_on_composite_key_updates_only_given_columns(api, clean):
-    sql(clean, "INSERT INTO business_unit_planning (bu_name, fiscal_year, overall_compliance_percentage, notes, target_compliance) VALUES ('ANZ', 2026, 10, 'keep me', 80)")
+    sql(
+        clean,
+        "INSERT INTO business_unit_planning (bu_name, fiscal_year, overall_compliance_percentage, notes, target_compliance) VALUES ('ANZ', 2026, 10, 'keep me', 80)",
+    )
     prefer = {"Prefer": "resolution=merge-duplicates,return=representation"}
-    params = {"on_conflict": "bu_name,fiscal_year", "select": "bu_name,overall_compliance_percentage,notes,target_compliance"}
-    resp = api.post("/business_unit_planning", params=params, json=[{"bu_name": "ANZ", "fiscal_year": 2026, "overall_compliance_percentage": 52.63}], headers=prefer)
+    params = {
+        "on_conflict": "bu_name,fiscal_year",
+        "select": "bu_name,overall_compliance_percentage,notes,target_compliance",
+    }
+    resp = api.post(
+        "/business_unit_planning",
+        params=params,
+        json=[{"bu_name": "ANZ", "fiscal_year": 2026, "overall_compliance_percentage": 52.63}],
+        headers=prefer,
+    )
     assert resp.status_code == 200  # nothing inserted: PostgREST answers 200
-    assert resp.json() == [{"bu_name": "ANZ", "overall_compliance_percentage": 52.63, "notes": "keep me", "target_compliance": 80}]
+    assert resp.json() == [
+        {"bu_name": "ANZ", "overall_compliance_percentage": 52.63, "notes": "keep me", "target_compliance": 80}
+    ]
     assert resp.headers["Preference-Applied"] == "resolution=merge-duplicates, return=representation"
     resp = api.post(
-        "/business_unit_planning", params=params, json=[{"bu_name": "ANZ", "fiscal_year": 2026, "overall_compliance_percentage": 60}, {"bu_name": "SEA", "fiscal_year": 2026, "overall_compliance_percentage": 70}], headers=prefer
+        "/business_unit_planning",
+        params=params,
+        json=[
+            {"bu_name": "ANZ", "fiscal_year": 2026, "overall_compliance_percentage": 60},
+            {"bu_name": "SEA", "fiscal_year": 2026, "overall_compliance_percentage": 70},
+        ],
+        headers=prefer,
     )
     assert resp.status_code == 201  # one row inserted
-    assert sql(clean, "SELECT bu_name, overall_compliance_percentage::float, notes FROM business_unit_planning ORDER BY bu_name") == [("ANZ", 60.0, "keep me"), ("SEA", 70.0, None)]
+    assert sql(
+        clean,
+        "SELECT bu_name, overall_compliance_percentage::float, notes FROM business_unit_planning ORDER BY bu_name",
+    ) == [("ANZ", 60.0, "keep me"), ("SEA", 70.0, None)]
     resp = api.post(
         "/business_unit_planning",
         params={"on_conflict": "bu_name,fiscal_year"},
@@ -550,13 +629,19 @@ def test_upsert_merge_duplicates_on_composite_key_updates_only_given_columns(api
         headers={"Prefer": "resolution=ignore-duplicates"},
     )
     assert resp.status_code == 201
-    assert sql(clean, "SELECT overall_compliance_percentage::float FROM business_unit_planning WHERE bu_name = 'ANZ'") == [(60.0,)]
+    assert sql(
+        clean, "SELECT overall_compliance_percentage::float FROM business_unit_planning WHERE bu_name = 'ANZ'"
+    ) == [(60.0,)]
 
 
 def test_upsert_default_conflict_target_is_the_primary_key(api, clean):
     row_id = str(uuid.uuid4())
     api.post("/apac_planning_goals", json={"id": row_id, "fiscal_year": 2025, "notes": "n"})
-    resp = api.post("/apac_planning_goals", json={"id": row_id, "fiscal_year": 2026}, headers={"Prefer": "resolution=merge-duplicates"})
+    resp = api.post(
+        "/apac_planning_goals",
+        json={"id": row_id, "fiscal_year": 2026},
+        headers={"Prefer": "resolution=merge-duplicates"},
+    )
     assert resp.status_code == 200
     assert sql(clean, "SELECT fiscal_year, notes FROM apac_planning_goals") == [(2026, "n")]
 
@@ -568,22 +653,49 @@ def test_zero_row_upsert_probe_raises_42p10_without_a_matching_unique_index(api,
     for table, key in (("no_key", "name,fiscal_year"), ("territory_compliance_summary", "territory,fiscal_year")):
         resp = api.post(f"/{table}", params={"on_conflict": key}, json=[], headers=prefer)
         assert resp.status_code == 400
-        assert err(resp) == {"code": "42P10", "details": None, "hint": None, "message": "there is no unique or exclusion constraint matching the ON CONFLICT specification"}
-        resp = api.post(f"/{table}", params={"on_conflict": key, "columns": "fiscal_year"}, content=b"[]", headers={**prefer, "Content-Type": "application/json"})
+        assert err(resp) == {
+            "code": "42P10",
+            "details": None,
+            "hint": None,
+            "message": "there is no unique or exclusion constraint matching the ON CONFLICT specification",
+        }
+        resp = api.post(
+            f"/{table}",
+            params={"on_conflict": key, "columns": "fiscal_year"},
+            content=b"[]",
+            headers={**prefer, "Content-Type": "application/json"},
+        )
         assert resp.status_code == 400 and err(resp)["code"] == "42P10"
 
 
 def test_patch_with_filters(api, clean):
-    sql(clean, "INSERT INTO business_unit_planning (bu_name, fiscal_year, territory_count) VALUES ('A', 2026, 1), ('B', 2026, 1), ('C', 2025, 1)")
+    sql(
+        clean,
+        "INSERT INTO business_unit_planning (bu_name, fiscal_year, territory_count) VALUES ('A', 2026, 1), ('B', 2026, 1), ('C', 2025, 1)",
+    )
     resp = api.patch("/business_unit_planning", params={"fiscal_year": "eq.2026"}, json={"territory_count": 5})
     assert resp.status_code == 204 and resp.content == b""
     assert resp.headers["Content-Range"] == "0-1/*"
-    resp = api.patch("/business_unit_planning", params={"bu_name": "eq.C", "select": "bu_name,territory_count"}, json={"territory_count": 9}, headers={"Prefer": "return=representation,count=exact"})
+    resp = api.patch(
+        "/business_unit_planning",
+        params={"bu_name": "eq.C", "select": "bu_name,territory_count"},
+        json={"territory_count": 9},
+        headers={"Prefer": "return=representation,count=exact"},
+    )
     assert resp.status_code == 200 and resp.json() == [{"bu_name": "C", "territory_count": 9}]
     assert resp.headers["Content-Range"] == "0-0/1"
-    resp = api.patch("/business_unit_planning", params={"bu_name": "eq.none"}, json={"territory_count": 9}, headers={"Prefer": "count=exact"})
+    resp = api.patch(
+        "/business_unit_planning",
+        params={"bu_name": "eq.none"},
+        json={"territory_count": 9},
+        headers={"Prefer": "count=exact"},
+    )
     assert resp.status_code == 204 and resp.headers["Content-Range"] == "*/0"
-    assert sql(clean, "SELECT bu_name, territory_count FROM business_unit_planning ORDER BY bu_name") == [("A", 5), ("B", 5), ("C", 9)]
+    assert sql(clean, "SELECT bu_name, territory_count FROM business_unit_planning ORDER BY bu_name") == [
+        ("A", 5),
+        ("B", 5),
+        ("C", 9),
+    ]
 
 
 def test_delete_with_is_null_filters_on_several_columns(api, clean):
@@ -601,20 +713,33 @@ def test_delete_with_is_null_filters_on_several_columns(api, clean):
         headers={"Prefer": "count=exact"},
     )
     assert resp.status_code == 204 and resp.headers["Content-Range"] == "*/1"
-    left = sql(clean, "SELECT fiscal_year, notes IS NULL, ai_recommended_dates IS NULL FROM account_plan_event_requirements ORDER BY 1, 2, 3")
+    left = sql(
+        clean,
+        "SELECT fiscal_year, notes IS NULL, ai_recommended_dates IS NULL FROM account_plan_event_requirements ORDER BY 1, 2, 3",
+    )
     assert left == [(2025, True, True), (2026, False, True), (2026, True, False)]
 
 
 def test_delete_composite_keys_with_or_of_ands(api, clean):
     keys = [(str(uuid.uuid4()), str(uuid.uuid4())) for _ in range(4)]
     for p, e in keys:
-        sql(clean, "INSERT INTO account_plan_event_requirements (plan_id, event_type_id, fiscal_year) VALUES (%s, %s, 2026)", [p, e])
+        sql(
+            clean,
+            "INSERT INTO account_plan_event_requirements (plan_id, event_type_id, fiscal_year) VALUES (%s, %s, 2026)",
+            [p, e],
+        )
     doomed = keys[:2]
     cond = ",".join(f"and(plan_id.eq.{p},event_type_id.eq.{e},fiscal_year.eq.2026)" for p, e in doomed)
-    resp = api.delete("/account_plan_event_requirements", params={"or": f"({cond})", "select": "plan_id"}, headers={"Prefer": "return=representation"})
+    resp = api.delete(
+        "/account_plan_event_requirements",
+        params={"or": f"({cond})", "select": "plan_id"},
+        headers={"Prefer": "return=representation"},
+    )
     assert resp.status_code == 200
     assert sorted(r["plan_id"] for r in resp.json()) == sorted(p for p, _ in doomed)
-    assert sorted(r[0] for r in sql(clean, "SELECT plan_id::text FROM account_plan_event_requirements")) == sorted(p for p, _ in keys[2:])
+    assert sorted(r[0] for r in sql(clean, "SELECT plan_id::text FROM account_plan_event_requirements")) == sorted(
+        p for p, _ in keys[2:]
+    )
 
 
 def test_unfiltered_patch_and_delete_are_refused_like_supabase_safeupdate(api, clean):
@@ -631,7 +756,10 @@ def test_unfiltered_patch_and_delete_are_refused_like_supabase_safeupdate(api, c
 def test_embedding_is_not_served(api):
     resp = api.get("/people", params={"select": "id,pets(name)"})
     assert resp.status_code == 400
-    assert err(resp)["code"] == "PGRST200" and err(resp)["message"] == "Could not find a relationship between 'people' and 'pets' in the schema cache"
+    assert (
+        err(resp)["code"] == "PGRST200"
+        and err(resp)["message"] == "Could not find a relationship between 'people' and 'pets' in the schema cache"
+    )
     resp = api.get("/people", params={"select": "count()"})
     assert resp.status_code == 400 and err(resp)["code"] == "PGRST123"
 
@@ -659,7 +787,12 @@ def test_several_prefer_headers_and_handling_strict(api, clean):
     assert resp.headers["Content-Range"] == "*/1"
     resp = api.post("/no_key", json=[{"name": "b"}], headers={"Prefer": "handling=strict, frobnicate=yes"})
     assert resp.status_code == 400
-    assert err(resp) == {"code": "PGRST122", "details": "Invalid preferences: frobnicate=yes", "hint": None, "message": "Invalid preferences given with handling=strict"}
+    assert err(resp) == {
+        "code": "PGRST122",
+        "details": "Invalid preferences: frobnicate=yes",
+        "hint": None,
+        "message": "Invalid preferences given with handling=strict",
+    }
     assert api.post("/no_key", json=[{"name": "b"}], headers={"Prefer": "frobnicate=yes"}).status_code == 201
 
 
@@ -667,14 +800,21 @@ def test_max_affected_and_singular_writes_roll_back(api, clean):
     sql(clean, "INSERT INTO no_key VALUES ('a', 1, 1), ('b', 1, 2)")
     resp = api.delete("/no_key", params={"fiscal_year": "eq.1"}, headers={"Prefer": "handling=strict, max-affected=1"})
     assert resp.status_code == 400 and err(resp)["code"] == "PGRST124"
-    resp = api.patch("/no_key", params={"fiscal_year": "eq.1"}, json={"value": 0}, headers={"Accept": "application/vnd.pgrst.object+json", "Prefer": "return=representation"})
+    resp = api.patch(
+        "/no_key",
+        params={"fiscal_year": "eq.1"},
+        json={"value": 0},
+        headers={"Accept": "application/vnd.pgrst.object+json", "Prefer": "return=representation"},
+    )
     assert resp.status_code == 406 and err(resp)["code"] == "PGRST116"
     assert sql(clean, "SELECT name, value FROM no_key ORDER BY name") == [("a", 1), ("b", 2)]
 
 
 def test_each_request_is_one_transaction(api, clean):
     # the second row violates NOT NULL: nothing of the batch is kept
-    resp = api.post("/business_unit_planning", json=[{"bu_name": "A", "fiscal_year": 1}, {"bu_name": None, "fiscal_year": 2}])
+    resp = api.post(
+        "/business_unit_planning", json=[{"bu_name": "A", "fiscal_year": 1}, {"bu_name": None, "fiscal_year": 2}]
+    )
     assert resp.status_code == 400 and err(resp)["code"] == "23502"
     assert sql(clean, "SELECT count(*) FROM business_unit_planning") == [(0,)]
 
@@ -687,7 +827,10 @@ def test_each_request_is_one_transaction(api, clean):
 def test_apikey_is_required_and_checked(srv):
     resp = httpx.get(srv.rest_url + "/people")
     assert resp.status_code == 401
-    assert resp.json() == {"message": "No API key found in request", "hint": "No `apikey` request header or url param was found."}
+    assert resp.json() == {
+        "message": "No API key found in request",
+        "hint": "No `apikey` request header or url param was found.",
+    }
     resp = httpx.get(srv.rest_url + "/people", headers={"apikey": "not-a-key"})
     assert resp.status_code == 401 and resp.json()["message"] == "Invalid API key"
     resp = httpx.get(srv.rest_url + "/people", params={"apikey": srv.service_role_key, "id": "eq.1", "select": "id"})
@@ -712,24 +855,41 @@ def test_under_rls_without_a_policy_anon_and_publishable_keys_read_nothing_and_c
         assert resp.status_code == 200 and resp.json() == [] and resp.headers["Content-Range"] == "*/*"
         resp = httpx.post(srv.rest_url + "/no_key", headers=headers, json={"name": "x"})
         assert resp.status_code == 401
-        assert err(resp) == {"code": "42501", "details": None, "hint": None, "message": 'new row violates row-level security policy for table "no_key"'}
+        assert err(resp) == {
+            "code": "42501",
+            "details": None,
+            "hint": None,
+            "message": 'new row violates row-level security policy for table "no_key"',
+        }
     sql(clean, "INSERT INTO no_key VALUES ('keep', 1, 1)")
     resp = httpx.delete(srv.rest_url + "/no_key", params={"name": "eq.keep"}, headers={"apikey": srv.anon_key})
     assert resp.status_code == 204
     assert sql(clean, "SELECT count(*) FROM no_key") == [(1,)]
     authenticated = srv.make_jwt("authenticated", sub=str(uuid.uuid4()))
-    resp = httpx.post(srv.rest_url + "/no_key", headers={"apikey": srv.anon_key, "Authorization": f"Bearer {authenticated}"}, json={"name": "x"})
+    resp = httpx.post(
+        srv.rest_url + "/no_key",
+        headers={"apikey": srv.anon_key, "Authorization": f"Bearer {authenticated}"},
+        json={"name": "x"},
+    )
     assert resp.status_code == 403 and err(resp)["code"] == "42501"
 
 
 def test_jwt_errors(srv):
     def get(token, apikey=None):
-        return httpx.get(srv.rest_url + "/people", headers={"apikey": apikey or srv.anon_key, "Authorization": f"Bearer {token}".strip()})
+        return httpx.get(
+            srv.rest_url + "/people",
+            headers={"apikey": apikey or srv.anon_key, "Authorization": f"Bearer {token}".strip()},
+        )
 
     bad = pyjwt.encode({"role": "service_role"}, OTHER_SECRET, algorithm="HS256")
     resp = get(bad)
     assert resp.status_code == 401
-    assert err(resp) == {"code": "PGRST301", "details": "None of the keys was able to decode the JWT", "hint": None, "message": "No suitable key or wrong key type"}
+    assert err(resp) == {
+        "code": "PGRST301",
+        "details": "None of the keys was able to decode the JWT",
+        "hint": None,
+        "message": "No suitable key or wrong key type",
+    }
     expired = srv.make_jwt("service_role", exp=timedelta(minutes=-5))
     resp = get(expired)
     assert resp.status_code == 401
@@ -742,12 +902,24 @@ def test_jwt_errors(srv):
     assert resp.status_code == 401 and err(resp)["message"] == "Expected 3 parts in JWT; got 2"
     resp = get(srv.make_jwt("no_such_role"))
     assert resp.status_code == 401
-    assert err(resp) == {"code": "22023", "details": None, "hint": None, "message": 'role "no_such_role" does not exist'}
+    assert err(resp) == {
+        "code": "22023",
+        "details": None,
+        "hint": None,
+        "message": 'role "no_such_role" does not exist',
+    }
     assert resp.headers["WWW-Authenticate"] == "Bearer"
     resp = get(srv.make_jwt("postgres"))  # a role that exists but is not granted to the authenticator
     assert resp.status_code == 403
-    assert err(resp) == {"code": "42501", "details": None, "hint": None, "message": 'permission denied to set role "postgres"'}
-    resp = httpx.get(srv.rest_url + "/people", headers={"apikey": bad})  # a foreign JWT as apikey: refused at the gateway
+    assert err(resp) == {
+        "code": "42501",
+        "details": None,
+        "hint": None,
+        "message": 'permission denied to set role "postgres"',
+    }
+    resp = httpx.get(
+        srv.rest_url + "/people", headers={"apikey": bad}
+    )  # a foreign JWT as apikey: refused at the gateway
     assert resp.status_code == 401 and resp.json()["message"] == "Invalid API key"
 
 
@@ -769,7 +941,12 @@ def test_openapi_document_of_the_target_tables(api):
     assert doc["swagger"] == "2.0" and doc["basePath"] == "/rest/v1/"
     req = doc["definitions"]["account_plan_event_requirements"]
     props = req["properties"]
-    assert props["id"] == {"default": "gen_random_uuid()", "description": "Note:\nThis is a Primary Key.<pk/>", "format": "uuid", "type": "string"}
+    assert props["id"] == {
+        "default": "gen_random_uuid()",
+        "description": "Note:\nThis is a Primary Key.<pk/>",
+        "format": "uuid",
+        "type": "string",
+    }
     assert props["plan_id"] == {"format": "uuid", "type": "string"}
     assert props["fiscal_year"] == {"format": "int32", "type": "integer"}
     assert props["required_count"] == {"format": "int32", "type": "integer"}
@@ -787,12 +964,26 @@ def test_openapi_document_of_the_target_tables(api):
         ("apac_planning_goals", ["id", "fiscal_year"]),
     ):
         assert doc["definitions"][table]["required"] == required
-        assert doc["definitions"][table]["properties"]["overall_compliance_percentage" if table != "apac_planning_goals" else "actual_compliance"]["format"] == "numeric"
+        assert (
+            doc["definitions"][table]["properties"][
+                "overall_compliance_percentage" if table != "apac_planning_goals" else "actual_compliance"
+            ]["format"]
+            == "numeric"
+        )
         assert set(doc["paths"]["/" + table]) == {"get", "post", "patch", "delete"}
     get_op = doc["paths"]["/business_unit_planning"]["get"]
-    assert get_op["responses"]["200"]["schema"] == {"items": {"$ref": "#/definitions/business_unit_planning"}, "type": "array"}
+    assert get_op["responses"]["200"]["schema"] == {
+        "items": {"$ref": "#/definitions/business_unit_planning"},
+        "type": "array",
+    }
     assert {"$ref": "#/parameters/rowFilter.business_unit_planning.bu_name"} in get_op["parameters"]
-    assert doc["parameters"]["preferPost"]["enum"] == ["return=representation", "return=minimal", "return=none", "resolution=ignore-duplicates", "resolution=merge-duplicates"]
+    assert doc["parameters"]["preferPost"]["enum"] == [
+        "return=representation",
+        "return=minimal",
+        "return=none",
+        "resolution=ignore-duplicates",
+        "resolution=merge-duplicates",
+    ]
 
 
 def test_openapi_formats_typmods_maxlength_defaults_fks_and_comments(api):
@@ -810,7 +1001,10 @@ def test_openapi_formats_typmods_maxlength_defaults_fks_and_comments(api):
     assert typed["status"] == {"default": "draft", "format": "text", "type": "string"}
     assert doc["definitions"]["typed"]["required"] == ["id", "code"]
     pets = doc["definitions"]["pets"]["properties"]
-    assert pets["owner_id"]["description"] == "Note:\nThis is a Foreign Key to `people.id`.<fk table='people' column='id'/>"
+    assert (
+        pets["owner_id"]["description"]
+        == "Note:\nThis is a Foreign Key to `people.id`.<fk table='people' column='id'/>"
+    )
     assert "default" not in pets["id"]  # nextval(...) is not JSON
     people = doc["definitions"]["people"]
     assert people["description"] == "People summary\n\nPeople of the documentation examples"
@@ -901,7 +1095,9 @@ def test_delay_holds_a_delete_until_another_client_has_written(srv, api, clean):
     while not any(r.method == "DELETE" for r in srv.requests):
         assert time.monotonic() < deadline
         time.sleep(0.01)
-    assert api.post("/no_key", json={"name": "late", "fiscal_year": 7}).status_code == 201  # written while the DELETE waits
+    assert (
+        api.post("/no_key", json={"name": "late", "fiscal_year": 7}).status_code == 201
+    )  # written while the DELETE waits
     gate.set()
     t.join(5)
     assert result["resp"].status_code == 204 and result["resp"].headers["Content-Range"] == "*/1"
@@ -915,7 +1111,11 @@ def test_delay_after_commit_and_plain_delay(srv, api, clean):
     assert time.monotonic() - started >= 0.3
     gate = threading.Event()
     srv.faults.delay(10, method="POST", table="no_key", when="after", event=gate)
-    t = threading.Thread(target=lambda: httpx.post(srv.rest_url + "/no_key", json={"name": "x"}, headers={"apikey": srv.service_role_key}))
+    t = threading.Thread(
+        target=lambda: httpx.post(
+            srv.rest_url + "/no_key", json={"name": "x"}, headers={"apikey": srv.service_role_key}
+        )
+    )
     t.start()
     deadline = time.monotonic() + 5
     while sql(clean, "SELECT count(*) FROM no_key") != [(1,)]:  # committed before the answer
@@ -937,7 +1137,12 @@ def test_rls_hook_hides_rows_and_refuses_writes(srv, api, clean):
     srv.faults.rls("no_key", refuse_writes=True)
     resp = api.post("/no_key", json={"name": "c"})
     assert resp.status_code == 403
-    assert err(resp) == {"code": "42501", "details": None, "hint": None, "message": 'new row violates row-level security policy for table "no_key"'}
+    assert err(resp) == {
+        "code": "42501",
+        "details": None,
+        "hint": None,
+        "message": 'new row violates row-level security policy for table "no_key"',
+    }
     assert api.patch("/no_key", params={"name": "eq.a"}, json={"value": 2}).status_code == 403
     assert sql(clean, "SELECT name, value FROM no_key ORDER BY name") == [("a", 1), ("b", None)]
     assert api.get("/people", params={"id": "eq.1", "select": "id"}).json() == [{"id": 1}]  # other tables untouched
@@ -958,7 +1163,9 @@ def test_request_log_and_count(srv, api):
 def test_admin_endpoints_drive_faults_over_http(srv):
     admin = httpx.Client(base_url=srv.url, headers={"apikey": srv.service_role_key})
     assert httpx.get(srv.url + "/__admin/faults", headers={"apikey": srv.anon_key}).status_code == 401
-    resp = admin.post("/__admin/faults", json={"kind": "fail", "nth": 1, "times": 1, "method": "GET", "table": "items", "status": 503})
+    resp = admin.post(
+        "/__admin/faults", json={"kind": "fail", "nth": 1, "times": 1, "method": "GET", "table": "items", "status": 503}
+    )
     assert resp.status_code == 201 and resp.json()["faults"][0]["kind"] == "fail"
     assert httpx.get(srv.rest_url + "/items", headers={"apikey": srv.service_role_key}).status_code == 503
     state = admin.get("/__admin/faults").json()
@@ -981,7 +1188,11 @@ def test_supabase_py_select_filters_order_limit(srv):
 
     client = create_client(srv.url, srv.service_role_key)
     res = client.table("people").select("id,first_name").gt("age", 13).order("age", desc=True).limit(3).execute()
-    assert res.data == [{"id": 7, "first_name": "Mary Ann"}, {"id": 1, "first_name": "John"}, {"id": 2, "first_name": "Jane"}]
+    assert res.data == [
+        {"id": 7, "first_name": "Mary Ann"},
+        {"id": 1, "first_name": "John"},
+        {"id": 2, "first_name": "Jane"},
+    ]
     res = client.table("people").select("id", count="exact").in_("id", [1, 2, 3]).is_("nick", "null").execute()
     assert res.data == [{"id": 1}, {"id": 3}] and res.count == 2
     single = client.table("people").select("first_name").eq("id", 4).single().execute()
@@ -1016,9 +1227,17 @@ def test_supabase_py_upsert_and_delete(srv, clean):
     client = create_client(srv.url, "sb_secret_for_tests")
     rows = [{"bu_name": b, "fiscal_year": 2026, "territory_count": n} for b, n in (("ANZ", 1), ("SEA", 2))]
     client.table("business_unit_planning").upsert(rows, on_conflict="bu_name,fiscal_year").execute()
-    res = client.table("business_unit_planning").upsert([{"bu_name": "ANZ", "fiscal_year": 2026, "territory_count": 5}], on_conflict="bu_name,fiscal_year").execute()
+    res = (
+        client.table("business_unit_planning")
+        .upsert([{"bu_name": "ANZ", "fiscal_year": 2026, "territory_count": 5}], on_conflict="bu_name,fiscal_year")
+        .execute()
+    )
     assert res.data[0]["territory_count"] == 5
-    probe = client.table("business_unit_planning").upsert([], on_conflict="bu_name,fiscal_year", returning="minimal").execute()
+    probe = (
+        client.table("business_unit_planning")
+        .upsert([], on_conflict="bu_name,fiscal_year", returning="minimal")
+        .execute()
+    )
     assert probe.data == []
     with pytest.raises(Exception) as info:
         client.table("no_key").upsert([], on_conflict="name,fiscal_year", returning="minimal").execute()
@@ -1037,7 +1256,19 @@ def test_command_line_prints_two_lines_logs_to_stderr_and_stops_on_sigterm(rest_
     err_path = tmp_path / "stderr.log"
     with open(err_path, "wb") as err_file:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "compliance_sync_tests.postgrest_server", "--database-url", rest_db, "--port", "0", "--jwt-secret", SECRET, "--max-rows", "5"],
+            [
+                sys.executable,
+                "-m",
+                "compliance_sync_tests.postgrest_server",
+                "--database-url",
+                rest_db,
+                "--port",
+                "0",
+                "--jwt-secret",
+                SECRET,
+                "--max-rows",
+                "5",
+            ],
             stdout=subprocess.PIPE,
             stderr=err_file,
         )
@@ -1072,7 +1303,9 @@ def test_subprocess_helper_and_http_fault_control(rest_db, tmp_path):
         url, key, proc = start_server_process(rest_db, jwt_secret=SECRET, stderr=err_file)
         try:
             headers = {"apikey": key}
-            httpx.post(url + "/__admin/faults", headers=headers, json={"kind": "drop", "method": "GET", "table": "items"}).raise_for_status()
+            httpx.post(
+                url + "/__admin/faults", headers=headers, json={"kind": "drop", "method": "GET", "table": "items"}
+            ).raise_for_status()
             with pytest.raises((httpx.RemoteProtocolError, httpx.ReadError)):
                 httpx.get(url + "/rest/v1/items", headers=headers)
             assert httpx.get(url + "/rest/v1/items", headers=headers, params={"limit": 1}).status_code == 200

@@ -62,21 +62,46 @@ def worlds(draw, *, start_month: int | None = None) -> Scenario:
         s.event_type(code, active=draw(st.sampled_from([True, True, True, False, None])))
         for t in tiers:
             if draw(st.booleans()):
-                s.require(t, code, draw(st.one_of(st.integers(0, 14), st.just(None), st.integers(-2, -1), st.sampled_from([32, 160, 365, 366]))))
+                s.require(
+                    t,
+                    code,
+                    draw(
+                        st.one_of(
+                            st.integers(0, 14), st.just(None), st.integers(-2, -1), st.sampled_from([32, 160, 365, 366])
+                        )
+                    ),
+                )
     day = st.integers(-40, 400).map(lambda d: (fy.start + dt.timedelta(days=d)).isoformat())
     for i in range(draw(st.integers(1, 6))):
         client = f"Client {i}"
         for k in range(draw(st.integers(1, 2))):
             start = draw(st.integers(-400, 300))
-            s.period(client, draw(st.sampled_from(tiers)), (fy.start + dt.timedelta(days=start)).isoformat(),
-                     cse=draw(st.one_of(st.sampled_from(CSES), st.none())), label=f"p{i}.{k}")
+            s.period(
+                client,
+                draw(st.sampled_from(tiers)),
+                (fy.start + dt.timedelta(days=start)).isoformat(),
+                cse=draw(st.one_of(st.sampled_from(CSES), st.none())),
+                label=f"p{i}.{k}",
+            )
         for k in range(draw(st.integers(1, 2))):
-            s.plan(f"plan{i}.{k}", client, status=draw(st.sampled_from(["approved", "approved", "draft", "archived", None])))
+            s.plan(
+                f"plan{i}.{k}",
+                client,
+                status=draw(st.sampled_from(["approved", "approved", "draft", "archived", None])),
+            )
         for k in range(draw(st.integers(0, 8))):
-            s.event(f"e{i}.{k}", client, draw(st.sampled_from(types)), draw(day), completed=draw(st.sampled_from([True, True, False, None])))
+            s.event(
+                f"e{i}.{k}",
+                client,
+                draw(st.sampled_from(types)),
+                draw(day),
+                completed=draw(st.sampled_from([True, True, False, None])),
+            )
     for j, cse in enumerate(CSES):
         if draw(st.booleans()):
-            s.strategy(f"ts{j}", cse, draw(st.sampled_from(TERRITORIES)), quarter=draw(st.sampled_from([None, None, "Q1"])))
+            s.strategy(
+                f"ts{j}", cse, draw(st.sampled_from(TERRITORIES)), quarter=draw(st.sampled_from([None, None, "Q1"]))
+            )
     s.bu_map = BuMap(
         {c: "SEA" for c in CSES if draw(st.integers(0, 4)) == 0},
         {t: draw(st.sampled_from(["ANZ", "SEA", "Greater China"])) for t in TERRITORIES if draw(st.booleans())},
@@ -86,15 +111,23 @@ def worlds(draw, *, start_month: int | None = None) -> Scenario:
 
 def tables(s: Scenario) -> dict[str, list[dict]]:
     return {
-        "segmentation_tiers": s.tiers, "segmentation_event_types": s.types, "tier_event_requirements": s.requirements,
-        "client_segmentation": s.periods, "account_plans": s.plans, "territory_strategies": s.strategies,
-        "segmentation_events": s.events, "client_event_exclusions": s.exclusions or [], "segmentation_event_compliance": s.cache,
+        "segmentation_tiers": s.tiers,
+        "segmentation_event_types": s.types,
+        "tier_event_requirements": s.requirements,
+        "client_segmentation": s.periods,
+        "account_plans": s.plans,
+        "territory_strategies": s.strategies,
+        "segmentation_events": s.events,
+        "client_event_exclusions": s.exclusions or [],
+        "segmentation_event_compliance": s.cache,
     }
 
 
 def expected(s: Scenario) -> dict[str, Any]:
     th = tuple(int(x) for x in (s.thresholds.at_risk_from, s.thresholds.compliant_from, s.thresholds.exceeded_from))
-    return oracle.compute(tables(s), s.fy.year, s.fy.start_month, s.as_of, th, dict(s.bu_map.cse), dict(s.bu_map.territory))
+    return oracle.compute(
+        tables(s), s.fy.year, s.fy.start_month, s.as_of, th, dict(s.bu_map.cse), dict(s.bu_map.territory)
+    )
 
 
 # --- the rules -------------------------------------------------------------------------------------------------------
@@ -118,13 +151,19 @@ def test_rollups_are_the_sums_over_their_clients(s):
         assert t["total_required_events"] == sum(c["required_total"] for c in group)
         assert t["total_completed_events"] == sum(c["credited_total"] for c in group)
         assert t["overall_compliance_percentage"] == rollup(group)
-        assert t["clients_critical"] == sum(c["critical"] for c in group) and t["clients_at_risk"] == sum(c["at_risk"] for c in group)
+        assert t["clients_critical"] == sum(c["critical"] for c in group) and t["clients_at_risk"] == sum(
+            c["at_risk"] for c in group
+        )
         assert sum(m["required"] for m in t["monthly_capacity"].values()) == t["total_required_events"]
         assert len(t["monthly_capacity"]) == 12
         for seg, b in t["segment_breakdown"].items():
             seg_group = [c for c in group if c["segment"] == seg]
             assert (b["clients"], b["total_required"], b["total_completed"], b["compliance"]) == (
-                len(seg_group), sum(c["required_total"] for c in seg_group), sum(c["credited_total"] for c in seg_group), rollup(seg_group))
+                len(seg_group),
+                sum(c["required_total"] for c in seg_group),
+                sum(c["credited_total"] for c in seg_group),
+                rollup(seg_group),
+            )
         bu = s.bu_map.cse.get(t["cse_name"]) or s.bu_map.territory.get(t["territory"])
         for n in members:
             if bu:
@@ -176,7 +215,10 @@ def test_status_never_decreases_as_completions_grow(s, data):
             grew = (name, r.event_type_id) == (client, type_id)
             assert now[r.event_type_id].completed == r.completed + grew
             assert RANK[now[r.event_type_id].status] >= RANK[r.status]
-        assert (after.clients[name].credited_total, after.clients[name].required_total) >= (c.credited_total, c.required_total)
+        assert (after.clients[name].credited_total, after.clients[name].required_total) >= (
+            c.credited_total,
+            c.required_total,
+        )
 
 
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -192,13 +234,23 @@ def test_rules_match_the_oracle_on_nasty_random_worlds(seed):
     t = case["tables"]
     fy = FiscalYear(case["fiscal_year"], case["start_month"])
     facts = facts_from_rows(
-        fy, fy.as_of(case["as_of"]), plans=t["account_plans"], periods=t["client_segmentation"], tiers=t["segmentation_tiers"],
-        event_types=t["segmentation_event_types"], requirements=t["tier_event_requirements"], strategies=t["territory_strategies"],
-        exclusions=t["client_event_exclusions"], events=t["segmentation_events"], compliance_cache=t["segmentation_event_compliance"],
+        fy,
+        fy.as_of(case["as_of"]),
+        plans=t["account_plans"],
+        periods=t["client_segmentation"],
+        tiers=t["segmentation_tiers"],
+        event_types=t["segmentation_event_types"],
+        requirements=t["tier_event_requirements"],
+        strategies=t["territory_strategies"],
+        exclusions=t["client_event_exclusions"],
+        events=t["segmentation_events"],
+        compliance_cache=t["segmentation_event_compliance"],
     )
     comp = compute(facts, Thresholds(*map(Fraction, case["thresholds"])), BuMap(case["bu_cse"], case["bu_territory"]))
     actual = {
-        name: {tuple(r[k] for k in KEYS[name]): {c: r[c] for c in KEYS[name] + OWNED[name]} for r in comp.wanted.rows(name)}
+        name: {
+            tuple(r[k] for k in KEYS[name]): {c: r[c] for c in KEYS[name] + OWNED[name]} for r in comp.wanted.rows(name)
+        }
         for name in (REQUIREMENTS, TERRITORY, BUSINESS_UNIT, APAC)
     }
     problems = differences(expected_for(case), actual)
@@ -245,11 +297,15 @@ def sync_once(url: str, s: Scenario) -> Any:
     with PostgresBackend(url).session(s.fy, s.as_of) as session:
         comp = compute(session.read_facts(), s.thresholds, s.bu_map)
         diff = session.plan(comp.wanted, 10)
-        session.apply(diff, now, LedgerRow(f"prop-{uuid.uuid4()}", s.fy.year, s.as_of, now, now, "postgres", "live", "succeeded"))
+        session.apply(
+            diff, now, LedgerRow(f"prop-{uuid.uuid4()}", s.fy.year, s.as_of, now, now, "postgres", "live", "succeeded")
+        )
     return diff
 
 
-@settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+@settings(
+    max_examples=12, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow]
+)
 @given(worlds(start_month=1), worlds(start_month=1))
 def test_applying_a_diff_then_recomputing_gives_an_empty_diff(property_db, earlier, later):
     from compliance_sync.backends.postgres import PostgresBackend

@@ -45,8 +45,13 @@ ZERO = {"inserted": 0, "updated": 0, "deleted": 0}
 # --- helpers ------------------------------------------------------------------------------------------------
 def run_case(url: str, case: dict[str, Any], run_ts: dt.datetime | None = None) -> dict[str, Any]:
     return run_pure_sql(
-        url, case["fiscal_year"], case["as_of"], case["start_month"], case["thresholds"],
-        {"cse": case["bu_cse"], "territory": case["bu_territory"]}, run_ts,
+        url,
+        case["fiscal_year"],
+        case["as_of"],
+        case["start_month"],
+        case["thresholds"],
+        {"cse": case["bu_cse"], "territory": case["bu_territory"]},
+        run_ts,
     )
 
 
@@ -66,8 +71,13 @@ def changed_keys(before: dict[tuple, dict], after: dict[tuple, dict], table: str
 
 
 def check_counts_and_stamps(
-    table_before: dict[str, dict], table_after: dict[str, dict], stamps_before: dict[str, dict],
-    stamps_after: dict[str, dict], counts: dict[str, dict[str, int]], ts: dt.datetime, label: str,
+    table_before: dict[str, dict],
+    table_after: dict[str, dict],
+    stamps_before: dict[str, dict],
+    stamps_after: dict[str, dict],
+    counts: dict[str, dict[str, int]],
+    ts: dt.datetime,
+    label: str,
 ) -> None:
     """The reported counts are the real row changes; new and changed rows carry ``ts``, the others their old stamp."""
     for t in TARGETS:
@@ -120,7 +130,9 @@ def check_two_phases(seed: int, url: str) -> None:
     table_before, stamps_before = read_targets(url, fy), stamps(url, fy)
     result = run_case(url, second, TS2)
     table_after = assert_matches_oracle(url, second, expected, f"seed {seed}, after the data changed")
-    check_counts_and_stamps(table_before, table_after, stamps_before, stamps(url, fy), result["targets"], TS2, f"seed {seed}")
+    check_counts_and_stamps(
+        table_before, table_after, stamps_before, stamps(url, fy), result["targets"], TS2, f"seed {seed}"
+    )
     with psycopg.connect(url) as conn:
         for t in (REQUIREMENTS, TERRITORY):
             cols = ", ".join(f"{k}::text" if k in UUID_COLUMNS else k for k in KEYS[t])
@@ -161,7 +173,11 @@ INSERT INTO segmentation_events (id, client_name, event_type_id, event_date, com
 
 
 def appendix_a_ids() -> dict[str, str]:
-    names = ["lev", "col", "sla", "ins", "hc", "s1", "s2", "p1", "ts1", "c1"] + [f"a{i}" for i in range(4)] + [f"b{i}" for i in range(7)]
+    names = (
+        ["lev", "col", "sla", "ins", "hc", "s1", "s2", "p1", "ts1", "c1"]
+        + [f"a{i}" for i in range(4)]
+        + [f"b{i}" for i in range(7)]
+    )
     return {name: nid(i + 1) for i, name in enumerate(names)}
 
 
@@ -202,22 +218,41 @@ def assert_appendix_a(url: str, ids: dict[str, str]) -> None:
     assert terr["segment_breakdown"] == {
         "Collaboration": {"clients": 1, "total_required": 19, "total_completed": 10, "compliance": D("52.63")}
     }
-    capacity = [(1, 1, 0), (1, 2, 0), (2, 2, 0), (2, 1, 0), (1, 2, 0), (2, 2, 0),
-                (1, 0, 1), (2, 0, 1), (2, 0, 0), (1, 0, 0), (1, 0, 0), (3, 0, 0)]
+    capacity = [
+        (1, 1, 0),
+        (1, 2, 0),
+        (2, 2, 0),
+        (2, 1, 0),
+        (1, 2, 0),
+        (2, 2, 0),
+        (1, 0, 1),
+        (2, 0, 1),
+        (2, 0, 0),
+        (1, 0, 0),
+        (1, 0, 0),
+        (3, 0, 0),
+    ]
     assert sorted(terr["monthly_capacity"]) == [f"2025-{m:02d}" for m in range(1, 13)]
-    assert [tuple(terr["monthly_capacity"][f"2025-{m:02d}"][k] for k in ("required", "completed", "scheduled"))
-            for m in range(1, 13)] == capacity
+    assert [
+        tuple(terr["monthly_capacity"][f"2025-{m:02d}"][k] for k in ("required", "completed", "scheduled"))
+        for m in range(1, 13)
+    ] == capacity
     assert all(set(v) == {"required", "completed", "scheduled"} for v in terr["monthly_capacity"].values())
 
     [bu] = t[BUSINESS_UNIT].values()
     assert bu == {
-        "bu_name": "ANZ", "fiscal_year": 2025, "overall_compliance_percentage": D("52.63"), "clients_below_compliance": 1,
+        "bu_name": "ANZ",
+        "fiscal_year": 2025,
+        "overall_compliance_percentage": D("52.63"),
+        "clients_below_compliance": 1,
         "territory_count": 1,
         "territory_data": [{"territory": "VIC + NZ", "cse_name": "Kim Lee", "clients": 1, "compliance": D("52.63")}],
     }
     [apac] = t[APAC].values()
     assert apac == {
-        "fiscal_year": 2025, "actual_compliance": D("52.63"), "below_compliance_accounts": 1,
+        "fiscal_year": 2025,
+        "actual_compliance": D("52.63"),
+        "below_compliance_accounts": 1,
         "bu_contributions": [{"bu_name": "ANZ", "compliance": D("52.63"), "clients": 1, "clients_below": 1}],
     }
     with psycopg.connect(url) as conn:  # JSON percentages carry their two decimals
@@ -263,7 +298,9 @@ def test_appendix_a_through_a_connection_and_the_command_line(migrated_db, tmp_p
     with psycopg.connect(migrated_db) as conn:  # a changed row: one update per target
         conn.execute("UPDATE segmentation_events SET completed = true WHERE id = %s", (ids["a3"],))
         conn.execute("UPDATE segmentation_events SET event_date = '2025-06-01' WHERE id = %s", (ids["a3"],))
-    code = pure_sql.main(["--database-url", migrated_db, "--year", "2025", "--as-of", "2025-06-30", "--bu-map", str(bu_map)])
+    code = pure_sql.main(
+        ["--database-url", migrated_db, "--year", "2025", "--as-of", "2025-06-30", "--bu-map", str(bu_map)]
+    )
     assert code == 0
     summary = json.loads(capsys.readouterr().out.strip())
     assert summary["targets"] == {t: {"inserted": 0, "updated": 1, "deleted": 0} for t in TARGETS}
@@ -279,11 +316,21 @@ def test_rows_with_a_null_key_and_other_years_are_never_touched(migrated_db):
         conn.execute("ALTER TABLE account_plan_event_requirements ALTER COLUMN plan_id DROP NOT NULL")
         conn.execute("ALTER TABLE territory_compliance_summary ALTER COLUMN territory_strategy_id DROP NOT NULL")
         conn.execute("ALTER TABLE business_unit_planning ALTER COLUMN bu_name DROP NOT NULL")
-        conn.execute(f"INSERT INTO account_plan_event_requirements (plan_id, event_type_id, fiscal_year, status) VALUES (NULL, '{nid(3)}', 2025, 'x')")
-        conn.execute("INSERT INTO territory_compliance_summary (territory_strategy_id, fiscal_year, total_clients) VALUES (NULL, 2025, 7)")
-        conn.execute("INSERT INTO business_unit_planning (bu_name, fiscal_year, territory_count) VALUES (NULL, 2025, 7)")
-        conn.execute("INSERT INTO business_unit_planning (bu_name, fiscal_year, territory_count) VALUES ('SEA', 2024, 7)")
-        conn.execute(f"INSERT INTO account_plan_event_requirements (plan_id, event_type_id, fiscal_year) VALUES ('{nid(900)}', '{nid(3)}', 2024)")
+        conn.execute(
+            f"INSERT INTO account_plan_event_requirements (plan_id, event_type_id, fiscal_year, status) VALUES (NULL, '{nid(3)}', 2025, 'x')"
+        )
+        conn.execute(
+            "INSERT INTO territory_compliance_summary (territory_strategy_id, fiscal_year, total_clients) VALUES (NULL, 2025, 7)"
+        )
+        conn.execute(
+            "INSERT INTO business_unit_planning (bu_name, fiscal_year, territory_count) VALUES (NULL, 2025, 7)"
+        )
+        conn.execute(
+            "INSERT INTO business_unit_planning (bu_name, fiscal_year, territory_count) VALUES ('SEA', 2024, 7)"
+        )
+        conn.execute(
+            f"INSERT INTO account_plan_event_requirements (plan_id, event_type_id, fiscal_year) VALUES ('{nid(900)}', '{nid(3)}', 2024)"
+        )
         before = conn.execute(
             "SELECT (SELECT jsonb_agg(to_jsonb(x) ORDER BY x.id) FROM account_plan_event_requirements x WHERE plan_id IS NULL OR fiscal_year <> 2025),"
             " (SELECT jsonb_agg(to_jsonb(x)) FROM territory_compliance_summary x WHERE territory_strategy_id IS NULL),"
@@ -305,7 +352,10 @@ def test_rows_with_a_null_key_and_other_years_are_never_touched(migrated_db):
 def test_frequency_above_366_is_an_error(migrated_db):
     ids = load_appendix_a(migrated_db)
     with psycopg.connect(migrated_db) as conn:
-        conn.execute("UPDATE tier_event_requirements SET frequency = 367 WHERE tier_id = %s AND event_type_id = %s", (ids["col"], ids["hc"]))
+        conn.execute(
+            "UPDATE tier_event_requirements SET frequency = 367 WHERE tier_id = %s AND event_type_id = %s",
+            (ids["col"], ids["hc"]),
+        )
     with pytest.raises(psycopg.Error) as info:
         run_appendix_a(migrated_db)
     message = str(info.value)
@@ -377,8 +427,6 @@ def snapshot_differences(a: dict[str, dict], b: dict[str, dict]) -> list[str]:
                 if not same(a[t][k][c], b[t][k][c]):
                     problems.append(f"{t} {k} {c}: product {a[t][k][c]!r}, baseline {b[t][k][c]!r}")
     return problems
-
-
 
 
 def save_targets(url: str) -> None:

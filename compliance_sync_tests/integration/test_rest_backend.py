@@ -131,7 +131,20 @@ def cli_run(capsys, *args: str) -> tuple[int, dict, str]:
 
 def counts(outcome) -> dict:
     s = outcome.summary()
-    keys = ("targets", "clients_processed", "clients_skipped", "clients_unassigned", "clients_at_risk", "clients_critical", "requirement_rows", "territories", "business_units", "warnings", "guards", "source_rows")
+    keys = (
+        "targets",
+        "clients_processed",
+        "clients_skipped",
+        "clients_unassigned",
+        "clients_at_risk",
+        "clients_critical",
+        "requirement_rows",
+        "territories",
+        "business_units",
+        "warnings",
+        "guards",
+        "source_rows",
+    )
     return {k: s[k] for k in keys}
 
 
@@ -159,13 +172,20 @@ def beta_gamma(s):
 
 # --- 1. backend choice and keys ------------------------------------------------------------------------------
 def test_backend_choice(env, tmp_path):
-    rest_vars = {"NEXT_PUBLIC_SUPABASE_URL": "https://abc.supabase.co", "SUPABASE_SERVICE_ROLE_KEY": "sb_secret_0123456789abcdef"}
+    rest_vars = {
+        "NEXT_PUBLIC_SUPABASE_URL": "https://abc.supabase.co",
+        "SUPABASE_SERVICE_ROLE_KEY": "sb_secret_0123456789abcdef",
+    }
     both = settings_for(tmp_path, SUPABASE_DB_URL="postgresql://u@127.0.0.1:5432/db", **rest_vars)
     assert isinstance(choose_backend(both), PostgresBackend)  # the direct connection wins
     backend = choose_backend(settings_for(tmp_path, **rest_vars))
     assert isinstance(backend, RestBackend) and backend.name == BackendKind.REST and not backend.atomic
     assert backend.describe() == "abc.supabase.co" and "sb_secret" not in repr(backend)
-    for partial in ({}, {"NEXT_PUBLIC_SUPABASE_URL": "https://abc.supabase.co"}, {"SUPABASE_SERVICE_ROLE_KEY": "sb_secret_0123456789abcdef"}):
+    for partial in (
+        {},
+        {"NEXT_PUBLIC_SUPABASE_URL": "https://abc.supabase.co"},
+        {"SUPABASE_SERVICE_ROLE_KEY": "sb_secret_0123456789abcdef"},
+    ):
         with pytest.raises(SettingsError) as err:
             choose_backend(settings_for(tmp_path, **partial))
         assert err.value.exit_code == ExitCode.USAGE
@@ -227,16 +247,21 @@ def test_refused_keys_exit_2_without_a_request(appendix_db, env, capsys, kind):
         assert key not in text
 
 
-PUBLISHABLE_SAYS = "SUPABASE_SERVICE_ROLE_KEY is an sb_publishable_ (anon) key; use the sb_secret_ key or the service_role JWT"
+PUBLISHABLE_SAYS = (
+    "SUPABASE_SERVICE_ROLE_KEY is an sb_publishable_ (anon) key; use the sb_secret_ key or the service_role JWT"
+)
 
 
-@pytest.mark.parametrize("secret", [
-    "Xq7Zr2Lm9Pk4Wd8Tn3Vb",
-    "publishable0123456789",  # the word the message needs, inside the secret
-    "ab_publishable_service_role_KEY99",
-    "p%40ss w0rd\"'<>&;$(rm)-publishable",  # percent-encoding, quotes, spaces, shell characters
-    "sb_publishable_ünïcødé🔑sb_secret_0",
-])
+@pytest.mark.parametrize(
+    "secret",
+    [
+        "Xq7Zr2Lm9Pk4Wd8Tn3Vb",
+        "publishable0123456789",  # the word the message needs, inside the secret
+        "ab_publishable_service_role_KEY99",
+        "p%40ss w0rd\"'<>&;$(rm)-publishable",  # percent-encoding, quotes, spaces, shell characters
+        "sb_publishable_ünïcødé🔑sb_secret_0",
+    ],
+)
 def test_a_publishable_key_is_named_in_clear_and_its_secret_stays_masked(env, capsys, secret):
     key = "sb_publishable_" + secret
     env.setenv("NEXT_PUBLIC_SUPABASE_URL", "http://127.0.0.1:9")  # never asked: the key is refused first
@@ -293,11 +318,18 @@ def test_reads_complete_whatever_the_cap(migrated_db, copies, env, tmp_path, cap
             if phase == "after changes":  # the same changes on both copies; current targets are now above the cap too
                 execute(migrated_db, *WIDE_CHANGES)
                 execute(rest_db, *WIDE_CHANGES)
-                dry_d, dry_r = run(direct(migrated_db), s.bu_map, settings, Mode.DRY_RUN), run(backend, s.bu_map, settings, Mode.DRY_RUN)
+                dry_d, dry_r = (
+                    run(direct(migrated_db), s.bu_map, settings, Mode.DRY_RUN),
+                    run(backend, s.bu_map, settings, Mode.DRY_RUN),
+                )
                 no_request_errors(dry_r)
                 assert dry_r.summary()["diff"] == dry_d.summary()["diff"] and counts(dry_r) == counts(dry_d)
                 changes = dry_r.summary()["targets"]
-                assert changes[REQUIREMENTS]["inserted"] and changes[REQUIREMENTS]["updated"] and changes[REQUIREMENTS]["deleted"]
+                assert (
+                    changes[REQUIREMENTS]["inserted"]
+                    and changes[REQUIREMENTS]["updated"]
+                    and changes[REQUIREMENTS]["deleted"]
+                )
                 assert changes[REQUIREMENTS]["orphans"] == 1 and changes[TERRITORY]["deleted"] == 1
             paged = [t for t in PAGED if phase == "after changes" or t not in (REQUIREMENTS, TERRITORY, BUSINESS_UNIT)]
             for table in paged:
@@ -334,7 +366,9 @@ def test_keyset_on_natural_keys_with_nulls(migrated_db, env, tmp_path):
     d = run(direct(migrated_db), s.bu_map, settings_for(tmp_path), Mode.DRY_RUN)
     no_request_errors(r)
     assert r.source_counts == d.source_counts
-    assert r.source_counts["client_event_exclusions"] == scalar(migrated_db, "SELECT count(*) FROM client_event_exclusions")
+    assert r.source_counts["client_event_exclusions"] == scalar(
+        migrated_db, "SELECT count(*) FROM client_event_exclusions"
+    )
     assert counts(r) == counts(d)
 
 
@@ -382,7 +416,9 @@ def test_a_period_without_effective_from_is_ignored_and_reported(migrated_db, en
     assert outcome.exit_code == 0, outcome.error
     summary = outcome.summary()
     assert summary["warnings"].get("invalid_segment_periods") == 1, summary["warnings"]
-    assert outcome.comp.findings["invalid_segment_periods"].examples == [f"Alpha Health: period {uid('no-start')} has a null effective_from"]
+    assert outcome.comp.findings["invalid_segment_periods"].examples == [
+        f"Alpha Health: period {uid('no-start')} has a null effective_from"
+    ]
     assert summary["targets"][REQUIREMENTS]["inserted"] == 3  # Appendix A's rows, unchanged by the ignored period
 
 
@@ -390,13 +426,22 @@ def test_a_period_without_effective_from_is_ignored_and_reported(migrated_db, en
 SCHEMA_BREAKS = {
     "missing_table": ("DROP TABLE territory_strategies", "table territory_strategies does not exist"),
     "missing_column": ("ALTER TABLE account_plans DROP COLUMN client_id", "account_plans.client_id is missing"),
-    "wrong_type": ("ALTER TABLE tier_event_requirements ALTER COLUMN frequency TYPE text", "tier_event_requirements.frequency has type text"),
-    "missing_target_column": ("ALTER TABLE business_unit_planning DROP COLUMN territory_data", "business_unit_planning.territory_data is missing"),
+    "wrong_type": (
+        "ALTER TABLE tier_event_requirements ALTER COLUMN frequency TYPE text",
+        "tier_event_requirements.frequency has type text",
+    ),
+    "missing_target_column": (
+        "ALTER TABLE business_unit_planning DROP COLUMN territory_data",
+        "business_unit_planning.territory_data is missing",
+    ),
     "missing_key": (
         "DROP INDEX territory_compliance_summary_compliance_sync_key",
         "territory_compliance_summary has no unique index on (territory_strategy_id, fiscal_year): run `compliance-sync migrate --minimal`",
     ),
-    "target_wrong_type": ("ALTER TABLE apac_planning_goals ALTER COLUMN bu_contributions TYPE text", "apac_planning_goals.bu_contributions has type text"),
+    "target_wrong_type": (
+        "ALTER TABLE apac_planning_goals ALTER COLUMN bu_contributions TYPE text",
+        "apac_planning_goals.bu_contributions has type text",
+    ),
 }
 
 
@@ -412,7 +457,10 @@ def test_schema_check_same_messages_before_any_write(own_appendix_db, env, tmp_p
         assert {q.method for q in srv.requests} <= {"GET", "POST"}
     assert d.exit_code == r.exit_code == ExitCode.DATA
     assert needle in r.error and needle in d.error
-    problems = lambda text: text.split("does not match what compliance_sync needs: ", 1)[1].split(" (over the REST API", 1)[0]  # noqa: E731
+
+    def problems(text):
+        return text.split("does not match what compliance_sync needs: ", 1)[1].split(" (over the REST API", 1)[0]
+
     assert problems(r.error) == problems(d.error)  # the same words, whatever the backend
     if case in ("missing_table", "missing_column", "missing_target_column"):
         assert "NOTIFY pgrst, 'reload schema'" in r.error  # over REST a stale schema cache looks the same
@@ -420,7 +468,9 @@ def test_schema_check_same_messages_before_any_write(own_appendix_db, env, tmp_p
 
 
 def test_minimal_migration_sql_creates_the_keys_idempotently(own_appendix_db, env, capsys):
-    execute(own_appendix_db, *(f"DROP INDEX {t.name}_compliance_sync_key" for t in TARGETS), f"DROP TABLE {LEDGER_TABLE}")
+    execute(
+        own_appendix_db, *(f"DROP INDEX {t.name}_compliance_sync_key" for t in TARGETS), f"DROP TABLE {LEDGER_TABLE}"
+    )
     with psycopg.connect(own_appendix_db) as conn:
         assert all(find_key_index(conn, t.name, t.key) is None for t in TARGETS)
     with rest_server(own_appendix_db, listen_for_reload=True) as srv:
@@ -434,14 +484,22 @@ def test_minimal_migration_sql_creates_the_keys_idempotently(own_appendix_db, en
         script = capsys.readouterr().out
         assert "NOTIFY pgrst, 'reload schema'" in script
         if shutil.which("psql"):  # as pasted into an SQL console
-            done = subprocess.run(["psql", "-X", "-q", "-v", "ON_ERROR_STOP=1", "-d", own_appendix_db, "-f", "-"], input=script, text=True, capture_output=True, timeout=60)
+            done = subprocess.run(
+                ["psql", "-X", "-q", "-v", "ON_ERROR_STOP=1", "-d", own_appendix_db, "-f", "-"],
+                input=script,
+                text=True,
+                capture_output=True,
+                timeout=60,
+            )
             assert done.returncode == 0, done.stderr
         else:
             execute(own_appendix_db, script)
         execute(own_appendix_db, script)  # idempotent
         with psycopg.connect(own_appendix_db) as conn:
             assert all(find_key_index(conn, t.name, t.key) for t in TARGETS)
-            indexes = conn.execute("SELECT count(*) FROM pg_indexes WHERE indexname LIKE '%%compliance_sync_key'").fetchone()[0]
+            indexes = conn.execute(
+                "SELECT count(*) FROM pg_indexes WHERE indexname LIKE '%%compliance_sync_key'"
+            ).fetchone()[0]
         assert indexes == len(TARGETS)  # the second run created no second index
         deadline = time.monotonic() + 10  # the script's NOTIFY reloads the server's schema cache
         while LEDGER_TABLE not in srv.schema_cache.tables and time.monotonic() < deadline:
@@ -459,8 +517,22 @@ def test_only_changed_rows_are_upserted_on_the_key(appendix_db, env, tmp_path):
         backend = rest_backend(srv)
         no_request_errors(run(backend, s.bu_map, settings))
         before = target_state(appendix_db, with_stamps=True)
-        with psycopg.connect(appendix_db) as conn:  # one more HEALTH_CHECK event: that row, the territory, BU, APAC change
-            insert(conn, EVENTS, [{"id": uid("c2"), "client_name": "Alpha Health", "event_type_id": uid("type:HEALTH_CHECK"), "event_date": dt.date(2025, 4, 4), "completed": True}])
+        with psycopg.connect(
+            appendix_db
+        ) as conn:  # one more HEALTH_CHECK event: that row, the territory, BU, APAC change
+            insert(
+                conn,
+                EVENTS,
+                [
+                    {
+                        "id": uid("c2"),
+                        "client_name": "Alpha Health",
+                        "event_type_id": uid("type:HEALTH_CHECK"),
+                        "event_date": dt.date(2025, 4, 4),
+                        "completed": True,
+                    }
+                ],
+            )
         bodies = record_bodies(srv)
         outcome = run(backend, s.bu_map, settings)
         no_request_errors(outcome)
@@ -499,14 +571,26 @@ def test_stale_rows_deleted_last_and_only_without_foreign_data(shared_db, env, t
             "UPDATE account_plans SET status = 'archived' WHERE id IN (%s, %s)",
             params=(uid("p2"), uid("p3")),
         )
-        execute(migrated_db, f"UPDATE {REQUIREMENTS} SET notes = 'before' WHERE plan_id = %s AND event_type_id = %s", params=(uid("p2"), uid("type:SLA_REVIEW")))
-        execute(migrated_db, "INSERT INTO segmentation_events (id, client_name, event_type_id, event_date, completed) VALUES (%s, 'Alpha Health', %s, '2025-04-04', true)", params=(uid("c2"), uid("type:HEALTH_CHECK")))
+        execute(
+            migrated_db,
+            f"UPDATE {REQUIREMENTS} SET notes = 'before' WHERE plan_id = %s AND event_type_id = %s",
+            params=(uid("p2"), uid("type:SLA_REVIEW")),
+        )
+        execute(
+            migrated_db,
+            "INSERT INTO segmentation_events (id, client_name, event_type_id, event_date, completed) VALUES (%s, 'Alpha Health', %s, '2025-04-04', true)",
+            params=(uid("c2"), uid("type:HEALTH_CHECK")),
+        )
         bodies = record_bodies(srv)
         event = threading.Event()
         fault = srv.faults.delay(20, method="DELETE", table=REQUIREMENTS, event=event)
 
         def planner_adds_a_note() -> None:
-            execute(migrated_db, f"UPDATE {REQUIREMENTS} SET ai_recommended_dates = '[\"2025-09-01\"]' WHERE plan_id = %s AND event_type_id = %s", params=(uid("p3"), uid("type:SLA_REVIEW")))
+            execute(
+                migrated_db,
+                f"UPDATE {REQUIREMENTS} SET ai_recommended_dates = '[\"2025-09-01\"]' WHERE plan_id = %s AND event_type_id = %s",
+                params=(uid("p3"), uid("type:SLA_REVIEW")),
+            )
 
         logged = Collect()
         logging.getLogger(rest.__name__).addHandler(logged)
@@ -538,7 +622,13 @@ def test_stale_rows_deleted_last_and_only_without_foreign_data(shared_db, env, t
         srv.clear_requests()
         again = run(backend, s.bu_map, settings)
         no_request_errors(again)
-        assert again.summary()["targets"][REQUIREMENTS] == {"inserted": 0, "updated": 0, "deleted": 0, "orphans": 2, "unchanged": 3}
+        assert again.summary()["targets"][REQUIREMENTS] == {
+            "inserted": 0,
+            "updated": 0,
+            "deleted": 0,
+            "orphans": 2,
+            "unchanged": 3,
+        }
         assert again.summary()["warnings"]["orphans"] == 2
         assert not [r for r in srv.requests if r.method == "DELETE"]
 
@@ -573,7 +663,11 @@ def test_ledger_without_a_unique_run_id_is_still_written(own_appendix_db, env, t
 
 def dry_run_lines(text: str) -> list[str]:
     """The report's DRY-RUN lines without their timestamps, and without the line naming the backend."""
-    return [line.split("] [DRY-RUN] ", 1)[1] for line in text.splitlines() if "] [DRY-RUN] " in line and "backend " not in line]
+    return [
+        line.split("] [DRY-RUN] ", 1)[1]
+        for line in text.splitlines()
+        if "] [DRY-RUN] " in line and "backend " not in line
+    ]
 
 
 def test_dry_run_line_for_line_as_the_direct_path(migrated_db, copies, env, capsys, tmp_path):
@@ -608,7 +702,11 @@ def test_dry_run_line_for_line_as_the_direct_path(migrated_db, copies, env, caps
 @pytest.mark.parametrize("kind", ["other_secret", "expired"])
 def test_wrong_or_expired_key_exits_4(appendix_db, env, capsys, kind):
     with rest_server(appendix_db) as srv:
-        key = make_jwt(OTHER_SECRET, "service_role") if kind == "other_secret" else srv.make_jwt("service_role", exp=dt.timedelta(minutes=-5))
+        key = (
+            make_jwt(OTHER_SECRET, "service_role")
+            if kind == "other_secret"
+            else srv.make_jwt("service_role", exp=dt.timedelta(minutes=-5))
+        )
         use_rest(env, srv, key)
         code, summary, text = cli_run(capsys, *YEAR)
         assert code == 4, text
@@ -636,7 +734,9 @@ def test_rls_hiding_events_trips_the_collapse_guard(appendix_db, env, tmp_path):
         before = target_state(appendix_db, with_stamps=True)
         srv.faults.rls(EVENTS)  # the events read empty, as with a key that row-level security filters
         dry = run(backend, s.bu_map, settings, Mode.DRY_RUN)
-        assert dry.exit_code == 0 and [g["code"] for g in dry.summary()["guards"] if g["stops_live_run"]] == ["events_collapse"]
+        assert dry.exit_code == 0 and [g["code"] for g in dry.summary()["guards"] if g["stops_live_run"]] == [
+            "events_collapse"
+        ]
         srv.clear_requests()
         live = run(backend, s.bu_map, settings)
         assert live.exit_code == ExitCode.DATA
@@ -665,10 +765,26 @@ def _drop_key(url, srv):
 
 SCHEMA_CHANGES_MID_RUN = {
     # code: (held request (method, table, nth), change made while it is held, words of the error)
-    "PGRST205": (("GET", EVENTS, 1), _rename_table, ["reading territory_strategies", "PGRST205", "NOTIFY pgrst, 'reload schema'"]),
-    "PGRST204": (("POST", REQUIREMENTS, 2), _rename_target_column, [f"writing {REQUIREMENTS}", "PGRST204", "'segment' column", "NOTIFY pgrst"]),
-    "42703": (("GET", "account_plans", 1), _rename_source_column, ["reading account_plans", "42703", "client_id", "column is missing"]),
-    "42P10": (("POST", REQUIREMENTS, 2), _drop_key, [f"writing {REQUIREMENTS}", "42P10", "compliance-sync migrate --minimal"]),
+    "PGRST205": (
+        ("GET", EVENTS, 1),
+        _rename_table,
+        ["reading territory_strategies", "PGRST205", "NOTIFY pgrst, 'reload schema'"],
+    ),
+    "PGRST204": (
+        ("POST", REQUIREMENTS, 2),
+        _rename_target_column,
+        [f"writing {REQUIREMENTS}", "PGRST204", "'segment' column", "NOTIFY pgrst"],
+    ),
+    "42703": (
+        ("GET", "account_plans", 1),
+        _rename_source_column,
+        ["reading account_plans", "42703", "client_id", "column is missing"],
+    ),
+    "42P10": (
+        ("POST", REQUIREMENTS, 2),
+        _drop_key,
+        [f"writing {REQUIREMENTS}", "42P10", "compliance-sync migrate --minimal"],
+    ),
 }
 
 
@@ -720,7 +836,11 @@ class _Impostor(http.server.BaseHTTPRequestHandler):
         if self.mode == "html_reads" and self.path.rstrip("/").split("?")[0] != "/rest/v1" and self.command == "GET":
             return self._answer(404, b"<html><body>Not Found</body></html>", "text/html")
         if self.path.rstrip("/").split("?")[0] == "/rest/v1" or self.command != "GET":
-            headers = {k: v for k, v in self.headers.items() if k.lower() in ("apikey", "authorization", "accept", "prefer", "content-type")}
+            headers = {
+                k: v
+                for k, v in self.headers.items()
+                if k.lower() in ("apikey", "authorization", "accept", "prefer", "content-type")
+            }
             reply = httpx.request(self.command, self.upstream + self.path, headers=headers, content=body)
             return self._answer(reply.status_code, reply.content, reply.headers.get("content-type", "application/json"))
         return self._answer(200, b"[]", "application/json")
@@ -794,10 +914,18 @@ def _http_date(seconds_from_now: float) -> str:
     return email.utils.format_datetime(dt.datetime.now(dt.UTC) + dt.timedelta(seconds=seconds_from_now), usegmt=True)
 
 
-@pytest.mark.parametrize(("status", "retry_after", "at_least"), [(429, lambda: "2", 2.0), (503, lambda: _http_date(3), 2.0)], ids=["429-seconds", "503-http-date"])
+@pytest.mark.parametrize(
+    ("status", "retry_after", "at_least"),
+    [(429, lambda: "2", 2.0), (503, lambda: _http_date(3), 2.0)],
+    ids=["429-seconds", "503-http-date"],
+)
 def test_retry_after_is_the_wait_before_the_retry(appendix_db, env, capsys, status, retry_after, at_least):
     with rest_server(appendix_db) as srv:
-        handler = type("Throttle", (_Throttle,), {"upstream": srv.url, "status": status, "retry_after": staticmethod(retry_after), "arrivals": []})
+        handler = type(
+            "Throttle",
+            (_Throttle,),
+            {"upstream": srv.url, "status": status, "retry_after": staticmethod(retry_after), "arrivals": []},
+        )
         proxy = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
         threading.Thread(target=proxy.serve_forever, daemon=True).start()
         try:
@@ -815,7 +943,9 @@ def test_retry_after_is_the_wait_before_the_retry(appendix_db, env, capsys, stat
 
 def test_a_retry_after_longer_than_the_timeout_stops_with_exit_4_saying_when(appendix_db, env, capsys):
     with rest_server(appendix_db) as srv:
-        handler = type("Throttle", (_Throttle,), {"upstream": srv.url, "retry_after": staticmethod(lambda: "120"), "arrivals": []})
+        handler = type(
+            "Throttle", (_Throttle,), {"upstream": srv.url, "retry_after": staticmethod(lambda: "120"), "arrivals": []}
+        )
         proxy = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
         threading.Thread(target=proxy.serve_forever, daemon=True).start()
         try:
@@ -839,7 +969,11 @@ def test_retry_after_reads_seconds_and_http_dates():
     assert rest.retry_after("7", now) == 7.0
     assert rest.retry_after("Mon, 30 Jun 2025 12:00:09 GMT", now) == 9.0
     assert rest.retry_after("Mon, 30 Jun 2025 11:00:00 GMT", now) == 0.0  # past: at once
-    assert rest.retry_after("soon", now) is None and rest.retry_after(None, now) is None and rest.retry_after("-3", now) is None
+    assert (
+        rest.retry_after("soon", now) is None
+        and rest.retry_after(None, now) is None
+        and rest.retry_after("-3", now) is None
+    )
 
 
 TRANSIENT = {
@@ -859,12 +993,21 @@ def test_transient_failures_are_retried_a_bounded_number_of_times(appendix_db, e
         TRANSIENT[kind](srv, None if persists else 1)
         code, summary, text = cli_run(capsys, *YEAR)
         method, table = ("POST", REQUIREMENTS) if kind == "503_on_write" else ("GET", "account_plans")
-        hit = [r for r in srv.requests if r.method == method and r.table == table and r.headers.get("content-length") != "2"]
+        hit = [
+            r
+            for r in srv.requests
+            if r.method == method and r.table == table and r.headers.get("content-length") != "2"
+        ]
     if persists:
         assert code == 4, text
         assert len(hit) == retries + 1  # bounded
         assert f"still failing after {retries + 1} attempts" in summary["error"]
-        assert {"503": "answered HTTP 503", "dropped": "lost the connection", "timeout": "within the timeout", "503_on_write": "answered HTTP 503"}[kind] in summary["error"]
+        assert {
+            "503": "answered HTTP 503",
+            "dropped": "lost the connection",
+            "timeout": "within the timeout",
+            "503_on_write": "answered HTTP 503",
+        }[kind] in summary["error"]
         assert target_state(appendix_db) == {t.name: {} for t in TARGETS}
     else:
         assert code == 0, text
@@ -893,7 +1036,9 @@ def test_the_key_never_appears_in_output_logs_or_dagster_records(appendix_db, en
         for r in runs:
             everything += json.dumps(r.run_config) + json.dumps(r.tags)
             everything += "".join(str(record) for record in instance.get_records_for_run(r.run_id).records)
-    assert "RUN_SUCCESS" in everything and "STEP_FAILURE" in everything and "42501" in everything  # the records were read
+    assert (
+        "RUN_SUCCESS" in everything and "STEP_FAILURE" in everything and "42501" in everything
+    )  # the records were read
     for fragment in (key, *key.split("."), key[10:40]):
         assert fragment not in everything
 
@@ -904,7 +1049,19 @@ def test_fingerprint_over_rest_sees_new_rows(appendix_db, env):
         first = backend.fingerprint(FY25)
         assert backend.fingerprint(FY25) == first
         with psycopg.connect(appendix_db) as conn:
-            insert(conn, EVENTS, [{"id": uid("c9"), "client_name": "Alpha Health", "event_type_id": uid("type:HEALTH_CHECK"), "event_date": dt.date(2025, 5, 5), "completed": True}])
+            insert(
+                conn,
+                EVENTS,
+                [
+                    {
+                        "id": uid("c9"),
+                        "client_name": "Alpha Health",
+                        "event_type_id": uid("type:HEALTH_CHECK"),
+                        "event_date": dt.date(2025, 5, 5),
+                        "completed": True,
+                    }
+                ],
+            )
         assert backend.fingerprint(FY25) != first
 
 
@@ -931,7 +1088,10 @@ def test_concurrent_rest_runs_converge(migrated_db, copies, env, tmp_path, held)
             first = run(rest_backend(srv, page_size=20), s.bu_map, settings)
         no_request_errors(first)
         no_request_errors(second[0])
-        assert first.summary()["targets"][REQUIREMENTS]["deleted"] > 0 and second[0].summary()["targets"][REQUIREMENTS]["deleted"] > 0
+        assert (
+            first.summary()["targets"][REQUIREMENTS]["deleted"] > 0
+            and second[0].summary()["targets"][REQUIREMENTS]["deleted"] > 0
+        )
         assert target_state(migrated_db) == target_state(clean)
         srv.clear_requests()
         third = run(rest_backend(srv), s.bu_map, settings)
@@ -952,7 +1112,9 @@ def test_rest_run_over_rows_the_direct_path_wrote_writes_nothing(shared_db, env,
             srv.clear_requests()
             outcome = run(rest_backend(srv), s.bu_map, settings)
             no_request_errors(outcome)
-            assert all(t["inserted"] == t["updated"] == t["deleted"] == 0 for t in outcome.summary()["targets"].values())
+            assert all(
+                t["inserted"] == t["updated"] == t["deleted"] == 0 for t in outcome.summary()["targets"].values()
+            )
             assert [r.table for r in writes(srv)] == [LEDGER_TABLE]
             assert target_state(migrated_db, with_stamps=True) == before
 
@@ -983,7 +1145,12 @@ def test_e2e_first_live_run_then_nothing_to_write(demo, capsys):
     code, summary, text = cli_run(capsys, *YEAR)
     assert code == 0, text
     assert summary["backend"] == ("postgres" if backend == "direct" else "rest") and summary["status"] == "written"
-    assert summary["targets"][REQUIREMENTS]["inserted"] == summary["requirement_rows"] == scalar(url, f"SELECT count(*) FROM {REQUIREMENTS} WHERE fiscal_year = 2025") > 100
+    assert (
+        summary["targets"][REQUIREMENTS]["inserted"]
+        == summary["requirement_rows"]
+        == scalar(url, f"SELECT count(*) FROM {REQUIREMENTS} WHERE fiscal_year = 2025")
+        > 100
+    )
     assert summary["business_units"] == 3 and summary["clients_processed"] > 40
     before = target_state(url, with_stamps=True)
     code, summary, text = cli_run(capsys, *YEAR)
@@ -1008,7 +1175,9 @@ def test_e2e_dry_run_reports_the_exact_change(demo, capsys):
     code, summary, text = cli_run(capsys, "--dry-run", *YEAR)
     assert code == 0 and summary["mode"] == "dry_run"
     req = summary["targets"][REQUIREMENTS]
-    assert (req["updated"], req["inserted"], req["deleted"]) == (1, 0, 0) and summary["targets"][TERRITORY]["updated"] == 1
+    assert (req["updated"], req["inserted"], req["deleted"]) == (1, 0, 0) and summary["targets"][TERRITORY][
+        "updated"
+    ] == 1
     assert any("completed_count:" in line for line in summary["diff"][REQUIREMENTS])
     assert target_state(url, with_stamps=True) == before
 
@@ -1051,8 +1220,13 @@ def test_upsert_bodies_encode_as_the_generic_row_conversion(table: str) -> None:
 
     target = next(t for t in TARGETS if t.name == table)
     samples = {
-        "uuid": uid("x"), "text": "Zoë \"quoted\"", "int": 7, "bool": True, "date": dt.date(2026, 6, 30),
-        "numeric": decimal.Decimal("66.67"), "timestamptz": dt.datetime(2026, 1, 2, 3, 4, tzinfo=dt.UTC),
+        "uuid": uid("x"),
+        "text": 'Zoë "quoted"',
+        "int": 7,
+        "bool": True,
+        "date": dt.date(2026, 6, 30),
+        "numeric": decimal.Decimal("66.67"),
+        "timestamptz": dt.datetime(2026, 1, 2, 3, 4, tzinfo=dt.UTC),
         "jsonb": {"a": decimal.Decimal("12.50"), "b": [1, decimal.Decimal("0.10"), {"c": None}], "ids": ["x", "y"]},
     }
     row = {c: samples[target.types[c].value] for c in target.columns}

@@ -45,7 +45,11 @@ BU_MAP = BuMap({}, {"VIC + NZ": "ANZ", "NSW + ACT": "ANZ", "Singapore": "SEA"})
 
 def world():
     s = appendix_a()
-    for client, plan, tier, cse in (("Beta Care", "p2", "Leverage", "Kim Lee"), ("Gamma Labs", "p3", "Leverage", "Kim Lee"), ("Delta Co", "p5", "Collaboration", "Sam Ong")):
+    for client, plan, tier, cse in (
+        ("Beta Care", "p2", "Leverage", "Kim Lee"),
+        ("Gamma Labs", "p3", "Leverage", "Kim Lee"),
+        ("Delta Co", "p5", "Collaboration", "Sam Ong"),
+    ):
         s.period(client, tier, "2024-01-01", cse=cse)
         s.plan(plan, client)
         s.event(f"{plan}-e1", client, "SLA_REVIEW", "2025-03-01")
@@ -88,7 +92,11 @@ def bench(server_url, tmp_path_factory):
             assert clean.exit_code == 0, clean.error
             changes = clean.summary()["targets"]
             assert all(changes[t.name]["updated"] for t in TARGETS)
-            assert changes[REQUIREMENTS]["inserted"] and changes[REQUIREMENTS]["deleted"] == 1 and changes[REQUIREMENTS]["orphans"] == 1
+            assert (
+                changes[REQUIREMENTS]["inserted"]
+                and changes[REQUIREMENTS]["deleted"] == 1
+                and changes[REQUIREMENTS]["orphans"] == 1
+            )
             assert changes["territory_compliance_summary"]["deleted"] == 1
             sequence = [(r.method, r.table, r.query, r.headers.get("content-length")) for r in srv.requests]
             new = target_state(url)
@@ -165,7 +173,16 @@ def sample_positions(sequence: list[tuple]) -> dict[str, int]:
     }
 
 
-SAMPLED = ["api_description", "key_probe", "first_read", "current_rows", "first_upsert", "last_upsert", "first_delete", "ledger"]
+SAMPLED = [
+    "api_description",
+    "key_probe",
+    "first_read",
+    "current_rows",
+    "first_upsert",
+    "last_upsert",
+    "first_delete",
+    "ledger",
+]
 
 
 @pytest.mark.parametrize("kind", KINDS)
@@ -233,7 +250,10 @@ def test_a_503_on_the_second_upsert_chunk_reports_the_acknowledged_chunks(bench,
     monkeypatch.setattr(rest, "UPSERT_IN_FLIGHT", 1)  # one chunk on the wire at a time: the count is exact
     probes = sum(1 for r in bench["sequence"] if r[0] == "POST" and r[1] == REQUIREMENTS and r[3] == "2")
     outcome, now, ledger = partly_trial(
-        bench, monkeypatch, lambda srv, url: srv.faults.fail(probes + 2, times=None, method="POST", table=REQUIREMENTS, status=503), chunk=1
+        bench,
+        monkeypatch,
+        lambda srv, url: srv.faults.fail(probes + 2, times=None, method="POST", table=REQUIREMENTS, status=503),
+        chunk=1,
     )
     partial = assert_partly(outcome, ExitCode.CONNECTION)
     acked = partial["acknowledged"][REQUIREMENTS]
@@ -241,9 +261,13 @@ def test_a_503_on_the_second_upsert_chunk_reports_the_acknowledged_chunks(bench,
     assert {(u["table"], u["request"], u["rows"]) for u in partial["unknown"]} == {(REQUIREMENTS, "upsert", 1)}
     assert "HTTP 503" in partial["unknown"][0]["why"] and "possibly applied" in partial["unknown"][0]["why"]
     assert acked["upserted"] == changed_rows(now, bench["old"], REQUIREMENTS)  # the 503 was answered before executing
-    assert all(partial["acknowledged"][t.name] == {"upserted": 0, "deleted": 0} for t in TARGETS if t.name != REQUIREMENTS)
+    assert all(
+        partial["acknowledged"][t.name] == {"upserted": 0, "deleted": 0} for t in TARGETS if t.name != REQUIREMENTS
+    )
     assert ledger and ledger[0]["status"] == "partly_written"
-    assert ledger[0]["rows_inserted"] + ledger[0]["rows_updated"] == acked["upserted"] and ledger[0]["rows_deleted"] == 0
+    assert (
+        ledger[0]["rows_inserted"] + ledger[0]["rows_updated"] == acked["upserted"] and ledger[0]["rows_deleted"] == 0
+    )
 
 
 def test_a_permission_refusal_on_a_delete_exits_3_and_reports_every_upsert(bench, monkeypatch):
@@ -257,14 +281,20 @@ def test_a_permission_refusal_on_a_delete_exits_3_and_reports_every_upsert(bench
     assert "permission denied" in outcome.error and "42501" in outcome.error
     assert partial["unknown"] == []  # PostgREST's refusal rolled the DELETE back: nothing unknown
     for t in TARGETS:
-        assert partial["acknowledged"][t.name] == {"upserted": changed_rows(now, bench["old"], t.name), "deleted": 0}, t.name
+        assert partial["acknowledged"][t.name] == {"upserted": changed_rows(now, bench["old"], t.name), "deleted": 0}, (
+            t.name
+        )
     assert sum(c["upserted"] for c in partial["acknowledged"].values()) > 0
     assert now[REQUIREMENTS].keys() >= bench["old"][REQUIREMENTS].keys()  # nothing deleted
     assert ledger and ledger[0]["status"] == "partly_written"
 
 
 def test_a_connection_dropped_after_the_server_committed_is_reported_as_possibly_applied(bench, monkeypatch):
-    outcome, now, ledger = partly_trial(bench, monkeypatch, lambda srv, url: srv.faults.drop(times=None, method="DELETE", table=REQUIREMENTS, when="after"))
+    outcome, now, ledger = partly_trial(
+        bench,
+        monkeypatch,
+        lambda srv, url: srv.faults.drop(times=None, method="DELETE", table=REQUIREMENTS, when="after"),
+    )
     partial = assert_partly(outcome, ExitCode.CONNECTION)
     assert [(u["table"], u["request"], u["rows"]) for u in partial["unknown"]] == [(REQUIREMENTS, "delete", 1)]
     assert "connection was lost" in partial["unknown"][0]["why"]
@@ -287,13 +317,30 @@ def test_sigterm_during_a_delete_reports_it_as_possibly_applied(bench, tmp_path)
     restore_targets(url)
     srv.faults.clear()
     (tmp_path / "bu_map.yaml").write_text(yaml.safe_dump({"territory": dict(BU_MAP.territory)}), encoding="utf-8")
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("COMPLIANCE_SYNC_", "SUPABASE_", "NEXT_PUBLIC_", "DAGSTER_HOME"))}
-    env |= {"NEXT_PUBLIC_SUPABASE_URL": srv.url, "SUPABASE_SERVICE_ROLE_KEY": srv.service_role_key, "COMPLIANCE_SYNC_BU_MAP": str(tmp_path / "bu_map.yaml"),
-            "COMPLIANCE_SYNC_FIRST_FY": "2024", "COMPLIANCE_SYNC_REST_RETRIES": "1"}
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("COMPLIANCE_SYNC_", "SUPABASE_", "NEXT_PUBLIC_", "DAGSTER_HOME"))
+    }
+    env |= {
+        "NEXT_PUBLIC_SUPABASE_URL": srv.url,
+        "SUPABASE_SERVICE_ROLE_KEY": srv.service_role_key,
+        "COMPLIANCE_SYNC_BU_MAP": str(tmp_path / "bu_map.yaml"),
+        "COMPLIANCE_SYNC_FIRST_FY": "2024",
+        "COMPLIANCE_SYNC_REST_RETRIES": "1",
+    }
     release = threading.Event()
-    held = srv.faults.delay(30, method="DELETE", table=REQUIREMENTS, when="after", event=release)  # executed, committed, held
-    proc = subprocess.Popen([sys.executable, "-m", "compliance_sync.entrypoints.cli", "--year", "2025", "--as-of", "2025-06-30", "--json"],
-                            env=env, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    held = srv.faults.delay(
+        30, method="DELETE", table=REQUIREMENTS, when="after", event=release
+    )  # executed, committed, held
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "compliance_sync.entrypoints.cli", "--year", "2025", "--as-of", "2025-06-30", "--json"],
+        env=env,
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         deadline = time.monotonic() + 60
         while held.fired == 0:
@@ -317,5 +364,7 @@ def test_sigterm_during_a_delete_reports_it_as_possibly_applied(bench, tmp_path)
     now = target_state(url)
     assert_old_or_new(now, bench["old"], bench["new"])
     for t in TARGETS:
-        assert partial["acknowledged"][t.name] == {"upserted": changed_rows(now, bench["old"], t.name), "deleted": 0}, t.name
+        assert partial["acknowledged"][t.name] == {"upserted": changed_rows(now, bench["old"], t.name), "deleted": 0}, (
+            t.name
+        )
     assert now[REQUIREMENTS].keys() == bench["new"][REQUIREMENTS].keys()  # the DELETE on the wire was applied

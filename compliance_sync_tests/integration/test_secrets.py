@@ -51,7 +51,12 @@ def parts(url: str) -> tuple[str, str, str]:
 S1 = "Zq9Kx/Vb@7:Wm%Lp?Tr"  # every character a URL parser cares about
 CASES = [
     ("percent-encoded", S1, "postgresql://postgres:{enc}@{host}:{port}/{db}", 0),
-    ("query-parameter", S1, "postgresql://postgres@{host}:{port}/{db}?sslmode=disable&password={enc}&application_name=cs", 0),
+    (
+        "query-parameter",
+        S1,
+        "postgresql://postgres@{host}:{port}/{db}?sslmode=disable&password={enc}&application_name=cs",
+        0,
+    ),
     ("key-value", "Qw7Rt/Yu@8:Io%Pa", "host={host} port={port} dbname={db} user=postgres password='{raw}'", 0),
     ("raw-slash-at-colon", "Hj4Kl/Mn@6:Bv5Cx", "postgresql://postgres:{raw}@{host}:{port}/{db}", None),
     ("bad-percent-escape", "Gf3Ds%ZZAq2Ws9Ed", "postgresql://postgres:{raw}@{host}:{port}/{db}", None),
@@ -75,7 +80,9 @@ def ledger_text(url: str) -> str:
 
     try:
         with psycopg.connect(url) as conn:
-            return "\n".join(str(r) for r in conn.execute("SELECT to_jsonb(r)::text FROM compliance_sync_runs r").fetchall())
+            return "\n".join(
+                str(r) for r in conn.execute("SELECT to_jsonb(r)::text FROM compliance_sync_runs r").fetchall()
+            )
     except psycopg.Error:
         return ""
 
@@ -121,7 +128,10 @@ def test_a_server_quoting_the_password_back_is_masked(cli_env, capsys, monkeypat
     secret = "Kj8Hg7Fd6/Sa@5"
     server = FakeServer(echo=True)
     try:
-        monkeypatch.setenv("SUPABASE_DB_URL", f"postgresql://postgres:{quote(secret, safe='')}@127.0.0.1:{server.port}/postgres?sslmode=disable")
+        monkeypatch.setenv(
+            "SUPABASE_DB_URL",
+            f"postgresql://postgres:{quote(secret, safe='')}@127.0.0.1:{server.port}/postgres?sslmode=disable",
+        )
         result = run_cli(capsys, *YEAR_ARGS)
     finally:
         server.close()
@@ -169,7 +179,9 @@ def test_dagster_records_never_hold_the_secret(world, capsys, monkeypatch, tmp_p
     job = build_definitions().resolve_job_def(SYNC_JOB)
     with dg.DagsterInstance.get() as instance:
         with pytest.raises(dg.Failure) as err:
-            job.execute_in_process(run_config=sync_run_config(as_of=dt.date.fromisoformat(AS_OF)), instance=instance, partition_key="2025")
+            job.execute_in_process(
+                run_config=sync_run_config(as_of=dt.date.fromisoformat(AS_OF)), instance=instance, partition_key="2025"
+            )
         seen.append("".join(traceback.format_exception(err.value)) + repr(err.value.metadata))
         runs = instance.get_runs()
         assert len(runs) == 4

@@ -91,7 +91,9 @@ def test_segment_breakdown_missing_a_segment_and_another_segment_wrong():
 def test_segment_compliance_wrong_is_a_rollup_violation_naming_the_segment():
     comp = appendix_a().compute()
     comp.wanted.territories[0]["segment_breakdown"]["Collaboration"]["compliance"] = D("52.64")
-    assert found(comp)["rollup_percentages"] == [f"territory {comp.wanted.territories[0]['territory_strategy_id']}: segment Collaboration compliance 52.64"]
+    assert found(comp)["rollup_percentages"] == [
+        f"territory {comp.wanted.territories[0]['territory_strategy_id']}: segment Collaboration compliance 52.64"
+    ]
 
 
 def test_territory_percentage_wrong_names_the_territory_and_its_figures():
@@ -122,7 +124,10 @@ def test_a_territory_row_without_members_is_reported_not_a_crash():
     comp = appendix_a().compute()
     comp.wanted.territories[0]["territory_strategy_id"] = "00000000-0000-4000-8000-000000000000"
     got = found(comp)
-    assert any(e.startswith("territory 00000000-0000-4000-8000-000000000000: total_clients = 1, its clients sum to 0") for e in got["territory_totals"])
+    assert any(
+        e.startswith("territory 00000000-0000-4000-8000-000000000000: total_clients = 1, its clients sum to 0")
+        for e in got["territory_totals"]
+    )
 
 
 def test_a_bu_row_or_contribution_without_clients_is_reported_not_a_crash():
@@ -138,13 +143,17 @@ def test_a_bu_row_or_contribution_without_clients_is_reported_not_a_crash():
 def test_bu_territory_data_entry_wrong_names_the_territory():
     comp = appendix_a().compute()
     comp.wanted.business_units[0]["territory_data"][0]["clients"] = 2
-    assert "BU ANZ: territory_data entry 'VIC + NZ' disagrees with its territory row" in found(comp)["rollup_percentages"]
+    assert (
+        "BU ANZ: territory_data entry 'VIC + NZ' disagrees with its territory row" in found(comp)["rollup_percentages"]
+    )
 
 
 def test_apac_below_and_contribution_totals_wrong_are_named():
     comp = appendix_a().compute()
     comp.wanted.apac[0]["below_compliance_accounts"] = 0
-    comp.wanted.apac[0]["bu_contributions"].append({"bu_name": "Unassigned", "compliance": D("100.00"), "clients": 1, "clients_below": 0})
+    comp.wanted.apac[0]["bu_contributions"].append(
+        {"bu_name": "Unassigned", "compliance": D("100.00"), "clients": 1, "clients_below": 0}
+    )
     examples = found(comp)["territory_totals"]
     assert "APAC: below_compliance_accounts disagrees with its clients" in examples
     assert "APAC: bu_contributions do not add up to every client" in examples
@@ -176,16 +185,33 @@ T1 = "8b3c4d5e-6f70-4182-9cad-1e2f3a4b5c6d"
 
 def req(plan, completed=2, **over):
     row = {
-        "plan_id": plan, "event_type_id": T1, "fiscal_year": 2025, "client_id": None, "client_name": "Alpha", "segment": "Leverage",
-        "event_type_name": "Sla", "required_count": 4, "completed_count": completed, "scheduled_count": 0,
-        "compliance_percentage": D("50.00"), "status": "at_risk", "next_due_date": None, "linked_event_ids": [],
+        "plan_id": plan,
+        "event_type_id": T1,
+        "fiscal_year": 2025,
+        "client_id": None,
+        "client_name": "Alpha",
+        "segment": "Leverage",
+        "event_type_name": "Sla",
+        "required_count": 4,
+        "completed_count": completed,
+        "scheduled_count": 0,
+        "compliance_percentage": D("50.00"),
+        "status": "at_risk",
+        "next_due_date": None,
+        "linked_event_ids": [],
     }
     row.update(over)
     return row
 
 
 def test_diff_rows_null_keys_are_counted_and_never_touched():
-    current = [req(None, completed=9), req(P[0], completed=3), req(P[1], completed=None), req(None, completed=7), req(P[2], completed=2)]
+    current = [
+        req(None, completed=9),
+        req(P[0], completed=3),
+        req(P[1], completed=None),
+        req(None, completed=7),
+        req(P[2], completed=2),
+    ]
     wanted = [req(P[2], completed=2), req(P[3])]
     diff, changes = diff_rows(REQ_T, current, wanted, 10)
     assert (diff.null_keys, diff.current_count) == (2, 3)  # after a NULL-key row, the others are still read
@@ -196,7 +222,14 @@ def test_diff_rows_null_keys_are_counted_and_never_touched():
 
 
 def test_diff_rows_counts_every_action_beyond_one():
-    current = [req(P[0]), req(P[1]), req(P[2]), req(P[3]) | {"has_foreign": True}, req(P[4]) | {"has_foreign": True}, req(P[5])]
+    current = [
+        req(P[0]),
+        req(P[1]),
+        req(P[2]),
+        req(P[3]) | {"has_foreign": True},
+        req(P[4]) | {"has_foreign": True},
+        req(P[5]),
+    ]
     wanted = [req(P[0], completed=3), req(P[1], completed=4), req(P[5])]
     diff, changes = diff_rows(REQ_T, current, wanted, 1)
     assert diff.counts() == {"inserted": 0, "updated": 2, "deleted": 1, "orphans": 2, "unchanged": 1}
@@ -205,16 +238,32 @@ def test_diff_rows_counts_every_action_beyond_one():
 
 
 def test_diff_rows_bu_figures_for_the_collapse_guard_and_reset_upserts():
-    current = [bu_row("ANZ"), bu_row("SEA", territory_count=0), bu_row("GC", territory_count=None), bu_row("NZ", territory_count=2)]
+    current = [
+        bu_row("ANZ"),
+        bu_row("SEA", territory_count=0),
+        bu_row("GC", territory_count=None),
+        bu_row("NZ", territory_count=2),
+    ]
     diff, changes = diff_rows(BU_T, current, [bu_row("ANZ")], 10)
     assert diff.current_with_territories == 2 and diff.current_completed == 0
-    assert diff.counts() == {"inserted": 0, "updated": 3, "deleted": 0, "orphans": 0, "unchanged": 1}  # SEA, GC, NZ reset
+    assert diff.counts() == {
+        "inserted": 0,
+        "updated": 3,
+        "deleted": 0,
+        "orphans": 0,
+        "unchanged": 1,
+    }  # SEA, GC, NZ reset
     assert sorted(r["bu_name"] for r in changes.upserts) == ["GC", "NZ", "SEA"]
     assert all(r["territory_count"] == 0 and r["territory_data"] == [] for r in changes.upserts)
 
 
 def test_diff_rows_apac_kept_and_lines_in_key_order():
-    diff, _ = diff_rows(APAC_T, [apac_row(fy=10), apac_row(fy=9)], [apac_row(fy=11), apac_row(fy=10, below_compliance_accounts=5), apac_row(fy=9)], 10)
+    diff, _ = diff_rows(
+        APAC_T,
+        [apac_row(fy=10), apac_row(fy=9)],
+        [apac_row(fy=11), apac_row(fy=10, below_compliance_accounts=5), apac_row(fy=9)],
+        10,
+    )
     assert diff.counts() == {"inserted": 1, "updated": 1, "deleted": 0, "orphans": 0, "unchanged": 1}
     assert diff.current_with_territories == 0 and diff.current_completed == 0
     wanted = [bu_row("b"), bu_row("B"), bu_row("a"), bu_row("A")]
@@ -377,7 +426,9 @@ def golden() -> tuple[Scenario, dict]:
     s.plans.append({"id": pid(1), "client_id": None, "client_name": None, "fiscal_year": 2025, "status": "approved"})
     s.plans.append({"id": pid(2), "client_id": None, "client_name": "Delta", "fiscal_year": 2025, "status": "archived"})
     for n, client in ((3, "Alpha"), (4, "Alpha"), (5, "Beta"), (6, "Gamma"), (7, "Eta"), (8, "Hana")):
-        s.plans.append({"id": pid(n), "client_id": None, "client_name": client, "fiscal_year": 2025, "status": "approved"})
+        s.plans.append(
+            {"id": pid(n), "client_id": None, "client_name": client, "fiscal_year": 2025, "status": "approved"}
+        )
     # strategies: Kim's annual wins over the quarterly; Raj's has no clients; one without CSE; Lee's is archived
     s.strategy("ts-kim", "Kim Lee", "VIC + NZ", updated_at=dt.datetime(2025, 1, 1, tzinfo=dt.UTC))
     s.strategy("ts-kim-q1", "Kim Lee", "VIC + NZ", quarter="Q1", updated_at=dt.datetime(2025, 3, 1, tzinfo=dt.UTC))
@@ -399,9 +450,21 @@ def golden() -> tuple[Scenario, dict]:
     s.event("b-qbr", "Beta", "QBR", "2025-04-01")
     s.cache += [
         {"client_name": "Alpha", "event_type_id": sla, "year": 2025, "actual_count": 5, "expected_count": 4},
-        {"client_name": "Alpha", "event_type_id": qbr, "year": 2025, "actual_count": 3, "expected_count": 0},  # no event at all
+        {
+            "client_name": "Alpha",
+            "event_type_id": qbr,
+            "year": 2025,
+            "actual_count": 3,
+            "expected_count": 0,
+        },  # no event at all
         {"client_name": "Beta", "event_type_id": qbr, "year": 2025, "actual_count": 1, "expected_count": 1},  # right
-        {"client_name": "Beta", "event_type_id": uid("type:Ghost"), "year": 2025, "actual_count": 1, "expected_count": 1},
+        {
+            "client_name": "Beta",
+            "event_type_id": uid("type:Ghost"),
+            "year": 2025,
+            "actual_count": 1,
+            "expected_count": 1,
+        },
     ]
     ids = {"sla": sla, "qbr": qbr, "old": old, "nameless": nameless}
     return s, ids
@@ -414,9 +477,20 @@ def test_every_rule_finding_word_for_word_and_the_counts():
 
     s, ids = golden()
     # prefiltered: the rules get archived plans and strategies too, and must leave them out themselves
-    facts = facts_from_rows(s.fy, s.as_of, plans=[p for p in s.plans], periods=s.periods, tiers=s.tiers, event_types=s.types,
-                            requirements=s.requirements, strategies=s.strategies, exclusions=[], events=s.events,
-                            compliance_cache=s.cache, prefiltered=True)
+    facts = facts_from_rows(
+        s.fy,
+        s.as_of,
+        plans=[p for p in s.plans],
+        periods=s.periods,
+        tiers=s.tiers,
+        event_types=s.types,
+        requirements=s.requirements,
+        strategies=s.strategies,
+        exclusions=[],
+        events=s.events,
+        compliance_cache=s.cache,
+        prefiltered=True,
+    )
     comp = compute(facts, s.thresholds, s.bu_map)
     got = {code: f.examples for code, f in comp.findings.items() if f.count}
     ghost = uid("type:Ghost")
@@ -453,12 +527,14 @@ def test_every_rule_finding_word_for_word_and_the_counts():
             f"Beta {ghost} 2025: cache says 1, events say 0",
         ],
     }
-    assert sorted(got["unknown_events"]) == sorted([
-        f"2 event(s) of client 'Alpha' with unknown event type {ghost}",
-        "1 event(s) of client 'Alpha' with a null event type",
-        "1 event(s) of unknown client 'ALPHA' (SLA)",
-        "1 event(s) of unknown client 'Stranger Co' (SLA)",
-    ])
+    assert sorted(got["unknown_events"]) == sorted(
+        [
+            f"2 event(s) of client 'Alpha' with unknown event type {ghost}",
+            "1 event(s) of client 'Alpha' with a null event type",
+            "1 event(s) of unknown client 'ALPHA' (SLA)",
+            "1 event(s) of unknown client 'Stranger Co' (SLA)",
+        ]
+    )
     assert all(f.severity == "WARN" for f in comp.findings.values())
     assert comp.stats == {
         "plans_in_scope": 6,  # neither the plan without client_name nor the archived one
@@ -491,29 +567,72 @@ def test_rules_filter_what_a_backend_hands_over_unfiltered():
     s.period("Alpha Health", "Leverage", "2024-06-01", label="valid")
     s.plan("p-iota", "Iota")  # a plan client without any period, with an event
     s.event("iota-event", "Iota", "SLA", "2025-02-01")
-    facts = facts_from_rows(s.fy, s.as_of, plans=s.plans, periods=s.periods, tiers=s.tiers, event_types=s.types,
-                            requirements=s.requirements, strategies=s.strategies, events=s.events, prefiltered=True)
+    facts = facts_from_rows(
+        s.fy,
+        s.as_of,
+        plans=s.plans,
+        periods=s.periods,
+        tiers=s.tiers,
+        event_types=s.types,
+        requirements=s.requirements,
+        strategies=s.strategies,
+        events=s.events,
+        prefiltered=True,
+    )
     comp = compute(facts, s.thresholds, s.bu_map)
     assert list(comp.clients) == ["Alpha Health"] and comp.clients["Alpha Health"].required_total == 4
     assert comp.findings["invalid_segment_periods"].count == 0  # the start-less one ends before the FY: out of scope
     assert comp.findings["overlapping_segment_periods"].count == 0
     assert comp.findings["unknown_events"].count == 0
-    assert comp.findings["clients_without_segmentation"].examples == ["'Iota' (1 plan(s)): no segment period in FY2025 (2025-01-01 … 2025-12-31)"]
+    assert comp.findings["clients_without_segmentation"].examples == [
+        "'Iota' (1 plan(s)): no segment period in FY2025 (2025-01-01 … 2025-12-31)"
+    ]
 
 
 def test_event_types_without_a_code_are_named_by_their_name():
     s = one_client()
-    s.types.append({"id": "00000000-0000-4000-8000-0000000000aa", "event_name": "Quarterly Review", "event_code": None, "is_active": True})
-    s.requirements.append({"tier_id": s.tiers[0]["id"], "event_type_id": "00000000-0000-4000-8000-0000000000aa", "frequency": -3})
-    assert s.compute().findings["negative_frequency"].examples == ["tier Leverage, event type Quarterly Review: frequency -3"]
+    s.types.append(
+        {
+            "id": "00000000-0000-4000-8000-0000000000aa",
+            "event_name": "Quarterly Review",
+            "event_code": None,
+            "is_active": True,
+        }
+    )
+    s.requirements.append(
+        {"tier_id": s.tiers[0]["id"], "event_type_id": "00000000-0000-4000-8000-0000000000aa", "frequency": -3}
+    )
+    assert s.compute().findings["negative_frequency"].examples == [
+        "tier Leverage, event type Quarterly Review: frequency -3"
+    ]
 
 
 def test_strategies_without_clients_are_reported_in_strategy_id_order():
     s = one_client()
     s.strategies.clear()
     s.strategy("ts1", "Kim Lee", "VIC + NZ")
-    s.strategies.append({"id": "00000000-0000-4000-8000-000000000002", "cse_name": "Aaron", "territory": "A", "fiscal_year": 2025, "quarter": None, "status": "approved", "updated_at": None})
-    s.strategies.append({"id": "00000000-0000-4000-8000-000000000001", "cse_name": "Zoe", "territory": "Z", "fiscal_year": 2025, "quarter": None, "status": "approved", "updated_at": None})
+    s.strategies.append(
+        {
+            "id": "00000000-0000-4000-8000-000000000002",
+            "cse_name": "Aaron",
+            "territory": "A",
+            "fiscal_year": 2025,
+            "quarter": None,
+            "status": "approved",
+            "updated_at": None,
+        }
+    )
+    s.strategies.append(
+        {
+            "id": "00000000-0000-4000-8000-000000000001",
+            "cse_name": "Zoe",
+            "territory": "Z",
+            "fiscal_year": 2025,
+            "quarter": None,
+            "status": "approved",
+            "updated_at": None,
+        }
+    )
     assert s.compute().findings["unused_strategies"].examples == [
         "Zoe: strategy 00000000-0000-4000-8000-000000000001 (Z) has no clients this FY",
         "Aaron: strategy 00000000-0000-4000-8000-000000000002 (A) has no clients this FY",
@@ -554,8 +673,16 @@ def test_requirement_counts_and_duplicate_keys_are_named():
 # --- the survivors of the second mutation run that were not equivalent ----------------------------------------------------
 def test_diff_rows_rows_kept_or_already_reset_are_counted_unchanged():
     diff, changes = diff_rows(APAC_T, [apac_row(fy=9), apac_row(fy=10)], [], 10)
-    assert diff.counts() == {"inserted": 0, "updated": 0, "deleted": 0, "orphans": 0, "unchanged": 2} and not changes.upserts
-    reset = {"overall_compliance_percentage": None, "clients_below_compliance": 0, "territory_count": 0, "territory_data": []}
+    assert (
+        diff.counts() == {"inserted": 0, "updated": 0, "deleted": 0, "orphans": 0, "unchanged": 2}
+        and not changes.upserts
+    )
+    reset = {
+        "overall_compliance_percentage": None,
+        "clients_below_compliance": 0,
+        "territory_count": 0,
+        "territory_data": [],
+    }
     diff, _ = diff_rows(BU_T, [bu_row("SEA", **reset), bu_row("GC", **reset)], [], 10)
     assert diff.counts()["unchanged"] == 2
 
@@ -573,7 +700,17 @@ def test_losing_strategies_are_reported_per_cse_in_name_order():
     s = one_client()
     s.strategies.clear()
     for n, cse, quarter in ((9, "Aaron", None), (8, "Aaron", "Q2"), (1, "Zoe", None), (2, "Zoe", None)):
-        s.strategies.append({"id": pid(n), "cse_name": cse, "territory": cse[0], "fiscal_year": 2025, "quarter": quarter, "status": "approved", "updated_at": None})
+        s.strategies.append(
+            {
+                "id": pid(n),
+                "cse_name": cse,
+                "territory": cse[0],
+                "fiscal_year": 2025,
+                "quarter": quarter,
+                "status": "approved",
+                "updated_at": None,
+            }
+        )
     assert s.compute().findings["unused_strategies"].examples[:2] == [
         f"Aaron: strategy {pid(8)} (A, quarter Q2) loses to {pid(9)}",
         f"Zoe: strategy {pid(2)} (Z, quarter annual) loses to {pid(1)}",  # two annual ones: the smaller id wins
@@ -618,8 +755,18 @@ def test_cache_drift_examples_sorted_with_null_names_and_years():
         {"client_name": None, "event_type_id": sla, "year": 2025, "actual_count": 2},
         {"client_name": "Alpha Health", "event_type_id": sla, "year": None, "actual_count": 1},
     ]
-    facts = facts_from_rows(s.fy, s.as_of, plans=s.plans, periods=s.periods, tiers=s.tiers, event_types=s.types,
-                            requirements=s.requirements, strategies=s.strategies, compliance_cache=s.cache, prefiltered=True)
+    facts = facts_from_rows(
+        s.fy,
+        s.as_of,
+        plans=s.plans,
+        periods=s.periods,
+        tiers=s.tiers,
+        event_types=s.types,
+        requirements=s.requirements,
+        strategies=s.strategies,
+        compliance_cache=s.cache,
+        prefiltered=True,
+    )
     assert compute(facts, s.thresholds, s.bu_map).findings["compliance_cache_drift"].examples == [
         "None SLA 2025: cache says 2, events say 0",
         "Alpha Health SLA None: cache says 1, events say 0",
@@ -637,8 +784,13 @@ def test_summary_counts_of_each_kind_of_client():
     s.strategy("ts2", "Raj Patel", "Singapore")  # no BU maps Singapore: Delta is unassigned
     comp = s.compute()
     assert (comp.fy, comp.as_of) == (s.fy, s.as_of)
-    assert {k: comp.stats[k] for k in ("clients_at_risk", "clients_critical", "clients_compliant", "clients_unassigned")} == {
-        "clients_at_risk": 1, "clients_critical": 1, "clients_compliant": 2, "clients_unassigned": 1,
+    assert {
+        k: comp.stats[k] for k in ("clients_at_risk", "clients_critical", "clients_compliant", "clients_unassigned")
+    } == {
+        "clients_at_risk": 1,
+        "clients_critical": 1,
+        "clients_compliant": 2,
+        "clients_unassigned": 1,
     }
 
 

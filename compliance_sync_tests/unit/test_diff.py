@@ -81,7 +81,9 @@ def ter_row(sid=TS1, fy=2025, **over):
         "overall_compliance_percentage": Decimal("52.63"),
         "clients_at_risk": 0,
         "clients_critical": 1,
-        "segment_breakdown": {"Collaboration": {"clients": 1, "total_required": 19, "total_completed": 10, "compliance": Decimal("52.63")}},
+        "segment_breakdown": {
+            "Collaboration": {"clients": 1, "total_required": 19, "total_completed": 10, "compliance": Decimal("52.63")}
+        },
         "monthly_capacity": {f"2025-{m:02d}": {"required": 1, "completed": 0, "scheduled": 0} for m in range(1, 13)},
     }
     row.update(over)
@@ -139,7 +141,9 @@ class All:
     def __init__(self, fiscal_year, cur, want, counts, fraction=0.5):
         self.parts = {t.name: Diff(t, cur[t.name], want[t.name]) for t in TARGETS}
         self.sync = SyncDiff(fiscal_year, {n: d.target for n, d in self.parts.items()})
-        self.guards = find_guards(self.sync, counts, events_in_window=1, territories=0, business_units=0, max_prune_fraction=fraction)
+        self.guards = find_guards(
+            self.sync, counts, events_in_window=1, territories=0, business_units=0, max_prune_fraction=fraction
+        )
         self.fiscal_year = fiscal_year
         self.targets = self.parts
         self.changes = self.sync.changes
@@ -256,7 +260,12 @@ def test_identical_rows_are_unchanged():
 
 def test_update_records_exact_changed_columns_and_old_values():
     old = req_row()
-    new = req_row(completed_count=3, scheduled_count=1, compliance_percentage=Decimal("75.00"), next_due_date=dt.date(2025, 12, 31))
+    new = req_row(
+        completed_count=3,
+        scheduled_count=1,
+        compliance_percentage=Decimal("75.00"),
+        next_due_date=dt.date(2025, 12, 31),
+    )
     d = diff_target(REQ_T, current(REQ_T, [old]), wanted(REQ_T, [new]))
     assert d.counts()["updated"] == 1 and d.counts()["unchanged"] == 0 and not d.inserts
     (up,) = d.updates
@@ -312,13 +321,24 @@ def test_unchanged_after_normalisation_json_numbers():
     d = diff_target(TER_T, current(TER_T, [old]), wanted(TER_T, [new]))
     assert d.unchanged == 1 and not d.updates
 
-    old_bu = bu_row(overall_compliance_percentage=Decimal("52.6"), territory_data=[{"territory": "VIC + NZ", "cse_name": "Kim Lee", "clients": 1, "compliance": 52.60}])
-    new_bu = bu_row(overall_compliance_percentage=Decimal("52.60"), territory_data=[{"territory": "VIC + NZ", "cse_name": "Kim Lee", "clients": 1, "compliance": Decimal("52.6")}])
+    old_bu = bu_row(
+        overall_compliance_percentage=Decimal("52.6"),
+        territory_data=[{"territory": "VIC + NZ", "cse_name": "Kim Lee", "clients": 1, "compliance": 52.60}],
+    )
+    new_bu = bu_row(
+        overall_compliance_percentage=Decimal("52.60"),
+        territory_data=[{"territory": "VIC + NZ", "cse_name": "Kim Lee", "clients": 1, "compliance": Decimal("52.6")}],
+    )
     d = diff_target(BU_T, current(BU_T, [old_bu]), wanted(BU_T, [new_bu]))
     assert d.unchanged == 1 and not d.updates
 
-    old_apac = apac_row(actual_compliance=50, bu_contributions=[{"bu_name": "ANZ", "compliance": 50, "clients": 1, "clients_below": 1}])
-    new_apac = apac_row(actual_compliance=Decimal("50.00"), bu_contributions=[{"bu_name": "ANZ", "compliance": Decimal("50.00"), "clients": 1, "clients_below": 1}])
+    old_apac = apac_row(
+        actual_compliance=50, bu_contributions=[{"bu_name": "ANZ", "compliance": 50, "clients": 1, "clients_below": 1}]
+    )
+    new_apac = apac_row(
+        actual_compliance=Decimal("50.00"),
+        bu_contributions=[{"bu_name": "ANZ", "compliance": Decimal("50.00"), "clients": 1, "clients_below": 1}],
+    )
     d = diff_target(APAC_T, current(APAC_T, [old_apac]), wanted(APAC_T, [new_apac]))
     assert d.unchanged == 1 and not d.updates
 
@@ -376,7 +396,10 @@ def test_has_foreign_missing_column_means_deletable():
 
 
 def test_bu_not_wanted_is_reset():
-    cur = [bu_row("ANZ"), bu_row("SEA", overall_compliance_percentage=Decimal("70.00"), clients_below_compliance=2, territory_count=2)]
+    cur = [
+        bu_row("ANZ"),
+        bu_row("SEA", overall_compliance_percentage=Decimal("70.00"), clients_below_compliance=2, territory_count=2),
+    ]
     d = diff_target(BU_T, current(BU_T, cur), wanted(BU_T, [bu_row("ANZ")]))
     assert not d.deletes and not d.orphans and not d.inserts
     assert d.unchanged == 1
@@ -390,7 +413,12 @@ def test_bu_not_wanted_is_reset():
         "territory_count": 0,
         "territory_data": [],
     }
-    assert up.changed == ("overall_compliance_percentage", "clients_below_compliance", "territory_count", "territory_data")
+    assert up.changed == (
+        "overall_compliance_percentage",
+        "clients_below_compliance",
+        "territory_count",
+        "territory_data",
+    )
     assert up.old["overall_compliance_percentage"] == Decimal("70.00")
     assert up.old["clients_below_compliance"] == 2
     assert up.old["territory_count"] == 2
@@ -403,14 +431,26 @@ def test_bu_partially_reset_only_changes_what_differs():
 
 
 def test_bu_already_reset_is_unchanged():
-    reset = bu_row("SEA", overall_compliance_percentage=None, clients_below_compliance=0, territory_count=0, territory_data=[])
+    reset = bu_row(
+        "SEA", overall_compliance_percentage=None, clients_below_compliance=0, territory_count=0, territory_data=[]
+    )
     d = diff_target(BU_T, current(BU_T, [reset]), wanted(BU_T, []))
     assert d.counts() == {"inserted": 0, "updated": 0, "deleted": 0, "orphans": 0, "unchanged": 1}
 
 
 def test_bu_already_reset_as_the_database_returns_it_is_unchanged():
     # NULL numeric as NaN, jsonb as a JSON string
-    cur = [{"bu_name": "SEA", "fiscal_year": 2025, "overall_compliance_percentage": float("nan"), "clients_below_compliance": 0, "territory_count": 0, "territory_data": "[]", "has_foreign": True}]
+    cur = [
+        {
+            "bu_name": "SEA",
+            "fiscal_year": 2025,
+            "overall_compliance_percentage": float("nan"),
+            "clients_below_compliance": 0,
+            "territory_count": 0,
+            "territory_data": "[]",
+            "has_foreign": True,
+        }
+    ]
     d = diff_target(BU_T, cur, wanted(BU_T, []))
     assert d.unchanged == 1 and not d.updates and not d.deletes and not d.orphans
 
@@ -563,20 +603,30 @@ def test_guards_function_directly():
 # --- describe ------------------------------------------------------------------------------------------------
 def test_describe_lines():
     cur = [req_row(), req_row(plan=PLAN2), req_row(etype=TYPE2)]
-    want = [req_row(status="critical", completed_count=1, compliance_percentage=Decimal("25.00")), req_row(plan=PLAN2, etype=TYPE2)]
+    want = [
+        req_row(status="critical", completed_count=1, compliance_percentage=Decimal("25.00")),
+        req_row(plan=PLAN2, etype=TYPE2),
+    ]
     d = diff_target(REQ_T, current(REQ_T, cur, foreign=[False, True, False]), wanted(REQ_T, want))
     lines = describe(d)
     text = "\n".join(lines)
     [insert] = [line for line in lines if line.startswith("+ ")]
-    assert insert.startswith(f"+ {REQUIREMENTS} Alpha Health · Sla Review [plan_id={PLAN2}, event_type_id={TYPE2}, fiscal_year=2025] client_id=")
+    assert insert.startswith(
+        f"+ {REQUIREMENTS} Alpha Health · Sla Review [plan_id={PLAN2}, event_type_id={TYPE2}, fiscal_year=2025] client_id="
+    )
     assert "linked_event_ids=2 items" in insert  # JSON columns summarised in the one-line insert
     update_line = next(line for line in lines if line.startswith("~"))
     assert f"[plan_id={PLAN1}, event_type_id={TYPE1}, fiscal_year=2025]" in update_line
     assert "completed_count: 2 → 1" in update_line
     assert "compliance_percentage: 50.00 → 25.00" in update_line
     assert "status: at_risk → critical" in update_line
-    assert f"- {REQUIREMENTS} Alpha Health · Sla Review [plan_id={PLAN1}, event_type_id={TYPE2}, fiscal_year=2025]" in text
-    assert f"! {REQUIREMENTS} Alpha Health · Sla Review [plan_id={PLAN2}, event_type_id={TYPE1}, fiscal_year=2025] kept" in text
+    assert (
+        f"- {REQUIREMENTS} Alpha Health · Sla Review [plan_id={PLAN1}, event_type_id={TYPE2}, fiscal_year=2025]" in text
+    )
+    assert (
+        f"! {REQUIREMENTS} Alpha Health · Sla Review [plan_id={PLAN2}, event_type_id={TYPE1}, fiscal_year=2025] kept"
+        in text
+    )
 
 
 def test_describe_null_and_json_values():
@@ -592,7 +642,12 @@ def test_describe_null_and_json_values():
 def test_describe_json_changes_inside_values():
     old, new = ter_row(), ter_row()
     new["monthly_capacity"]["2025-03"]["completed"] = 2
-    new["segment_breakdown"]["Leverage"] = {"clients": 1, "total_required": 2, "total_completed": 1, "compliance": Decimal("50.00")}
+    new["segment_breakdown"]["Leverage"] = {
+        "clients": 1,
+        "total_required": 2,
+        "total_completed": 1,
+        "compliance": Decimal("50.00"),
+    }
     (line,) = describe(diff_target(TER_T, current(TER_T, [old]), wanted(TER_T, [new])))
     assert "monthly_capacity: 2025-03.completed: 0 → 2" in line
     assert '+Leverage {"clients":1,"compliance":50,"total_completed":1,"total_required":2}' in line
@@ -629,4 +684,3 @@ def test_sync_diff_changes_sum_over_targets():
     assert d.targets[BUSINESS_UNIT].counts()["updated"] == 1
     assert d.changes == 3
     assert d.targets[REQUIREMENTS].name == REQUIREMENTS
-

@@ -7,7 +7,15 @@ import datetime as dt
 
 import pytest
 
-from compliance_sync.domain.explanation import Subject, closest, explain_apac, explain_bu, explain_client, explain_territory, resolve
+from compliance_sync.domain.explanation import (
+    Subject,
+    closest,
+    explain_apac,
+    explain_bu,
+    explain_client,
+    explain_territory,
+    resolve,
+)
 from compliance_sync.domain.facts import RawEvent
 from compliance_sync.domain.provenance import Trace, normalise_name, possible_aliases
 from compliance_sync.domain.rules import compute
@@ -17,7 +25,11 @@ from compliance_sync_tests.scenario import Scenario, appendix_a, uid
 
 
 def raw_events(s: Scenario, client: str | None = None) -> list[RawEvent]:
-    return [RawEvent(e["id"], e["client_name"], e["event_type_id"], e["event_date"], e["completed"]) for e in s.events if client is None or e["client_name"] == client]
+    return [
+        RawEvent(e["id"], e["client_name"], e["event_type_id"], e["event_date"], e["completed"])
+        for e in s.events
+        if client is None or e["client_name"] == client
+    ]
 
 
 def explained(s: Scenario, subject: Subject, events: list[RawEvent] | None = None) -> dict:
@@ -26,7 +38,11 @@ def explained(s: Scenario, subject: Subject, events: list[RawEvent] | None = Non
     comp = compute(facts, s.thresholds, s.bu_map, Trace(frozenset([scope.client]) if scope.client else frozenset()))
     if scope.client:
         return explain_client(comp, facts, scope, raw_events(s) if events is None else events, s.thresholds, s.bu_map)
-    return {"territory": explain_territory, "bu": explain_bu}[subject.kind](comp, scope, s.bu_map) if subject.kind != "apac" else explain_apac(comp, s.bu_map)
+    return (
+        {"territory": explain_territory, "bu": explain_bu}[subject.kind](comp, scope, s.bu_map)
+        if subject.kind != "apac"
+        else explain_apac(comp, s.bu_map)
+    )
 
 
 # --- near-miss names ------------------------------------------------------------------------------------------------
@@ -66,7 +82,9 @@ def test_possible_alias_is_reported_by_the_rules_and_changes_no_figure():
     s.event("near2", "Alpha Health Ltd", "SLA_REVIEW", "2025-03-02")
     after = s.compute()
     found = after.findings["possible_alias"]
-    assert found.count == 1 and found.examples == ["2 event(s) logged under 'Alpha Health Ltd' may belong to plan client 'Alpha Health' (not counted)"]
+    assert found.count == 1 and found.examples == [
+        "2 event(s) logged under 'Alpha Health Ltd' may belong to plan client 'Alpha Health' (not counted)"
+    ]
     assert list(after.wanted.requirements) == list(before.wanted.requirements)
     assert after.wanted.territories == before.wanted.territories and after.wanted.apac == before.wanted.apac
     assert before.findings["possible_alias"].count == 0
@@ -90,7 +108,11 @@ def test_a_sync_records_no_provenance_and_a_trace_changes_no_figure():
     traced = compute(s.facts(), s.thresholds, s.bu_map, Trace(frozenset(["Alpha Health"])))
     assert plain.trace is None
     assert list(plain.wanted.requirements) == list(traced.wanted.requirements)
-    assert (plain.wanted.territories, plain.wanted.business_units, plain.wanted.apac) == (traced.wanted.territories, traced.wanted.business_units, traced.wanted.apac)
+    assert (plain.wanted.territories, plain.wanted.business_units, plain.wanted.apac) == (
+        traced.wanted.territories,
+        traced.wanted.business_units,
+        traced.wanted.apac,
+    )
     # only the asked clients' details are recorded
     other = compute(s.facts(), s.thresholds, s.bu_map, Trace(frozenset(["Someone Else"])))
     assert other.trace.periods == {} and other.trace.requirements == {}
@@ -99,27 +121,65 @@ def test_a_sync_records_no_provenance_and_a_trace_changes_no_figure():
 def test_appendix_a_explained():
     s = appendix_a()
     x = explained(s, Subject("plan", uid("p1")))
-    assert (x["fiscal_year"], x["as_of"], x["client_name"], x["plans"]) == (2025, "2025-06-30", "Alpha Health", [uid("p1")])
+    assert (x["fiscal_year"], x["as_of"], x["client_name"], x["plans"]) == (
+        2025,
+        "2025-06-30",
+        "Alpha Health",
+        [uid("p1")],
+    )
     assert [(p["tier_name"], p["effective_from"], p["effective_to"], p["used"], p["latest"]) for p in x["periods"]] == [
         ("Leverage", "2023-01-01", "2025-03-31", True, False),
         ("Collaboration", "2025-04-01", None, True, True),
     ]
     by_name = {t["event_type_name"]: t for t in x["event_types"]}
     sla, insight, health = by_name["Sla Review"], by_name["Insight Tp"], by_name["Health Check"]
-    assert [(r["tier_name"], r["frequency"]) for r in sla["requirement_sources"]] == [("Leverage", 2), ("Collaboration", 4)]
-    assert [(r["tier_name"], r["frequency"]) for r in health["requirement_sources"]] == [("Leverage", 0), ("Collaboration", 3)]
-    assert (sla["required_count"], sla["completed_count"], sla["scheduled_count"], sla["compliance_percentage"], sla["status"], sla["next_due_date"]) == (
-        4, 2, 2, "50.00", "at_risk", "2025-09-30")
+    assert [(r["tier_name"], r["frequency"]) for r in sla["requirement_sources"]] == [
+        ("Leverage", 2),
+        ("Collaboration", 4),
+    ]
+    assert [(r["tier_name"], r["frequency"]) for r in health["requirement_sources"]] == [
+        ("Leverage", 0),
+        ("Collaboration", 3),
+    ]
+    assert (
+        sla["required_count"],
+        sla["completed_count"],
+        sla["scheduled_count"],
+        sla["compliance_percentage"],
+        sla["status"],
+        sla["next_due_date"],
+    ) == (4, 2, 2, "50.00", "at_risk", "2025-09-30")
     assert sla["counted_event_ids"] == [uid("a1"), uid("a2")] and sla["scheduled_event_ids"] == [uid("a3"), uid("a4")]
     assert [e["reason"] for e in sla["events"]][2] == "completed but dated after as_of 2025-06-30: counts as scheduled"
     assert "ceil(12×3/4) = 9" in sla["arithmetic"]["next_due"]
-    assert (insight["compliance_percentage"], insight["status"], insight["next_due_date"]) == ("58.33", "at_risk", "2025-08-31")
-    assert "exact 100×7/12 = 58.333333… %" in insight["arithmetic"]["percentage"] and "floor(140012 / 24)" in insight["arithmetic"]["percentage"]
+    assert (insight["compliance_percentage"], insight["status"], insight["next_due_date"]) == (
+        "58.33",
+        "at_risk",
+        "2025-08-31",
+    )
+    assert (
+        "exact 100×7/12 = 58.333333… %" in insight["arithmetic"]["percentage"]
+        and "floor(140012 / 24)" in insight["arithmetic"]["percentage"]
+    )
     assert insight["arithmetic"]["status"][-1] == "100×7 = 700 ≥ 50×12 = 600 → at_risk ✓"
-    assert (health["compliance_percentage"], health["status"], health["counted_event_ids"]) == ("33.33", "critical", [uid("c1")])
+    assert (health["compliance_percentage"], health["status"], health["counted_event_ids"]) == (
+        "33.33",
+        "critical",
+        [uid("c1")],
+    )
     tot = x["totals"]
-    assert (tot["required_total"], tot["credited_total"], tot["compliance_percentage"], tot["is_critical"], tot["is_at_risk"]) == (19, 10, "52.63", True, False)
-    assert x["territory"]["territory"] == "VIC + NZ" and x["territory"]["bu_name"] == "ANZ" and "territory: 'VIC + NZ' → ANZ" in x["territory"]["bu_entry"]
+    assert (
+        tot["required_total"],
+        tot["credited_total"],
+        tot["compliance_percentage"],
+        tot["is_critical"],
+        tot["is_at_risk"],
+    ) == (19, 10, "52.63", True, False)
+    assert (
+        x["territory"]["territory"] == "VIC + NZ"
+        and x["territory"]["bu_name"] == "ANZ"
+        and "territory: 'VIC + NZ' → ANZ" in x["territory"]["bu_entry"]
+    )
     text = "\n".join(explain_text.render(x))
     assert "required 4 = max over the periods' tiers (Leverage 2, Collaboration 4)" in text
 
@@ -136,14 +196,19 @@ def test_events_outside_the_window_inactive_or_excluded_are_not_counted_with_the
     names = [t["event_type_name"] for t in x["event_types"]]
     assert sorted(names) == ["Insight Tp", "Sla Review"]
     sla = next(t for t in x["event_types"] if t["event_type_name"] == "Sla Review")
-    assert sla["not_counted"][0]["id"] == uid("old") and sla["not_counted"][0]["reason"].startswith("outside the FY window")
+    assert sla["not_counted"][0]["id"] == uid("old") and sla["not_counted"][0]["reason"].startswith(
+        "outside the FY window"
+    )
     insight = next(t for t in x["event_types"] if t["event_type_name"] == "Insight Tp")
     assert insight["exclusions"] == [{"reason": "Greyed out - n/a", "applies": False}]
     reasons = {n["event_type_name"]: n["reason"] for n in x["not_required"]}
     assert reasons["Health Check"].startswith("excluded: reason 'Client declined' applies")
     assert reasons["Retired"] == "event type inactive"
     others = {e["id"]: e["reason"] for e in x["other_events"]}
-    assert others[uid("gone")] == "event type inactive" and others[uid("c1")] == "requirement excluded (client_event_exclusions)"
+    assert (
+        others[uid("gone")] == "event type inactive"
+        and others[uid("c1")] == "requirement excluded (client_event_exclusions)"
+    )
 
 
 def test_events_that_do_not_add_up_to_the_computed_counts_stop_the_explanation():
@@ -156,12 +221,24 @@ def test_events_that_do_not_add_up_to_the_computed_counts_stop_the_explanation()
 def test_rollups_explained():
     s = appendix_a()
     t = explained(s, Subject("territory", "VIC + NZ"))
-    assert (t["overall_compliance_percentage"], t["total_required_events"], t["total_completed_events"]) == ("52.63", 19, 10)
-    assert t["rows"][0]["contributors"][0]["client_name"] == "Alpha Health" and "Σ credited 10 / Σ required 19" in t["arithmetic"]
+    assert (t["overall_compliance_percentage"], t["total_required_events"], t["total_completed_events"]) == (
+        "52.63",
+        19,
+        10,
+    )
+    assert (
+        t["rows"][0]["contributors"][0]["client_name"] == "Alpha Health"
+        and "Σ credited 10 / Σ required 19" in t["arithmetic"]
+    )
     b = explained(s, Subject("bu", "ANZ"))
     assert (b["overall_compliance_percentage"], b["clients_below_compliance"], b["territory_count"]) == ("52.63", 1, 1)
     a = explained(s, Subject("apac"))
-    assert (a["overall_compliance_percentage"], a["total_required_events"], a["total_completed_events"], a["below_compliance_accounts"]) == ("52.63", 19, 10, 1)
+    assert (
+        a["overall_compliance_percentage"],
+        a["total_required_events"],
+        a["total_completed_events"],
+        a["below_compliance_accounts"],
+    ) == ("52.63", 19, 10, 1)
     assert [c["bu_name"] for c in a["contributors"]] == ["ANZ"]
 
 
@@ -171,10 +248,18 @@ def test_strategy_tie_break_and_unassigned_clients_explained():
     s.period("Beta Co", "Leverage", "2024-01-01", cse="Nobody")
     s.plan("p2", "Beta Co")
     t = explained(s, Subject("territory", "VIC + NZ"))
-    assert t["not_used"] == [{"territory_strategy_id": uid("ts1-q2"), "cse_name": "Kim Lee", "quarter": "Q2",
-                              "why": f"loses the tie-break for CSE 'Kim Lee' to {uid('ts1')} (quarterly; an annual strategy wins)"}]
+    assert t["not_used"] == [
+        {
+            "territory_strategy_id": uid("ts1-q2"),
+            "cse_name": "Kim Lee",
+            "quarter": "Q2",
+            "why": f"loses the tie-break for CSE 'Kim Lee' to {uid('ts1')} (quarterly; an annual strategy wins)",
+        }
+    ]
     a = explained(s, Subject("apac"))
-    assert [c["client_name"] for c in a["unassigned_clients"]] == ["Beta Co"] and a["contributors"][-1]["bu_name"] == "Unassigned"
+    assert [c["client_name"] for c in a["unassigned_clients"]] == ["Beta Co"] and a["contributors"][-1][
+        "bu_name"
+    ] == "Unassigned"
 
 
 def test_names_that_match_nothing_name_the_closest():

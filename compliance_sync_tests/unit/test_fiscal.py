@@ -169,8 +169,18 @@ def test_months_july_start_cross_the_year():
     fy = FiscalYear(2026, 7)
     labels = [fy.month_label(j) for j in range(1, 13)]
     assert labels == [
-        "2025-07", "2025-08", "2025-09", "2025-10", "2025-11", "2025-12",
-        "2026-01", "2026-02", "2026-03", "2026-04", "2026-05", "2026-06",
+        "2025-07",
+        "2025-08",
+        "2025-09",
+        "2025-10",
+        "2025-11",
+        "2025-12",
+        "2026-01",
+        "2026-02",
+        "2026-03",
+        "2026-04",
+        "2026-05",
+        "2026-06",
     ]
     assert fy.month_start(6) == D(2025, 12, 1)
     assert fy.month_start(7) == D(2026, 1, 1)
@@ -223,7 +233,9 @@ def _ceil_div(a: int, b: int) -> int:
     return -(-a // b)
 
 
-@pytest.mark.parametrize("r, months", [(1, [12]), (2, [6, 12]), (3, [4, 8, 12]), (4, [3, 6, 9, 12]), (12, list(range(1, 13)))])
+@pytest.mark.parametrize(
+    "r, months", [(1, [12]), (2, [6, 12]), (3, [4, 8, 12]), (4, [3, 6, 9, 12]), (12, list(range(1, 13)))]
+)
 def test_due_month_small_cases(r, months):
     assert [due_month(k, r) for k in range(1, r + 1)] == months
 

@@ -29,7 +29,13 @@ def violations(found):
     return found.found()
 
 
-FIELD = {"compliance_percentage": "percent", "status": "status", "completed_count": "completed", "required_count": "required", "scheduled_count": "scheduled"}
+FIELD = {
+    "compliance_percentage": "percent",
+    "status": "status",
+    "completed_count": "completed",
+    "required_count": "required",
+    "scheduled_count": "scheduled",
+}
 
 
 def tamper(comp, event_type_name, **changes):
@@ -123,7 +129,9 @@ def test_tampered_total_required_events(comp):
 def test_tampered_territory_counts(comp, column, value):
     Rows(comp)[TERRITORY][0][column] = value
     # total_clients also disagrees with the BU's territory_data entry
-    assert codes(comp) == ({"territory_totals", "rollup_percentages"} if column == "total_clients" else {"territory_totals"})
+    assert codes(comp) == (
+        {"territory_totals", "rollup_percentages"} if column == "total_clients" else {"territory_totals"}
+    )
     sid = Rows(comp)[TERRITORY][0]["territory_strategy_id"]
     assert any(sid in e and column in e for e in examples(comp, "territory_totals"))
 
@@ -315,7 +323,6 @@ def test_violations_lists_only_findings_with_counts(comp):
     found = check_invariants(comp, Thresholds())
     assert sorted(f.code for f in violations(found)) == ["capacity_sums", "rollup_percentages"]
     assert all(found[c].count == 0 for c in ("territory_totals", "value_ranges", "unique_keys"))
-
 
 
 def test_tampered_apac_below_and_segment_breakdown(comp):

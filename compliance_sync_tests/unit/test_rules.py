@@ -74,9 +74,24 @@ def test_appendix_a_rollups():
     assert t["segment_breakdown"] == {
         "Collaboration": {"clients": 1, "total_required": 19, "total_completed": 10, "compliance": Decimal("52.63")}
     }
-    expected = [(1, 1, 0), (1, 2, 0), (2, 2, 0), (2, 1, 0), (1, 2, 0), (2, 2, 0), (1, 0, 1), (2, 0, 1), (2, 0, 0), (1, 0, 0), (1, 0, 0), (3, 0, 0)]
+    expected = [
+        (1, 1, 0),
+        (1, 2, 0),
+        (2, 2, 0),
+        (2, 1, 0),
+        (1, 2, 0),
+        (2, 2, 0),
+        (1, 0, 1),
+        (2, 0, 1),
+        (2, 0, 0),
+        (1, 0, 0),
+        (1, 0, 0),
+        (3, 0, 0),
+    ]
     assert list(t["monthly_capacity"]) == [f"2025-{m:02d}" for m in range(1, 13)]
-    assert [tuple(v[k] for k in ("required", "completed", "scheduled")) for v in t["monthly_capacity"].values()] == expected
+    assert [
+        tuple(v[k] for k in ("required", "completed", "scheduled")) for v in t["monthly_capacity"].values()
+    ] == expected
     [bu] = rows(comp, BUSINESS_UNIT)
     assert bu == {
         "bu_name": "ANZ",
@@ -84,7 +99,9 @@ def test_appendix_a_rollups():
         "overall_compliance_percentage": Decimal("52.63"),
         "clients_below_compliance": 1,
         "territory_count": 1,
-        "territory_data": [{"territory": "VIC + NZ", "cse_name": "Kim Lee", "clients": 1, "compliance": Decimal("52.63")}],
+        "territory_data": [
+            {"territory": "VIC + NZ", "cse_name": "Kim Lee", "clients": 1, "compliance": Decimal("52.63")}
+        ],
     }
     [apac] = rows(comp, APAC)
     assert apac == {
@@ -99,7 +116,18 @@ def test_appendix_a_rollups():
 # --- arithmetic -----------------------------------------------------------------------------------------------
 @pytest.mark.parametrize(
     "c,r,pct",
-    [(1, 32, "3.13"), (3, 32, "9.38"), (9999, 20000, "50.00"), (1, 3, "33.33"), (2, 3, "66.67"), (0, 5, "0.00"), (5, 5, "100.00"), (10, 5, "200.00"), (11, 5, "200.00"), (7, 12, "58.33")],
+    [
+        (1, 32, "3.13"),
+        (3, 32, "9.38"),
+        (9999, 20000, "50.00"),
+        (1, 3, "33.33"),
+        (2, 3, "66.67"),
+        (0, 5, "0.00"),
+        (5, 5, "100.00"),
+        (10, 5, "200.00"),
+        (11, 5, "200.00"),
+        (7, 12, "58.33"),
+    ],
 )
 def test_percentage_half_up_and_cap(c, r, pct):
     assert requirement_percent(c, r) == Decimal(pct)
@@ -113,7 +141,17 @@ def test_rollup_uncapped_and_empty():
 
 @pytest.mark.parametrize(
     "c,r,status",
-    [(5, 10, "at_risk"), (4, 10, "critical"), (8, 10, "compliant"), (7, 10, "at_risk"), (10, 10, "exceeded"), (9, 10, "compliant"), (183, 366, "at_risk"), (182, 366, "critical"), (0, 1, "critical")],
+    [
+        (5, 10, "at_risk"),
+        (4, 10, "critical"),
+        (8, 10, "compliant"),
+        (7, 10, "at_risk"),
+        (10, 10, "exceeded"),
+        (9, 10, "compliant"),
+        (183, 366, "at_risk"),
+        (182, 366, "critical"),
+        (0, 1, "critical"),
+    ],
 )
 def test_status_thresholds_exact(c, r, status):
     s = one_client(reqs=(("SLA_REVIEW", r),), as_of="2025-12-31")
@@ -152,7 +190,20 @@ def test_due_dates_and_next_due():
     # k = 2 of 5: month ceil(24/5) = 5 -> 2025-05-31
     assert req_row(comp)["next_due_date"] == d("2025-05-31")
     [t] = rows(comp, TERRITORY)
-    assert [m["required"] for m in t["monthly_capacity"].values()] == [0, 0, 1, 0, 1, 0, 0, 1, 0, 1, 0, 1]  # months 3, 5, 8, 10, 12
+    assert [m["required"] for m in t["monthly_capacity"].values()] == [
+        0,
+        0,
+        1,
+        0,
+        1,
+        0,
+        0,
+        1,
+        0,
+        1,
+        0,
+        1,
+    ]  # months 3, 5, 8, 10, 12
 
 
 def test_next_due_null_when_met():
@@ -222,7 +273,12 @@ def test_latest_period_tie_broken_by_greatest_id():
 
 @pytest.mark.parametrize(
     "start,end,included",
-    [("2024-01-01", "2024-12-31", False), ("2025-12-31", None, True), ("2024-01-01", "2025-01-01", True), ("2026-01-01", None, False)],
+    [
+        ("2024-01-01", "2024-12-31", False),
+        ("2025-12-31", None, True),
+        ("2024-01-01", "2025-01-01", True),
+        ("2026-01-01", None, False),
+    ],
 )
 def test_period_boundaries(start, end, included):
     s = Scenario(2025)
@@ -254,7 +310,9 @@ def test_a_period_without_effective_from_is_ignored_and_reported():
     s.periods[-1]["effective_from"] = None
     comp = s.compute()
     assert "Alpha" not in comp.clients and rows(comp, REQUIREMENTS) == []
-    assert comp.findings["invalid_segment_periods"].examples == [f"Alpha: period {uid('no-start')} has a null effective_from"]
+    assert comp.findings["invalid_segment_periods"].examples == [
+        f"Alpha: period {uid('no-start')} has a null effective_from"
+    ]
     assert comp.findings["clients_without_segmentation"].count == 1
 
 
@@ -299,7 +357,17 @@ def test_overlapping_closed_periods_reported_adjacent_not():
     assert s.compute().findings["overlapping_segment_periods"].count == 1
 
 
-@pytest.mark.parametrize("reason,excluded", [(None, True), ("", True), ("Client declined", True), ("Greyed out", False), ("GREYED OUT by CSE", False), ("greyedout", True)])
+@pytest.mark.parametrize(
+    "reason,excluded",
+    [
+        (None, True),
+        ("", True),
+        ("Client declined", True),
+        ("Greyed out", False),
+        ("GREYED OUT by CSE", False),
+        ("greyedout", True),
+    ],
+)
 def test_exclusions(reason, excluded):
     s = one_client(reqs=(("SLA_REVIEW", 4), ("INSIGHT_TP", 2)))
     s.exclude("Alpha", "SLA_REVIEW", reason)
@@ -444,7 +512,9 @@ def test_annual_beats_quarterly_and_blank_quarter_is_annual():
     s = one_client()
     s.strategies.clear()
     q = s.strategy("q", "Kim Lee", "Q terr", quarter="Q1", updated_at=dt.datetime(2026, 1, 1, tzinfo=dt.UTC))
-    blank = s.strategy("blank", "Kim Lee", "Blank terr", quarter="  ", updated_at=dt.datetime(2025, 1, 1, tzinfo=dt.UTC))
+    blank = s.strategy(
+        "blank", "Kim Lee", "Blank terr", quarter="  ", updated_at=dt.datetime(2025, 1, 1, tzinfo=dt.UTC)
+    )
     comp = s.compute()
     [t] = rows(comp, TERRITORY)
     assert t["territory_strategy_id"] == blank and t["territory"] == "Blank terr"
@@ -460,17 +530,23 @@ def test_latest_updated_at_wins_null_oldest():
     assert rows(s.compute(), TERRITORY)[0]["territory_strategy_id"] == new
 
 
-@pytest.mark.parametrize(("stamps", "winner"), [
-    ((dt.datetime(2099, 1, 1, tzinfo=dt.UTC), "infinity"), "s1"),  # infinity: later than any time
-    (("-infinity", dt.datetime(1970, 1, 1, tzinfo=dt.UTC)), "s1"),  # -infinity: earlier than any time
-    ((None, "-infinity"), "s1"),  # null: older still
-    (("infinity", "2025-01-01T00:00:00+00:00", None, "-infinity"), "s0"),
-    (("infinity", "infinity"), None),  # equal: the smallest id
-])
+@pytest.mark.parametrize(
+    ("stamps", "winner"),
+    [
+        ((dt.datetime(2099, 1, 1, tzinfo=dt.UTC), "infinity"), "s1"),  # infinity: later than any time
+        (("-infinity", dt.datetime(1970, 1, 1, tzinfo=dt.UTC)), "s1"),  # -infinity: earlier than any time
+        ((None, "-infinity"), "s1"),  # null: older still
+        (("infinity", "2025-01-01T00:00:00+00:00", None, "-infinity"), "s0"),
+        (("infinity", "infinity"), None),  # equal: the smallest id
+    ],
+)
 def test_infinite_updated_at_orders_as_the_latest_or_earliest_time(stamps, winner):
     s = one_client()
     s.strategies.clear()
-    ids = {label: s.strategy(label, "Kim Lee", label, updated_at=stamp) for label, stamp in ((f"s{i}", st) for i, st in enumerate(stamps))}
+    ids = {
+        label: s.strategy(label, "Kim Lee", label, updated_at=stamp)
+        for label, stamp in ((f"s{i}", st) for i, st in enumerate(stamps))
+    }
     comp = s.compute()
     expected = ids[winner] if winner else min(ids.values())
     assert rows(comp, TERRITORY)[0]["territory_strategy_id"] == expected
@@ -504,7 +580,12 @@ def test_unassigned_clients_only_at_apac():
     assert t["total_clients"] == 1
     [apac] = rows(comp, APAC)
     assert apac["actual_compliance"] == Decimal("25.00")  # (0 + 2) / (4 + 4)
-    assert apac["bu_contributions"][-1] == {"bu_name": "Unassigned", "compliance": Decimal("50.00"), "clients": 1, "clients_below": 1}
+    assert apac["bu_contributions"][-1] == {
+        "bu_name": "Unassigned",
+        "compliance": Decimal("50.00"),
+        "clients": 1,
+        "clients_below": 1,
+    }
     assert apac["bu_contributions"][0]["bu_name"] == "ANZ"
     assert comp.findings["clients_without_strategy"].count == 1
 
@@ -570,7 +651,12 @@ def test_apac_with_no_clients():
     s.plans.clear()
     comp = s.compute()
     [apac] = rows(comp, APAC)
-    assert apac == {"fiscal_year": 2025, "actual_compliance": None, "below_compliance_accounts": 0, "bu_contributions": []}
+    assert apac == {
+        "fiscal_year": 2025,
+        "actual_compliance": None,
+        "below_compliance_accounts": 0,
+        "bu_contributions": [],
+    }
 
 
 def test_start_month_7():
@@ -591,7 +677,9 @@ def test_monthly_capacity_sums_to_total_required():
     s.period("Beta", "Leverage", "2020-01-01")
     s.plan("p2", "Beta")
     [t] = rows(s.compute(), TERRITORY)
-    assert sum(m["required"] for m in t["monthly_capacity"].values()) == t["total_required_events"] == 2 * (7 + 13 + 366)
+    assert (
+        sum(m["required"] for m in t["monthly_capacity"].values()) == t["total_required_events"] == 2 * (7 + 13 + 366)
+    )
 
 
 def test_segment_breakdown_only_segments_with_clients():

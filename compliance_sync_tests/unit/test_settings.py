@@ -219,7 +219,9 @@ def test_bad_setting_message_shows_no_secret(tmp_path):
     assert DB_PASSWORD not in text and SERVICE_KEY not in text
 
 
-@pytest.mark.parametrize("edge, value", [("COMPLIANCE_SYNC_FY_START_MONTH", "1"), ("COMPLIANCE_SYNC_FY_START_MONTH", "12")])
+@pytest.mark.parametrize(
+    "edge, value", [("COMPLIANCE_SYNC_FY_START_MONTH", "1"), ("COMPLIANCE_SYNC_FY_START_MONTH", "12")]
+)
 def test_start_month_edges_accepted(tmp_path, edge, value):
     assert load(tmp_path, **{edge: value}).fy_start_month == int(value)
 
