@@ -24,7 +24,9 @@ from compliance_sync.definitions.tags import DRY_RUN, MODE_TAG, OP_NAME
 from compliance_sync.domain.fiscal import FiscalYear
 from compliance_sync.domain.tables import APAC, BUSINESS_UNIT, REQUIREMENTS, SOURCES, TARGETS, TERRITORY
 from compliance_sync.errors import SettingsError, SyncError
-from compliance_sync.service.sync import Mode, Outcome, RunOptions, parse_as_of, run_fiscal_year
+from compliance_sync.service.outcome import Mode, Outcome
+from compliance_sync.service.summary import summary
+from compliance_sync.service.sync import RunOptions, parse_as_of, run_fiscal_year
 
 DEPENDENCIES = {
     REQUIREMENTS: [s.name for s in SOURCES if s.name != "territory_strategies"],
@@ -102,7 +104,7 @@ def build_targets_asset(partitions_def: dg.PartitionsDefinition, freshness_hours
 
 
 def _fail(message: str, outcome: Outcome | None = None) -> dg.Failure:
-    meta = {metadata.SUMMARY: dg.MetadataValue.json(outcome.summary())} if outcome else {}
+    meta = {metadata.SUMMARY: dg.MetadataValue.json(summary(outcome))} if outcome else {}
     return dg.Failure(description=message, metadata=meta, allow_retries=False)
 
 
@@ -156,7 +158,7 @@ def run_step(context: dg.AssetExecutionContext, config: SyncConfig, sync: SyncRe
     try:
         run_fiscal_year(backend, settings, bu_map, outcome, options)
     except (KeyboardInterrupt, SystemExit):  # say what was written before the run ends
-        context.log_event(dg.AssetObservation(asset_key=APAC, partition=outcome.fy.key, metadata={metadata.SUMMARY: dg.MetadataValue.json(outcome.summary())}))
+        context.log_event(dg.AssetObservation(asset_key=APAC, partition=outcome.fy.key, metadata={metadata.SUMMARY: dg.MetadataValue.json(summary(outcome))}))
         context.log.error(outcome.error)
         raise
     for w in outcome.backend_warnings:

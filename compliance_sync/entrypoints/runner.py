@@ -93,7 +93,9 @@ def run(settings: Settings, backend: Backend, request: RunRequest) -> tuple[dict
 
 
 def run_directly(settings: Settings, backend: Backend, request: RunRequest) -> tuple[dict[str, Any], int]:
-    from compliance_sync.service.sync import Mode, Outcome, RunOptions, run_fiscal_year
+    from compliance_sync.service.outcome import Mode, Outcome
+    from compliance_sync.service.summary import summary
+    from compliance_sync.service.sync import RunOptions, run_fiscal_year
 
     mode = Mode.DRY_RUN if request.dry_run else Mode.LIVE
     fy = request.fy
@@ -101,8 +103,8 @@ def run_directly(settings: Settings, backend: Backend, request: RunRequest) -> t
     try:
         run_fiscal_year(backend, settings, settings.bu_map(), outcome, RunOptions(mode, request.allow_mass_prune, request.diff_limit, outcome.run_id))
     except (KeyboardInterrupt, SystemExit):
-        return outcome.summary(), ExitCode.INTERRUPTED
-    return outcome.summary(), int(outcome.exit_code)
+        return summary(outcome), ExitCode.INTERRUPTED
+    return summary(outcome), int(outcome.exit_code)
 
 
 def run_in_dagster(settings: Settings, backend: Backend, request: RunRequest) -> tuple[dict[str, Any], int]:
