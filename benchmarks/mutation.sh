@@ -28,7 +28,7 @@ import sys
 
 work = pathlib.Path(sys.argv[1])
 mutated = sorted(p.relative_to(work).as_posix() for p in (work / "compliance_sync/domain/rules").glob("*.py"))
-mutated += ["compliance_sync/domain/diff.py", "compliance_sync/domain/fiscal.py", "compliance_sync/domain/invariants.py"]
+mutated += [f"compliance_sync/domain/{name}.py" for name in ("diff", "fiscal", "invariants")]
 tests = ["test_rules.py", "test_fiscal.py", "test_diff.py", "test_invariants.py", "test_core_edges.py", "test_properties.py", "test_boundaries.py"]
 if os.environ.get("FULL"):  # also the command line against the oracle over PostgreSQL (hours, not minutes)
     tests.append("test_oracle.py")

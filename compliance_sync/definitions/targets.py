@@ -1,16 +1,8 @@
 """The four planning targets as one multi-asset: its single step runs :func:`compliance_sync.service.sync.run_fiscal_year`
 for the partition's fiscal year and translates the outcome into Dagster events.
 
-Whatever a user selects (one target, several, or only checks), a live run writes the four targets together
-in one transaction and records all four as materialised for the FY (unselected ones through
-``log_event``); a selection of checks alone runs as a dry run of those checks. Run config:
-``ops.compliance_sync.config`` with ``dry_run``, ``as_of`` (YYYY-MM-DD, default today in the configured
-timezone), ``allow_mass_prune`` and ``diff_limit``.
-
-Dry or live: a run is a dry run when its config says ``dry_run: true``, when it selects checks only, or
-when it carries the tag ``compliance_sync/mode: dry_run`` (the dry-run and checks jobs, and every dry run
-the command line launches, set it; so ``dry_run: false`` edited into their launchpad cannot make them write).
-"""
+A live run writes the four targets together whatever is selected; a run is dry when its config, its selection
+(checks only) or its tag says so. The rules for selection and mode: docs/architecture.md, "Definitions"."""
 
 import datetime as dt
 from collections.abc import Iterator
@@ -158,7 +150,8 @@ def run_step(context: dg.AssetExecutionContext, config: SyncConfig, sync: SyncRe
     try:
         run_fiscal_year(backend, settings, bu_map, outcome, options)
     except (KeyboardInterrupt, SystemExit):  # say what was written before the run ends
-        context.log_event(dg.AssetObservation(asset_key=APAC, partition=outcome.fy.key, metadata={metadata.SUMMARY: dg.MetadataValue.json(summary(outcome))}))
+        meta = {metadata.SUMMARY: dg.MetadataValue.json(summary(outcome))}
+        context.log_event(dg.AssetObservation(asset_key=APAC, partition=outcome.fy.key, metadata=meta))
         context.log.error(outcome.error)
         raise
     for w in outcome.backend_warnings:

@@ -1,12 +1,7 @@
 """Run one fiscal year from the command line, then print the old script's report from the run's summary.
 
-The command line and Dagster run the same code, :func:`compliance_sync.service.sync.run_fiscal_year`: the Dagster
-asset is a thin translation of its outcome into events. When ``DAGSTER_HOME`` is set, the command line
-materialises that asset in-process on that instance, so the run appears in the UI, and reads the summary
-back from the run's event log. Without it, there is no instance to record the run in, and the command line
-calls the same function directly: an ephemeral Dagster instance would record nothing and, at demo scale,
-cost more than the sync itself (README, "Performance").
-"""
+Through the Dagster asset, in-process, when there is an instance to record the run in (``DAGSTER_HOME``), else
+:func:`compliance_sync.service.sync.run_fiscal_year` directly; why: docs/architecture.md, "Service"."""
 
 from __future__ import annotations
 
