@@ -41,6 +41,7 @@ from compliance_sync.config.settings import load_settings  # noqa: E402
 from compliance_sync.definitions import SYNC_JOB, build_definitions  # noqa: E402
 from compliance_sync.domain.fiscal import FiscalYear  # noqa: E402
 from compliance_sync.entrypoints.runner import _summary_from_events  # noqa: E402
+from compliance_sync.service.summary import summary as summary_of  # noqa: E402
 from compliance_sync.service.sync import Mode, Outcome, RunOptions, run_fiscal_year  # noqa: E402
 
 IMPORT_S = time.perf_counter() - t0
@@ -59,7 +60,7 @@ def direct(url: str, live: bool = True) -> dict:
     mode = Mode.LIVE if live else Mode.DRY_RUN
     outcome = Outcome(fy, fy.as_of(AS_OF), mode, backend.name.value, f"bench-{uuid.uuid4()}")
     run_fiscal_year(backend, settings, settings.bu_map(), outcome, RunOptions(mode, False, 50, outcome.run_id))
-    summary = outcome.summary()
+    summary = summary_of(outcome)
     seconds = time.perf_counter() - clock
     return {"seconds": seconds, "status": summary["status"], "timings": summary["timings"], "error": summary["error"]}
 

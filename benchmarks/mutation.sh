@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Mutation testing of the pure core of SPEC §4-5 (issue 12): mutmut mutates compliance_sync/domain/rules.py,
+# Mutation testing of the pure core of SPEC §4-5 (issue 12): mutmut mutates compliance_sync/domain/rules/,
 # diff.py, fiscal.py and invariants.py (comparison operators flipped, constants off by one, // and / swapped,
 # and/or, boundaries, strings, ...) and runs the default suite's fast tests against each mutant: the unit tests
 # of those modules, the property tests (the rules against the independent oracle on random worlds, in
@@ -27,8 +27,9 @@ import pathlib
 import sys
 
 work = pathlib.Path(sys.argv[1])
-mutated = ["compliance_sync/domain/rules.py", "compliance_sync/domain/diff.py", "compliance_sync/domain/fiscal.py", "compliance_sync/domain/invariants.py"]
-tests = ["test_rules.py", "test_fiscal.py", "test_diff.py", "test_invariants.py", "test_core_edges.py", "test_properties.py", "test_boundaries.py"]
+mutated = sorted(p.relative_to(work).as_posix() for p in (work / "compliance_sync/domain/rules").glob("*.py"))
+mutated += [f"compliance_sync/domain/{name}.py" for name in ("diff", "fiscal", "invariants")]
+tests = ["unit/test_rules.py", "unit/test_fiscal.py", "unit/test_diff.py", "unit/test_invariants.py", "unit/test_core_edges.py", "integration/test_properties.py", "integration/test_boundaries.py"]
 if os.environ.get("FULL"):  # also the command line against the oracle over PostgreSQL (hours, not minutes)
     tests.append("test_oracle.py")
 others = sorted(p.relative_to(work).as_posix() for p in (work / "compliance_sync").rglob("*.py") if p.relative_to(work).as_posix() not in mutated)

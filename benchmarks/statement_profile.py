@@ -68,6 +68,7 @@ def main() -> int:
     from compliance_sync.backends import choose_backend
     from compliance_sync.config.settings import load_settings
     from compliance_sync.domain.fiscal import FiscalYear
+    from compliance_sync.service.summary import summary as summary_of
 
     print(f"peak RSS after imports: {peak_mb():.0f} MB")
     order = ["read_s", "compute_s", "plan_s", "write_s"]
@@ -90,7 +91,7 @@ def main() -> int:
         backend, settings, settings.bu_map(), outcome, sync.RunOptions(sync.Mode.LIVE, False, 50, outcome.run_id)
     )
     total = time.perf_counter() - started
-    summary = outcome.summary()
+    summary = summary_of(outcome)
     print(f"run_fiscal_year: {total:.2f} s, status {summary['status']}, error {summary['error']}")
 
     in_sql = collections.defaultdict(float)

@@ -23,7 +23,15 @@ from compliance_sync.domain.diff import ChangeSet, SyncDiff, diff_rows, key_of
 from compliance_sync.domain.facts import Facts, facts_from_rows
 from compliance_sync.domain.fiscal import FiscalYear
 from compliance_sync.domain.ledger import LedgerRow
-from compliance_sync.domain.tables import EXCLUSIONS, JOB_META_COLUMNS, LEDGER_TABLE, SOURCES, TARGETS, NotWanted, TargetTable
+from compliance_sync.domain.tables import (
+    EXCLUSIONS,
+    JOB_META_COLUMNS,
+    LEDGER_TABLE,
+    SOURCES,
+    TARGETS,
+    NotWanted,
+    TargetTable,
+)
 from compliance_sync.domain.wanted import WantedRows
 from compliance_sync.errors import ConcurrentChange, DataError
 

@@ -1,17 +1,6 @@
-"""Migrations (SPEC §3): the full schema for local use and demos, the minimal one for Supabase.
-
-- :func:`apply_full` runs ``migrations/full.sql``: every table of §3 with realistic extra columns, the
-  four target keys as unique indexes, the run ledger. It refuses a database whose §3 tables already
-  hold rows unless forced (§7 "Safety rails"): it is for empty databases, not for production.
-- :func:`apply_minimal` is what an existing Supabase database needs (§3.3): a unique index behind each
-  of the four target keys (recognised by its columns, whatever its name), the run ledger, and a
-  ``NOTIFY pgrst, 'reload schema'``. Duplicate keys stop it, unless asked to deduplicate.
-- :func:`find_key_index` tells whether a unique index backs a set of columns; the schema check reuses it.
-
-Both migrations take a psycopg 3 connection, run in one transaction (commit at the end, rollback on any
-error, so a refusal changes nothing), serialise against each other with a transaction-level advisory
-lock, and return human-readable log lines. Both are idempotent.
-"""
+"""Migrations (SPEC §3): the full schema for local use and demos (:func:`apply_full`), the minimal one for
+Supabase (:func:`apply_minimal`: the target keys' unique indexes, the run ledger). Each runs in one transaction
+under an advisory lock and is idempotent; details: docs/architecture.md, "Migrations"."""
 
 from __future__ import annotations
 
@@ -22,7 +11,15 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
-from compliance_sync.backends.catalog import SCHEMA, WRITABLE, existing_tables, find_key_index, relations, row_counts, table_columns
+from compliance_sync.backends.catalog import (
+    SCHEMA,
+    WRITABLE,
+    existing_tables,
+    find_key_index,
+    relations,
+    row_counts,
+    table_columns,
+)
 from compliance_sync.domain.tables import LEDGER_TABLE, SECTION3_TABLES, TARGETS, TargetTable
 from compliance_sync.errors import DataError
 

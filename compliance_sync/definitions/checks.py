@@ -11,7 +11,8 @@ import dagster as dg
 from compliance_sync.domain.findings import DIFF_WARNINGS, WARNINGS, Finding, Severity, WarningCode
 from compliance_sync.domain.invariants import INVARIANTS
 from compliance_sync.domain.tables import APAC, BUSINESS_UNIT, REQUIREMENTS, TERRITORY
-from compliance_sync.service.sync import Mode, Outcome
+from compliance_sync.service.outcome import Mode, Outcome
+from compliance_sync.service.summary import target_finding
 
 GUARDS = "write_guards"
 GUARD_DESCRIPTION = (
@@ -66,7 +67,7 @@ def check_specs(partitions_def: dg.PartitionsDefinition) -> list[dg.AssetCheckSp
 
 def _finding(outcome: Outcome, target: str, code: str) -> Finding:
     if code in PER_TARGET:
-        return outcome.target_finding(target, code)
+        return target_finding(outcome, target, code)
     if code == GUARDS:
         # a dry run reports what a live run would do: a guard never fails it (SPEC §7)
         f = Finding(GUARDS, Severity.WARN if outcome.mode == Mode.DRY_RUN else Severity.ERROR, GUARD_DESCRIPTION)

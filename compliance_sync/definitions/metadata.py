@@ -23,7 +23,8 @@ from compliance_sync.domain.tables import (
     UUID,
 )
 from compliance_sync.service import diff_text as report
-from compliance_sync.service.sync import Mode, Outcome
+from compliance_sync.service.outcome import Mode, Outcome
+from compliance_sync.service.summary import summary
 
 PG_TYPES = {UUID: "uuid", INT: "integer", NUMERIC: "numeric", DATE: "date", JSONB: "jsonb", TIMESTAMPTZ: "timestamptz"}
 PREVIEW_ROWS = 10
@@ -102,7 +103,7 @@ def live(name: str, outcome: Outcome, with_summary: bool) -> dict[str, Any]:
         meta["below_compliance_accounts"] = int(row["below_compliance_accounts"])
         meta["clients"] = dg.MetadataValue.json({k: outcome.comp.stats[k] for k in outcome.comp.stats if k.startswith("clients_")})
     if with_summary:
-        meta[SUMMARY] = dg.MetadataValue.json(outcome.summary())
+        meta[SUMMARY] = dg.MetadataValue.json(summary(outcome))
     return meta
 
 
@@ -116,7 +117,7 @@ def dry(name: str, outcome: Outcome, with_summary: bool) -> dict[str, Any]:
     meta["not_listed"] = dg.MetadataValue.text(f"{t.hidden():,} more rows not listed" if t.hidden() else "every changed row is listed")
     meta["guards"] = dg.MetadataValue.md("\n".join(f"- a live run would stop: {g.message}" for g in outcome.stopping) or "none: a live run would write")
     if with_summary:
-        meta[SUMMARY] = dg.MetadataValue.json(outcome.summary())
+        meta[SUMMARY] = dg.MetadataValue.json(summary(outcome))
     return meta
 
 

@@ -1,16 +1,8 @@
 """The four planning targets as one multi-asset: its single step runs :func:`compliance_sync.service.sync.run_fiscal_year`
 for the partition's fiscal year and translates the outcome into Dagster events.
 
-Whatever a user selects (one target, several, or only checks), a live run writes the four targets together
-in one transaction and records all four as materialised for the FY (unselected ones through
-``log_event``); a selection of checks alone runs as a dry run of those checks. Run config:
-``ops.compliance_sync.config`` with ``dry_run``, ``as_of`` (YYYY-MM-DD, default today in the configured
-timezone), ``allow_mass_prune`` and ``diff_limit``.
-
-Dry or live: a run is a dry run when its config says ``dry_run: true``, when it selects checks only, or
-when it carries the tag ``compliance_sync/mode: dry_run`` (the dry-run and checks jobs, and every dry run
-the command line launches, set it; so ``dry_run: false`` edited into their launchpad cannot make them write).
-"""
+A live run writes the four targets together whatever is selected; a run is dry when its config, its selection
+(checks only) or its tag says so. The rules for selection and mode: docs/architecture.md, "Definitions"."""
 
 import datetime as dt
 from collections.abc import Iterator
@@ -24,7 +16,9 @@ from compliance_sync.definitions.tags import DRY_RUN, MODE_TAG, OP_NAME
 from compliance_sync.domain.fiscal import FiscalYear
 from compliance_sync.domain.tables import APAC, BUSINESS_UNIT, REQUIREMENTS, SOURCES, TARGETS, TERRITORY
 from compliance_sync.errors import SettingsError, SyncError
-from compliance_sync.service.sync import Mode, Outcome, RunOptions, parse_as_of, run_fiscal_year
+from compliance_sync.service.outcome import Mode, Outcome
+from compliance_sync.service.summary import summary
+from compliance_sync.service.sync import RunOptions, parse_as_of, run_fiscal_year
 
 DEPENDENCIES = {
     REQUIREMENTS: [s.name for s in SOURCES if s.name != "territory_strategies"],
@@ -102,7 +96,7 @@ def build_targets_asset(partitions_def: dg.PartitionsDefinition, freshness_hours
 
 
 def _fail(message: str, outcome: Outcome | None = None) -> dg.Failure:
-    meta = {metadata.SUMMARY: dg.MetadataValue.json(outcome.summary())} if outcome else {}
+    meta = {metadata.SUMMARY: dg.MetadataValue.json(summary(outcome))} if outcome else {}
     return dg.Failure(description=message, metadata=meta, allow_retries=False)
 
 
@@ -156,7 +150,8 @@ def run_step(context: dg.AssetExecutionContext, config: SyncConfig, sync: SyncRe
     try:
         run_fiscal_year(backend, settings, bu_map, outcome, options)
     except (KeyboardInterrupt, SystemExit):  # say what was written before the run ends
-        context.log_event(dg.AssetObservation(asset_key=APAC, partition=outcome.fy.key, metadata={metadata.SUMMARY: dg.MetadataValue.json(outcome.summary())}))
+        meta = {metadata.SUMMARY: dg.MetadataValue.json(summary(outcome))}
+        context.log_event(dg.AssetObservation(asset_key=APAC, partition=outcome.fy.key, metadata=meta))
         context.log.error(outcome.error)
         raise
     for w in outcome.backend_warnings:

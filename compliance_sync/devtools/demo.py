@@ -1,71 +1,8 @@
 """Demo and scale data: a realistic, deterministic APAC dataset in the tables of SPEC §3.
 
-``load_demo_data(conn)`` fills an empty, migrated database (``compliance-sync migrate`` first) with:
-
-- **Reference data**: the six tiers (Giant, Collaboration, Leverage, Maintain, Nurture, Sleeping Giant);
-  twelve active event types (PGL_ENGAGE … UPDATE_360) plus one retired type (QBR_LEGACY, inactive, still
-  required by some tiers and with 2024 events, to show inactive types are ignored); the requirement
-  matrix :data:`REQUIREMENTS` (higher tiers require more; zeros where a tier needs nothing).
-- **CSEs and territories**: eleven CSEs in three business units (ANZ, SEA, Greater China), one territory
-  each (:data:`BASE_CSES`); with more than 66 clients, extra CSEs are generated (one per ~6 clients) and
-  share the base territories, so every territory stays in ``bu_map.example.yaml``. "Strategic Accounts"
-  (Priya Sharma) maps to SEA through the ``cse:`` section only.
-- **Clients** (``clients``, 60 by default) with client-like names, spread over the CSEs; per client:
-  - segment periods from 2023 (1/12 of clients onboarded in 2024 or 2025): 1 in 5 changes tier mid-year
-    once (a closed period then an open one; 1 in 3 of those also changes CSE), 1 in 25 twice; 3 in 10
-    have a ``client_uuid``. Deliberate, realistic data-quality cases: 1 client in 40 has plans but no
-    segmentation yet (skipped by the job), 1 in 50 has no CSE in its latest period (unassigned).
-  - account plans for FY2024, FY2025 and FY2026, ``plans_per_client`` plans per client and FY (distinct
-    ids, same ``client_name``): every client has plans for FY2026 (so FY2026 holds exactly
-    ``clients * plans_per_client`` plans, none archived), clients onboarded later have none before.
-    Statuses: FY2024 mostly approved, FY2025 approved / submitted / in review, FY2026 a mix of draft,
-    submitted, in review, revision requested and approved; 1 client in 30 has an archived FY2024 plan
-    and another 1 in 30 an archived FY2025 plan. Clients with a ``client_uuid`` carry it as the plan's
-    ``client_id`` on all their FY2026 plans and about half of the earlier ones.
-  - exclusions for clients 1, 2, 3 of every 60: reason 'Greyed out - not applicable' (does not exclude),
-    NULL, and 'Client declined' (these two do exclude; the client has no events of that type).
-- **Territory strategies** per CSE and FY: one annual (``quarter`` NULL, or '' for 1 CSE in 4); 1 CSE in
-  3 also has Q1-Q4 quarterly ones (each updated shortly before its quarter); some CSEs carry an extra
-  archived annual in FY2025 or a second, older annual in FY2026 (the job reports the loser of the
-  tie-break); every ``updated_at`` is set;
-  the last base CSE (and 1 extra CSE in 9) has no FY2024 strategy (its clients are unassigned that
-  year).
-- **Events** (the distribution is the same at any number of clients):
-  - per client, calendar year Y (2024-2026) and event type with requirement ``r > 0`` (the highest
-    frequency among the tiers of the client's periods overlapping Y): ``r * d * events_scale`` events on
-    average (stochastic rounding, pro rata for clients onboarded during Y), where the client's diligence
-    ``d`` is drawn once per client, varied ±10 % per year: 15 % *diligent* clients d ∈ [1.0, 1.15],
-    70 % *typical* d ∈ [0.55, 1.0], 15 % *critical* d ∈ [0.15, 0.5]; types not required get an ad-hoc
-    event with probability 0.3 * events_scale per year; the retired type has events in 2024 only.
-  - dates: the n events of a (client, type, year) are spread evenly over the year (one per 1/n of the
-    year, jittered), moved off weekends (Saturday → Friday, Sunday → Monday);
-  - completed: events dated on or before ``today`` (:data:`DEMO_DEFAULTS` fixes it at 2026-11-20 so that
-    the data is the same whenever it is loaded) are completed with probability 0.97 / 0.90 / 0.75
-    (diligent / typical / critical); later events are never completed. So compliance per client comes
-    out at about d x that probability: ~100 % for diligent clients, 50-90 % for most, under 40 % for
-    the critical ones.
-  - about 57 events per segmented client over the three years at ``events_scale = 1`` (3,343 for the
-    default 60 clients, 571,935 for 10,000), spread evenly over the 36 months; 80-95 % of the past
-    events completed overall (about 90 %). ``events_scale`` multiplies every count, which also
-    raises the share of compliant clients: it is a volume knob for benchmarks. :data:`SCALE_DEMO`
-    (clients=10_000, plans_per_client=2, events_scale=3.5) gives 20,000 FY2026 plans (58,206 over
-    FY2024-2026) and 1,999,997 events.
-  - quirks the job reports as warnings: 1 client in 30 has an event without a date, 1 in 45 an event
-    whose ``client_name`` differs only in case.
-- **Compliance cache** (``segmentation_event_compliance``) for 2024 and 2025: one row per client and
-  required active type with the year's completed events; about 5 % of rows are stale (count off by 1-2).
-- **Planning rows** the job must not overwrite: ``business_unit_planning`` for ANZ, SEA and Greater China
-  per FY plus Japan in FY2026 (a BU with no territory yet), and ``apac_planning_goals`` per FY, with
-  targets, revenue and notes; the job only fills their compliance columns.
-
-Determinism: everything comes from ``random.Random`` streams seeded by ``seed`` and the table name, and
-ids are ``uuid.UUID(int=rng.getrandbits(128), version=4)``: the same arguments give the same rows and ids.
-
-Loading uses COPY for every table, streaming rows (events are generated client by client), ``FREEZE``
-(the tables are truncated in the same transaction) and ends with ANALYZE; one transaction, committed at
-the end. Safety rail (SPEC §7): refuses when any §3 table holds rows, unless ``force`` (which truncates
-the §3 source and target tables first; the run ledger is kept).
-"""
+``load_demo_data(conn)`` fills an empty, migrated database in one transaction (COPY), with the data-quality cases
+the job reports; the same arguments give the same rows and ids. What it generates and why: docs/architecture.md,
+"Demo data"."""
 
 from __future__ import annotations
 

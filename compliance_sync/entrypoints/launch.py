@@ -2,25 +2,8 @@
 to do next, and with ``--ui`` the Dagster UI on the same data) and ``compliance-sync ui`` (the Dagster UI
 and daemon for the configured database).
 
-Both keep Dagster's records in one fixed ``DAGSTER_HOME``, ``.compliance_sync/dagster_home`` under the
-working folder, so runs launched from the UI are picked up by the daemon that ``dagster dev`` starts, and
-the demo's own command-line runs are listed there. Files under ``.compliance_sync/``:
-
-* ``dagster_home/dagster.yaml`` and ``dagster_home/workspace.yaml``: rewritten by every ``demo`` / ``ui``;
-* ``demo.env``: ``SUPABASE_DB_URL`` (the embedded server's Unix-socket URL) and ``COMPLIANCE_SYNC_BU_MAP``,
-  valid while ``compliance-sync demo --ui`` runs (scripts and tests read it);
-* ``ui.lock``: held (``flock``) by the one ``demo --ui`` / ``ui`` serving from this folder, with its PID;
-* ``pgdata``: the embedded server's data for an ordinary user (root's is under /var/lib/compliance-sync).
-
-``demo`` loads the demo data only into an empty database and never refuses a second time; ``--reset``
-reloads it and clears Dagster's records of the demo too (so the UI matches the data), and is refused while
-a UI serves from the folder.
-
-Every wait is bounded and logged with what it waits for: the UI to load the code location
-(``READY_TIMEOUT_S``), ``dagster dev`` and every process it started to stop after Ctrl-C / SIGTERM / SIGHUP
-(``STOP_TIMEOUT_S``, then SIGKILL and ``KILL_TIMEOUT_S``). Ctrl-C while the UI runs is the normal way to
-stop it: exit 0, after which the embedded server (when this process started it) is stopped too.
-"""
+Both keep Dagster's records in one fixed ``DAGSTER_HOME`` under ``.compliance_sync/``; the files kept there and the
+bounded waits: docs/architecture.md, "Entry points"."""
 
 from __future__ import annotations
 

@@ -1,12 +1,7 @@
 """Run one fiscal year from the command line, then print the old script's report from the run's summary.
 
-The command line and Dagster run the same code, :func:`compliance_sync.service.sync.run_fiscal_year`: the Dagster
-asset is a thin translation of its outcome into events. When ``DAGSTER_HOME`` is set, the command line
-materialises that asset in-process on that instance, so the run appears in the UI, and reads the summary
-back from the run's event log. Without it, there is no instance to record the run in, and the command line
-calls the same function directly: an ephemeral Dagster instance would record nothing and, at demo scale,
-cost more than the sync itself (README, "Performance").
-"""
+Through the Dagster asset, in-process, when there is an instance to record the run in (``DAGSTER_HOME``), else
+:func:`compliance_sync.service.sync.run_fiscal_year` directly; why: docs/architecture.md, "Service"."""
 
 from __future__ import annotations
 
@@ -93,7 +88,9 @@ def run(settings: Settings, backend: Backend, request: RunRequest) -> tuple[dict
 
 
 def run_directly(settings: Settings, backend: Backend, request: RunRequest) -> tuple[dict[str, Any], int]:
-    from compliance_sync.service.sync import Mode, Outcome, RunOptions, run_fiscal_year
+    from compliance_sync.service.outcome import Mode, Outcome
+    from compliance_sync.service.summary import summary
+    from compliance_sync.service.sync import RunOptions, run_fiscal_year
 
     mode = Mode.DRY_RUN if request.dry_run else Mode.LIVE
     fy = request.fy
@@ -101,8 +98,8 @@ def run_directly(settings: Settings, backend: Backend, request: RunRequest) -> t
     try:
         run_fiscal_year(backend, settings, settings.bu_map(), outcome, RunOptions(mode, request.allow_mass_prune, request.diff_limit, outcome.run_id))
     except (KeyboardInterrupt, SystemExit):
-        return outcome.summary(), ExitCode.INTERRUPTED
-    return outcome.summary(), int(outcome.exit_code)
+        return summary(outcome), ExitCode.INTERRUPTED
+    return summary(outcome), int(outcome.exit_code)
 
 
 def run_in_dagster(settings: Settings, backend: Backend, request: RunRequest) -> tuple[dict[str, Any], int]:

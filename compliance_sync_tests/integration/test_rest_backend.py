@@ -34,6 +34,7 @@ from compliance_sync.config.settings import EXAMPLE_BU_MAP
 from compliance_sync.domain.tables import APAC, BUSINESS_UNIT, EVENTS, LEDGER_TABLE, REQUIREMENTS, TARGETS, TERRITORY
 from compliance_sync.entrypoints import cli
 from compliance_sync.errors import ExitCode, SettingsError
+from compliance_sync.service.summary import summary as summary_of
 from compliance_sync.service.sync import Mode
 from compliance_sync_tests.conftest import dagster_home
 from compliance_sync_tests.postgrest_server import make_jwt
@@ -130,21 +131,8 @@ def cli_run(capsys, *args: str) -> tuple[int, dict, str]:
 
 
 def counts(outcome) -> dict:
-    s = outcome.summary()
-    keys = (
-        "targets",
-        "clients_processed",
-        "clients_skipped",
-        "clients_unassigned",
-        "clients_at_risk",
-        "clients_critical",
-        "requirement_rows",
-        "territories",
-        "business_units",
-        "warnings",
-        "guards",
-        "source_rows",
-    )
+    s = summary_of(outcome)
+    keys = ("targets", "clients_processed", "clients_skipped", "clients_unassigned", "clients_at_risk", "clients_critical", "requirement_rows", "territories", "business_units", "warnings", "guards", "source_rows")
     return {k: s[k] for k in keys}
 
 
@@ -323,13 +311,9 @@ def test_reads_complete_whatever_the_cap(migrated_db, copies, env, tmp_path, cap
                     run(backend, s.bu_map, settings, Mode.DRY_RUN),
                 )
                 no_request_errors(dry_r)
-                assert dry_r.summary()["diff"] == dry_d.summary()["diff"] and counts(dry_r) == counts(dry_d)
-                changes = dry_r.summary()["targets"]
-                assert (
-                    changes[REQUIREMENTS]["inserted"]
-                    and changes[REQUIREMENTS]["updated"]
-                    and changes[REQUIREMENTS]["deleted"]
-                )
+                assert summary_of(dry_r)["diff"] == summary_of(dry_d)["diff"] and counts(dry_r) == counts(dry_d)
+                changes = summary_of(dry_r)["targets"]
+                assert changes[REQUIREMENTS]["inserted"] and changes[REQUIREMENTS]["updated"] and changes[REQUIREMENTS]["deleted"]
                 assert changes[REQUIREMENTS]["orphans"] == 1 and changes[TERRITORY]["deleted"] == 1
             paged = [t for t in PAGED if phase == "after changes" or t not in (REQUIREMENTS, TERRITORY, BUSINESS_UNIT)]
             for table in paged:
@@ -414,7 +398,7 @@ def test_a_period_without_effective_from_is_ignored_and_reported(migrated_db, en
         with rest_server(migrated_db) as srv:
             outcome = run(rest_backend(srv), s.bu_map, settings_for(tmp_path))
     assert outcome.exit_code == 0, outcome.error
-    summary = outcome.summary()
+    summary = summary_of(outcome)
     assert summary["warnings"].get("invalid_segment_periods") == 1, summary["warnings"]
     assert outcome.comp.findings["invalid_segment_periods"].examples == [
         f"Alpha Health: period {uid('no-start')} has a null effective_from"
@@ -613,7 +597,7 @@ def test_stale_rows_deleted_last_and_only_without_foreign_data(shared_db, env, t
         assert {k[0] for k in left} == {uid("p1"), uid("p2"), uid("p3")} and len(left) == 5
         assert left[(uid("p2"), uid("type:SLA_REVIEW"), 2025)]["notes"] == "before"
         assert left[(uid("p3"), uid("type:SLA_REVIEW"), 2025)]["ai_recommended_dates"] == ["2025-09-01"]
-        req = outcome.summary()["targets"][REQUIREMENTS]
+        req = summary_of(outcome)["targets"][REQUIREMENTS]
         assert (req["deleted"], req["orphans"], req["updated"]) == (2, 2, 1)
         assert any(f"{REQUIREMENTS}: 1 stale row(s) gained data the job does not own" in m for m in logged.messages)
         [_, ledger] = ledger_rows(migrated_db)
@@ -622,14 +606,9 @@ def test_stale_rows_deleted_last_and_only_without_foreign_data(shared_db, env, t
         srv.clear_requests()
         again = run(backend, s.bu_map, settings)
         no_request_errors(again)
-        assert again.summary()["targets"][REQUIREMENTS] == {
-            "inserted": 0,
-            "updated": 0,
-            "deleted": 0,
-            "orphans": 2,
-            "unchanged": 3,
-        }
-        assert again.summary()["warnings"]["orphans"] == 2
+        expected = {"inserted": 0, "updated": 0, "deleted": 0, "orphans": 2, "unchanged": 3}
+        assert summary_of(again)["targets"][REQUIREMENTS] == expected
+        assert summary_of(again)["warnings"]["orphans"] == 2
         assert not [r for r in srv.requests if r.method == "DELETE"]
 
 
@@ -734,9 +713,8 @@ def test_rls_hiding_events_trips_the_collapse_guard(appendix_db, env, tmp_path):
         before = target_state(appendix_db, with_stamps=True)
         srv.faults.rls(EVENTS)  # the events read empty, as with a key that row-level security filters
         dry = run(backend, s.bu_map, settings, Mode.DRY_RUN)
-        assert dry.exit_code == 0 and [g["code"] for g in dry.summary()["guards"] if g["stops_live_run"]] == [
-            "events_collapse"
-        ]
+        stopping = [g["code"] for g in summary_of(dry)["guards"] if g["stops_live_run"]]
+        assert dry.exit_code == 0 and stopping == ["events_collapse"]
         srv.clear_requests()
         live = run(backend, s.bu_map, settings)
         assert live.exit_code == ExitCode.DATA
@@ -1088,15 +1066,13 @@ def test_concurrent_rest_runs_converge(migrated_db, copies, env, tmp_path, held)
             first = run(rest_backend(srv, page_size=20), s.bu_map, settings)
         no_request_errors(first)
         no_request_errors(second[0])
-        assert (
-            first.summary()["targets"][REQUIREMENTS]["deleted"] > 0
-            and second[0].summary()["targets"][REQUIREMENTS]["deleted"] > 0
-        )
+        assert summary_of(first)["targets"][REQUIREMENTS]["deleted"] > 0
+        assert summary_of(second[0])["targets"][REQUIREMENTS]["deleted"] > 0
         assert target_state(migrated_db) == target_state(clean)
         srv.clear_requests()
         third = run(rest_backend(srv), s.bu_map, settings)
         no_request_errors(third)
-        assert all(t["inserted"] == t["updated"] == t["deleted"] == 0 for t in third.summary()["targets"].values())
+        assert all(t["inserted"] == t["updated"] == t["deleted"] == 0 for t in summary_of(third)["targets"].values())
         assert [r.table for r in writes(srv)] == [LEDGER_TABLE]
 
 
@@ -1112,9 +1088,8 @@ def test_rest_run_over_rows_the_direct_path_wrote_writes_nothing(shared_db, env,
             srv.clear_requests()
             outcome = run(rest_backend(srv), s.bu_map, settings)
             no_request_errors(outcome)
-            assert all(
-                t["inserted"] == t["updated"] == t["deleted"] == 0 for t in outcome.summary()["targets"].values()
-            )
+            per_target = summary_of(outcome)["targets"].values()
+            assert all(t["inserted"] == t["updated"] == t["deleted"] == 0 for t in per_target)
             assert [r.table for r in writes(srv)] == [LEDGER_TABLE]
             assert target_state(migrated_db, with_stamps=True) == before
 

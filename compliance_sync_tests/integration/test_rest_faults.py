@@ -24,6 +24,7 @@ from compliance_sync.backends import rest
 from compliance_sync.domain.bu_map import BuMap
 from compliance_sync.domain.tables import EVENTS, LEDGER_TABLE, REQUIREMENTS, TARGETS
 from compliance_sync.errors import ExitCode
+from compliance_sync.service.summary import summary as summary_of
 from compliance_sync_tests.rest_support import (
     database,
     ledger_rows,
@@ -90,7 +91,7 @@ def bench(server_url, tmp_path_factory):
             srv.clear_requests()
             clean = run(rest_backend(srv, retries=RETRIES), BU_MAP, settings)
             assert clean.exit_code == 0, clean.error
-            changes = clean.summary()["targets"]
+            changes = summary_of(clean)["targets"]
             assert all(changes[t.name]["updated"] for t in TARGETS)
             assert (
                 changes[REQUIREMENTS]["inserted"]
@@ -238,7 +239,7 @@ def changed_rows(now: dict, old: dict, table: str) -> int:
 
 
 def assert_partly(outcome, exit_code: ExitCode) -> dict:
-    summary = outcome.summary()
+    summary = summary_of(outcome)
     assert outcome.exit_code == exit_code, outcome.error
     assert summary["status"] == "partly_written" and summary["written"] == "partly", summary["error"]
     assert summary["exit_code"] == int(exit_code)

@@ -15,6 +15,7 @@ import psycopg
 import pytest
 
 from compliance_sync.domain.tables import REQUIREMENTS, TARGETS
+from compliance_sync.service.summary import summary as summary_of
 from compliance_sync_tests.postgrest_server.database import prepare_supabase_roles
 from compliance_sync_tests.rest_support import (
     clone,
@@ -114,7 +115,7 @@ def test_the_service_key_reads_and_writes_everything_under_the_apps_policies(rls
         assert target_state(rls_db) == expected
         again = run(backend, s.bu_map, settings)  # it reads back every row it wrote: nothing left to write
         assert again.exit_code == 0, again.error
-        assert all(t["inserted"] == t["updated"] == t["deleted"] == 0 for t in again.summary()["targets"].values())
+        assert all(t["inserted"] == t["updated"] == t["deleted"] == 0 for t in summary_of(again)["targets"].values())
         assert {r.role for r in srv.requests} == {"service_role"}
     assert target_state(rls_db) == expected
 

@@ -16,6 +16,7 @@ from compliance_sync.domain.guards import GuardCode
 from compliance_sync.domain.tables import APAC, BUSINESS_UNIT, LEDGER_TABLE, REQUIREMENTS, TARGETS, TERRITORY
 from compliance_sync.errors import ExitCode
 from compliance_sync.service import sync
+from compliance_sync.service.summary import summary as summary_of
 from compliance_sync.service.sync import CONCURRENT_ATTEMPTS, Mode, Outcome, RunOptions, RunStatus, run_fiscal_year
 from compliance_sync_tests.scenario import Scenario, appendix_a, uid
 
@@ -128,7 +129,7 @@ def test_a_guard_never_stops_a_dry_run(settings):
     b = backend(stale_territories=3)
     outcome = run(b, settings, Mode.DRY_RUN)
     assert outcome.exit_code == ExitCode.OK and outcome.status == RunStatus.DRY_RUN
-    summary = outcome.summary()
+    summary = summary_of(outcome)
     assert [(g["code"], g["stops_live_run"]) for g in summary["guards"]] == [("mass_prune", True)]
     assert summary["diff"][TERRITORY]  # the row-level diff a dry run shows
     assert b.calls == ["read_facts", "plan"]
@@ -150,7 +151,7 @@ def test_a_broken_invariant_stops_a_dry_run_without_a_ledger_row(settings, broke
     b = backend()
     outcome = run(b, settings, Mode.DRY_RUN)
     assert outcome.exit_code == ExitCode.DATA and "territory_totals" in outcome.error
-    assert outcome.summary()["invariant_violations"]["territory_totals"] == 1
+    assert summary_of(outcome)["invariant_violations"]["territory_totals"] == 1
     assert b.calls == ["read_facts", "plan"] and ledger_statuses(b) == []  # a dry run records nothing
 
 
