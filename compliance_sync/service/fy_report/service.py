@@ -16,6 +16,7 @@ from compliance_sync.backends import Backend
 from compliance_sync.config.settings import Settings
 from compliance_sync.domain.fiscal import FiscalYear
 from compliance_sync.errors import ConnectionFailure, DataError, ExitCode, SettingsError, SyncError
+from compliance_sync.service import summary
 from compliance_sync.service.fy_report.tables import ReportTables, build_tables
 
 log = logging.getLogger(__name__)
@@ -65,7 +66,7 @@ def produce(
     tables = build_tables(
         outcome.comp,
         generated_at=dt.datetime.now(settings.tz),
-        findings=outcome.findings(),
+        findings=summary.findings(outcome),
         backend_warnings=[w for w in outcome.backend_warnings if w != ledger.warning],
         targets={name: t.counts() for name, t in outcome.diff.targets.items()} if outcome.diff else None,
         ledger_rows=ledger.rows,
