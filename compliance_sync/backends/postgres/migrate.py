@@ -1,16 +1,7 @@
-"""Migrations (SPEC §3): the full schema for local use and demos, the minimal one for Supabase.
-
-- :func:`apply_full` runs ``migrations/full.sql``: every table of §3 with realistic extra columns, the
-  four target keys as unique indexes, the run ledger. It refuses a database whose §3 tables already
-  hold rows unless forced (§7 "Safety rails"): it is for empty databases, not for production.
-- :func:`apply_minimal` is what an existing Supabase database needs (§3.3): a unique index behind each
-  of the four target keys (recognised by its columns, whatever its name), the run ledger, and a
-  ``NOTIFY pgrst, 'reload schema'``. Duplicate keys stop it, unless asked to deduplicate.
-- :func:`find_key_index` tells whether a unique index backs a set of columns; the schema check reuses it.
-
-Both migrations take a psycopg 3 connection, run in one transaction (commit at the end, rollback on any
-error, so a refusal changes nothing), serialise against each other with a transaction-level advisory
-lock, and return human-readable log lines. Both are idempotent.
+"""Migrations (SPEC §3, §3.3): :func:`apply_full` for empty local and demo databases, :func:`apply_minimal` for an
+existing Supabase database (the four target keys as unique indexes, the run ledger), :func:`minimal_sql_script`
+(the minimal one as a script, for a database reached over REST). Both ``apply_*`` run in one transaction behind
+an advisory lock and are idempotent; the SQL lives in ``compliance_sync/migrations/``. See ``docs/backends.md``.
 """
 
 from __future__ import annotations
