@@ -404,7 +404,7 @@ def dataset_fingerprint(ds: Dataset) -> str:
 
 def build_dataset(ds: Dataset, run_id: str, keep: bool) -> dict[str, Any]:
     """The template database of a dataset (reused when ``keep`` and it exists); returns its facts."""
-    from compliance_sync.backends.migrate import apply_full
+    from compliance_sync.backends.postgres.migrate import apply_full
     from compliance_sync.devtools.demo import load_demo_data
 
     name = f"cs_bench_tpl_{ds.key}_{dataset_fingerprint(ds)}" if keep else f"cs_bench_{run_id}_tpl_{ds.key}"

@@ -105,7 +105,7 @@ def db_url(server_url: str) -> Iterator[str]:
 @pytest.fixture
 def migrated_db(db_url: str) -> str:
     """A new database with the full schema of SPEC §3 (no rows)."""
-    from compliance_sync.backends.migrate import apply_full
+    from compliance_sync.backends.postgres.migrate import apply_full
 
     with psycopg.connect(db_url) as conn:
         apply_full(conn)

@@ -75,7 +75,7 @@ def database(server_url: str, migrated: bool = True) -> Iterator[str]:
     url = url_for_database(server_url, name)
     try:
         if migrated:
-            from compliance_sync.backends.migrate import apply_full
+            from compliance_sync.backends.postgres.migrate import apply_full
 
             with psycopg.connect(url) as conn:
                 apply_full(conn)

@@ -184,7 +184,7 @@ _dropper = _Dropper()
 @pytest.fixture(scope="session")
 def world_template(server_url: str) -> Iterator[str]:
     """A database with the full schema and the small world, used only as a template."""
-    from compliance_sync.backends.migrate import apply_full
+    from compliance_sync.backends.postgres.migrate import apply_full
 
     name = create_database(server_url)
     url = url_for_database(server_url, name)

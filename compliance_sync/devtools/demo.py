@@ -17,7 +17,7 @@ import psycopg
 from psycopg import sql
 
 from compliance_sync.backends.catalog import SCHEMA, existing_tables
-from compliance_sync.backends.migrate import describe_counts, populated_tables
+from compliance_sync.backends.postgres.migrate import describe_counts, populated_tables
 from compliance_sync.domain.tables import SECTION3_TABLES, SOURCES, TARGETS
 from compliance_sync.errors import DataError
 

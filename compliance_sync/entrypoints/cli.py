@@ -258,7 +258,7 @@ def _database_url() -> str:
 
 
 def migrate(args: argparse.Namespace) -> int:
-    from compliance_sync.backends import migrate as migrations
+    from compliance_sync.backends.postgres import migrate as migrations
 
     if args.print_sql:
         if not args.minimal:

@@ -314,8 +314,8 @@ def serve(home: pathlib.Path, env: dict[str, str], port: int, ready_note: str = 
 def _demo_database(url: str, reset: bool) -> None:
     """The full schema and the demo data, loaded once (or again with ``reset``, which also clears the demo's
     Dagster records so the UI matches the data); never refuses itself."""
-    from compliance_sync.backends.migrate import apply_full, populated_tables
     from compliance_sync.backends.postgres import connect
+    from compliance_sync.backends.postgres.migrate import apply_full, populated_tables
     from compliance_sync.devtools.demo import load_demo_data
 
     with connect(url) as conn:

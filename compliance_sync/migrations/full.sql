@@ -1,6 +1,6 @@
 -- compliance_sync: the full schema of SPEC §3, for local use, tests and demos.
 --
--- Applied by `compliance-sync migrate` (compliance_sync.migrate.apply_full), which refuses to run
+-- Applied by `compliance-sync migrate` (apply_full in backends/postgres/migrate.py), which refuses to run
 -- against a database whose §3 tables already hold rows unless forced. Every statement is idempotent
 -- (IF NOT EXISTS), so running it twice is harmless.
 --

@@ -1,6 +1,6 @@
 -- compliance_sync: the minimal migration for an existing (Supabase) database, SPEC §3.3 / §3.4.
 --
--- Applied by `compliance-sync migrate --minimal` (compliance_sync.migrate.apply_minimal), which first,
+-- Applied by `compliance-sync migrate --minimal` (apply_minimal in backends/postgres/migrate.py), which first,
 -- in Python and in the same transaction, makes sure each of the four target keys is backed by a unique
 -- index (matched by its columns, whatever its name): it lists duplicate keys and stops, or with
 -- `--dedupe` keeps the row with the latest updated_at, then creates the missing ones as

@@ -315,7 +315,7 @@ def test_scale_settings_are_documented():
 
 
 def test_demo_on_an_autocommit_connection_and_tiny_client_counts(db_url):
-    from compliance_sync.backends.migrate import apply_full
+    from compliance_sync.backends.postgres.migrate import apply_full
 
     with psycopg.connect(db_url, autocommit=True) as conn:
         apply_full(conn)

@@ -17,7 +17,7 @@ import psycopg
 import pytest
 from psycopg import sql
 
-from compliance_sync.backends.migrate import apply_minimal, minimal_sql_script
+from compliance_sync.backends.postgres.migrate import apply_minimal, minimal_sql_script
 from compliance_sync.domain.diff import SyncDiff, diff_rows, keeper_rank
 from compliance_sync.domain.guards import next_command
 from compliance_sync.domain.tables import APAC, BUSINESS_UNIT, REQUIREMENTS, TARGET_BY_NAME, TARGETS, TERRITORY

