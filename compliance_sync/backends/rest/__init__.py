@@ -18,7 +18,7 @@ import hashlib
 import logging
 import threading
 from collections.abc import Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 from compliance_sync.backends import schema
@@ -32,7 +32,10 @@ from compliance_sync.config.secrets import redact, register_api_key
 from compliance_sync.config.settings import Settings
 from compliance_sync.domain.diff import ChangeSet, SyncDiff
 from compliance_sync.domain.fiscal import FiscalYear
-from compliance_sync.domain.tables import SOURCES, TARGETS
+from compliance_sync.domain.tables import LEDGER_TABLE, SOURCES, TARGETS
+
+if TYPE_CHECKING:
+    from compliance_sync.domain.ledger import LedgerRuns
 
 log = logging.getLogger(__name__)
 
@@ -83,6 +86,20 @@ class RestBackend:
         """A read-only session (``explain``): GET requests only (the schema check's key probes are skipped)."""
         with self.client() as c:
             yield RestSession(self, c, fy, as_of, read_only=True)
+
+    def ledger_runs(self, fy: FiscalYear, limit: int = 5) -> LedgerRuns:
+        """The FY's latest succeeded live runs in the ledger, newest first: one GET."""
+        # imported here: the report's ledger values are on main, not yet on this branch's base
+        from compliance_sync.domain.ledger import NO_LEDGER, LedgerRuns, readable_columns
+
+        with self.client() as c:
+            found = describe(c).relations.get(LEDGER_TABLE)
+            if found is None:
+                return LedgerRuns([], NO_LEDGER)
+            columns, warning = readable_columns(found.columns)
+            params = {"select": ",".join(columns), "fiscal_year": f"eq.{fy.year}", "status": "eq.succeeded"}
+            params |= {"mode": "eq.live", "order": "started_at.desc", "limit": str(limit)}
+            return LedgerRuns(c.get(LEDGER_TABLE, params), warning)
 
     def fingerprint(self, fy: FiscalYear) -> str:
         """What REST sees cheaply: per source, the FY's row count and the latest updated_at / created_at where
