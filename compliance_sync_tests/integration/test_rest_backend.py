@@ -30,6 +30,8 @@ from compliance_sync.backends.catalog import find_key_index
 from compliance_sync.backends.port import BackendKind
 from compliance_sync.backends.postgres import PostgresBackend
 from compliance_sync.backends.rest import RestBackend, key_role
+from compliance_sync.backends.rest import client as rest_client
+from compliance_sync.backends.rest import write as rest_write
 from compliance_sync.config.settings import EXAMPLE_BU_MAP
 from compliance_sync.domain.tables import APAC, BUSINESS_UNIT, EVENTS, LEDGER_TABLE, REQUIREMENTS, TARGETS, TERRITORY
 from compliance_sync.entrypoints import cli
@@ -76,7 +78,7 @@ def env(monkeypatch, tmp_path):
         if (var.startswith(ENV_PREFIXES) and var != "COMPLIANCE_SYNC_TEST_DATABASE_URL") or var == "DAGSTER_HOME":
             monkeypatch.delenv(var)
     monkeypatch.setenv("COMPLIANCE_SYNC_BU_MAP", str(EXAMPLE_BU_MAP))
-    monkeypatch.setattr(rest, "BACKOFF_S", 0.01)
+    monkeypatch.setattr(rest_client, "BACKOFF_S", 0.01)
     return monkeypatch
 
 
@@ -944,14 +946,11 @@ def test_a_retry_after_longer_than_the_timeout_stops_with_exit_4_saying_when(app
 
 def test_retry_after_reads_seconds_and_http_dates():
     now = dt.datetime(2025, 6, 30, 12, 0, 0, tzinfo=dt.UTC)
-    assert rest.retry_after("7", now) == 7.0
-    assert rest.retry_after("Mon, 30 Jun 2025 12:00:09 GMT", now) == 9.0
-    assert rest.retry_after("Mon, 30 Jun 2025 11:00:00 GMT", now) == 0.0  # past: at once
-    assert (
-        rest.retry_after("soon", now) is None
-        and rest.retry_after(None, now) is None
-        and rest.retry_after("-3", now) is None
-    )
+    assert rest_client.retry_after("7", now) == 7.0
+    assert rest_client.retry_after("Mon, 30 Jun 2025 12:00:09 GMT", now) == 9.0
+    assert rest_client.retry_after("Mon, 30 Jun 2025 11:00:00 GMT", now) == 0.0  # past: at once
+    assert rest_client.retry_after("soon", now) is None and rest_client.retry_after(None, now) is None
+    assert rest_client.retry_after("-3", now) is None
 
 
 TRANSIENT = {
@@ -1208,5 +1207,5 @@ def test_upsert_bodies_encode_as_the_generic_row_conversion(table: str) -> None:
     row_with_nulls = {c: None for c in target.columns}
     stamp = "2026-11-28T00:00:00+00:00"
     for r in (row, row_with_nulls):
-        generic = rest._json_row(dict(r, updated_at=stamp), [*target.columns, "updated_at"])
-        assert _encode_json_body(rest._body_rows(target, [r], stamp)) == _encode_json_body([generic])
+        generic = rest_write._json_row(dict(r, updated_at=stamp), [*target.columns, "updated_at"])
+        assert _encode_json_body(rest_write._body_rows(target, [r], stamp)) == _encode_json_body([generic])

@@ -20,7 +20,8 @@ import time
 
 import pytest
 
-from compliance_sync.backends import rest
+from compliance_sync.backends.rest import client as rest_client
+from compliance_sync.backends.rest import write as rest_write
 from compliance_sync.domain.bu_map import BuMap
 from compliance_sync.domain.tables import EVENTS, LEDGER_TABLE, REQUIREMENTS, TARGETS
 from compliance_sync.errors import ExitCode
@@ -78,7 +79,7 @@ def bench(server_url, tmp_path_factory):
     """The world, its old targets saved, the clean run's new state and request sequence, and a server."""
     tmp = tmp_path_factory.mktemp("rest-faults")
     with pytest.MonkeyPatch.context() as mp, database(server_url) as url:
-        mp.setattr(rest, "BACKOFF_S", 0.001)
+        mp.setattr(rest_client, "BACKOFF_S", 0.001)
         s = world()
         load(url, s)
         settings = settings_for(tmp)
@@ -213,13 +214,13 @@ def test_every_request_position(bench, kind, persists):
 
 
 # --- after a fault, the summary says what reached the server (SPEC §5 "Partly written") -----------------------------
-def partly_trial(bench: dict, monkeypatch, arrange, chunk: int = rest.UPSERT_CHUNK):
+def partly_trial(bench: dict, monkeypatch, arrange, chunk: int = rest_write.UPSERT_CHUNK):
     """A run with ``arrange(srv, url)``'s fault in place: its outcome, the targets after it, the ledger."""
     srv, url = bench["srv"], bench["url"]
     restore_targets(url)
     srv.faults.clear()
     srv.clear_requests()
-    monkeypatch.setattr(rest, "UPSERT_CHUNK", chunk)
+    monkeypatch.setattr(rest_write, "UPSERT_CHUNK", chunk)
     undo = arrange(srv, url)
     try:
         outcome = run(rest_backend(srv, retries=RETRIES), BU_MAP, bench["settings"])
@@ -248,7 +249,7 @@ def assert_partly(outcome, exit_code: ExitCode) -> dict:
 
 
 def test_a_503_on_the_second_upsert_chunk_reports_the_acknowledged_chunks(bench, monkeypatch):
-    monkeypatch.setattr(rest, "UPSERT_IN_FLIGHT", 1)  # one chunk on the wire at a time: the count is exact
+    monkeypatch.setattr(rest_write, "UPSERT_IN_FLIGHT", 1)  # one chunk on the wire at a time: the count is exact
     probes = sum(1 for r in bench["sequence"] if r[0] == "POST" and r[1] == REQUIREMENTS and r[3] == "2")
     outcome, now, ledger = partly_trial(
         bench,
