@@ -35,9 +35,6 @@ from compliance_sync.domain.fiscal import FiscalYear
 from compliance_sync.domain.ledger import NO_LEDGER, LedgerRuns, readable_columns
 from compliance_sync.domain.tables import LEDGER_TABLE, SOURCES, TARGETS
 
-if TYPE_CHECKING:
-    from compliance_sync.domain.ledger import LedgerRuns
-
 log = logging.getLogger(__name__)
 
 
