@@ -18,7 +18,7 @@ import hashlib
 import logging
 import threading
 from collections.abc import Iterator
-from typing import TYPE_CHECKING, Any
+from typing import Any
 from urllib.parse import urlsplit
 
 from compliance_sync.backends import schema
