@@ -161,7 +161,9 @@ def varchar_limit(column: Column) -> int | None:
 
 def read_problem(kind: Kind, column: Column) -> str | None:
     """Why a source column cannot be read as ``kind`` (no coercion: numbers stored as text are refused)."""
-    return None if column.base in READABLE[kind] else f"has type {column.shown}, expected {EXPECTED[kind]} (no coercion)"
+    return (
+        None if column.base in READABLE[kind] else f"has type {column.shown}, expected {EXPECTED[kind]} (no coercion)"
+    )
 
 
 def write_problem(kind: Kind, column: Column) -> str | None:

@@ -45,7 +45,11 @@ def check(
             if source.required:
                 problems.append(f"table {source.name} does not exist")
             else:
-                warnings.append(f"{source.name} does not exist: no requirement is excluded" if source.name == EXCLUSIONS else f"{source.name} does not exist")
+                warnings.append(
+                    f"{source.name} does not exist: no requirement is excluded"
+                    if source.name == EXCLUSIONS
+                    else f"{source.name} does not exist"
+                )
             continue
         for column, kind in source.columns.items():
             col = rel.columns.get(column)
@@ -85,13 +89,17 @@ def check(
         foreign[target.name] = [c for c in rel.columns if c not in mine]
     if problems or (missing_keys and keys_required):
         problems += [missing_key_problem(name, TARGET_BY_NAME[name].key) for name in missing_keys]
-        raise DataError(f"the database schema at {where} does not match what compliance_sync needs: " + "; ".join(problems))
+        raise DataError(
+            f"the database schema at {where} does not match what compliance_sync needs: " + "; ".join(problems)
+        )
     ledger = relations.get(LEDGER_TABLE)
     ledger_columns = None if ledger is None else set(ledger.columns)
     if ledger_columns is None:
         warnings.append(f"{LEDGER_TABLE} does not exist: run not recorded ({MINIMAL} to add it)")
     elif missing := [c for c in LEDGER_COLUMNS if c not in ledger_columns]:
-        warnings.append(f"{LEDGER_TABLE} has no column(s) {', '.join(missing)}: the run is recorded without them ({MINIMAL} adds them)")
+        warnings.append(
+            f"{LEDGER_TABLE} has no column(s) {', '.join(missing)}: the run is recorded without them ({MINIMAL} adds them)"
+        )
     return SchemaReport(EXCLUSIONS in relations, ledger_columns, foreign, limits, warnings, missing_keys)
 
 

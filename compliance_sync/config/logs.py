@@ -89,7 +89,12 @@ class Progress:
         now = time.monotonic()
         if now - self._last >= self.every:
             self._last = now
-            self.log.info("%s: %s rows so far (%s rows/s)", self.what, f"{self.done:,}", f"{self.done / (now - self.started):,.0f}")
+            self.log.info(
+                "%s: %s rows so far (%s rows/s)",
+                self.what,
+                f"{self.done:,}",
+                f"{self.done / (now - self.started):,.0f}",
+            )
 
     def finish(self) -> None:
         elapsed = time.monotonic() - self.started

@@ -128,7 +128,11 @@ def dsn_secrets(dsn: str) -> list[str]:
             if ":" in userinfo:
                 found.append(userinfo.split(":", 1)[1])
         if "?" in rest:
-            found += [v for k, v in parse_qsl(rest.split("?", 1)[1], keep_blank_values=True) if k.lower() in ("password", "sslpassword")]
+            found += [
+                v
+                for k, v in parse_qsl(rest.split("?", 1)[1], keep_blank_values=True)
+                if k.lower() in ("password", "sslpassword")
+            ]
     try:
         params = conninfo_to_dict(dsn)
     except Exception:

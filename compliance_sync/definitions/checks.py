@@ -43,7 +43,12 @@ CHECKS_BY_TARGET: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
         ("value_ranges", "unique_keys"),
     ),
     TERRITORY: (
-        (WarningCode.CLIENTS_WITHOUT_STRATEGY, WarningCode.UNUSED_STRATEGIES, WarningCode.ORPHANS, WarningCode.NULL_KEY_ROWS),
+        (
+            WarningCode.CLIENTS_WITHOUT_STRATEGY,
+            WarningCode.UNUSED_STRATEGIES,
+            WarningCode.ORPHANS,
+            WarningCode.NULL_KEY_ROWS,
+        ),
         ("territory_totals", "capacity_sums"),
     ),
     BUSINESS_UNIT: ((WarningCode.UNMAPPED_TERRITORIES, WarningCode.NULL_KEY_ROWS), ("rollup_percentages",)),
@@ -58,10 +63,25 @@ def check_specs(partitions_def: dg.PartitionsDefinition) -> list[dg.AssetCheckSp
         warnings.simplefilter("ignore", dg.PreviewWarning)
         for target, (warns, errors) in CHECKS_BY_TARGET.items():
             for code in warns:
-                specs.append(dg.AssetCheckSpec(str(code), asset=target, description=f"WARN: {WARNINGS[code]}.{PER_FY}", partitions_def=partitions_def))
+                specs.append(
+                    dg.AssetCheckSpec(
+                        str(code),
+                        asset=target,
+                        description=f"WARN: {WARNINGS[code]}.{PER_FY}",
+                        partitions_def=partitions_def,
+                    )
+                )
             for code in errors:
                 text = GUARD_DESCRIPTION if code == GUARDS else INVARIANTS[code]
-                specs.append(dg.AssetCheckSpec(code, asset=target, description=f"ERROR: {text}.{PER_FY}", blocking=True, partitions_def=partitions_def))
+                specs.append(
+                    dg.AssetCheckSpec(
+                        code,
+                        asset=target,
+                        description=f"ERROR: {text}.{PER_FY}",
+                        blocking=True,
+                        partitions_def=partitions_def,
+                    )
+                )
     return specs
 
 

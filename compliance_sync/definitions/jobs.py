@@ -24,7 +24,9 @@ def dry_run_config(_partition_key: str | None = None) -> dict:
     return sync_run_config(dry_run=True).to_config_dict()
 
 
-def build_jobs(targets: dg.AssetsDefinition, partitions_def: dg.PartitionsDefinition) -> list[dg.UnresolvedAssetJobDefinition]:
+def build_jobs(
+    targets: dg.AssetsDefinition, partitions_def: dg.PartitionsDefinition
+) -> list[dg.UnresolvedAssetJobDefinition]:
     return [
         dg.define_asset_job(
             SYNC_JOB,
@@ -36,7 +38,8 @@ def build_jobs(targets: dg.AssetsDefinition, partitions_def: dg.PartitionsDefini
             selection=dg.AssetSelection.assets(targets),
             config=sync_run_config(dry_run=True),
             tags=DRY_RUN_TAGS,
-            description="Compute one fiscal year and report the diff per target as observations and check results. " + READ_ONLY,
+            description="Compute one fiscal year and report the diff per target as observations and check results. "
+            + READ_ONLY,
         ),
         dg.define_asset_job(
             CHECKS_JOB,

@@ -29,8 +29,24 @@ from compliance_sync.service.summary import summary
 PG_TYPES = {UUID: "uuid", INT: "integer", NUMERIC: "numeric", DATE: "date", JSONB: "jsonb", TIMESTAMPTZ: "timestamptz"}
 PREVIEW_ROWS = 10
 PREVIEW_COLUMNS = {
-    REQUIREMENTS: ("client_name", "event_type_name", "segment", "required_count", "completed_count", "compliance_percentage", "status", "next_due_date"),
-    TERRITORY: ("territory", "cse_name", "total_clients", "total_required_events", "total_completed_events", "overall_compliance_percentage"),
+    REQUIREMENTS: (
+        "client_name",
+        "event_type_name",
+        "segment",
+        "required_count",
+        "completed_count",
+        "compliance_percentage",
+        "status",
+        "next_due_date",
+    ),
+    TERRITORY: (
+        "territory",
+        "cse_name",
+        "total_clients",
+        "total_required_events",
+        "total_completed_events",
+        "overall_compliance_percentage",
+    ),
     BUSINESS_UNIT: ("bu_name", "overall_compliance_percentage", "clients_below_compliance", "territory_count"),
     APAC: ("fiscal_year", "actual_compliance", "below_compliance_accounts"),
 }
@@ -101,7 +117,9 @@ def live(name: str, outcome: Outcome, with_summary: bool) -> dict[str, Any]:
         if row["actual_compliance"] is not None:
             meta["actual_compliance"] = float(row["actual_compliance"])
         meta["below_compliance_accounts"] = int(row["below_compliance_accounts"])
-        meta["clients"] = dg.MetadataValue.json({k: outcome.comp.stats[k] for k in outcome.comp.stats if k.startswith("clients_")})
+        meta["clients"] = dg.MetadataValue.json(
+            {k: outcome.comp.stats[k] for k in outcome.comp.stats if k.startswith("clients_")}
+        )
     if with_summary:
         meta[SUMMARY] = dg.MetadataValue.json(summary(outcome))
     return meta
@@ -114,8 +132,12 @@ def dry(name: str, outcome: Outcome, with_summary: bool) -> dict[str, Any]:
     meta = common(name, outcome)
     meta["mode"] = dg.MetadataValue.text("dry run: nothing was written")
     meta["diff"] = dg.MetadataValue.table([dg.TableRecord(r) for r in report.records(t)], schema=schema)
-    meta["not_listed"] = dg.MetadataValue.text(f"{t.hidden():,} more rows not listed" if t.hidden() else "every changed row is listed")
-    meta["guards"] = dg.MetadataValue.md("\n".join(f"- a live run would stop: {g.message}" for g in outcome.stopping) or "none: a live run would write")
+    meta["not_listed"] = dg.MetadataValue.text(
+        f"{t.hidden():,} more rows not listed" if t.hidden() else "every changed row is listed"
+    )
+    meta["guards"] = dg.MetadataValue.md(
+        "\n".join(f"- a live run would stop: {g.message}" for g in outcome.stopping) or "none: a live run would write"
+    )
     if with_summary:
         meta[SUMMARY] = dg.MetadataValue.json(summary(outcome))
     return meta

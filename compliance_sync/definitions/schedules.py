@@ -43,7 +43,9 @@ def tick_requests(local_date: dt.date, settings: Settings, partition_keys: list[
     ]
 
 
-def build_schedule(job: dg.UnresolvedAssetJobDefinition, settings: Settings, partitions_def: dg.StaticPartitionsDefinition) -> dg.ScheduleDefinition:
+def build_schedule(
+    job: dg.UnresolvedAssetJobDefinition, settings: Settings, partitions_def: dg.StaticPartitionsDefinition
+) -> dg.ScheduleDefinition:
     keys = partitions_def.get_partition_keys()
 
     def compliance_sync_daily(context: dg.ScheduleEvaluationContext):
@@ -63,4 +65,6 @@ def build_schedule(job: dg.UnresolvedAssetJobDefinition, settings: Settings, par
             f"{settings.grace_days} days), as_of the tick's local date in {settings.timezone}.",
         )
     except dg.DagsterInvalidDefinitionError:
-        raise SettingsError(f"COMPLIANCE_SYNC_SCHEDULE_CRON: {settings.schedule_cron!r} is not a valid cron schedule (five fields, e.g. '0 6 * * *')") from None
+        raise SettingsError(
+            f"COMPLIANCE_SYNC_SCHEDULE_CRON: {settings.schedule_cron!r} is not a valid cron schedule (five fields, e.g. '0 6 * * *')"
+        ) from None

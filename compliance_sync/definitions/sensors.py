@@ -27,7 +27,9 @@ FIRST_LOOK = "first look: fingerprints recorded as the baseline; the next change
 ALERT_TIMEOUT_S = 10.0
 
 
-def alert_message(job: str, fiscal_year: str | None, error: str, run_id: str, dagster_url: str | None) -> dict[str, str | None]:
+def alert_message(
+    job: str, fiscal_year: str | None, error: str, run_id: str, dagster_url: str | None
+) -> dict[str, str | None]:
     """The short JSON an alert posts: job, FY, error, a link to the run (never a secret)."""
     what = "an asset run (materialize / backfill / checks)" if job.startswith("__ASSET_JOB") else job
     return {
@@ -48,7 +50,9 @@ def alert_message(job: str, fiscal_year: str | None, error: str, run_id: str, da
 )
 def post_alert(webhook: str, message: dict) -> int:
     """POST the alert; returns the HTTP status. The webhook URL is a secret: never logged."""
-    response = httpx.post(webhook, content=json.dumps(message), headers={"Content-Type": "application/json"}, timeout=ALERT_TIMEOUT_S)
+    response = httpx.post(
+        webhook, content=json.dumps(message), headers={"Content-Type": "application/json"}, timeout=ALERT_TIMEOUT_S
+    )
     return response.status_code
 
 
@@ -85,11 +89,15 @@ def build_failure_alert(settings: Settings) -> dg.RunStatusSensorDefinition:
         if not now.alert_webhook:
             return dg.SkipReason("COMPLIANCE_SYNC_ALERT_WEBHOOK is not set")
         run = context.dagster_run
-        message = alert_message(run.job_name, run.tags.get(PARTITION_TAG), failure_text(context), run.run_id, now.dagster_url)
+        message = alert_message(
+            run.job_name, run.tags.get(PARTITION_TAG), failure_text(context), run.run_id, now.dagster_url
+        )
         try:
             status = post_alert(now.alert_webhook.get_secret_value(), message)
         except httpx.HTTPError as exc:
-            context.log.warning(f"could not post the failure alert of run {run.run_id} to the webhook: {type(exc).__name__}")
+            context.log.warning(
+                f"could not post the failure alert of run {run.run_id} to the webhook: {type(exc).__name__}"
+            )
             return None
         if status >= 300:
             context.log.warning(f"the alert webhook answered HTTP {status} for run {run.run_id}")
@@ -98,7 +106,9 @@ def build_failure_alert(settings: Settings) -> dg.RunStatusSensorDefinition:
     return compliance_sync_failure_alert
 
 
-def build_change_sensor(settings: Settings, job: dg.UnresolvedAssetJobDefinition, partition_keys: list[str]) -> dg.SensorDefinition:
+def build_change_sensor(
+    settings: Settings, job: dg.UnresolvedAssetJobDefinition, partition_keys: list[str]
+) -> dg.SensorDefinition:
     @dg.sensor(
         name=CHANGE_SENSOR,
         job=job,

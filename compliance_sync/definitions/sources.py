@@ -24,7 +24,14 @@ def source_specs() -> list[dg.AssetSpec]:
 
 def observations(source_counts: dict[str, int], fiscal_year: str, as_of: str) -> list[dg.AssetObservation]:
     return [
-        dg.AssetObservation(asset_key=s.name, metadata={"rows_read": n, "fiscal_year": dg.MetadataValue.text(fiscal_year), "as_of": dg.MetadataValue.text(as_of)})
+        dg.AssetObservation(
+            asset_key=s.name,
+            metadata={
+                "rows_read": n,
+                "fiscal_year": dg.MetadataValue.text(fiscal_year),
+                "as_of": dg.MetadataValue.text(as_of),
+            },
+        )
         for s in SOURCES
         if (n := source_counts.get(s.name)) is not None
     ]

@@ -102,7 +102,7 @@ def _fail(message: str, outcome: Outcome | None = None) -> dg.Failure:
 
 NO_PARTITION = (
     "this run has no fiscal-year partition: the sync and its checks run one fiscal year at a time. Choose one "
-    "(e.g. 2025): \"Materialize…\" on a target and pick a partition, or launch compliance_checks_job / "
+    '(e.g. 2025): "Materialize…" on a target and pick a partition, or launch compliance_checks_job / '
     "compliance_sync_job from the launchpad with a partition selected"
 )
 PARTITION_RANGE = (
@@ -134,7 +134,9 @@ def _prepare(context: dg.AssetExecutionContext, config: SyncConfig, mode: Mode, 
     fy = FiscalYear(int(key), settings.fy_start_month)
     as_of = fy.as_of(parse_as_of(config.as_of, "run config as_of") or settings.today())
     backend, bu_map = sync.backend(settings), settings.bu_map()
-    context.log.info(f"{fy.describe()} as_of {as_of}, {mode.value.replace('_', ' ')}, backend {backend.name.value} at {backend.describe()}")
+    context.log.info(
+        f"{fy.describe()} as_of {as_of}, {mode.value.replace('_', ' ')}, backend {backend.name.value} at {backend.describe()}"
+    )
     return backend, settings, bu_map, Outcome(fy, as_of, mode, backend.name.value, context.run.run_id)
 
 
@@ -162,7 +164,9 @@ def run_step(context: dg.AssetExecutionContext, config: SyncConfig, sync: SyncRe
     results = checks.check_results(outcome, selected_checks)
     for (target, code), r in results.items():
         if not r.passed:
-            (context.log.error if r.severity == dg.AssetCheckSeverity.ERROR else context.log.warning)(f"{target} check {code}: {r.metadata['total'].value}")
+            (context.log.error if r.severity == dg.AssetCheckSeverity.ERROR else context.log.warning)(
+                f"{target} check {code}: {r.metadata['total'].value}"
+            )
     if outcome.error:
         context.log.error(outcome.error)
         yield from results.values()
@@ -170,13 +174,23 @@ def run_step(context: dg.AssetExecutionContext, config: SyncConfig, sync: SyncRe
     if mode == Mode.DRY_RUN:
         if selected:
             for t in TARGETS:
-                context.log_event(dg.AssetObservation(asset_key=t.name, partition=outcome.fy.key, metadata=metadata.for_target(t.name, outcome, with_summary=t.name == APAC)))
+                context.log_event(
+                    dg.AssetObservation(
+                        asset_key=t.name,
+                        partition=outcome.fy.key,
+                        metadata=metadata.for_target(t.name, outcome, with_summary=t.name == APAC),
+                    )
+                )
         yield from results.values()
         return
     context.log.info("written: " + "; ".join(f"{n} {t.counts()}" for n, t in outcome.diff.targets.items()))
     for t in TARGETS:
         meta = metadata.for_target(t.name, outcome, with_summary=t.name == APAC)
         if t.name in selected:
-            yield dg.MaterializeResult(asset_key=t.name, metadata=meta, check_results=[r for (target, _), r in results.items() if target == t.name])
+            yield dg.MaterializeResult(
+                asset_key=t.name,
+                metadata=meta,
+                check_results=[r for (target, _), r in results.items() if target == t.name],
+            )
         else:  # written in the same transaction: recorded as materialised whatever was selected
             context.log_event(dg.AssetMaterialization(asset_key=t.name, partition=outcome.fy.key, metadata=meta))

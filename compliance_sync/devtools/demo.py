@@ -41,7 +41,10 @@ class DemoSettings:
 
 # `demo --ui` runs the change sensor at a short interval so an edit of the demo data syncs within a minute
 CHANGE_SENSOR_INTERVAL_S = 30
-UI_SENSOR_ENV = {"COMPLIANCE_SYNC_CHANGE_SENSOR": "true", "COMPLIANCE_SYNC_CHANGE_SENSOR_INTERVAL": str(CHANGE_SENSOR_INTERVAL_S)}
+UI_SENSOR_ENV = {
+    "COMPLIANCE_SYNC_CHANGE_SENSOR": "true",
+    "COMPLIANCE_SYNC_CHANGE_SENSOR_INTERVAL": str(CHANGE_SENSOR_INTERVAL_S),
+}
 UI_SENSOR_NOTE = (
     f"the change sensor (compliance_sync_on_change) looks at the sources every {CHANGE_SENSOR_INTERVAL_S} s: its first "
     "tick records a baseline (no run); after that, an edit of a watched fiscal year's sources requests a run of that year"
@@ -65,13 +68,16 @@ TIER_SHARE = {"Giant": 8, "Collaboration": 15, "Leverage": 25, "Maintain": 25, "
 # Mid-year tier moves go one step along this ladder (Sleeping Giant wakes up to Giant or drops to Leverage).
 TIER_LADDER = ("Nurture", "Maintain", "Leverage", "Collaboration", "Giant")
 
+
 def _rows(table: str) -> tuple[tuple[str, ...], ...]:
     """A ``|``-separated text table (one row per line) as tuples of stripped cells."""
     return tuple(tuple(cell.strip() for cell in line.split("|")) for line in table.strip().splitlines())
 
 
 # code | name | category | active (the retired type is inactive: never required)
-EVENT_TYPES: tuple[tuple[str, str, str, bool], ...] = tuple((code, name, category, active == "active") for code, name, category, active in _rows("""
+EVENT_TYPES: tuple[tuple[str, str, str, bool], ...] = tuple(
+    (code, name, category, active == "active")
+    for code, name, category, active in _rows("""
     PGL_ENGAGE   | President / Group Leader Engagement | Executive  | active
     EVP_ENGAGE   | EVP Engagement                      | Executive  | active
     STRAT_OPS    | Strategic Ops Plan Meeting          | Planning   | active
@@ -85,18 +91,19 @@ EVENT_TYPES: tuple[tuple[str, str, str, bool], ...] = tuple((code, name, categor
     CLIENT_FORUM | APAC Client Forum                   | Community  | active
     UPDATE_360   | Updating Client 360                 | Engagement | active
     QBR_LEGACY   | Quarterly Business Review (retired) | Planning   | retired
-"""))
+""")
+)
 CODES = tuple(e[0] for e in EVENT_TYPES)
 
 # Required events per year, per tier and event type (in the order of EVENT_TYPES).
 REQUIREMENTS: dict[str, tuple[int, ...]] = {
     #                 PGL EVP STR SAT SLA CE  INS HC  REL WS  FOR 360 QBR
-    "Giant":          (2,  1,  4,  2,  4,  4, 12,  4,  4,  2,  1, 12, 4),
-    "Collaboration":  (1,  1,  2,  2,  4,  2, 12,  2,  4,  2,  1,  8, 4),
-    "Leverage":       (1,  0,  2,  1,  2,  2,  6,  2,  2,  1,  1,  4, 2),
-    "Maintain":       (0,  0,  1,  1,  2,  1,  4,  1,  1,  1,  1,  4, 0),
-    "Nurture":        (0,  0,  0,  1,  1,  0,  2,  1,  0,  1,  1,  2, 0),
-    "Sleeping Giant": (1,  1,  2,  2,  2,  2,  4,  2,  2,  2,  1,  4, 0),
+    "Giant": (2, 1, 4, 2, 4, 4, 12, 4, 4, 2, 1, 12, 4),
+    "Collaboration": (1, 1, 2, 2, 4, 2, 12, 2, 4, 2, 1, 8, 4),
+    "Leverage": (1, 0, 2, 1, 2, 2, 6, 2, 2, 1, 1, 4, 2),
+    "Maintain": (0, 0, 1, 1, 2, 1, 4, 1, 1, 1, 1, 4, 0),
+    "Nurture": (0, 0, 0, 1, 1, 0, 2, 1, 0, 1, 1, 2, 0),
+    "Sleeping Giant": (1, 1, 2, 2, 2, 2, 4, 2, 2, 2, 1, 4, 0),
 }
 
 # CSE, territory, business unit. The territory -> BU map is bu_map.example.yaml.
@@ -120,32 +127,178 @@ CSE_BU: dict[str, str] = {"Priya Sharma": "SEA"}
 BUSINESS_UNITS = ("ANZ", "SEA", "Greater China")
 
 _FIRST_NAMES = (
-    "Aarav", "Aiko", "Alex", "Amelia", "Ananya", "Ben", "Charlotte", "Daniel", "Emily", "Ethan", "Grace",
-    "Hana", "Isaac", "Jun", "Kai", "Leila", "Liam", "Lucas", "Mei", "Nadia", "Noah", "Nur", "Oscar", "Ravi",
-    "Rina", "Ryan", "Sakura", "Siti", "Sophie", "Tom", "Minh", "Yuki", "Zara", "Hiroshi", "Farah", "Arjun",
+    "Aarav",
+    "Aiko",
+    "Alex",
+    "Amelia",
+    "Ananya",
+    "Ben",
+    "Charlotte",
+    "Daniel",
+    "Emily",
+    "Ethan",
+    "Grace",
+    "Hana",
+    "Isaac",
+    "Jun",
+    "Kai",
+    "Leila",
+    "Liam",
+    "Lucas",
+    "Mei",
+    "Nadia",
+    "Noah",
+    "Nur",
+    "Oscar",
+    "Ravi",
+    "Rina",
+    "Ryan",
+    "Sakura",
+    "Siti",
+    "Sophie",
+    "Tom",
+    "Minh",
+    "Yuki",
+    "Zara",
+    "Hiroshi",
+    "Farah",
+    "Arjun",
 )
 _LAST_NAMES = (
-    "Anderson", "Chan", "Chua", "Das", "Goh", "Gupta", "Ho", "Huang", "Ismail", "Kaur", "Khoo", "Kumar",
-    "Lim", "Martin", "Nguyen", "Ng", "Ong", "Park", "Patel", "Reyes", "Roberts", "Singh", "Smith", "Tanaka",
-    "Teo", "Thompson", "Tran", "Walker", "Wang", "Wong", "Yap", "Yeo", "Young", "Zhou", "Cruz", "Baker",
+    "Anderson",
+    "Chan",
+    "Chua",
+    "Das",
+    "Goh",
+    "Gupta",
+    "Ho",
+    "Huang",
+    "Ismail",
+    "Kaur",
+    "Khoo",
+    "Kumar",
+    "Lim",
+    "Martin",
+    "Nguyen",
+    "Ng",
+    "Ong",
+    "Park",
+    "Patel",
+    "Reyes",
+    "Roberts",
+    "Singh",
+    "Smith",
+    "Tanaka",
+    "Teo",
+    "Thompson",
+    "Tran",
+    "Walker",
+    "Wang",
+    "Wong",
+    "Yap",
+    "Yeo",
+    "Young",
+    "Zhou",
+    "Cruz",
+    "Baker",
 )
 _NAME_HEADS = (
-    "Alpha", "Southern Cross", "Harbour City", "Pacific", "Coral Coast", "Eastern", "Lion City", "Jade",
-    "Golden Wattle", "Red Lantern", "Blue Mountains", "Kowloon", "Orchid", "Silver Fern", "Meridian",
-    "Tasman", "Banyan", "Monsoon", "Summit", "Evergreen", "Sunrise", "Pearl River", "Outback", "Lotus",
-    "Kestrel", "Mekong", "Borneo", "Great Barrier", "Formosa", "Victoria Peak", "Straits", "Kauri",
-    "Aurora", "Coastal", "Highland", "Riverstone", "Northbridge", "Bayview", "Crescent", "Ironbark",
-    "Wattle Grove", "Lakeside", "Redgum", "Koru", "Saltwater", "Emerald", "Sapphire", "Phoenix",
+    "Alpha",
+    "Southern Cross",
+    "Harbour City",
+    "Pacific",
+    "Coral Coast",
+    "Eastern",
+    "Lion City",
+    "Jade",
+    "Golden Wattle",
+    "Red Lantern",
+    "Blue Mountains",
+    "Kowloon",
+    "Orchid",
+    "Silver Fern",
+    "Meridian",
+    "Tasman",
+    "Banyan",
+    "Monsoon",
+    "Summit",
+    "Evergreen",
+    "Sunrise",
+    "Pearl River",
+    "Outback",
+    "Lotus",
+    "Kestrel",
+    "Mekong",
+    "Borneo",
+    "Great Barrier",
+    "Formosa",
+    "Victoria Peak",
+    "Straits",
+    "Kauri",
+    "Aurora",
+    "Coastal",
+    "Highland",
+    "Riverstone",
+    "Northbridge",
+    "Bayview",
+    "Crescent",
+    "Ironbark",
+    "Wattle Grove",
+    "Lakeside",
+    "Redgum",
+    "Koru",
+    "Saltwater",
+    "Emerald",
+    "Sapphire",
+    "Phoenix",
 )
 _NAME_TAILS = (
-    "Health", "Energy", "Logistics", "Bank", "Insurance", "Retail", "Telecom", "Foods", "Airways", "Mining",
-    "Media", "Water", "Hospitals", "University", "Freight", "Pharma", "Property", "Utilities", "Capital",
-    "Education", "Airport", "Ports", "Rail", "Agriculture", "Steel", "Textiles", "Software", "Hotels",
-    "Shipping", "Council", "Care", "Labs",
+    "Health",
+    "Energy",
+    "Logistics",
+    "Bank",
+    "Insurance",
+    "Retail",
+    "Telecom",
+    "Foods",
+    "Airways",
+    "Mining",
+    "Media",
+    "Water",
+    "Hospitals",
+    "University",
+    "Freight",
+    "Pharma",
+    "Property",
+    "Utilities",
+    "Capital",
+    "Education",
+    "Airport",
+    "Ports",
+    "Rail",
+    "Agriculture",
+    "Steel",
+    "Textiles",
+    "Software",
+    "Hotels",
+    "Shipping",
+    "Council",
+    "Care",
+    "Labs",
 )
-_SUFFIX_BY_BU = {"ANZ": ("", "Group", "Pty Ltd"), "SEA": ("", "Group", "Holdings"), "Greater China": ("", "Group", "Limited")}
+_SUFFIX_BY_BU = {
+    "ANZ": ("", "Group", "Pty Ltd"),
+    "SEA": ("", "Group", "Holdings"),
+    "Greater China": ("", "Group", "Limited"),
+}
 # A few fixed names first: exact-name matching must survive apostrophes, diacritics and punctuation.
-_FIXED_NAMES = ("Alpha Health", "St Vincent's Care", "Ngā Awa Health Trust", "Lion City Logistics", "Jade Dragon Insurance (HK)")
+_FIXED_NAMES = (
+    "Alpha Health",
+    "St Vincent's Care",
+    "Ngā Awa Health Trust",
+    "Lion City Logistics",
+    "Jade Dragon Insurance (HK)",
+)
 
 _NOTES = (
     "Agenda shared in advance",
@@ -330,7 +483,18 @@ def _build_clients(s: DemoSettings, cses: list[tuple[str, str, str]]) -> list[_C
         if i % 40 == 23:
             periods = []  # a new client with plans but no segmentation yet
         clients.append(
-            _Client(i, names[i], periods[-1].cse if periods else cse, bu, client_uuid, periods, diligence, p_done, event_seed, start)
+            _Client(
+                i,
+                names[i],
+                periods[-1].cse if periods else cse,
+                bu,
+                client_uuid,
+                periods,
+                diligence,
+                p_done,
+                event_seed,
+                start,
+            )
         )
     for p_client in clients:
         for p in p_client.periods:
@@ -400,8 +564,17 @@ def _plan_rows(s: DemoSettings, clients: list[_Client]) -> Iterator[tuple]:
                 submitted = _ts(created + dt.timedelta(days=20)) if status != "draft" else None
                 approved = _ts(created + dt.timedelta(days=40)) if status in ("approved", "archived") else None
                 yield (
-                    new_uuid(rng), c.client_uuid if with_id else None, c.name, fy, status, title, c.cse,
-                    submitted, approved, _ts(created), _ts(created + dt.timedelta(days=45)),
+                    new_uuid(rng),
+                    c.client_uuid if with_id else None,
+                    c.name,
+                    fy,
+                    status,
+                    title,
+                    c.cse,
+                    submitted,
+                    approved,
+                    _ts(created),
+                    _ts(created + dt.timedelta(days=45)),
                 )
 
 
@@ -419,21 +592,55 @@ def _strategy_rows(s: DemoSettings, cses: list[tuple[str, str, str]]) -> Iterato
             summary = f"{territory} FY{fy}: grow engagement in the top accounts"
             yield (new_uuid(rng), cse, territory, fy, blank, status, summary, annual_updated)
             if n % 5 == 2 and fy == 2025:  # superseded draft, archived
-                yield (new_uuid(rng), cse, territory, fy, None, "archived", summary + " (superseded)", annual_updated - dt.timedelta(days=30))
+                yield (
+                    new_uuid(rng),
+                    cse,
+                    territory,
+                    fy,
+                    None,
+                    "archived",
+                    summary + " (superseded)",
+                    annual_updated - dt.timedelta(days=30),
+                )
             if n % 7 == 3 and fy == last_fy:  # an older second annual strategy: loses the tie-break
-                yield (new_uuid(rng), cse, territory, fy, None, "draft", summary + " (first draft)", annual_updated - dt.timedelta(days=20))
+                yield (
+                    new_uuid(rng),
+                    cse,
+                    territory,
+                    fy,
+                    None,
+                    "draft",
+                    summary + " (first draft)",
+                    annual_updated - dt.timedelta(days=20),
+                )
             if n % 3 == 1:
                 for q in range(1, 5):
                     q_start = dt.date(fy, 3 * q - 2, 1)
                     updated = _ts(q_start - dt.timedelta(days=rng.randint(5, 25)), 11)
-                    yield (new_uuid(rng), cse, territory, fy, f"Q{q}", "approved", f"{territory} FY{fy} Q{q} focus", updated)
+                    yield (
+                        new_uuid(rng),
+                        cse,
+                        territory,
+                        fy,
+                        f"Q{q}",
+                        "approved",
+                        f"{territory} FY{fy} Q{q} focus",
+                        updated,
+                    )
 
 
 def _exclusion_rows(s: DemoSettings, clients: list[_Client], ref: _Reference) -> Iterator[tuple]:
     rng = _rng(s.seed, "exclusions")
     for c in clients:
         if c.excluded_code:
-            yield (new_uuid(rng), c.name, ref.type_ids[c.excluded_code], c.exclusion_reason, c.cse, _ts(dt.date(2024, 2, 1)))
+            yield (
+                new_uuid(rng),
+                c.name,
+                ref.type_ids[c.excluded_code],
+                c.exclusion_reason,
+                c.cse,
+                _ts(dt.date(2024, 2, 1)),
+            )
 
 
 class _Calendar:
@@ -522,7 +729,15 @@ def _event_rows(
             yield (new_uuid(rng), name, type_ids[CODES.index("INSIGHT_TP")], None, False, "Date to be confirmed", cse)
         if c.index % 45 == 22:
             day = cal.days[max(s.event_years) - 1][150][0]
-            yield (new_uuid(rng), name.upper(), type_ids[CODES.index("CLIENT_FORUM")], day, True, "Imported from the forum sign-in sheet", cse)
+            yield (
+                new_uuid(rng),
+                name.upper(),
+                type_ids[CODES.index("CLIENT_FORUM")],
+                day,
+                True,
+                "Imported from the forum sign-in sheet",
+                cse,
+            )
 
 
 def _cache_rows(
@@ -543,22 +758,51 @@ def _cache_rows(
 
 def _bu_rows(s: DemoSettings) -> Iterator[tuple]:
     rng = _rng(s.seed, "planning")
-    base = {"ANZ": (Decimal("85.00"), 12_500_000), "SEA": (Decimal("80.00"), 8_200_000), "Greater China": (Decimal("80.00"), 6_400_000)}
+    base = {
+        "ANZ": (Decimal("85.00"), 12_500_000),
+        "SEA": (Decimal("80.00"), 8_200_000),
+        "Greater China": (Decimal("80.00"), 6_400_000),
+    }
     last_fy = max(s.fiscal_years)
     for fy in s.fiscal_years:
         growth = Decimal("1.08") ** (fy - min(s.fiscal_years))
         for bu, (target, revenue) in base.items():
             rev_target = (Decimal(revenue) * growth).quantize(Decimal("1"))
             rev_actual = (rev_target * Decimal(rng.uniform(0.9, 1.1))).quantize(Decimal("1")) if fy < last_fy else None
-            yield (new_uuid(rng), bu, fy, target, rev_target, rev_actual, f"{bu} FY{fy} plan", _ts(dt.date(fy - 1, 11, 15)))
-    yield (new_uuid(rng), "Japan", last_fy, Decimal("75.00"), Decimal(1_500_000), None, "Market entry: no territory yet", _ts(dt.date(last_fy - 1, 11, 15)))
+            yield (
+                new_uuid(rng),
+                bu,
+                fy,
+                target,
+                rev_target,
+                rev_actual,
+                f"{bu} FY{fy} plan",
+                _ts(dt.date(fy - 1, 11, 15)),
+            )
+    yield (
+        new_uuid(rng),
+        "Japan",
+        last_fy,
+        Decimal("75.00"),
+        Decimal(1_500_000),
+        None,
+        "Market entry: no territory yet",
+        _ts(dt.date(last_fy - 1, 11, 15)),
+    )
 
 
 def _apac_rows(s: DemoSettings) -> Iterator[tuple]:
     rng = _rng(s.seed, "apac")
     for fy in s.fiscal_years:
         growth = Decimal("1.08") ** (fy - min(s.fiscal_years))
-        yield (new_uuid(rng), fy, Decimal("85.00"), (Decimal(27_100_000) * growth).quantize(Decimal("1")), f"APAC FY{fy} goals", _ts(dt.date(fy - 1, 11, 20)))
+        yield (
+            new_uuid(rng),
+            fy,
+            Decimal("85.00"),
+            (Decimal(27_100_000) * growth).quantize(Decimal("1")),
+            f"APAC FY{fy} goals",
+            _ts(dt.date(fy - 1, 11, 20)),
+        )
 
 
 # --- loading ------------------------------------------------------------------------------------------
@@ -616,9 +860,7 @@ def load_demo_data(
         present = existing_tables(conn, SECTION3_TABLES)
         missing = [t for t in SECTION3_TABLES if t not in present]
         if missing:
-            raise DataError(
-                f"demo data: table(s) missing: {', '.join(missing)}; run `compliance-sync migrate` first"
-            )
+            raise DataError(f"demo data: table(s) missing: {', '.join(missing)}; run `compliance-sync migrate` first")
         conn.execute(
             sql.SQL("LOCK TABLE {} IN ACCESS EXCLUSIVE MODE").format(
                 sql.SQL(", ").join(sql.Identifier(SCHEMA, t) for t in SECTION3_TABLES)
@@ -633,7 +875,9 @@ def load_demo_data(
         # Always truncate (the tables are empty unless forced): it lets COPY ... FREEZE skip later
         # hint-bit writes on millions of rows.
         conn.execute(
-            sql.SQL("TRUNCATE {}").format(sql.SQL(", ").join(sql.Identifier(SCHEMA, t) for t in SOURCE_TABLES + TARGET_TABLES))
+            sql.SQL("TRUNCATE {}").format(
+                sql.SQL(", ").join(sql.Identifier(SCHEMA, t) for t in SOURCE_TABLES + TARGET_TABLES)
+            )
         )
         if populated:
             say(f"--force: truncated {describe_counts(populated)}")
@@ -645,16 +889,46 @@ def load_demo_data(
         cache: dict[tuple[int, int, int], int] = {}
         loads: list[tuple[str, tuple[str, ...], Iterable[tuple]]] = [
             ("segmentation_tiers", ("id", "tier_name", "tier_level", "description", "color"), _tier_rows(ref)),
-            ("segmentation_event_types", ("id", "event_name", "event_code", "category", "is_active", "sort_order"), _event_type_rows(ref)),
-            ("tier_event_requirements", ("id", "tier_id", "event_type_id", "frequency"), _requirement_rows(ref, s.seed)),
+            (
+                "segmentation_event_types",
+                ("id", "event_name", "event_code", "category", "is_active", "sort_order"),
+                _event_type_rows(ref),
+            ),
+            (
+                "tier_event_requirements",
+                ("id", "tier_id", "event_type_id", "frequency"),
+                _requirement_rows(ref, s.seed),
+            ),
             (
                 "client_segmentation",
-                ("id", "client_name", "tier_id", "cse_name", "client_uuid", "effective_from", "effective_to", "change_reason", "created_at"),
+                (
+                    "id",
+                    "client_name",
+                    "tier_id",
+                    "cse_name",
+                    "client_uuid",
+                    "effective_from",
+                    "effective_to",
+                    "change_reason",
+                    "created_at",
+                ),
                 _segmentation_rows(people, ref),
             ),
             (
                 "account_plans",
-                ("id", "client_id", "client_name", "fiscal_year", "status", "plan_title", "owner", "submitted_at", "approved_at", "created_at", "updated_at"),
+                (
+                    "id",
+                    "client_id",
+                    "client_name",
+                    "fiscal_year",
+                    "status",
+                    "plan_title",
+                    "owner",
+                    "submitted_at",
+                    "approved_at",
+                    "created_at",
+                    "updated_at",
+                ),
                 _plan_rows(s, people),
             ),
             (
@@ -662,7 +936,11 @@ def load_demo_data(
                 ("id", "cse_name", "territory", "fiscal_year", "quarter", "status", "strategy_summary", "updated_at"),
                 _strategy_rows(s, cses),
             ),
-            ("client_event_exclusions", ("id", "client_name", "event_type_id", "reason", "created_by", "created_at"), _exclusion_rows(s, people, ref)),
+            (
+                "client_event_exclusions",
+                ("id", "client_name", "event_type_id", "reason", "created_by", "created_at"),
+                _exclusion_rows(s, people, ref),
+            ),
             (
                 "segmentation_events",
                 ("id", "client_name", "event_type_id", "event_date", "completed", "notes", "created_by"),
@@ -671,15 +949,38 @@ def load_demo_data(
             # after the events: the cache is filled while they stream
             (
                 "segmentation_event_compliance",
-                ("id", "client_name", "event_type_id", "year", "expected_count", "actual_count", "compliance_percentage", "status", "last_calculated_at"),
+                (
+                    "id",
+                    "client_name",
+                    "event_type_id",
+                    "year",
+                    "expected_count",
+                    "actual_count",
+                    "compliance_percentage",
+                    "status",
+                    "last_calculated_at",
+                ),
                 _cache_rows(s, people, ref, cache),
             ),
             (
                 "business_unit_planning",
-                ("id", "bu_name", "fiscal_year", "target_compliance", "revenue_target", "revenue_actual", "notes", "created_at"),
+                (
+                    "id",
+                    "bu_name",
+                    "fiscal_year",
+                    "target_compliance",
+                    "revenue_target",
+                    "revenue_actual",
+                    "notes",
+                    "created_at",
+                ),
                 _bu_rows(s),
             ),
-            ("apac_planning_goals", ("id", "fiscal_year", "target_compliance", "revenue_target", "notes", "created_at"), _apac_rows(s)),
+            (
+                "apac_planning_goals",
+                ("id", "fiscal_year", "target_compliance", "revenue_target", "notes", "created_at"),
+                _apac_rows(s),
+            ),
         ]
         for table, columns, rows in loads:
             counts[table] = _copy(conn, table, columns, rows)

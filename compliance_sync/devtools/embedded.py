@@ -78,7 +78,9 @@ def _package_dir() -> pathlib.Path:
 def _wheel_bin_dir(version: int) -> pathlib.Path:
     package = _package_dir()
     if version not in INSTALL_DIRS:
-        raise EmbeddedError(f"PostgreSQL {version} data directories are not supported (the wheel ships {sorted(INSTALL_DIRS)})")
+        raise EmbeddedError(
+            f"PostgreSQL {version} data directories are not supported (the wheel ships {sorted(INSTALL_DIRS)})"
+        )
     bin_dir = package / INSTALL_DIRS[version] / "bin"
     if not (bin_dir / "postgres").is_file():
         if version == NEW_CLUSTER_VERSION:
@@ -139,7 +141,9 @@ def _private_dir(path: pathlib.Path) -> pathlib.Path:
         raise EmbeddedError(f"cannot create the runtime folder {path}: {exc.strerror}") from None
     st = os.lstat(path)
     if not stat.S_ISDIR(st.st_mode) or st.st_uid != uid:
-        raise EmbeddedError(f"{path} is not a folder owned by you (uid {uid}); remove it, or set XDG_RUNTIME_DIR to a folder of yours")
+        raise EmbeddedError(
+            f"{path} is not a folder owned by you (uid {uid}); remove it, or set XDG_RUNTIME_DIR to a folder of yours"
+        )
     if st.st_mode & 0o022:
         raise EmbeddedError(f"{path} is writable by other users; remove it (it is recreated 0700)")
     return path
@@ -195,8 +199,19 @@ def _service_user() -> pwd.struct_passwd:
         group = ["--gid", SERVICE_USER]
     except KeyError:
         group = ["--user-group"]
-    cmd = [useradd, "--system", "--no-create-home", "--home-dir", str(ROOT_HOME), "--shell", shell, *group,
-           "--comment", "compliance_sync embedded PostgreSQL", SERVICE_USER]
+    cmd = [
+        useradd,
+        "--system",
+        "--no-create-home",
+        "--home-dir",
+        str(ROOT_HOME),
+        "--shell",
+        shell,
+        *group,
+        "--comment",
+        "compliance_sync embedded PostgreSQL",
+        SERVICE_USER,
+    ]
     try:
         done = subprocess.run(cmd, stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=60)
         error = (done.stderr or done.stdout).strip().splitlines()[-1:] if done.returncode else []
@@ -212,7 +227,10 @@ def _service_user() -> pwd.struct_passwd:
     if not error:
         log.warning(
             "created the system user %r (uid %d) to run the embedded PostgreSQL, which refuses to run as root "
-            "(remove it with: userdel %s)", SERVICE_USER, entry.pw_uid, SERVICE_USER,
+            "(remove it with: userdel %s)",
+            SERVICE_USER,
+            entry.pw_uid,
+            SERVICE_USER,
         )
     return entry
 
@@ -330,7 +348,9 @@ class _Lock:
                         f"timed out after {self.timeout:.0f} s waiting for another process {self.what} (lock {self.path})"
                     ) from None
                 if not told:
-                    log.warning("waiting up to %.0f s for another process %s (lock %s)", self.timeout, self.what, self.path)
+                    log.warning(
+                        "waiting up to %.0f s for another process %s (lock %s)", self.timeout, self.what, self.path
+                    )
                     told = True
                 time.sleep(0.1)
 
@@ -415,12 +435,19 @@ class EmbeddedPostgres:
         with _Lock(self.lock_path, LOCK_TIMEOUT, f"starting or stopping the embedded PostgreSQL of {self.data_dir}"):
             info = self._live()
             if info is not None and info.status == "stopping":
-                _wait(lambda: not self.running, STOP_TIMEOUT, f"the PostgreSQL in {self.pgdata} (pid {info.pid}) to finish shutting down")
+                _wait(
+                    lambda: not self.running,
+                    STOP_TIMEOUT,
+                    f"the PostgreSQL in {self.pgdata} (pid {info.pid}) to finish shutting down",
+                )
                 info = None
             if info is not None:
                 if info.status != "ready":
-                    _wait(lambda: (self._live() or info).status == "ready" or not self.running, timeout,
-                          f"the PostgreSQL in {self.pgdata} (pid {info.pid}) to accept connections")
+                    _wait(
+                        lambda: (self._live() or info).status == "ready" or not self.running,
+                        timeout,
+                        f"the PostgreSQL in {self.pgdata} (pid {info.pid}) to accept connections",
+                    )
                     info = self._live()
                 if info is not None:
                     log.info("reusing the embedded PostgreSQL running in %s (pid %d)", self.pgdata, info.pid)
@@ -469,7 +496,9 @@ class EmbeddedPostgres:
     def _run(self, args: list[str], owner: pwd.struct_passwd | None, timeout: float, what: str) -> None:
         with tempfile.TemporaryFile("w+") as out:  # not pipes: pg_ctl's server child may hold them open
             try:
-                done = subprocess.run(args, stdout=out, stderr=subprocess.STDOUT, timeout=timeout, **self._subprocess_kwargs(owner))
+                done = subprocess.run(
+                    args, stdout=out, stderr=subprocess.STDOUT, timeout=timeout, **self._subprocess_kwargs(owner)
+                )
             except subprocess.TimeoutExpired:
                 raise EmbeddedError(f"timed out after {timeout:.0f} s waiting for {what}") from None
             except OSError as exc:
@@ -491,7 +520,9 @@ class EmbeddedPostgres:
             except ValueError:
                 raise EmbeddedError(f"{version_file} does not hold a PostgreSQL version") from None
         if self.pgdata.exists() and (not self.pgdata.is_dir() or any(self.pgdata.iterdir())):
-            raise EmbeddedError(f"{self.pgdata} exists, is not empty and is not a PostgreSQL data directory (no PG_VERSION); choose another --data-dir")
+            raise EmbeddedError(
+                f"{self.pgdata} exists, is not empty and is not a PostgreSQL data directory (no PG_VERSION); choose another --data-dir"
+            )
         bin_dir = self._bin_dir(NEW_CLUSTER_VERSION)
         # initdb into a sibling folder, renamed when complete: an interrupted initdb never leaves a half cluster
         work = self.pgdata.with_name(f".{self.pgdata.name}.initdb")
@@ -503,11 +534,25 @@ class EmbeddedPostgres:
         log.info("creating a PostgreSQL %d cluster in %s", NEW_CLUSTER_VERSION, self.pgdata)
         try:
             self._run(
-                [str(bin_dir / "initdb"), "-D", str(work), "-U", DB_USER, "--auth=trust", "--encoding=UTF8", "--no-locale", "--no-instructions"],
-                owner, INITDB_TIMEOUT, f"initdb of {self.pgdata}",
+                [
+                    str(bin_dir / "initdb"),
+                    "-D",
+                    str(work),
+                    "-U",
+                    DB_USER,
+                    "--auth=trust",
+                    "--encoding=UTF8",
+                    "--no-locale",
+                    "--no-instructions",
+                ],
+                owner,
+                INITDB_TIMEOUT,
+                f"initdb of {self.pgdata}",
             )
             with open(work / "postgresql.conf", "a") as conf:
-                conf.write("\n# compliance_sync.devtools.embedded: Unix socket only (its folder is given at start)\nlisten_addresses = ''\n")
+                conf.write(
+                    "\n# compliance_sync.devtools.embedded: Unix socket only (its folder is given at start)\nlisten_addresses = ''\n"
+                )
             os.replace(work, self.pgdata)  # replaces an empty folder too
         finally:
             shutil.rmtree(work, ignore_errors=True)
@@ -522,12 +567,25 @@ class EmbeddedPostgres:
         leftovers = _processes_in(folder)
         if leftovers:
             try:
-                _wait(lambda: not _processes_in(folder), 15, f"the processes {leftovers} of a killed PostgreSQL in {self.pgdata} to exit")
+                _wait(
+                    lambda: not _processes_in(folder),
+                    15,
+                    f"the processes {leftovers} of a killed PostgreSQL in {self.pgdata} to exit",
+                )
             except EmbeddedError as exc:
                 raise EmbeddedError(f"{exc}; stop them, then retry") from None
-        log.warning("removing the stale %s (pid %d is no longer a PostgreSQL of this data directory)", self.pgdata / "postmaster.pid", info.pid)
+        log.warning(
+            "removing the stale %s (pid %d is no longer a PostgreSQL of this data directory)",
+            self.pgdata / "postmaster.pid",
+            info.pid,
+        )
         (self.pgdata / "postmaster.pid").unlink(missing_ok=True)
-        for name in (f".s.PGSQL.{info.port}", f".s.PGSQL.{info.port}.lock", f".s.PGSQL.{PORT}", f".s.PGSQL.{PORT}.lock"):
+        for name in (
+            f".s.PGSQL.{info.port}",
+            f".s.PGSQL.{info.port}.lock",
+            f".s.PGSQL.{PORT}",
+            f".s.PGSQL.{PORT}.lock",
+        ):
             (self.socket_dir / name).unlink(missing_ok=True)
 
     def _pg_ctl_start(self, version: int, owner: pwd.struct_passwd | None, timeout: float) -> str:
@@ -536,20 +594,39 @@ class EmbeddedPostgres:
             raise EmbeddedError(f"unusable socket folder {socket_dir!r} (too long or unusual characters)")
         bin_dir = self._bin_dir(version)
         options = f"-h '' -k {shlex.quote(socket_dir)} -p {PORT}"
-        args = [str(bin_dir / "pg_ctl"), "start", "-w", "-t", str(max(1, int(timeout))), "-s",
-                "-D", str(self.pgdata), "-l", str(self.log_path), "-o", options]
+        args = [
+            str(bin_dir / "pg_ctl"),
+            "start",
+            "-w",
+            "-t",
+            str(max(1, int(timeout))),
+            "-s",
+            "-D",
+            str(self.pgdata),
+            "-l",
+            str(self.log_path),
+            "-o",
+            options,
+        ]
         try:
             self._run(args, owner, timeout + 15, f"the embedded PostgreSQL in {self.pgdata} to start")
-            _wait(lambda: (self._live() or _PidFile(0, 0, "", "")).status == "ready", 10,
-                  f"the PostgreSQL in {self.pgdata} to report ready in postmaster.pid")
+            _wait(
+                lambda: (self._live() or _PidFile(0, 0, "", "")).status == "ready",
+                10,
+                f"the PostgreSQL in {self.pgdata} to report ready in postmaster.pid",
+            )
         except EmbeddedError as exc:
             detail = _last_log_line(self.log_path)
             with contextlib.suppress(EmbeddedError):
                 self._signal_stop(5)
-            raise EmbeddedError(f"{exc}" + (f"; log: {detail}" if detail else "") + f" (full log: {self.log_path})") from None
+            raise EmbeddedError(
+                f"{exc}" + (f"; log: {detail}" if detail else "") + f" (full log: {self.log_path})"
+            ) from None
         info = self._live()
         assert info is not None
-        log.info("embedded PostgreSQL %d started in %s (pid %d, socket %s)", version, self.pgdata, info.pid, info.socket_dir)
+        log.info(
+            "embedded PostgreSQL %d started in %s (pid %d, socket %s)", version, self.pgdata, info.pid, info.socket_dir
+        )
         return self._url_of(info)
 
     # -- stop
@@ -564,13 +641,18 @@ class EmbeddedPostgres:
             except ProcessLookupError:
                 return True
             try:
-                _wait(lambda: not _process_in(info.pid, self.pgdata.resolve()), wait,
-                      f"the embedded PostgreSQL in {self.pgdata} (pid {info.pid}) to shut down")
+                _wait(
+                    lambda: not _process_in(info.pid, self.pgdata.resolve()),
+                    wait,
+                    f"the embedded PostgreSQL in {self.pgdata} (pid {info.pid}) to shut down",
+                )
                 return True
             except EmbeddedError:
                 if sig == signal.SIGQUIT:
                     raise
-                log.warning("the embedded PostgreSQL (pid %d) did not stop within %.0f s; sending SIGQUIT", info.pid, wait)
+                log.warning(
+                    "the embedded PostgreSQL (pid %d) did not stop within %.0f s; sending SIGQUIT", info.pid, wait
+                )
         return True
 
     def stop(self, timeout: float = STOP_TIMEOUT) -> bool:

@@ -177,7 +177,13 @@ class TargetDiff:
         return self.inserted + self.updated + self.deleted
 
     def counts(self) -> dict[str, int]:
-        return {"inserted": self.inserted, "updated": self.updated, "deleted": self.deleted, "orphans": self.orphans, "unchanged": self.unchanged}
+        return {
+            "inserted": self.inserted,
+            "updated": self.updated,
+            "deleted": self.deleted,
+            "orphans": self.orphans,
+            "unchanged": self.unchanged,
+        }
 
     def hidden(self) -> int:
         """Rows counted but not among :attr:`lines`."""
@@ -274,7 +280,9 @@ def diff_rows(
     for row in by_key.values():
         diff.current_count += 1
         diff.current_completed += int(row.get("completed_count") or 0) if "completed_count" in table.owned else 0
-        diff.current_with_territories += int(bool(row.get("territory_count"))) if "territory_count" in table.owned else 0
+        diff.current_with_territories += (
+            int(bool(row.get("territory_count"))) if "territory_count" in table.owned else 0
+        )
     lines: dict[Action, list[DiffLine]] = {a: [] for a in Action}
     seen: set[Key] = set()
     for row in wanted:

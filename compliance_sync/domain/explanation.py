@@ -61,7 +61,11 @@ def closest(name: str, candidates: Iterable[str], n: int = 5) -> list[str]:
     pool = sorted(set(candidates))
     norm = normalise_name(name)
     same = [c for c in pool if normalise_name(c) == norm]
-    inside = [c for c in pool if norm and (norm in normalise_name(c) or (normalise_name(c) and normalise_name(c) in norm)) and c not in same]
+    inside = [
+        c
+        for c in pool
+        if norm and (norm in normalise_name(c) or (normalise_name(c) and normalise_name(c) in norm)) and c not in same
+    ]
     fuzzy = difflib.get_close_matches(name, pool, n=n, cutoff=0.4)
     folded = {c.casefold(): c for c in pool}
     fuzzy += [folded[c] for c in difflib.get_close_matches(name.casefold(), list(folded), n=n, cutoff=0.4)]
@@ -84,24 +88,41 @@ def resolve(facts: Facts, bu_map: BuMap, subject: Subject) -> Scope:
             wanted = str(subject.value).strip().lower()
             plan = next((p for p in plans if p.id == wanted), None)
             if plan is None:  # another FY's, archived, or no such plan: the backends read only the FY's plans in scope
-                raise _no_match("plan in scope (fiscal_year of the FY, not archived) with id", str(subject.value), [p.id for p in plans], fy)
+                raise _no_match(
+                    "plan in scope (fiscal_year of the FY, not archived) with id",
+                    str(subject.value),
+                    [p.id for p in plans],
+                    fy,
+                )
             client = plan.client_name
             chosen: list[Plan] = [plan]
         else:
             client = subject.value
             if client not in {p.client_name for p in plans}:
-                raise _no_match("plan client (a client_name of a plan in scope)", str(client), [p.client_name for p in plans], fy)
+                raise _no_match(
+                    "plan client (a client_name of a plan in scope)", str(client), [p.client_name for p in plans], fy
+                )
             chosen = [p for p in plans if p.client_name == client]
-        return Scope(subject, client, tuple(p.id for p in chosen), tuple(p.id for p in plans if p.client_name == client))
+        return Scope(
+            subject, client, tuple(p.id for p in chosen), tuple(p.id for p in plans if p.client_name == client)
+        )
     if subject.kind == "territory":
         strategies = tuple(s for s in facts.strategies if s.territory == subject.value)
         if not strategies:
-            raise _no_match("territory (territory_strategies.territory, not archived)", str(subject.value), [s.territory for s in facts.strategies if s.territory], fy)
+            raise _no_match(
+                "territory (territory_strategies.territory, not archived)",
+                str(subject.value),
+                [s.territory for s in facts.strategies if s.territory],
+                fy,
+            )
         return Scope(subject, strategies=strategies)
     if subject.kind == "bu":
         names = set(bu_map.cse.values()) | set(bu_map.territory.values())
         if subject.value not in names:
-            raise SettingsError(_no_match("business unit (a BU of the BU map)", str(subject.value), sorted(names), fy).args[0] + f" ({bu_map.source or 'BU map'})")
+            raise SettingsError(
+                _no_match("business unit (a BU of the BU map)", str(subject.value), sorted(names), fy).args[0]
+                + f" ({bu_map.source or 'BU map'})"
+            )
         return Scope(subject, bu_name=subject.value)
     if subject.kind == "apac":
         return Scope(subject)
@@ -142,9 +163,15 @@ def percentage_steps(c: int, r: int, cap: bool = True) -> str:
 def status_steps(c: int, r: int, thresholds: Thresholds, status: str) -> list[str]:
     """Each threshold tried in order against the exact ratio, until one holds."""
     out = []
-    for cut, name in ((thresholds.exceeded_from, "exceeded"), (thresholds.compliant_from, "compliant"), (thresholds.at_risk_from, "at_risk")):
+    for cut, name in (
+        (thresholds.exceeded_from, "exceeded"),
+        (thresholds.compliant_from, "compliant"),
+        (thresholds.at_risk_from, "at_risk"),
+    ):
         holds = 100 * c * cut.denominator >= cut.numerator * r
-        out.append(f"100×{c} = {100 * c} {'≥' if holds else '<'} {_num(cut)}×{r} = {_num(cut * r)} → {name + ' ✓' if holds else 'not ' + name}")
+        out.append(
+            f"100×{c} = {100 * c} {'≥' if holds else '<'} {_num(cut)}×{r} = {_num(cut * r)} → {name + ' ✓' if holds else 'not ' + name}"
+        )
         if holds:
             break
     else:
@@ -155,7 +182,9 @@ def status_steps(c: int, r: int, thresholds: Thresholds, status: str) -> list[st
 
 
 # --- one client ------------------------------------------------------------------------------------------------------
-def classify(e: RawEvent, comp: Computation, facts: Facts, client: str, required: set[str], excluded: set[str]) -> tuple[str, str]:
+def classify(
+    e: RawEvent, comp: Computation, facts: Facts, client: str, required: set[str], excluded: set[str]
+) -> tuple[str, str]:
     """(counted as, why) for one event of the explained client or one of its near-miss names (SPEC §4.4)."""
     fy, as_of = comp.fy, comp.as_of
     types = {t.id: t for t in facts.event_types}
@@ -207,7 +236,9 @@ def _iso(d: dt.date | str | None) -> str | None:
     return d if d is None or isinstance(d, str) else d.isoformat()
 
 
-def explain_client(comp: Computation, facts: Facts, scope: Scope, events: Sequence[RawEvent], thresholds: Thresholds, bu_map: BuMap) -> dict[str, Any]:
+def explain_client(
+    comp: Computation, facts: Facts, scope: Scope, events: Sequence[RawEvent], thresholds: Thresholds, bu_map: BuMap
+) -> dict[str, Any]:
     """A client's (or one plan's) figures with their provenance; ``events``: its raw events and its near-miss names'."""
     name = scope.client
     trace = comp.trace
@@ -226,14 +257,25 @@ def explain_client(comp: Computation, facts: Facts, scope: Scope, events: Sequen
         "plans": list(scope.plans),
         "client_plans": list(scope.client_plans),
         "computed": c is not None,
-        "skipped_reason": None if c else "no valid segment period overlapping the FY (clients_without_segmentation): no figure, no row",
+        "skipped_reason": None
+        if c
+        else "no valid segment period overlapping the FY (clients_without_segmentation): no figure, no row",
         "segment": c.segment if c else None,
         "cse_name": c.cse_name if c else None,
-        "periods": [_period(n, latest.id if latest else None) for n in sorted(trace.periods.get(name, []), key=lambda n: (n.period.effective_from or dt.date.min, n.period.id))] if trace else [],
+        "periods": [
+            _period(n, latest.id if latest else None)
+            for n in sorted(
+                trace.periods.get(name, []), key=lambda n: (n.period.effective_from or dt.date.min, n.period.id)
+            )
+        ]
+        if trace
+        else [],
         "event_types": [],
         "not_required": [],
         "other_events": [],
-        "possible_aliases": [{"name": a, "events": n} for a, plan, n in (trace.aliases if trace else ()) if plan == name],
+        "possible_aliases": [
+            {"name": a, "events": n} for a, plan, n in (trace.aliases if trace else ()) if plan == name
+        ],
     }
     by_type: dict[str | None, list[tuple]] = {}
     for row in classified:
@@ -242,10 +284,24 @@ def explain_client(comp: Computation, facts: Facts, scope: Scope, events: Sequen
     for n in notes:
         if n.event_type_id in required or n.maximum <= 0 and not n.exclusions:
             continue
-        why = ("event type inactive" if not n.active
-               else "excluded: " + "; ".join(f"reason {x.reason!r} {'applies' if x.applies else 'does not apply (greyed out)'}" for x in n.exclusions) if n.maximum > 0
-               else "no tier of the client requires it")
-        out["not_required"].append({"event_type_id": n.event_type_id, "event_type_name": n.event_type_name, "maximum_frequency": n.maximum, "reason": why})
+        why = (
+            "event type inactive"
+            if not n.active
+            else "excluded: "
+            + "; ".join(
+                f"reason {x.reason!r} {'applies' if x.applies else 'does not apply (greyed out)'}" for x in n.exclusions
+            )
+            if n.maximum > 0
+            else "no tier of the client requires it"
+        )
+        out["not_required"].append(
+            {
+                "event_type_id": n.event_type_id,
+                "event_type_name": n.event_type_name,
+                "maximum_frequency": n.maximum,
+                "reason": why,
+            }
+        )
     notes_by_type = {n.event_type_id: n for n in notes}
     type_names = {t.id: t.event_name for t in facts.event_types}
     for r in c.requirements if c else ():
@@ -262,40 +318,73 @@ def explain_client(comp: Computation, facts: Facts, scope: Scope, events: Sequen
         k = r.completed + 1
         month = due_month(k, r.required) if r.completed < r.required else None
         if month is not None and comp.fy.month_end(month) != r.next_due:
-            raise DataError(f"explain: due date of event {k} of {r.required} disagrees with the computation ({r.next_due})")
-        out["event_types"].append({
-            "event_type_id": r.event_type_id,
-            "event_type_name": r.event_type_name,
-            "required_count": r.required,
-            "completed_count": r.completed,
-            "scheduled_count": r.scheduled,
-            "credited_count": credited,
-            "compliance_percentage": _pct(r.percent),
-            "status": r.status,
-            "next_due_date": _iso(r.next_due),
-            "linked_event_ids": [e.id for e, how, _ in rows if how != NOT_COUNTED],
-            "counted_event_ids": done,
-            "scheduled_event_ids": planned,
-            "not_counted": [{"id": e.id, "reason": why, "event_date": _iso(e.event_date), "completed": e.completed} for e, how, why in rows if how == NOT_COUNTED],
-            "requirement_sources": [
-                {"period_id": s.period_id, "tier_name": s.tier_name, "effective_from": _iso(s.effective_from), "effective_to": _iso(s.effective_to), "frequency": s.frequency}
-                for s in (note.sources if note else ())
-            ],
-            "maximum_frequency": note.maximum if note else r.required,
-            "exclusions": [{"reason": x.reason, "applies": x.applies} for x in (note.exclusions if note else ())],
-            "events": [{"id": e.id, "event_date": _iso(e.event_date), "completed": e.completed, "counted_as": how, "reason": why} for e, how, why in rows],
-            "arithmetic": {
-                "credited": f"min(completed {r.completed}, required {r.required}) = {credited}",
-                "percentage": percentage_steps(r.completed, r.required),
-                "status": status_steps(r.completed, r.required, thresholds, r.status),
-                "next_due": (f"all {r.required} done (completed {r.completed} ≥ required {r.required}): none" if month is None else
-                             f"due date k = completed + 1 = {k} of {r.required}: FY month ceil(12×{k}/{r.required}) = {month} "
-                             f"({comp.fy.month_label(month)}), its last day {r.next_due}" + (" (overdue)" if r.next_due < comp.as_of else "")),
-            },
-        })
+            raise DataError(
+                f"explain: due date of event {k} of {r.required} disagrees with the computation ({r.next_due})"
+            )
+        out["event_types"].append(
+            {
+                "event_type_id": r.event_type_id,
+                "event_type_name": r.event_type_name,
+                "required_count": r.required,
+                "completed_count": r.completed,
+                "scheduled_count": r.scheduled,
+                "credited_count": credited,
+                "compliance_percentage": _pct(r.percent),
+                "status": r.status,
+                "next_due_date": _iso(r.next_due),
+                "linked_event_ids": [e.id for e, how, _ in rows if how != NOT_COUNTED],
+                "counted_event_ids": done,
+                "scheduled_event_ids": planned,
+                "not_counted": [
+                    {"id": e.id, "reason": why, "event_date": _iso(e.event_date), "completed": e.completed}
+                    for e, how, why in rows
+                    if how == NOT_COUNTED
+                ],
+                "requirement_sources": [
+                    {
+                        "period_id": s.period_id,
+                        "tier_name": s.tier_name,
+                        "effective_from": _iso(s.effective_from),
+                        "effective_to": _iso(s.effective_to),
+                        "frequency": s.frequency,
+                    }
+                    for s in (note.sources if note else ())
+                ],
+                "maximum_frequency": note.maximum if note else r.required,
+                "exclusions": [{"reason": x.reason, "applies": x.applies} for x in (note.exclusions if note else ())],
+                "events": [
+                    {
+                        "id": e.id,
+                        "event_date": _iso(e.event_date),
+                        "completed": e.completed,
+                        "counted_as": how,
+                        "reason": why,
+                    }
+                    for e, how, why in rows
+                ],
+                "arithmetic": {
+                    "credited": f"min(completed {r.completed}, required {r.required}) = {credited}",
+                    "percentage": percentage_steps(r.completed, r.required),
+                    "status": status_steps(r.completed, r.required, thresholds, r.status),
+                    "next_due": (
+                        f"all {r.required} done (completed {r.completed} ≥ required {r.required}): none"
+                        if month is None
+                        else f"due date k = completed + 1 = {k} of {r.required}: FY month ceil(12×{k}/{r.required}) = {month} "
+                        f"({comp.fy.month_label(month)}), its last day {r.next_due}"
+                        + (" (overdue)" if r.next_due < comp.as_of else "")
+                    ),
+                },
+            }
+        )
     out["other_events"] = [
-        {"id": e.id, "event_type_id": e.event_type_id, "event_type_name": type_names.get(e.event_type_id), "event_date": _iso(e.event_date),
-         "completed": e.completed, "reason": why}
+        {
+            "id": e.id,
+            "event_type_id": e.event_type_id,
+            "event_type_name": type_names.get(e.event_type_id),
+            "event_date": _iso(e.event_date),
+            "completed": e.completed,
+            "reason": why,
+        }
         for e, how, why in by_type.get(None, [])
     ]
     if c:
@@ -303,13 +392,24 @@ def explain_client(comp: Computation, facts: Facts, scope: Scope, events: Sequen
             "required_total": c.required_total,
             "credited_total": c.credited_total,
             "compliance_percentage": _pct(c.percent),
-            "arithmetic": (f"credited Σ min(c, r) = {' + '.join(str(min(r.completed, r.required)) for r in c.requirements) or '0'} = {c.credited_total}; "
-                           f"required Σ r = {' + '.join(str(r.required) for r in c.requirements) or '0'} = {c.required_total}; "
-                           + (percentage_steps(c.credited_total, c.required_total, cap=False) + " (not capped)" if c.required_total else "nothing required: 100.00 %")),
+            "arithmetic": (
+                f"credited Σ min(c, r) = {' + '.join(str(min(r.completed, r.required)) for r in c.requirements) or '0'} = {c.credited_total}; "
+                f"required Σ r = {' + '.join(str(r.required) for r in c.requirements) or '0'} = {c.required_total}; "
+                + (
+                    percentage_steps(c.credited_total, c.required_total, cap=False) + " (not capped)"
+                    if c.required_total
+                    else "nothing required: 100.00 %"
+                )
+            ),
             "is_critical": c.is_critical,
             "is_at_risk": c.is_at_risk,
-            "flags": ("critical: at least one requirement is critical" if c.is_critical else
-                      "at risk: a requirement is at_risk and none critical" if c.is_at_risk else "neither critical nor at risk"),
+            "flags": (
+                "critical: at least one requirement is critical"
+                if c.is_critical
+                else "at risk: a requirement is at_risk and none critical"
+                if c.is_at_risk
+                else "neither critical nor at risk"
+            ),
         }
         out["territory"] = _client_place(comp, c, bu_map)
     return out
@@ -319,10 +419,21 @@ def _client_place(comp: Computation, c: Client, bu_map: BuMap) -> dict[str, Any]
     for sid, t in comp.territories.items():
         if any(m.name == c.name for m in t.members):
             bu = comp.bu_of_client.get(c.name)
-            return {"territory_strategy_id": sid, "territory": t.strategy.territory, "cse_name": t.strategy.cse_name, "bu_name": bu,
-                    "bu_entry": _bu_entry(bu_map, t.strategy)}
-    return {"territory_strategy_id": None, "territory": None, "cse_name": c.cse_name, "bu_name": None,
-            "bu_entry": None, "unassigned": f"CSE {c.cse_name!r} has no territory strategy this FY: counted at APAC level only"}
+            return {
+                "territory_strategy_id": sid,
+                "territory": t.strategy.territory,
+                "cse_name": t.strategy.cse_name,
+                "bu_name": bu,
+                "bu_entry": _bu_entry(bu_map, t.strategy),
+            }
+    return {
+        "territory_strategy_id": None,
+        "territory": None,
+        "cse_name": c.cse_name,
+        "bu_name": None,
+        "bu_entry": None,
+        "unassigned": f"CSE {c.cse_name!r} has no territory strategy this FY: counted at APAC level only",
+    }
 
 
 def _bu_entry(bu_map: BuMap, s: Strategy) -> str | None:
@@ -335,8 +446,15 @@ def _bu_entry(bu_map: BuMap, s: Strategy) -> str | None:
 
 # --- roll-ups --------------------------------------------------------------------------------------------------------
 def _client_row(c: Client) -> dict[str, Any]:
-    return {"client_name": c.name, "segment": c.segment, "cse_name": c.cse_name, "required_total": c.required_total, "credited_total": c.credited_total,
-            "compliance_percentage": _pct(c.percent), "status": "critical" if c.is_critical else "at_risk" if c.is_at_risk else "ok"}
+    return {
+        "client_name": c.name,
+        "segment": c.segment,
+        "cse_name": c.cse_name,
+        "required_total": c.required_total,
+        "credited_total": c.credited_total,
+        "compliance_percentage": _pct(c.percent),
+        "status": "critical" if c.is_critical else "at_risk" if c.is_at_risk else "ok",
+    }
 
 
 def weighted(members: Sequence[Any], label: str = "clients") -> str:
@@ -345,7 +463,9 @@ def weighted(members: Sequence[Any], label: str = "clients") -> str:
     cred = sum(m["credited_total"] for m in members)
     if req == 0:
         return f"no requirement over {len(members)} {label}: 100.00 %" if members else f"no {label}"
-    return f"Σ credited {cred} / Σ required {req} over {len(members)} {label}: " + percentage_steps(cred, req, cap=False)
+    return f"Σ credited {cred} / Σ required {req} over {len(members)} {label}: " + percentage_steps(
+        cred, req, cap=False
+    )
 
 
 def _why_lost(winner: Strategy, loser: Strategy) -> str:
@@ -364,24 +484,50 @@ def strategy_choice(comp: Computation, cse: str | None) -> dict[str, Any] | None
     used = ranked[0]
     return {
         "cse_name": cse,
-        "used": {"id": used.id, "territory": used.territory, "quarter": used.quarter or None, "updated_at": _iso(used.updated_at)},
+        "used": {
+            "id": used.id,
+            "territory": used.territory,
+            "quarter": used.quarter or None,
+            "updated_at": _iso(used.updated_at),
+        },
         "rule": "annual before quarterly, then latest updated_at (null oldest), then smallest id",
-        "passed_over": [{"id": s.id, "territory": s.territory, "quarter": s.quarter or None, "updated_at": _iso(s.updated_at), "why": _why_lost(used, s)} for s in ranked[1:]],
+        "passed_over": [
+            {
+                "id": s.id,
+                "territory": s.territory,
+                "quarter": s.quarter or None,
+                "updated_at": _iso(s.updated_at),
+                "why": _why_lost(used, s),
+            }
+            for s in ranked[1:]
+        ],
     }
 
 
 def _unmapped(comp: Computation) -> list[dict[str, Any]]:
-    return [{"territory": t.strategy.territory, "cse_name": t.strategy.cse_name, "clients": len(t.members)}
-            for sid, t in comp.territories.items() if not any(comp.bu_of_client.get(m.name) for m in t.members)]
+    return [
+        {"territory": t.strategy.territory, "cse_name": t.strategy.cse_name, "clients": len(t.members)}
+        for sid, t in comp.territories.items()
+        if not any(comp.bu_of_client.get(m.name) for m in t.members)
+    ]
 
 
 def _unassigned(comp: Computation) -> list[dict[str, Any]]:
     placed = {m.name for t in comp.territories.values() for m in t.members}
-    return [_client_row(c) | {"why": f"CSE {c.cse_name!r} has no territory strategy this FY"} for name, c in comp.clients.items() if name not in placed]
+    return [
+        _client_row(c) | {"why": f"CSE {c.cse_name!r} has no territory strategy this FY"}
+        for name, c in comp.clients.items()
+        if name not in placed
+    ]
 
 
 def _header(comp: Computation, kind: str) -> dict[str, Any]:
-    return {"kind": kind, "fiscal_year": comp.fy.year, "window": {"start": comp.fy.start.isoformat(), "end": comp.fy.end.isoformat()}, "as_of": comp.as_of.isoformat()}
+    return {
+        "kind": kind,
+        "fiscal_year": comp.fy.year,
+        "window": {"start": comp.fy.start.isoformat(), "end": comp.fy.end.isoformat()},
+        "as_of": comp.as_of.isoformat(),
+    }
 
 
 def explain_territory(comp: Computation, scope: Scope, bu_map: BuMap) -> dict[str, Any]:
@@ -397,32 +543,45 @@ def explain_territory(comp: Computation, scope: Scope, bu_map: BuMap) -> dict[st
                 why = f"loses the tie-break for CSE {s.cse_name!r} to {ranked[0].id} ({_why_lost(ranked[0], s)})"
             else:
                 why = f"used for CSE {s.cse_name!r}, but no client of the FY has that CSE"
-            out["not_used"].append({"territory_strategy_id": s.id, "cse_name": s.cse_name, "quarter": s.quarter or None, "why": why})
+            out["not_used"].append(
+                {"territory_strategy_id": s.id, "cse_name": s.cse_name, "quarter": s.quarter or None, "why": why}
+            )
             continue
         row, t = rows[s.id], comp.territories[s.id]
         clients = [_client_row(c) for c in sorted(t.members, key=lambda c: c.name)]
         members += clients
         bu = bu_map.bu_for(s.cse_name, s.territory)
-        out["rows"].append({
-            "territory_strategy_id": s.id,
-            "cse_name": s.cse_name,
-            "total_clients": row["total_clients"],
-            "total_required_events": row["total_required_events"],
-            "total_completed_events": row["total_completed_events"],
-            "overall_compliance_percentage": _pct(row["overall_compliance_percentage"]),
-            "clients_at_risk": row["clients_at_risk"],
-            "clients_critical": row["clients_critical"],
-            "arithmetic": weighted(clients),
-            "contributors": clients,
-            "segment_breakdown": {k: v | {"compliance": _pct(v["compliance"])} for k, v in row["segment_breakdown"].items()},
-            "strategy": strategy_choice(comp, s.cse_name),
-            "bu_name": bu,
-            "bu_entry": _bu_entry(bu_map, s) or "none: the territory maps to no business unit (unmapped_territories); left out of BU rows",
-        })
+        out["rows"].append(
+            {
+                "territory_strategy_id": s.id,
+                "cse_name": s.cse_name,
+                "total_clients": row["total_clients"],
+                "total_required_events": row["total_required_events"],
+                "total_completed_events": row["total_completed_events"],
+                "overall_compliance_percentage": _pct(row["overall_compliance_percentage"]),
+                "clients_at_risk": row["clients_at_risk"],
+                "clients_critical": row["clients_critical"],
+                "arithmetic": weighted(clients),
+                "contributors": clients,
+                "segment_breakdown": {
+                    k: v | {"compliance": _pct(v["compliance"])} for k, v in row["segment_breakdown"].items()
+                },
+                "strategy": strategy_choice(comp, s.cse_name),
+                "bu_name": bu,
+                "bu_entry": _bu_entry(bu_map, s)
+                or "none: the territory maps to no business unit (unmapped_territories); left out of BU rows",
+            }
+        )
     req = sum(m["required_total"] for m in members)
     cred = sum(m["credited_total"] for m in members)
     out |= {
-        "overall_compliance_percentage": _pct(rollup(c for sid in rows if sid in {s.id for s in scope.strategies} for c in comp.territories[sid].members)[0]) if members else None,
+        "overall_compliance_percentage": _pct(
+            rollup(c for sid in rows if sid in {s.id for s in scope.strategies} for c in comp.territories[sid].members)[
+                0
+            ]
+        )
+        if members
+        else None,
         "total_required_events": req,
         "total_completed_events": cred,
         "contributors": members,
@@ -441,11 +600,18 @@ def explain_bu(comp: Computation, scope: Scope, bu_map: BuMap) -> dict[str, Any]
             continue
         clients = [_client_row(c) for c in sorted(t.members, key=lambda c: c.name)]
         members += clients
-        territories.append({
-            "territory_strategy_id": sid, "territory": t.strategy.territory, "cse_name": t.strategy.cse_name, "clients": len(clients),
-            "required_total": sum(m["required_total"] for m in clients), "credited_total": sum(m["credited_total"] for m in clients),
-            "compliance_percentage": _pct(rollup(t.members)[0]), "bu_entry": _bu_entry(bu_map, t.strategy),
-        })
+        territories.append(
+            {
+                "territory_strategy_id": sid,
+                "territory": t.strategy.territory,
+                "cse_name": t.strategy.cse_name,
+                "clients": len(clients),
+                "required_total": sum(m["required_total"] for m in clients),
+                "credited_total": sum(m["credited_total"] for m in clients),
+                "compliance_percentage": _pct(rollup(t.members)[0]),
+                "bu_entry": _bu_entry(bu_map, t.strategy),
+            }
+        )
     territories.sort(key=lambda t: (t["territory"] or "", t["cse_name"] or "", t["territory_strategy_id"]))
     out |= {
         "overall_compliance_percentage": _pct(row["overall_compliance_percentage"]) if row else None,
@@ -453,7 +619,9 @@ def explain_bu(comp: Computation, scope: Scope, bu_map: BuMap) -> dict[str, Any]
         "territory_count": row["territory_count"] if row else 0,
         "total_required_events": sum(m["required_total"] for m in members),
         "total_completed_events": sum(m["credited_total"] for m in members),
-        "arithmetic": weighted(members) if row else "no territory maps to this BU this FY: its row (if any) is reset (percentage null, counts 0)",
+        "arithmetic": weighted(members)
+        if row
+        else "no territory maps to this BU this FY: its row (if any) is reset (percentage null, counts 0)",
         "contributors": territories,
         "clients": members,
         "unmapped_territories": _unmapped(comp),
@@ -469,16 +637,25 @@ def explain_apac(comp: Computation, bu_map: BuMap) -> dict[str, Any]:
     contributors = []
     for entry in apac["bu_contributions"]:
         clients = groups.get(entry["bu_name"], [])
-        contributors.append({"bu_name": entry["bu_name"], "clients": entry["clients"], "clients_below": entry["clients_below"],
-                             "required_total": sum(m["required_total"] for m in clients), "credited_total": sum(m["credited_total"] for m in clients),
-                             "compliance_percentage": _pct(entry["compliance"])})
+        contributors.append(
+            {
+                "bu_name": entry["bu_name"],
+                "clients": entry["clients"],
+                "clients_below": entry["clients_below"],
+                "required_total": sum(m["required_total"] for m in clients),
+                "credited_total": sum(m["credited_total"] for m in clients),
+                "compliance_percentage": _pct(entry["compliance"]),
+            }
+        )
     everyone = [m for g in groups.values() for m in g]
     return _header(comp, "apac") | {
         "overall_compliance_percentage": _pct(apac["actual_compliance"]),
         "below_compliance_accounts": apac["below_compliance_accounts"],
         "total_required_events": sum(m["required_total"] for m in everyone),
         "total_completed_events": sum(m["credited_total"] for m in everyone),
-        "arithmetic": weighted(contributors, "business units") if everyone else "no client this FY: actual_compliance null",
+        "arithmetic": weighted(contributors, "business units")
+        if everyone
+        else "no client this FY: actual_compliance null",
         "contributors": contributors,
         "unassigned_clients": _unassigned(comp),
         "unmapped_territories": _unmapped(comp),

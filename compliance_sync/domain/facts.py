@@ -211,7 +211,8 @@ class EventAggregator:
 
     def event_counts(self) -> list[EventCounts]:
         return [
-            EventCounts(k[0], k[1], tuple(self._completed[k]), tuple(self._scheduled[k]), self._future[k]) for k in self._completed
+            EventCounts(k[0], k[1], tuple(self._completed[k]), tuple(self._scheduled[k]), self._future[k])
+            for k in self._completed
         ]
 
     def event_ids(self) -> dict[tuple, list[str]]:
@@ -219,7 +220,9 @@ class EventAggregator:
 
     def calendar_completed(self, keys: set[tuple] | None = None) -> list[CalendarCount]:
         """Per (client, type, year); only the given keys (the compliance cache's) when given."""
-        return [CalendarCount(c, t, y, n) for (c, t, y), n in self._calendar.items() if keys is None or (c, t, y) in keys]
+        return [
+            CalendarCount(c, t, y, n) for (c, t, y), n in self._calendar.items() if keys is None or (c, t, y) in keys
+        ]
 
 
 def overlaps(period: Mapping[str, Any], fy: FiscalYear) -> bool:
@@ -228,7 +231,9 @@ def overlaps(period: Mapping[str, Any], fy: FiscalYear) -> bool:
     return (start is None or start <= fy.end) and (end is None or end >= fy.start)
 
 
-def _rows(kind: type, rows: Iterable[Mapping[str, Any]], uuids: tuple[str, ...] = (), dates: tuple[str, ...] = ()) -> list:
+def _rows(
+    kind: type, rows: Iterable[Mapping[str, Any]], uuids: tuple[str, ...] = (), dates: tuple[str, ...] = ()
+) -> list:
     out = []
     for r in rows:
         values = {f: r.get(f) for f in kind._fields}
@@ -273,7 +278,9 @@ def facts_from_rows(
         fy=fy,
         as_of=as_of,
         plans=_rows(Plan, plans, uuids=("id", "client_id")),
-        periods=_rows(Period, periods, uuids=("id", "tier_id", "client_uuid"), dates=("effective_from", "effective_to")),
+        periods=_rows(
+            Period, periods, uuids=("id", "tier_id", "client_uuid"), dates=("effective_from", "effective_to")
+        ),
         tiers=_rows(Tier, tiers, uuids=("id",)),
         event_types=_rows(EventType, event_types, uuids=("id",)),
         requirements=_rows(Frequency, requirements, uuids=("tier_id", "event_type_id")),
@@ -282,6 +289,8 @@ def facts_from_rows(
         event_counts=aggregator.event_counts(),
         undated_events=aggregator.undated,
         compliance_cache=cache_rows,
-        calendar_completed=aggregator.calendar_completed({(c.client_name, c.event_type_id, c.year) for c in cache_rows}),
+        calendar_completed=aggregator.calendar_completed(
+            {(c.client_name, c.event_type_id, c.year) for c in cache_rows}
+        ),
         event_ids=aggregator.event_ids(),
     )

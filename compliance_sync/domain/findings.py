@@ -55,8 +55,7 @@ WARNINGS: dict[WarningCode, str] = {
     WarningCode.POSSIBLE_ALIAS: "Event client names that are not plan clients but nearly match one (normalised: case, "
     "accents and punctuation ignored; one contains the other): not counted, never matched automatically",
     WarningCode.COMPLIANCE_CACHE_DRIFT: "segmentation_event_compliance disagrees with the events of that calendar year",
-    WarningCode.ORPHANS: "Target rows the run did not compute but kept because they carry data the job "
-    "does not own",
+    WarningCode.ORPHANS: "Target rows the run did not compute but kept because they carry data the job does not own",
     WarningCode.NULL_KEY_ROWS: "Target rows of the FY with a NULL key column: never matched, updated or deleted",
 }
 DIFF_WARNINGS = (WarningCode.ORPHANS, WarningCode.NULL_KEY_ROWS)  # counted per target by the diff

@@ -71,14 +71,21 @@ def find_guards(
                 f"; {t.duplicate_keys} key(s) of the fiscal year are held by several rows "
                 f"({t.duplicate_rows} surplus row(s), e.g. {t.duplicate_examples[0]}; "
                 "compared through the row --dedupe keeps)"
-                if t.duplicate_keys else ""
+                if t.duplicate_keys
+                else ""
             )
             key = ", ".join(t.table.key)
             message = f"{t.name} has no unique index on ({key}){duplicates}: run {how_to_run(command)}"
             found.append(Guard(GuardCode.MISSING_KEY, t.name, message))
     for name in REQUIRED_NONEMPTY:
         if source_counts.get(name, 0) == 0:
-            found.append(Guard(GuardCode.EMPTY_SOURCE, name, f"{name} returned no rows for this fiscal year; a live run writes nothing (wrong key or row-level security?)"))
+            found.append(
+                Guard(
+                    GuardCode.EMPTY_SOURCE,
+                    name,
+                    f"{name} returned no rows for this fiscal year; a live run writes nothing (wrong key or row-level security?)",
+                )
+            )
     for t in diff.targets.values():
         if t.deleted and t.deleted > max_prune_fraction * t.current_count:
             found.append(

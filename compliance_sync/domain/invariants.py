@@ -72,7 +72,13 @@ def territory_totals(comp: Computation, found: Findings) -> None:
         sid = t["territory_strategy_id"]
         members = comp.territories[sid].members if sid in comp.territories else []
         n, required, credited, at_risk, critical, _ = _group(members)
-        expected = {"total_clients": n, "total_required_events": required, "total_completed_events": credited, "clients_at_risk": at_risk, "clients_critical": critical}
+        expected = {
+            "total_clients": n,
+            "total_required_events": required,
+            "total_completed_events": credited,
+            "clients_at_risk": at_risk,
+            "clients_critical": critical,
+        }
         for col, value in expected.items():
             if t[col] != value:
                 found.add("territory_totals", f"territory {sid}: {col} = {t[col]}, its clients sum to {value}")
@@ -81,7 +87,10 @@ def territory_totals(comp: Computation, found: Findings) -> None:
             segments[m.segment].append(m)
         breakdown = t["segment_breakdown"] or {}
         if set(breakdown) != set(segments):
-            found.add("territory_totals", f"territory {sid}: segment_breakdown segments {sorted(breakdown)} != {sorted(segments)}")
+            found.add(
+                "territory_totals",
+                f"territory {sid}: segment_breakdown segments {sorted(breakdown)} != {sorted(segments)}",
+            )
         for seg, group in segments.items():
             e = breakdown.get(seg)
             if e is None:
@@ -96,8 +105,13 @@ def territory_totals(comp: Computation, found: Findings) -> None:
 def rollup_percentages(comp: Computation, found: Findings) -> None:
     rows = comp.wanted
     for t in rows.territories:
-        if t["overall_compliance_percentage"] != percent(t["total_completed_events"], t["total_required_events"], False):
-            found.add("rollup_percentages", f"territory {t['territory_strategy_id']}: {t['overall_compliance_percentage']} for {t['total_completed_events']}/{t['total_required_events']}")
+        if t["overall_compliance_percentage"] != percent(
+            t["total_completed_events"], t["total_required_events"], False
+        ):
+            found.add(
+                "rollup_percentages",
+                f"territory {t['territory_strategy_id']}: {t['overall_compliance_percentage']} for {t['total_completed_events']}/{t['total_required_events']}",
+            )
     by_territory = {(t["territory"], t["cse_name"]): t for t in rows.territories}
     members_of_bu: dict[str, list[Client]] = collections.defaultdict(list)
     for name, c in comp.clients.items():
@@ -105,13 +119,19 @@ def rollup_percentages(comp: Computation, found: Findings) -> None:
     for bu in rows.business_units:
         n, required, credited, _, _, below = _group(members_of_bu.get(bu["bu_name"], []))
         if bu["overall_compliance_percentage"] != percent(credited, required, False):
-            found.add("rollup_percentages", f"BU {bu['bu_name']}: {bu['overall_compliance_percentage']} for {credited}/{required}")
+            found.add(
+                "rollup_percentages",
+                f"BU {bu['bu_name']}: {bu['overall_compliance_percentage']} for {credited}/{required}",
+            )
         if bu["clients_below_compliance"] != below or bu["territory_count"] != len(bu["territory_data"]):
             found.add("territory_totals", f"BU {bu['bu_name']}: counts disagree with its territories and clients")
         for d in bu["territory_data"]:
             t = by_territory.get((d["territory"], d["cse_name"]))
             if t is None or t["overall_compliance_percentage"] != d["compliance"] or t["total_clients"] != d["clients"]:
-                found.add("rollup_percentages", f"BU {bu['bu_name']}: territory_data entry {d['territory']!r} disagrees with its territory row")
+                found.add(
+                    "rollup_percentages",
+                    f"BU {bu['bu_name']}: territory_data entry {d['territory']!r} disagrees with its territory row",
+                )
     everyone = list(comp.clients.values())
     for apac in rows.apac:
         n, required, credited, _, _, below = _group(everyone)
@@ -133,7 +153,10 @@ def capacity_sums(comp: Computation, found: Findings) -> None:
         capacity = t["monthly_capacity"] or {}
         total = sum(int(m["required"]) for m in capacity.values())
         if len(capacity) != 12 or total != t["total_required_events"]:
-            found.add("capacity_sums", f"territory {t['territory_strategy_id']}: {len(capacity)} months, Σ required {total} != total_required_events {t['total_required_events']}")
+            found.add(
+                "capacity_sums",
+                f"territory {t['territory_strategy_id']}: {len(capacity)} months, Σ required {total} != total_required_events {t['total_required_events']}",
+            )
 
 
 def value_ranges(comp: Computation, thresholds: Thresholds, found: Findings) -> None:
@@ -148,13 +171,19 @@ def value_ranges(comp: Computation, thresholds: Thresholds, found: Findings) -> 
         required = sum(r.required for r in c.requirements)
         credited = sum(min(r.completed, r.required) for r in c.requirements)
         if (c.required_total, c.credited_total) != (required, credited):
-            found.add("value_ranges", f"{name}: client totals {c.credited_total}/{c.required_total}, its requirements sum to {credited}/{required}")
+            found.add(
+                "value_ranges",
+                f"{name}: client totals {c.credited_total}/{c.required_total}, its requirements sum to {credited}/{required}",
+            )
         if all(r.required > 0 and r.status == status_of(r.completed, r.required) for r in c.requirements):
             # flags follow the statuses (a wrong status is reported below, once)
             critical = any(r.status == "critical" for r in c.requirements)
             at_risk = not critical and any(r.status == "at_risk" for r in c.requirements)
             if (c.is_critical, c.is_at_risk) != (critical, at_risk):
-                found.add("value_ranges", f"{name}: flags critical={c.is_critical}, at_risk={c.is_at_risk} disagree with its statuses")
+                found.add(
+                    "value_ranges",
+                    f"{name}: flags critical={c.is_critical}, at_risk={c.is_at_risk} disagree with its statuses",
+                )
         for r in c.requirements:
             where = f"{name} / {r.event_type_name}"
             if r.required <= 0 or r.completed < 0 or r.scheduled < 0:

@@ -40,7 +40,9 @@ class LedgerRow:
         return {c: row[c] for c in LEDGER_COLUMNS if columns is None or c in columns}
 
 
-assert tuple(f.name for f in dataclasses.fields(LedgerRow)) == tuple(LEDGER_COLUMNS), "LedgerRow and LEDGER_COLUMNS disagree"
+assert tuple(f.name for f in dataclasses.fields(LedgerRow)) == tuple(LEDGER_COLUMNS), (
+    "LedgerRow and LEDGER_COLUMNS disagree"
+)
 
 
 # --- reading it back (the report's "change since the previous run") -------------------------------------------

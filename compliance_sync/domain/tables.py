@@ -81,7 +81,15 @@ SOURCES: tuple[SourceTable, ...] = (
     ),
     SourceTable(
         "territory_strategies",
-        {"id": UUID, "cse_name": TEXT, "territory": TEXT, "fiscal_year": INT, "quarter": TEXT, "status": TEXT, "updated_at": TIMESTAMPTZ},
+        {
+            "id": UUID,
+            "cse_name": TEXT,
+            "territory": TEXT,
+            "fiscal_year": INT,
+            "quarter": TEXT,
+            "status": TEXT,
+            "updated_at": TIMESTAMPTZ,
+        },
         Group.PLANNING,
         "CSE territory strategies per fiscal year (annual or quarterly); one is used per CSE.",
     ),
@@ -170,28 +178,53 @@ def column_types(spec: str) -> dict[str, Kind]:
 
 
 TARGETS: tuple[TargetTable, ...] = (
-    TargetTable(REQUIREMENTS, ("plan_id", "event_type_id", "fiscal_year"), column_types("""
+    TargetTable(
+        REQUIREMENTS,
+        ("plan_id", "event_type_id", "fiscal_year"),
+        column_types("""
         plan_id uuid, event_type_id uuid, fiscal_year int, client_id uuid, client_name text, segment text,
         event_type_name text, required_count int, completed_count int, scheduled_count int, compliance_percentage numeric,
         status text, next_due_date date, linked_event_ids jsonb, updated_at timestamptz"""),
-        NotWanted.PRUNE, "Event compliance per account plan and event type for one fiscal year.", label=("client_name", "event_type_name"),
+        NotWanted.PRUNE,
+        "Event compliance per account plan and event type for one fiscal year.",
+        label=("client_name", "event_type_name"),
     ),
-    TargetTable(TERRITORY, ("territory_strategy_id", "fiscal_year"), column_types("""
+    TargetTable(
+        TERRITORY,
+        ("territory_strategy_id", "fiscal_year"),
+        column_types("""
         territory_strategy_id uuid, fiscal_year int, territory text, cse_name text, total_clients int, total_required_events int,
         total_completed_events int, overall_compliance_percentage numeric, clients_at_risk int, clients_critical int,
         segment_breakdown jsonb, monthly_capacity jsonb, updated_at timestamptz"""),
-        NotWanted.PRUNE, "Compliance per CSE territory (the used territory strategy) for one fiscal year.", label=("territory", "cse_name"),
+        NotWanted.PRUNE,
+        "Compliance per CSE territory (the used territory strategy) for one fiscal year.",
+        label=("territory", "cse_name"),
     ),
-    TargetTable(BUSINESS_UNIT, ("bu_name", "fiscal_year"), column_types("""
+    TargetTable(
+        BUSINESS_UNIT,
+        ("bu_name", "fiscal_year"),
+        column_types("""
         bu_name text, fiscal_year int, overall_compliance_percentage numeric, clients_below_compliance int, territory_count int,
         territory_data jsonb, updated_at timestamptz"""),
         NotWanted.RESET,
         "Compliance per business unit (ANZ, SEA, Greater China, ...) for one fiscal year; the financial columns are the planners' and never touched.",
-        reset_values={"overall_compliance_percentage": None, "clients_below_compliance": 0, "territory_count": 0, "territory_data": []},
+        reset_values={
+            "overall_compliance_percentage": None,
+            "clients_below_compliance": 0,
+            "territory_count": 0,
+            "territory_data": [],
+        },
         label=("bu_name",),
     ),
-    TargetTable(APAC, ("fiscal_year",), column_types("fiscal_year int, actual_compliance numeric, below_compliance_accounts int, bu_contributions jsonb, updated_at timestamptz"),
-        NotWanted.KEEP, "APAC-wide compliance for one fiscal year, with each business unit's contribution.", label=("fiscal_year",),
+    TargetTable(
+        APAC,
+        ("fiscal_year",),
+        column_types(
+            "fiscal_year int, actual_compliance numeric, below_compliance_accounts int, bu_contributions jsonb, updated_at timestamptz"
+        ),
+        NotWanted.KEEP,
+        "APAC-wide compliance for one fiscal year, with each business unit's contribution.",
+        label=("fiscal_year",),
     ),
 )
 TARGET_BY_NAME = {t.name: t for t in TARGETS}

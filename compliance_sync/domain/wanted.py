@@ -84,7 +84,12 @@ class WantedRows:
 
     def rows(self, table: str) -> Any:
         """The rows of one target (an iterable of dicts: key + owned columns)."""
-        return {REQUIREMENTS: self.requirements, TERRITORY: self.territories, BUSINESS_UNIT: self.business_units, APAC: self.apac}[table]
+        return {
+            REQUIREMENTS: self.requirements,
+            TERRITORY: self.territories,
+            BUSINESS_UNIT: self.business_units,
+            APAC: self.apac,
+        }[table]
 
     def count(self, table: str) -> int:
         return len(self.rows(table))

@@ -54,49 +54,111 @@ def parser(commands: bool = True) -> argparse.ArgumentParser:
     p.add_argument("--dry-run", action="store_true", help="compute and report the diff; write nothing")
     p.add_argument("--year", help="fiscal year, e.g. 2026 (default: the FY containing today)")
     p.add_argument("--as-of", help="reference date YYYY-MM-DD (default: today in COMPLIANCE_SYNC_TIMEZONE)")
-    p.add_argument("--allow-mass-prune", action="store_true", help="let the run delete more than max_prune_fraction of a target's rows, and pass the collapse guards")
-    p.add_argument("--json", action="store_true", help="print one machine-readable JSON object on stdout (logs go to stderr)")
-    p.add_argument("--diff-limit", type=int, default=50, help="rows per action and target listed in a dry run's diff (default 50)")
+    p.add_argument(
+        "--allow-mass-prune",
+        action="store_true",
+        help="let the run delete more than max_prune_fraction of a target's rows, and pass the collapse guards",
+    )
+    p.add_argument(
+        "--json", action="store_true", help="print one machine-readable JSON object on stdout (logs go to stderr)"
+    )
+    p.add_argument(
+        "--diff-limit", type=int, default=50, help="rows per action and target listed in a dry run's diff (default 50)"
+    )
     p.add_argument("--verbose", action="store_true", help="also print Dagster's own log lines")
     if not commands:
         return p
     sub = p.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
 
-    m = sub.add_parser("migrate", help="create the schema (full, for local use and demos) or only the job's keys and ledger (--minimal)")
-    m.add_argument("--minimal", action="store_true", help="only what the job needs on an existing Supabase database (SPEC §3.3)")
+    m = sub.add_parser(
+        "migrate",
+        help="create the schema (full, for local use and demos) or only the job's keys and ledger (--minimal)",
+    )
+    m.add_argument(
+        "--minimal", action="store_true", help="only what the job needs on an existing Supabase database (SPEC §3.3)"
+    )
     m.add_argument(
         "--dedupe",
         action="store_true",
         help="with --minimal: delete duplicate keys, keeping the latest updated_at (with --print-sql: in the SQL)",
     )
     m.add_argument("--force", action="store_true", help="full migration even when the tables already hold rows")
-    m.add_argument("--print-sql", action="store_true", help="with --minimal: print the SQL to paste into Supabase's SQL editor (no connection needed)")
-    m.add_argument("--json", action="store_true", default=argparse.SUPPRESS, help="print one JSON object on stdout (logs go to stderr)")
+    m.add_argument(
+        "--print-sql",
+        action="store_true",
+        help="with --minimal: print the SQL to paste into Supabase's SQL editor (no connection needed)",
+    )
+    m.add_argument(
+        "--json",
+        action="store_true",
+        default=argparse.SUPPRESS,
+        help="print one JSON object on stdout (logs go to stderr)",
+    )
 
-    d = sub.add_parser("demo-data", help="load the deterministic APAC demo dataset (or a larger one) over SUPABASE_DB_URL")
-    d.add_argument("--clients", type=int, default=60, help="number of clients (default 60; 10000 with --plans-per-client 2 = 20,000 plans)")
+    d = sub.add_parser(
+        "demo-data", help="load the deterministic APAC demo dataset (or a larger one) over SUPABASE_DB_URL"
+    )
+    d.add_argument(
+        "--clients",
+        type=int,
+        default=60,
+        help="number of clients (default 60; 10000 with --plans-per-client 2 = 20,000 plans)",
+    )
     d.add_argument("--plans-per-client", type=int, default=1)
     d.add_argument("--seed", type=int, default=7)
-    d.add_argument("--events-scale", type=float, default=1.0, help="events per client and type, relative to the demo (3.5 with 10,000 clients ≈ 2M events)")
+    d.add_argument(
+        "--events-scale",
+        type=float,
+        default=1.0,
+        help="events per client and type, relative to the demo (3.5 with 10,000 clients ≈ 2M events)",
+    )
     d.add_argument("--force", action="store_true", help="replace the rows of a database that already holds data")
-    d.add_argument("--json", action="store_true", default=argparse.SUPPRESS, help="print one JSON object on stdout (logs go to stderr)")
+    d.add_argument(
+        "--json",
+        action="store_true",
+        default=argparse.SUPPRESS,
+        help="print one JSON object on stdout (logs go to stderr)",
+    )
 
-    e = sub.add_parser("demo", help="an embedded PostgreSQL with the demo data (loaded once), a sync, and what to do next; no server needed")
+    e = sub.add_parser(
+        "demo",
+        help="an embedded PostgreSQL with the demo data (loaded once), a sync, and what to do next; no server needed",
+    )
     e.add_argument("--year", default="2025", help="fiscal year to sync (default 2025)")
     e.add_argument("--as-of", default=None, help="reference date (default: today)")
     e.add_argument("--dry-run", action="store_true")
     e.add_argument("--reset", action="store_true", help="reload the demo data (the targets start empty again)")
-    e.add_argument("--ui", action="store_true", help="then start the Dagster UI (dagster dev) on the same data until Ctrl-C")
+    e.add_argument(
+        "--ui", action="store_true", help="then start the Dagster UI (dagster dev) on the same data until Ctrl-C"
+    )
     e.add_argument("--port", type=int, default=3000, help="the UI's port (default 3000)")
-    e.add_argument("--data-dir", default=None, help="where the embedded server keeps its files (default .compliance_sync/pgdata)")
+    e.add_argument(
+        "--data-dir", default=None, help="where the embedded server keeps its files (default .compliance_sync/pgdata)"
+    )
 
-    u = sub.add_parser("ui", help="start the Dagster UI and daemon (dagster dev) for the configured database until Ctrl-C")
+    u = sub.add_parser(
+        "ui", help="start the Dagster UI and daemon (dagster dev) for the configured database until Ctrl-C"
+    )
     u.add_argument("--port", type=int, default=3000)
 
-    x = sub.add_parser("explain", help="how one figure came about, from the rows a sync reads (read-only): a client, plan, territory, BU or APAC")
-    x.add_argument("--year", default=argparse.SUPPRESS, help="fiscal year, e.g. 2026 (default: the FY containing today)")
-    x.add_argument("--as-of", default=argparse.SUPPRESS, help="reference date YYYY-MM-DD (default: today in COMPLIANCE_SYNC_TIMEZONE)")
-    x.add_argument("--json", action="store_true", default=argparse.SUPPRESS, help="print one JSON object on stdout (logs go to stderr)")
+    x = sub.add_parser(
+        "explain",
+        help="how one figure came about, from the rows a sync reads (read-only): a client, plan, territory, BU or APAC",
+    )
+    x.add_argument(
+        "--year", default=argparse.SUPPRESS, help="fiscal year, e.g. 2026 (default: the FY containing today)"
+    )
+    x.add_argument(
+        "--as-of",
+        default=argparse.SUPPRESS,
+        help="reference date YYYY-MM-DD (default: today in COMPLIANCE_SYNC_TIMEZONE)",
+    )
+    x.add_argument(
+        "--json",
+        action="store_true",
+        default=argparse.SUPPRESS,
+        help="print one JSON object on stdout (logs go to stderr)",
+    )
     what = x.add_mutually_exclusive_group(required=True)
     what.add_argument("--client", metavar="NAME", help="a client of the FY's plans (exact client_name)")
     what.add_argument("--plan", metavar="ID", help="an account plan in scope (its id)")
@@ -141,7 +203,15 @@ def main(argv: Sequence[str] | None = None) -> int:
 
             if args.command == "ui":
                 return launch.ui(args.port)
-            return launch.demo(args.year, args.as_of, dry_run=args.dry_run, reset=args.reset, ui=args.ui, port=args.port, data_dir=args.data_dir)
+            return launch.demo(
+                args.year,
+                args.as_of,
+                dry_run=args.dry_run,
+                reset=args.reset,
+                ui=args.ui,
+                port=args.port,
+                data_dir=args.data_dir,
+            )
         return sync(args)
     except SyncError as exc:
         log.error(str(exc))
@@ -196,7 +266,14 @@ def sync(args: argparse.Namespace) -> int:
     settings, backend, _, fy, reference = _fiscal_year_of(args)
     if args.diff_limit < 0:
         raise SettingsError(f"--diff-limit must be 0 or more, got {args.diff_limit}")
-    log.info("compliance-sync %s, as_of %s, %s, backend %s at %s", fy.describe(), fy.as_of(reference), "dry run" if args.dry_run else "live", backend.name.value, backend.describe())
+    log.info(
+        "compliance-sync %s, as_of %s, %s, backend %s at %s",
+        fy.describe(),
+        fy.as_of(reference),
+        "dry run" if args.dry_run else "live",
+        backend.name.value,
+        backend.describe(),
+    )
     request = RunRequest(fy, reference, args.dry_run, args.allow_mass_prune, args.diff_limit, args.verbose)
     summary, code = run(settings, backend, request)
     print_report(summary)
@@ -215,7 +292,15 @@ def explain(args: argparse.Namespace) -> int:
     as_of = fy.as_of(reference)
     kind = next(k for k in ("client", "plan", "territory", "bu", "apac") if getattr(args, k) not in (None, False))
     subject = Subject(kind, None if kind == "apac" else getattr(args, kind))
-    log.info("compliance-sync explain %s %s, %s, as_of %s, read-only, backend %s at %s", kind, subject.value or "", fy.describe(), as_of, backend.name.value, backend.describe())
+    log.info(
+        "compliance-sync explain %s %s, %s, as_of %s, read-only, backend %s at %s",
+        kind,
+        subject.value or "",
+        fy.describe(),
+        as_of,
+        backend.name.value,
+        backend.describe(),
+    )
     result = explain_subject(backend, settings, bu_map, fy, as_of, subject)
     if args.json:
         print_json(result | {"error": None, "exit_code": 0})
@@ -240,11 +325,19 @@ def report(args: argparse.Namespace) -> int:
     if args.json:
         from compliance_sync.entrypoints.runner import print_json
 
-        print_json({
-            "status": "written", "path": str(path), "fiscal_year": fy.year, "as_of": t.as_of.isoformat(),
-            "apac_compliance": None if t.apac is None else format(t.apac, "f"), "below_compliance_accounts": t.below,
-            "warnings": made.warnings, "error": None, "exit_code": 0,
-        })
+        print_json(
+            {
+                "status": "written",
+                "path": str(path),
+                "fiscal_year": fy.year,
+                "as_of": t.as_of.isoformat(),
+                "apac_compliance": None if t.apac is None else format(t.apac, "f"),
+                "below_compliance_accounts": t.below,
+                "warnings": made.warnings,
+                "error": None,
+                "exit_code": 0,
+            }
+        )
     return 0
 
 
@@ -253,7 +346,9 @@ def _database_url() -> str:
 
     settings = load_settings()
     if not settings.db_url:
-        raise SettingsError("SUPABASE_DB_URL is not set: migrate and demo-data need a direct PostgreSQL connection (or use `compliance-sync migrate --minimal --print-sql` and paste the SQL into Supabase's SQL editor)")
+        raise SettingsError(
+            "SUPABASE_DB_URL is not set: migrate and demo-data need a direct PostgreSQL connection (or use `compliance-sync migrate --minimal --print-sql` and paste the SQL into Supabase's SQL editor)"
+        )
     return settings.db_url.get_secret_value()
 
 
@@ -262,7 +357,9 @@ def migrate(args: argparse.Namespace) -> int:
 
     if args.print_sql:
         if not args.minimal:
-            raise SettingsError("--print-sql goes with --minimal: the SQL of the minimal migration, for Supabase's SQL editor")
+            raise SettingsError(
+                "--print-sql goes with --minimal: the SQL of the minimal migration, for Supabase's SQL editor"
+            )
         if args.json:
             from compliance_sync.entrypoints.runner import print_json
 
@@ -275,14 +372,26 @@ def migrate(args: argparse.Namespace) -> int:
 
     started = time.perf_counter()
     with connect(_database_url(), autocommit=False) as conn:
-        lines = migrations.apply_minimal(conn, dedupe=args.dedupe) if args.minimal else migrations.apply_full(conn, force=args.force)
+        lines = (
+            migrations.apply_minimal(conn, dedupe=args.dedupe)
+            if args.minimal
+            else migrations.apply_full(conn, force=args.force)
+        )
     for line in lines:
         log.info(line)
     log.info("migration %s done in %.1f s", "minimal" if args.minimal else "full", time.perf_counter() - started)
     if args.json:
         from compliance_sync.entrypoints.runner import print_json
 
-        print_json({"status": "migrated", "migration": "minimal" if args.minimal else "full", "log": lines, "error": None, "exit_code": 0})
+        print_json(
+            {
+                "status": "migrated",
+                "migration": "minimal" if args.minimal else "full",
+                "log": lines,
+                "error": None,
+                "exit_code": 0,
+            }
+        )
     return 0
 
 
@@ -292,7 +401,14 @@ def demo_data(args: argparse.Namespace) -> int:
 
     started = time.perf_counter()
     with connect(_database_url(), autocommit=False) as conn:
-        counts = load_demo_data(conn, clients=args.clients, force=args.force, seed=args.seed, plans_per_client=args.plans_per_client, events_scale=args.events_scale)
+        counts = load_demo_data(
+            conn,
+            clients=args.clients,
+            force=args.force,
+            seed=args.seed,
+            plans_per_client=args.plans_per_client,
+            events_scale=args.events_scale,
+        )
     for table, n in counts.items():
         log.info("%s: %s rows", table, f"{n:,}")
     log.info("demo data loaded in %.1f s", time.perf_counter() - started)

@@ -139,7 +139,9 @@ def _check_port(port: int) -> None:
         try:
             probe.bind((HOST, port))
         except OSError as exc:
-            raise SettingsError(f"port {port} on {HOST} is not free ({exc.strerror}): choose another with --port") from None
+            raise SettingsError(
+                f"port {port} on {HOST} is not free ({exc.strerror}): choose another with --port"
+            ) from None
 
 
 # ---------------------------------------------------------------------------------------------- processes
@@ -222,12 +224,21 @@ def _stop_group(proc: subprocess.Popen) -> None:
     with _on_stop_signals(_stopping_anyway("the Dagster UI")):
         if done():
             return
-        log.info("stopping the Dagster UI and daemon (dagster dev, process group %d); waiting up to %.0f s for them to exit", pgid, STOP_TIMEOUT_S)
+        log.info(
+            "stopping the Dagster UI and daemon (dagster dev, process group %d); waiting up to %.0f s for them to exit",
+            pgid,
+            STOP_TIMEOUT_S,
+        )
         _killpg(pgid, signal.SIGTERM)
         if _poll_until(done, STOP_TIMEOUT_S):
             log.info("the Dagster UI and daemon stopped")
             return
-        log.warning("still running after %.0f s: %s; sending SIGKILL, waiting up to %.0f s", STOP_TIMEOUT_S, _group_members(pgid), KILL_TIMEOUT_S)
+        log.warning(
+            "still running after %.0f s: %s; sending SIGKILL, waiting up to %.0f s",
+            STOP_TIMEOUT_S,
+            _group_members(pgid),
+            KILL_TIMEOUT_S,
+        )
         _killpg(pgid, signal.SIGKILL)
         if _poll_until(done, KILL_TIMEOUT_S):
             log.info("the Dagster UI and daemon were killed")
@@ -237,7 +248,9 @@ def _stop_group(proc: subprocess.Popen) -> None:
 
 def _graphql(port: int, query: str, timeout: float = 5.0) -> dict:
     request = urllib.request.Request(
-        f"http://{HOST}:{port}/graphql", data=json.dumps({"query": query}).encode(), headers={"Content-Type": "application/json"}
+        f"http://{HOST}:{port}/graphql",
+        data=json.dumps({"query": query}).encode(),
+        headers={"Content-Type": "application/json"},
     )
     with urllib.request.urlopen(request, timeout=timeout) as response:
         return json.load(response)
@@ -272,7 +285,11 @@ def _wait_until_ready(proc: subprocess.Popen, port: int) -> None:
         state = _location_state(port)
         if state is not None and state[0] == "LOADED":
             if state[1]:
-                log.error("the code location %s failed to load (the UI shows the error): %s", LOCATION_NAME, state[1].strip().splitlines()[0])
+                log.error(
+                    "the code location %s failed to load (the UI shows the error): %s",
+                    LOCATION_NAME,
+                    state[1].strip().splitlines()[0],
+                )
             return
         if time.monotonic() >= deadline:
             raise UiError(f"timed out after {READY_TIMEOUT_S:.0f} s waiting for {what}")
@@ -359,20 +376,25 @@ def demo(year: str, as_of: str | None, *, dry_run: bool, reset: bool, ui: bool, 
         _check_port(port)
         lock = _UiLock().acquire()
     elif reset and (holder := _UiLock.holder()):
-        raise SettingsError(f"a Dagster UI started by compliance-sync runs from this folder on the demo data (pid {holder}): stop it (Ctrl-C) before --reset")
+        raise SettingsError(
+            f"a Dagster UI started by compliance-sync runs from this folder on the demo data (pid {holder}): stop it (Ctrl-C) before --reset"
+        )
     try:
         base = load_settings()
         url = embedded.start(data_dir)  # logs where its data is (as root: under /var/lib/compliance-sync)
         _demo_database(url, reset)
         settings = Settings.model_validate(
-            base.model_dump(by_alias=False) | {"db_url": url, "supabase_url": None, "service_role_key": None, "bu_map_path": str(EXAMPLE_BU_MAP)}
+            base.model_dump(by_alias=False)
+            | {"db_url": url, "supabase_url": None, "service_role_key": None, "bu_map_path": str(EXAMPLE_BU_MAP)}
         )
         fy = parse_year(year, settings, settings.today())
         reference = parse_as_of(as_of) or settings.today()
         home = write_dagster_home(_storage_url(url, DEMO_DAGSTER_DB))
         env_file = _write_demo_env(url)
         backend = PostgresBackend(url, lock_timeout_s=settings.lock_timeout_s)
-        summary, code = run(settings, backend, RunRequest(fy, reference, dry_run, diff_limit=10, trigger="demo", dagster_home=home))
+        summary, code = run(
+            settings, backend, RunRequest(fy, reference, dry_run, diff_limit=10, trigger="demo", dagster_home=home)
+        )
         print_report(summary)
         report = _demo_report(settings, backend, fy, reference) if code == 0 and not dry_run else None
         log.info("demo done in %.1f s", time.perf_counter() - started)
@@ -382,7 +404,9 @@ def demo(year: str, as_of: str | None, *, dry_run: bool, reset: bool, ui: bool, 
             log.info("the demo database, while the UI runs: %s (also in %s)", url, env_file)
             log.info(UI_SENSOR_NOTE)
             env = {"SUPABASE_DB_URL": url, "COMPLIANCE_SYNC_BU_MAP": str(EXAMPLE_BU_MAP)} | UI_SENSOR_ENV
-            return serve(home, env, port, " (the demo's run is under Runs; materialise another fiscal year from the asset graph)")
+            return serve(
+                home, env, port, " (the demo's run is under Runs; materialise another fiscal year from the asset graph)"
+            )
         for line in next_steps(invoked_as(), fy.year, report):
             log.info(line)
         return code
@@ -435,7 +459,10 @@ def ui(port: int) -> int:
         if storage:
             _check_dagster_storage(env["DAGSTER_PG_URL"].strip())
         else:
-            log.warning("DAGSTER_PG_URL is not set: Dagster keeps its runs in SQLite under %s (fine on one machine)", DAGSTER_HOME.absolute())
+            log.warning(
+                "DAGSTER_PG_URL is not set: Dagster keeps its runs in SQLite under %s (fine on one machine)",
+                DAGSTER_HOME.absolute(),
+            )
         return serve(write_dagster_home(storage), env, port)
     finally:
         lock.release()

@@ -45,7 +45,9 @@ def _summary_of_result(result: Any) -> dict[str, Any] | None:
         if failure is not None and (summary := _summary_of(failure.metadata)):
             return summary
     found = [_summary_of(m.metadata) for m in result.asset_materializations_for_node(OP_NAME)]
-    found += [_summary_of(e.asset_observation_data.asset_observation.metadata) for e in result.get_asset_observation_events()]
+    found += [
+        _summary_of(e.asset_observation_data.asset_observation.metadata) for e in result.get_asset_observation_events()
+    ]
     return next((s for s in found if s), None)
 
 
@@ -96,7 +98,13 @@ def run_directly(settings: Settings, backend: Backend, request: RunRequest) -> t
     fy = request.fy
     outcome = Outcome(fy, fy.as_of(request.reference), mode, backend.name.value, f"{request.trigger}-{uuid.uuid4()}")
     try:
-        run_fiscal_year(backend, settings, settings.bu_map(), outcome, RunOptions(mode, request.allow_mass_prune, request.diff_limit, outcome.run_id))
+        run_fiscal_year(
+            backend,
+            settings,
+            settings.bu_map(),
+            outcome,
+            RunOptions(mode, request.allow_mass_prune, request.diff_limit, outcome.run_id),
+        )
     except (KeyboardInterrupt, SystemExit):
         return summary(outcome), ExitCode.INTERRUPTED
     return summary(outcome), int(outcome.exit_code)
@@ -131,10 +139,17 @@ def run_in_dagster(settings: Settings, backend: Backend, request: RunRequest) ->
     with instance:
         try:
             result = job.execute_in_process(
-                run_config=run_config, instance=instance, partition_key=request.fy.key, raise_on_error=False, tags=tags, run_id=run_id
+                run_config=run_config,
+                instance=instance,
+                partition_key=request.fy.key,
+                raise_on_error=False,
+                tags=tags,
+                run_id=run_id,
             )
         except KeyboardInterrupt:
-            summary = _summary_of_interrupted(instance, run_id) or failure_summary("interrupted: nothing written (none of it)", ExitCode.INTERRUPTED)
+            summary = _summary_of_interrupted(instance, run_id) or failure_summary(
+                "interrupted: nothing written (none of it)", ExitCode.INTERRUPTED
+            )
             summary["exit_code"] = int(ExitCode.INTERRUPTED)
             return summary, ExitCode.INTERRUPTED
         summary = _summary_of_result(result)
@@ -162,7 +177,9 @@ def print_report(summary: dict[str, Any], logger: logging.Logger = log) -> None:
         duplicates = (
             f"; {need['duplicates']} key(s) of the FY held by several rows "
             f"({need['duplicate_rows']} surplus row(s)), "
-            f"e.g. {'; '.join(need['examples'][:3])}" if need["duplicates"] else "; no duplicate keys in the FY"
+            f"e.g. {'; '.join(need['examples'][:3])}"
+            if need["duplicates"]
+            else "; no duplicate keys in the FY"
         )
         key = ", ".join(need["missing_key"])
         logger.log(DRY_RUN, "a live run needs: %s: a unique index on (%s)%s", need["table"], key, duplicates)
@@ -192,16 +209,24 @@ def print_report(summary: dict[str, Any], logger: logging.Logger = log) -> None:
         f"Clients at risk:     {summary['clients_at_risk']}",
         f"Clients critical:    {summary['clients_critical']}",
         f"Clients compliant:   {summary['clients_compliant']}",
-        f"Status:              {summary['status']}" + (f" (exit {summary['exit_code']})" if summary.get("exit_code") else ""),
+        f"Status:              {summary['status']}"
+        + (f" (exit {summary['exit_code']})" if summary.get("exit_code") else ""),
     ]
     if needs and summary.get("next_command"):
         missing = ", ".join(need["table"] for need in needs)
         lines.append(f"Live run needs:      {summary['next_command']} (no unique key on {missing})")
     partial = summary.get("partly_written")
     if partial:  # REST: what the server acknowledged before the stop, and each write of unknown outcome
-        done = [f"{n} upserted {c['upserted']}, deleted {c['deleted']}" for n, c in partial["acknowledged"].items() if c["upserted"] or c["deleted"]]
+        done = [
+            f"{n} upserted {c['upserted']}, deleted {c['deleted']}"
+            for n, c in partial["acknowledged"].items()
+            if c["upserted"] or c["deleted"]
+        ]
         lines.append(f"Written:             partly; acknowledged: {'; '.join(done) if done else 'nothing'}")
-        lines += [f"Outcome unknown:     {u['request']} on {u['table']} ({u['rows']} row(s)): {u['why']}" for u in partial["unknown"]]
+        lines += [
+            f"Outcome unknown:     {u['request']} on {u['table']} ({u['rows']} row(s)): {u['why']}"
+            for u in partial["unknown"]
+        ]
         lines.append("                     every row is old or new, none missing; a rerun converges")
     lines.append("=" * 60)
     for line in lines:

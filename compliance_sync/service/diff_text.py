@@ -86,7 +86,9 @@ def _changes(old: Any, new: Any, path: str) -> list[str]:
         if all(not isinstance(i, (dict, list)) for i in old + new):
             added = [i for i in new if i not in old]
             removed = [i for i in old if i not in new]
-            out = [f"+{here}[] {_short(_compact(i))}" for i in added] + [f"-{here}[] {_short(_compact(i))}" for i in removed]
+            out = [f"+{here}[] {_short(_compact(i))}" for i in added] + [
+                f"-{here}[] {_short(_compact(i))}" for i in removed
+            ]
             return out or [f"{here}: same items, new order"]
     pct = here.endswith("compliance")
     return [f"{here}: {_short(_compact(old, pct))} → {_short(_compact(new, pct))}"]
@@ -94,7 +96,13 @@ def _changes(old: Any, new: Any, path: str) -> list[str]:
 
 def _compact(value: Any, percent: bool = False) -> str:
     if isinstance(value, (dict, list)):
-        return json.dumps(value, default=lambda d: int(d) if d == d.to_integral_value() else float(d), ensure_ascii=False, separators=(",", ":"), sort_keys=True)
+        return json.dumps(
+            value,
+            default=lambda d: int(d) if d == d.to_integral_value() else float(d),
+            ensure_ascii=False,
+            separators=(",", ":"),
+            sort_keys=True,
+        )
     return "null" if value is None else _number(value, percent)
 
 
@@ -140,7 +148,10 @@ def change_text(table: TargetTable, line: DiffLine) -> str:
 def describe(diff: TargetDiff) -> list[str]:
     """Text lines of a dry-run report for one target, then how many rows were not listed."""
     t = diff.table
-    lines = [f"{SYMBOL[line.action]} {t.name} {row_label(t, line)} [{key_text(t, line.key)}] {change_text(t, line)}" for line in diff.lines]
+    lines = [
+        f"{SYMBOL[line.action]} {t.name} {row_label(t, line)} [{key_text(t, line.key)}] {change_text(t, line)}"
+        for line in diff.lines
+    ]
     if diff.hidden():
         lines.append(f"  … {diff.hidden():,} more rows of {t.name} not listed")
     return lines
@@ -150,6 +161,11 @@ def records(diff: TargetDiff) -> list[dict[str, str]]:
     """The same lines as table records (Dagster's ``MetadataValue.table``)."""
     t = diff.table
     return [
-        {"action": line.action.value, "row": row_label(t, line), "key": key_text(t, line.key), "changes": change_text(t, line)}
+        {
+            "action": line.action.value,
+            "row": row_label(t, line),
+            "key": key_text(t, line.key),
+            "changes": change_text(t, line),
+        }
         for line in diff.lines
     ]

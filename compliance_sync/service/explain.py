@@ -24,7 +24,9 @@ from compliance_sync.service import diff_text as report
 log = logging.getLogger(__name__)
 
 
-def explain(backend: Backend, settings: Settings, bu_map: BuMap, fy: FiscalYear, as_of: dt.date, subject: Subject) -> dict[str, Any]:
+def explain(
+    backend: Backend, settings: Settings, bu_map: BuMap, fy: FiscalYear, as_of: dt.date, subject: Subject
+) -> dict[str, Any]:
     """The explanation of ``subject`` in FY ``fy`` at ``as_of`` (already clamped to the FY end), as one JSON-ready dict."""
     with backend.reader(fy, as_of) as reader:
         facts = reader.read_facts()
@@ -40,7 +42,9 @@ def explain(backend: Backend, settings: Settings, bu_map: BuMap, fy: FiscalYear,
         else:
             out = explanation.explain_apac(comp, bu_map)
         table, column, values = explanation.target_keys(scope)
-        out["targets"] = compare(table, reader.read_rows(table, column, values), explanation.wanted_rows(comp, scope, out))
+        out["targets"] = compare(
+            table, reader.read_rows(table, column, values), explanation.wanted_rows(comp, scope, out)
+        )
         out["backend"] = backend.name.value
         out["warnings"] = {code: f.count for code, f in comp.findings.items() if f.count}
         out["backend_warnings"] = list(reader.warnings)
@@ -58,4 +62,3 @@ def compare(table: str, current: list[dict[str, Any]], wanted: list[dict[str, An
         "counts": diff.counts(),
         "lines": report.describe(diff),
     }
-
