@@ -4,7 +4,8 @@ A worker driven over stdin / stdout, one JSON object per line each way (``benchm
 once per dataset and interleaves its commands with the other systems' runs)::
 
     {"op": "warmup", "url": "postgresql://..."}   both paths once, untimed (a throwaway database)
-    {"op": "direct", "url": "..."}                 compliance_sync.service.sync.run_fiscal_year, as the command line calls it
+    {"op": "direct", "url": "..."}                 compliance_sync.service.sync.run_fiscal_year,
+                                                   as the command line calls it
     {"op": "dagster", "url": "..."}                the same FY materialised through Dagster (execute_in_process)
     {"op": "quit"}
 

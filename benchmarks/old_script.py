@@ -1,6 +1,7 @@
 """(f) of ``benchmarks/run.py``: the old script's request pattern over the REST API, for one fiscal year.
 
-    NEXT_PUBLIC_SUPABASE_URL=... SUPABASE_SERVICE_ROLE_KEY=... COMPLIANCE_SYNC_BU_MAP=compliance_sync/bu_map.example.yaml \\
+    NEXT_PUBLIC_SUPABASE_URL=... SUPABASE_SERVICE_ROLE_KEY=... \\
+        COMPLIANCE_SYNC_BU_MAP=compliance_sync/bu_map.example.yaml \\
         python benchmarks/old_script.py --year 2026 --as-of 2026-11-20
 
 Reads and computes exactly as the product's REST backend does (``RestBackend.session().read_facts()`` and

@@ -102,7 +102,8 @@ def _run(conn: psycopg.Connection, params: tuple, bu_rows: list[tuple[str, str, 
         # client_event_exclusions is optional (SPEC §3.1): an empty stand-in when the table does not exist
         if cur.execute("SELECT to_regclass('client_event_exclusions') IS NULL").fetchone()[0]:
             cur.execute(
-                "CREATE TEMP TABLE IF NOT EXISTS client_event_exclusions (client_name text, event_type_id uuid, reason text) ON COMMIT DROP"
+                "CREATE TEMP TABLE IF NOT EXISTS client_event_exclusions "
+                "(client_name text, event_type_id uuid, reason text) ON COMMIT DROP"
             )
         cur.execute(script)  # no parameters: sent as one multi-statement query
         rows = cur.execute("SELECT target, action, n FROM ps_counts").fetchall()

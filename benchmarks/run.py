@@ -6,8 +6,8 @@
 Datasets (FY2026, as_of 2026-11-20, the demo's "today"), each loaded once into a template database:
 ``demo`` (60 clients), ``2k`` (2,000 plans, ~200k events), ``20k`` (20,000 plans, ~2M events) and, with
 ``--with-20m``, ``20m`` (20,000 plans, ~20M events). Systems, each a whole process (wall time and peak RSS
-of that one process, from GNU time, see :func:`run_child`) unless said otherwise, each first sync on a fresh clone of the
-template (``CREATE DATABASE … TEMPLATE …``) so that every system starts from the identical state:
+of that one process, from GNU time, see :func:`run_child`) unless said otherwise, each first sync on a fresh
+clone of the template (``CREATE DATABASE … TEMPLATE …``) so that every system starts from the identical state:
 
     a  the command line, direct PostgreSQL, live first sync        compliance-sync --year 2026 --as-of … --json
     b  the same, rerun on a's clone (nothing changes)
@@ -692,13 +692,17 @@ def detail(system: str, runs: list[dict]) -> str:
         )
     if system in ("e", "e_rerun"):
         counts = runs[0]["json"].get("targets", {}).get(REQ, {})
-        return f"SQL transaction {med([v['json']['seconds'] for v in runs]):.2f} s; requirements ins {counts.get('inserted', 0):,}"
+        return (
+            f"SQL transaction {med([v['json']['seconds'] for v in runs]):.2f} s; "
+            f"requirements ins {counts.get('inserted', 0):,}"
+        )
     if system == "f":
         j = runs[0]["json"]
         return (
-            f"read {med([v['json']['read_s'] for v in runs]):.2f} · compute {med([v['json']['compute_s'] for v in runs]):.2f} · "
-            f"write {med([v['json']['write_s'] for v in runs]):.2f} s; {j['requests']:,} write requests; REST server peak RSS "
-            f"{num(med([v.get('server_rss_mb') for v in runs]), '.0f')} MB"
+            f"read {med([v['json']['read_s'] for v in runs]):.2f} · "
+            f"compute {med([v['json']['compute_s'] for v in runs]):.2f} · "
+            f"write {med([v['json']['write_s'] for v in runs]):.2f} s; {j['requests']:,} write requests; "
+            f"REST server peak RSS {num(med([v.get('server_rss_mb') for v in runs]), '.0f')} MB"
         )
     if system == "g_direct":
         return "phases (s): " + " · ".join(
@@ -921,7 +925,8 @@ def consistency(bench: Bench, datasets: list[Dataset]) -> list[str]:
             notes.append(f"{ds.key}: the systems disagree on the requirement rows of a first sync: {counts}")
         elif counts:
             notes.append(
-                f"{ds.key}: every first sync wrote {next(iter(counts.values())):,} requirement rows ({', '.join(counts)})"
+                f"{ds.key}: every first sync wrote {next(iter(counts.values())):,} requirement rows "
+                f"({', '.join(counts)})"
             )
     return notes
 
@@ -1036,14 +1041,16 @@ def main() -> int:
             )
         )
     print(
-        f"Command: `{command}` ({repeats} repeat(s), {elapsed / 60:.1f} min in all; {dt.datetime.now():%Y-%m-%d %H:%M}; "
+        f"Command: `{command}` ({repeats} repeat(s), {elapsed / 60:.1f} min in all; "
+        f"{dt.datetime.now():%Y-%m-%d %H:%M}; "
         f"{os.cpu_count()} CPUs, load average at the end {os.getloadavg()[0]:.1f}; Python {platform.python_version()})"
     )
     print()
     print(
         "Datasets (FY2026, as_of 2026-11-20): "
         + "; ".join(
-            f"{ds.key}: {facts[ds.key]['plans']:,} plans, {facts[ds.key]['fy_events']:,} FY events, {facts[ds.key]['size_mb']:.0f} MB"
+            f"{ds.key}: {facts[ds.key]['plans']:,} plans, {facts[ds.key]['fy_events']:,} FY events, "
+            f"{facts[ds.key]['size_mb']:.0f} MB"
             + (f", loaded in {facts[ds.key]['load_s']:.0f} s" if facts[ds.key]["load_s"] else ", reused")
             for ds in datasets
         )
@@ -1052,11 +1059,12 @@ def main() -> int:
     print(table(bench, datasets, facts, repeats))
     print()
     print(
-        "Medians over the repeats; each ratio is computed per repeat (the two systems ran minutes apart, interleaved) and "
-        "the median of those is shown. RSS: the peak resident set of that one process (GNU time's %M, else VmHWM). req. rows/s: requirement "
-        "rows computed per second of wall time. Cost exponent: the slope of log(median time) against log(FY2026 events) "
-        "between consecutive datasets (1.0 = linear; the demo pair is dominated by fixed costs and not judged). g: in one "
-        "warm process, execute_in_process (with or without creating the ephemeral instance) minus run_fiscal_year called "
+        "Medians over the repeats; each ratio is computed per repeat (the two systems ran minutes apart, "
+        "interleaved) and the median of those is shown. RSS: the peak resident set of that one process "
+        "(GNU time's %M, else VmHWM). req. rows/s: requirement rows computed per second of wall time. "
+        "Cost exponent: the slope of log(median time) against log(FY2026 events) between consecutive datasets "
+        "(1.0 = linear; the demo pair is dominated by fixed costs and not judged). g: in one warm process, "
+        "execute_in_process (with or without creating the ephemeral instance) minus run_fiscal_year called "
         "directly, each on a fresh clone, as a share of a's wall time in the same repeat."
     )
     for note in consistency(bench, datasets):

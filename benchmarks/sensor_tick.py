@@ -37,7 +37,8 @@ def main() -> None:
             "SELECT count(*) FROM segmentation_events WHERE event_date BETWEEN %s AND %s", (fy.start, fy.end)
         ).fetchone()[0]
     print(
-        f"FY{fy.year}: {events:,} events in the FY; fingerprint median {statistics.median(times):.3f} s over {args.repeat} ticks"
+        f"FY{fy.year}: {events:,} events in the FY; "
+        f"fingerprint median {statistics.median(times):.3f} s over {args.repeat} ticks"
     )
 
 

@@ -78,7 +78,8 @@ def main() -> None:
                 0
             ]
         print(
-            f"dataset: {'scale' if args.scale else 'demo'}; FY{year} plans {plans:,}; events (all years) {events:,}; load {load_s:.1f} s"
+            f"dataset: {'scale' if args.scale else 'demo'}; FY{year} plans {plans:,}; "
+            f"events (all years) {events:,}; load {load_s:.1f} s"
         )
         print("| run | wall s | peak RSS MB | read s | compute s | write s | inserted | updated | unchanged |")
         print("|---|---|---|---|---|---|---|---|---|")
@@ -89,7 +90,8 @@ def main() -> None:
             req = summary.get("targets", {}).get("account_plan_event_requirements", {})
             print(
                 f"| {label} | {wall:.1f} | {rss:.0f} | {t.get('read_s', 0):.2f} | {t.get('compute_s', 0):.2f} | "
-                f"{t.get('write_s', 0):.2f} | {req.get('inserted', 0):,} | {req.get('updated', 0):,} | {req.get('unchanged', 0):,} |"
+                f"{t.get('write_s', 0):.2f} | {req.get('inserted', 0):,} | {req.get('updated', 0):,} | "
+                f"{req.get('unchanged', 0):,} |"
             )
     finally:
         if args.keep:

@@ -1,7 +1,8 @@
 """Where one direct sync spends its time and memory: each SQL statement's wall time and the peak RSS after
 each phase, for one live run over ``SUPABASE_DB_URL`` (a throwaway clone: the run writes).
 
-    SUPABASE_DB_URL=postgresql://postgres@127.0.0.1:5432/<clone> COMPLIANCE_SYNC_BU_MAP=compliance_sync/bu_map.example.yaml \\
+    SUPABASE_DB_URL=postgresql://postgres@127.0.0.1:5432/<clone> \\
+        COMPLIANCE_SYNC_BU_MAP=compliance_sync/bu_map.example.yaml \\
         .venv/bin/python benchmarks/statement_profile.py [--year 2026] [--as-of 2026-11-20] [--top 20]
 
 Calls :func:`compliance_sync.service.sync.run_fiscal_year` as the command line does (``runner.run_directly``), with
@@ -101,7 +102,8 @@ def main() -> int:
     for name in order:
         if name in outcome.timings:
             print(
-                f"  {name:10s} {outcome.timings[name]:7.2f} s = SQL {in_sql[name]:6.2f} + Python {outcome.timings[name] - in_sql[name]:6.2f}"
+                f"  {name:10s} {outcome.timings[name]:7.2f} s = SQL {in_sql[name]:6.2f} "
+                f"+ Python {outcome.timings[name] - in_sql[name]:6.2f}"
             )
     print(f"\nthe {args.top} slowest statements:")
     for phase, seconds, text in sorted(STATEMENTS, key=lambda s: -s[1])[: args.top]:

@@ -1,8 +1,8 @@
 """Shared fixtures: a throwaway PostgreSQL database per test that needs one.
 
 The server comes from ``COMPLIANCE_SYNC_TEST_DATABASE_URL`` (any database on it; ``.ci/run`` exports it),
-else ``postgresql://postgres@127.0.0.1:5432/postgres``, else an embedded PostgreSQL started for the session. Each database is created fresh and dropped after,
-so no test depends on what an earlier run left behind.
+else ``postgresql://postgres@127.0.0.1:5432/postgres``, else an embedded PostgreSQL started for the session. Each
+database is created fresh and dropped after, so no test depends on what an earlier run left behind.
 """
 
 from __future__ import annotations

@@ -341,14 +341,19 @@ def wide_scenario(seed: int = 11) -> Scenario:
 
 WIDE_CHANGES = (
     # completed events become scheduled and back: requirement, territory, BU and APAC updates
-    "UPDATE segmentation_events SET completed = NOT completed WHERE id IN (SELECT id FROM segmentation_events WHERE event_date IS NOT NULL ORDER BY id LIMIT 9)",
+    "UPDATE segmentation_events SET completed = NOT completed "
+    "WHERE id IN (SELECT id FROM segmentation_events WHERE event_date IS NOT NULL ORDER BY id LIMIT 9)",
     # three plans archived: their requirement rows go stale (deleted, or kept as orphans when noted)
-    "UPDATE account_plans SET status = 'archived' WHERE client_name IN ('Client 07', 'Client 08', 'Client 09') AND fiscal_year = 2025",
+    "UPDATE account_plans SET status = 'archived' "
+    "WHERE client_name IN ('Client 07', 'Client 08', 'Client 09') AND fiscal_year = 2025",
     # a planner's note on one stale row: kept, reported as an orphan
-    "UPDATE account_plan_event_requirements SET notes = 'keep me' WHERE client_name = 'Client 08' AND fiscal_year = 2025 "
-    "AND event_type_id = (SELECT min(event_type_id::text)::uuid FROM account_plan_event_requirements WHERE client_name = 'Client 08')",
+    "UPDATE account_plan_event_requirements SET notes = 'keep me' "
+    "WHERE client_name = 'Client 08' AND fiscal_year = 2025 "
+    "AND event_type_id = "
+    "(SELECT min(event_type_id::text)::uuid FROM account_plan_event_requirements WHERE client_name = 'Client 08')",
     # a new plan: inserts
-    "INSERT INTO account_plans (id, client_name, fiscal_year, status) VALUES ('00000000-0000-4000-8000-00000000abcd', 'Client 10', 2025, 'submitted')",
+    "INSERT INTO account_plans (id, client_name, fiscal_year, status) "
+    "VALUES ('00000000-0000-4000-8000-00000000abcd', 'Client 10', 2025, 'submitted')",
     # a strategy archived: its territory row goes stale, its BU gets no territory (reset)
     "UPDATE territory_strategies SET status = 'archived' WHERE cse_name = 'Hal Roy'",
     # a territory renamed: territory and BU updates

@@ -216,7 +216,8 @@ class DemoUi:
         def ready() -> bool:
             if self.proc.poll() is not None:
                 raise RuntimeError(
-                    f"compliance-sync demo --ui exited with {self.proc.returncode} before the UI was ready:\n{self.tail()}"
+                    f"compliance-sync demo --ui exited with {self.proc.returncode} before the UI was ready:\n"
+                    f"{self.tail()}"
                 )
             return "the Dagster UI is ready" in self.output()
 

@@ -367,7 +367,8 @@ def change_the_world(url: str) -> None:
         # one plan archived: its rows are deleted
         "UPDATE account_plans SET status = 'archived' WHERE client_name = 'Gamma Gov'",
         # a new plan: new rows
-        f"INSERT INTO account_plans (id, client_name, fiscal_year, status) VALUES ('{uid('change:plan')}', 'Eta Retail', 2025, 'draft')",
+        f"INSERT INTO account_plans (id, client_name, fiscal_year, status) "
+        f"VALUES ('{uid('change:plan')}', 'Eta Retail', 2025, 'draft')",
     )
 
 

@@ -31,8 +31,12 @@ REPORT_TIMEOUT_S = 180.0  # the sensor ticks every 30 s; the report run queues b
 WRITTEN = {  # per target: the FY's rows whose job-owned values are filled in (the demo data seeds BU and APAC rows)
     "account_plan_event_requirements": "SELECT count(*) FROM account_plan_event_requirements WHERE fiscal_year = %s",
     "territory_compliance_summary": "SELECT count(*) FROM territory_compliance_summary WHERE fiscal_year = %s",
-    "business_unit_planning": "SELECT count(*) FROM business_unit_planning WHERE fiscal_year = %s AND territory_count IS NOT NULL",
-    "apac_planning_goals": "SELECT count(*) FROM apac_planning_goals WHERE fiscal_year = %s AND actual_compliance IS NOT NULL",
+    "business_unit_planning": (
+        "SELECT count(*) FROM business_unit_planning WHERE fiscal_year = %s AND territory_count IS NOT NULL"
+    ),
+    "apac_planning_goals": (
+        "SELECT count(*) FROM apac_planning_goals WHERE fiscal_year = %s AND actual_compliance IS NOT NULL"
+    ),
 }
 
 

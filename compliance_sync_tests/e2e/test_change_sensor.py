@@ -33,12 +33,18 @@ def execute(url: str, statement: str) -> None:
 @pytest.mark.parametrize(
     "edit",
     [
-        "UPDATE segmentation_events SET completed = NOT coalesce(completed, false) WHERE id = (SELECT id FROM segmentation_events WHERE event_date BETWEEN '{start}' AND '{end}' ORDER BY id LIMIT 1)",
-        "UPDATE tier_event_requirements SET frequency = frequency + 1 WHERE id = (SELECT id FROM tier_event_requirements ORDER BY id LIMIT 1)",
-        "UPDATE client_segmentation c SET tier_id = (SELECT t.id FROM segmentation_tiers t WHERE t.id IS DISTINCT FROM c.tier_id ORDER BY t.id LIMIT 1) "
+        "UPDATE segmentation_events SET completed = NOT coalesce(completed, false) "
+        "WHERE id = (SELECT id FROM segmentation_events WHERE event_date BETWEEN '{start}' AND '{end}' "
+        "ORDER BY id LIMIT 1)",
+        "UPDATE tier_event_requirements SET frequency = frequency + 1 "
+        "WHERE id = (SELECT id FROM tier_event_requirements ORDER BY id LIMIT 1)",
+        "UPDATE client_segmentation c SET tier_id = "
+        "(SELECT t.id FROM segmentation_tiers t WHERE t.id IS DISTINCT FROM c.tier_id ORDER BY t.id LIMIT 1) "
         "WHERE id = (SELECT id FROM client_segmentation WHERE effective_to IS NULL ORDER BY id LIMIT 1)",
-        "UPDATE account_plans SET status = 'archived' WHERE id = (SELECT id FROM account_plans WHERE fiscal_year = {year} ORDER BY id LIMIT 1)",
-        "UPDATE territory_strategies SET territory = territory || ' (renamed)' WHERE id = (SELECT id FROM territory_strategies WHERE fiscal_year = {year} ORDER BY id LIMIT 1)",
+        "UPDATE account_plans SET status = 'archived' "
+        "WHERE id = (SELECT id FROM account_plans WHERE fiscal_year = {year} ORDER BY id LIMIT 1)",
+        "UPDATE territory_strategies SET territory = territory || ' (renamed)' "
+        "WHERE id = (SELECT id FROM territory_strategies WHERE fiscal_year = {year} ORDER BY id LIMIT 1)",
     ],
     ids=["flipped completed flag", "frequency edit", "tier move", "plan archived", "territory renamed"],
 )
@@ -86,7 +92,9 @@ def test_the_sensor_requests_one_run_per_changed_state(demo):
         fy = FiscalYear(int(key))
         execute(
             demo,
-            f"UPDATE segmentation_events SET completed = NOT coalesce(completed, false) WHERE id = (SELECT id FROM segmentation_events WHERE event_date BETWEEN '{fy.start}' AND '{fy.end}' ORDER BY id LIMIT 1)",
+            "UPDATE segmentation_events SET completed = NOT coalesce(completed, false) "
+            f"WHERE id = (SELECT id FROM segmentation_events WHERE event_date BETWEEN '{fy.start}' AND '{fy.end}' "
+            "ORDER BY id LIMIT 1)",
         )
         changed = sensor.evaluate_tick(tick_context(defs, instance, again.cursor))
         [request] = changed.run_requests

@@ -83,7 +83,8 @@ mutation LaunchPartitionBackfill($backfillParams: LaunchBackfillParams!) {
 CONFIG_PARTITION_FOR_ASSET_JOB = """
 query ConfigPartitionForAssetJobQuery($repositoryName: String!, $repositoryLocationName: String!, $jobName: String!,
                                       $partitionName: String!, $assetKeys: [AssetKeyInput!]!) {
-  pipelineOrError(params: {pipelineName: $jobName, repositoryName: $repositoryName, repositoryLocationName: $repositoryLocationName}) {
+  pipelineOrError(params: {pipelineName: $jobName, repositoryName: $repositoryName,
+                            repositoryLocationName: $repositoryLocationName}) {
     ... on Pipeline {
       partition(partitionName: $partitionName, selectedAssetKeys: $assetKeys) {
         runConfigOrError { ... on PartitionRunConfig { yaml } }
@@ -93,7 +94,8 @@ query ConfigPartitionForAssetJobQuery($repositoryName: String!, $repositoryLocat
   }
 }"""
 CONFIG_PARTITION_SELECTION = """
-query ConfigPartitionSelectionQuery($repositorySelector: RepositorySelector!, $partitionSetName: String!, $partitionName: String!) {
+query ConfigPartitionSelectionQuery($repositorySelector: RepositorySelector!, $partitionSetName: String!,
+                                    $partitionName: String!) {
   partitionSetOrError(repositorySelector: $repositorySelector, partitionSetName: $partitionSetName) {
     ... on PartitionSet {
       partition(partitionName: $partitionName) {
@@ -122,7 +124,9 @@ query AssetEvents($assetKey: AssetKeyInput!, $partitions: [String!]) {
       assetPartitionStatuses { ... on DefaultPartitionStatuses { materializedPartitions failedPartitions } }
       assetMaterializations(partitions: $partitions, limit: 1) {
         runId partition
-        metadataEntries { label __typename ... on IntMetadataEntry { intValue } ... on FloatMetadataEntry { floatValue } }
+        metadataEntries {
+          label __typename ... on IntMetadataEntry { intValue } ... on FloatMetadataEntry { floatValue }
+        }
       }
       assetObservations(limit: 10) {
         runId partition
@@ -181,7 +185,9 @@ query Workspace {
 LAUNCHPAD = """
 query Launchpad($selector: PipelineSelector!) {
   runConfigSchemaOrError(selector: $selector) { ... on RunConfigSchema { rootDefaultYaml } }
-  pipelineOrError(params: $selector) { ... on Pipeline { description solidHandles { solid { definition { description } } } } }
+  pipelineOrError(params: $selector) {
+    ... on Pipeline { description solidHandles { solid { definition { description } } } }
+  }
 }"""
 
 
@@ -804,7 +810,8 @@ def test_dg_dev_serves_the_ui_and_stops_by_pid(demo_db, tmp_path):
                     break
                 time.sleep(1)
             assert entry, (
-                f"dg dev did not serve a loaded location within {DG_TIMEOUT_S} s\n{(tmp_path / 'dg_dev.log').read_text()[-3000:]}"
+                f"dg dev did not serve a loaded location within {DG_TIMEOUT_S} s\n"
+                f"{(tmp_path / 'dg_dev.log').read_text()[-3000:]}"
             )
             assert entry["name"] == LOCATION and entry["locationOrLoadError"]["__typename"] == "RepositoryLocation"
             page = http.get(f"http://127.0.0.1:{port}/")

@@ -339,7 +339,8 @@ def test_loading_the_code_location_prints_no_untimestamped_warning(tmp_path):
         "import compliance_sync.definitions as d\n"
         "defs = d.defs()\n"
         "dg.Definitions.validate_loadable(defs)\n"
-        "for job in defs.resolve_all_job_defs(): job.get_subset(asset_selection=set(job.asset_layer.executable_asset_keys))\n"
+        "for job in defs.resolve_all_job_defs(): "
+        "job.get_subset(asset_selection=set(job.asset_layer.executable_asset_keys))\n"
     )
     env = {k: v for k, v in os.environ.items() if not k.startswith(("COMPLIANCE_SYNC_", "PYTHONWARNINGS"))}
     env["COMPLIANCE_SYNC_BU_MAP"] = str(EXAMPLE_BU_MAP)

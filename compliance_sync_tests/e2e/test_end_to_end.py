@@ -83,7 +83,8 @@ def test_live_run_then_second_run_writes_nothing(demo_db, capsys):
     assert snapshot(demo_db) == before  # updated_at included: nothing was rewritten
     with psycopg.connect(demo_db) as conn:  # but "last synced" moves: one ledger row per live run
         assert conn.execute(
-            "SELECT count(*), max(rows_inserted) FILTER (WHERE id = (SELECT max(id) FROM compliance_sync_runs)) FROM compliance_sync_runs"
+            "SELECT count(*), max(rows_inserted) FILTER (WHERE id = (SELECT max(id) FROM compliance_sync_runs)) "
+            "FROM compliance_sync_runs"
         ).fetchone() == (2, 0)
 
 
@@ -114,8 +115,9 @@ def test_dry_run_reports_exact_diff_and_writes_nothing(demo_db, capsys):
                   FROM {REQUIREMENTS} r
                   JOIN segmentation_events e ON e.client_name = r.client_name AND e.event_type_id = r.event_type_id
                  WHERE r.fiscal_year = 2025 AND e.event_date BETWEEN '2025-01-01' AND %s AND e.completed IS NOT TRUE
-                   AND (SELECT count(*) FROM account_plans p WHERE p.client_name = r.client_name AND p.fiscal_year = 2025
-                        AND p.status IS DISTINCT FROM 'archived') = 1
+                   AND (SELECT count(*) FROM account_plans p
+                         WHERE p.client_name = r.client_name AND p.fiscal_year = 2025
+                           AND p.status IS DISTINCT FROM 'archived') = 1
                  ORDER BY e.id LIMIT 1""",
             (AS_OF,),
         ).fetchone()

@@ -1,4 +1,5 @@
-"""The files and guards of ``compliance-sync demo`` / ``ui`` (compliance_sync.entrypoints.launch), without starting anything.
+"""The files and guards of ``compliance-sync demo`` / ``ui`` (compliance_sync.entrypoints.launch), without starting
+anything.
 
 The whole flow (embedded server, dagster dev, a run launched from the UI, Ctrl-C) is test_browser.py (slow).
 """

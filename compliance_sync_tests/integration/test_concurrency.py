@@ -134,8 +134,10 @@ def test_runs_of_different_fys_proceed_in_parallel(world, hooks):
 
     execute(
         world,
-        "INSERT INTO account_plans (id, client_name, fiscal_year, status) SELECT gen_random_uuid(), client_name, 2024, status FROM account_plans",
-        "INSERT INTO territory_strategies (id, cse_name, territory, fiscal_year, status) SELECT gen_random_uuid(), cse_name, territory, 2024, status FROM territory_strategies",
+        "INSERT INTO account_plans (id, client_name, fiscal_year, status) "
+        "SELECT gen_random_uuid(), client_name, 2024, status FROM account_plans",
+        "INSERT INTO territory_strategies (id, cse_name, territory, fiscal_year, status) "
+        "SELECT gen_random_uuid(), cse_name, territory, 2024, status FROM territory_strategies",
     )
     both_inside = threading.Barrier(2, timeout=15)
     real_read = PostgresSession.read_facts
@@ -161,7 +163,7 @@ def test_runs_of_different_fys_proceed_in_parallel(world, hooks):
     assert scalar(world, f"SELECT count(DISTINCT fiscal_year) FROM {REQUIREMENTS}") == 2
 
 
-# --- a concurrent edit between the run's read and its write ------------------------------------------------------------
+# --- a concurrent edit between the run's read and its write -----------------------------------------------------------
 def planner_edit(url: str, statement: str) -> None:
     with psycopg.connect(url) as conn:
         conn.execute("SET application_name = 'planning_app'")
@@ -205,8 +207,9 @@ BETA_SLA = f"plan_id = '{uid('plan:Beta Bank')}' AND event_type_id = '{uid('type
     "edit",
     [
         f"UPDATE {REQUIREMENTS} SET notes = 'planner was here' WHERE {BETA_SLA}",  # a row the run updates: 40001
+        # a key the run inserts: 23505
         f"INSERT INTO {REQUIREMENTS} (plan_id, event_type_id, fiscal_year, notes) "
-        f"VALUES ('{uid('change:plan')}', '{uid('type:SLA_REVIEW')}', 2025, 'planner was here')",  # a key the run inserts: 23505
+        f"VALUES ('{uid('change:plan')}', '{uid('type:SLA_REVIEW')}', 2025, 'planner was here')",
     ],
     ids=["update", "insert"],
 )
@@ -269,7 +272,7 @@ def test_errors_are_classified_by_sqlstate_not_class(error, kind):
     assert got.exit_code == (ExitCode.CONNECTION if kind is ConnectionFailure else ExitCode.DATA)
 
 
-# --- REPEATABLE READ matters ---------------------------------------------------------------------------------------------
+# --- REPEATABLE READ matters ------------------------------------------------------------------------------------------
 RENAME = [
     "UPDATE account_plans SET client_name = 'Alpha Pty' WHERE client_name = 'Alpha Health'",
     "UPDATE client_segmentation SET client_name = 'Alpha Pty' WHERE client_name = 'Alpha Health'",

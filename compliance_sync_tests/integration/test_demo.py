@@ -31,8 +31,8 @@ def fingerprint(conn: psycopg.Connection) -> dict[str, str]:
     ):
         out[table] = conn.execute(f"SELECT md5(string_agg(id::text, ',' ORDER BY id)) FROM {table}").fetchone()[0]
     out["events"] = conn.execute(
-        "SELECT md5(string_agg(concat_ws('|', id, client_name, event_type_id, event_date, completed), ',' ORDER BY id)) "
-        "FROM segmentation_events"
+        "SELECT md5(string_agg(concat_ws('|', id, client_name, event_type_id, event_date, completed), ',' "
+        "ORDER BY id)) FROM segmentation_events"
     ).fetchone()[0]
     return out
 
@@ -77,7 +77,8 @@ def test_default_demo_loads_the_reference_data_and_about_60_clients(migrated_db)
             ((t, c), f)
             for t, c, f in conn.execute(
                 "SELECT t.tier_name, e.event_code, r.frequency FROM tier_event_requirements r "
-                "JOIN segmentation_tiers t ON t.id = r.tier_id JOIN segmentation_event_types e ON e.id = r.event_type_id"
+                "JOIN segmentation_tiers t ON t.id = r.tier_id "
+                "JOIN segmentation_event_types e ON e.id = r.event_type_id"
             )
         )
         assert freq[("Giant", "INSIGHT_TP")] == 12 and freq[("Giant", "SLA_REVIEW")] == 4
@@ -114,7 +115,8 @@ def test_demo_is_deterministic_refuses_a_populated_database_and_force_reloads(mi
         assert fingerprint(conn) == first  # the refusal changed nothing
         # planner-owned rows that the job never writes are replaced too
         conn.execute(
-            "INSERT INTO account_plan_event_requirements (plan_id, event_type_id, fiscal_year, notes) VALUES (gen_random_uuid(), gen_random_uuid(), 2026, 'x')"
+            "INSERT INTO account_plan_event_requirements (plan_id, event_type_id, fiscal_year, notes) "
+            "VALUES (gen_random_uuid(), gen_random_uuid(), 2026, 'x')"
         )
         conn.commit()
         assert demo.load_demo_data(conn, force=True) == counts
@@ -151,7 +153,8 @@ def test_demo_data_has_the_documented_shape(migrated_db):
         assert (
             scalar(
                 conn,
-                "SELECT count(*) FROM segmentation_events WHERE event_year IS DISTINCT FROM extract(year FROM event_date)::int",
+                "SELECT count(*) FROM segmentation_events "
+                "WHERE event_year IS DISTINCT FROM extract(year FROM event_date)::int",
             )
             == 0
         )
@@ -183,7 +186,8 @@ def test_demo_data_has_the_documented_shape(migrated_db):
         assert (
             scalar(
                 conn,
-                "SELECT count(DISTINCT client_name) FROM account_plans WHERE client_name NOT IN (SELECT client_name FROM client_segmentation)",
+                "SELECT count(DISTINCT client_name) FROM account_plans "
+                "WHERE client_name NOT IN (SELECT client_name FROM client_segmentation)",
             )
             == 1
         )
@@ -196,7 +200,8 @@ def test_demo_data_has_the_documented_shape(migrated_db):
         assert reasons == ["Client declined", "Greyed out - not applicable", None]
         declined = scalar(
             conn,
-            "SELECT count(*) FROM segmentation_events e JOIN client_event_exclusions x USING (client_name, event_type_id) "
+            "SELECT count(*) FROM segmentation_events e "
+            "JOIN client_event_exclusions x USING (client_name, event_type_id) "
             "WHERE x.reason IS DISTINCT FROM 'Greyed out - not applicable'",
         )
         assert declined == 0
@@ -215,7 +220,8 @@ def test_demo_data_has_the_documented_shape(migrated_db):
         assert {r[0] for r in conn.execute("SELECT DISTINCT year FROM segmentation_event_compliance")} == {2024, 2025}
         consistent, stale = conn.execute(
             """
-            SELECT count(*) FILTER (WHERE c.actual_count = coalesce(e.n, 0)), count(*) FILTER (WHERE c.actual_count <> coalesce(e.n, 0))
+            SELECT count(*) FILTER (WHERE c.actual_count = coalesce(e.n, 0)),
+                   count(*) FILTER (WHERE c.actual_count <> coalesce(e.n, 0))
             FROM segmentation_event_compliance c
             LEFT JOIN (SELECT client_name, event_type_id, event_year, count(*) AS n FROM segmentation_events
                        WHERE completed GROUP BY 1, 2, 3) e
@@ -225,7 +231,8 @@ def test_demo_data_has_the_documented_shape(migrated_db):
         assert stale >= 1 and consistent >= 0.9 * (consistent + stale)
         # planning rows the job must not overwrite
         bus = conn.execute(
-            "SELECT bu_name, count(*) FROM business_unit_planning WHERE target_compliance IS NOT NULL GROUP BY 1 ORDER BY 1"
+            "SELECT bu_name, count(*) FROM business_unit_planning WHERE target_compliance IS NOT NULL "
+            "GROUP BY 1 ORDER BY 1"
         ).fetchall()
         assert bus == [("ANZ", 3), ("Greater China", 3), ("Japan", 1), ("SEA", 3)]
         assert (
@@ -247,7 +254,8 @@ def test_demo_clients_spread_from_diligent_to_critical(migrated_db):
                     FROM client_segmentation s
                     JOIN tier_event_requirements r ON r.tier_id = s.tier_id
                     JOIN segmentation_event_types t ON t.id = r.event_type_id AND t.is_active
-                    WHERE s.effective_from <= '2025-12-31' AND (s.effective_to IS NULL OR s.effective_to >= '2025-01-01')
+                    WHERE s.effective_from <= '2025-12-31'
+                      AND (s.effective_to IS NULL OR s.effective_to >= '2025-01-01')
                     GROUP BY 1, 2 HAVING max(r.frequency) > 0
                 ), done AS (
                     SELECT client_name, event_type_id, count(*) AS c FROM segmentation_events

@@ -137,7 +137,10 @@ def test_start_at_exit_stops_only_what_the_process_started(tmp_path, servers):
 
 def test_concurrent_starts_on_one_data_directory_share_one_server(servers):
     handle = servers()
-    script = "import sys; from compliance_sync.devtools import embedded; s = embedded.EmbeddedPostgres(sys.argv[1]); print(s.start(), s.started)"
+    script = (
+        "import sys; from compliance_sync.devtools import embedded; "
+        "s = embedded.EmbeddedPostgres(sys.argv[1]); print(s.start(), s.started)"
+    )
     procs = [
         subprocess.Popen(
             [sys.executable, "-c", script, str(handle.data_dir)],
@@ -229,7 +232,8 @@ def _python_for(user: str, home: pathlib.Path) -> tuple[str, dict[str, str]]:
         if probe.returncode == 0:
             return python, env
     pytest.skip(
-        f"no Python {version} that an ordinary user can run with this checkout's packages (the venv's lives in a private folder)"
+        f"no Python {version} that an ordinary user can run with this checkout's packages "
+        "(the venv's lives in a private folder)"
     )
 
 
@@ -260,7 +264,8 @@ import json, sys
 from compliance_sync.devtools import embedded
 s = embedded.EmbeddedPostgres(sys.argv[1])
 url = s.start()
-print(json.dumps({"url": url, "pid": s.pid, "pgdata": str(s.pgdata), "socket_dir": str(s.socket_dir), "lock": str(s.lock_path)}))
+print(json.dumps({"url": url, "pid": s.pid, "pgdata": str(s.pgdata), "socket_dir": str(s.socket_dir),
+                  "lock": str(s.lock_path)}))
 """
 
 
@@ -335,7 +340,8 @@ def test_two_ordinary_users_run_their_own_servers_at_once():
                     *[f"{k}={v}" for k, v in envs[name].items()],
                     pythons[name],
                     "-c",
-                    "import sys; from compliance_sync.devtools import embedded; sys.exit(0 if embedded.stop(sys.argv[1]) else 1)",
+                    "import sys; from compliance_sync.devtools import embedded; "
+                    "sys.exit(0 if embedded.stop(sys.argv[1]) else 1)",
                     str(home / "pgdata"),
                 ],
                 cwd=home,

@@ -194,7 +194,9 @@ def test_the_settings_accept_a_cron_schedule_exactly_when_dagster_does(fields):
 
 # --- bad BU maps: exit 2, naming COMPLIANCE_SYNC_BU_MAP -------------------------------------------------------
 BILLION_LAUGHS = (
-    "a: &a [x, x, x, x, x, x, x, x, x]\nb: &b [*a, *a, *a, *a, *a, *a, *a, *a, *a]\nc: &c [*b, *b, *b, *b, *b, *b, *b, *b, *b]\n"
+    "a: &a [x, x, x, x, x, x, x, x, x]\n"
+    "b: &b [*a, *a, *a, *a, *a, *a, *a, *a, *a]\n"
+    "c: &c [*b, *b, *b, *b, *b, *b, *b, *b, *b]\n"
     + "".join(f"{chr(100 + i)}: &{chr(100 + i)} [{', '.join([f'*{chr(99 + i)}'] * 9)}]\n" for i in range(6))
     + "territory:\n  VIC + NZ: *i\n"
 )
@@ -462,7 +464,8 @@ def test_permission_denied_exits_3(world, capsys, monkeypatch):
 def test_frequency_above_366_names_tier_and_event_type(world, capsys):
     execute(
         world,
-        f"UPDATE tier_event_requirements SET frequency = 367 WHERE tier_id = '{uid('tier:Leverage')}' AND event_type_id = '{uid('type:INSIGHT_TP')}'",
+        f"UPDATE tier_event_requirements SET frequency = 367 WHERE tier_id = '{uid('tier:Leverage')}' "
+        f"AND event_type_id = '{uid('type:INSIGHT_TP')}'",
     )
     schema_stop(capsys, world, "tier_event_requirements.frequency = 367", "Leverage", "INSIGHT_TP", "366")
 
@@ -470,7 +473,8 @@ def test_frequency_above_366_names_tier_and_event_type(world, capsys):
 def test_frequency_366_is_allowed(world, capsys):
     execute(
         world,
-        f"UPDATE tier_event_requirements SET frequency = 366 WHERE tier_id = '{uid('tier:Leverage')}' AND event_type_id = '{uid('type:INSIGHT_TP')}'",
+        f"UPDATE tier_event_requirements SET frequency = 366 WHERE tier_id = '{uid('tier:Leverage')}' "
+        f"AND event_type_id = '{uid('type:INSIGHT_TP')}'",
     )
     result = live(capsys)
     assert result.code == 0, result
@@ -506,7 +510,8 @@ def test_null_client_name_of_a_plan_is_a_warning(world, capsys):
     execute(
         world,
         "ALTER TABLE account_plans ALTER COLUMN client_name DROP NOT NULL",  # SPEC §3.1 does not promise it
-        "INSERT INTO account_plans (id, client_name, fiscal_year, status) VALUES (gen_random_uuid(), NULL, 2025, 'approved')",
+        "INSERT INTO account_plans (id, client_name, fiscal_year, status) "
+        "VALUES (gen_random_uuid(), NULL, 2025, 'approved')",
     )
     result = live(capsys)
     assert result.code == 0 and result.summary["status"] == "written" and result.summary["error"] is None, result
@@ -533,13 +538,17 @@ def test_null_tier_name_is_a_warning(world, capsys):
 WARNING_SETUP = [
     # null and unknown tier_id of a plan client's periods (the client keeps its valid period)
     f"INSERT INTO client_segmentation (id, client_name, tier_id, cse_name, effective_from) VALUES "
-    f"(gen_random_uuid(), 'Alpha Health', NULL, 'Kim Lee', '2025-02-01'), (gen_random_uuid(), 'Alpha Health', '{uid('no-such-tier')}', 'Kim Lee', '2025-03-01')",
+    f"(gen_random_uuid(), 'Alpha Health', NULL, 'Kim Lee', '2025-02-01'), "
+    f"(gen_random_uuid(), 'Alpha Health', '{uid('no-such-tier')}', 'Kim Lee', '2025-03-01')",
     # two open periods of one client
-    f"INSERT INTO client_segmentation (id, client_name, tier_id, cse_name, effective_from) VALUES (gen_random_uuid(), 'Beta Bank', '{uid('tier:Leverage')}', 'Kim Lee', '2025-04-01')",
+    f"INSERT INTO client_segmentation (id, client_name, tier_id, cse_name, effective_from) VALUES "
+    f"(gen_random_uuid(), 'Beta Bank', '{uid('tier:Leverage')}', 'Kim Lee', '2025-04-01')",
     # a plan whose client has no segmentation
-    "INSERT INTO account_plans (id, client_name, fiscal_year, status) VALUES (gen_random_uuid(), 'Nobody Ltd', 2025, 'approved')",
+    "INSERT INTO account_plans (id, client_name, fiscal_year, status) VALUES "
+    "(gen_random_uuid(), 'Nobody Ltd', 2025, 'approved')",
     # a negative frequency
-    f"INSERT INTO tier_event_requirements (tier_id, event_type_id, frequency) VALUES ('{uid('tier:Leverage')}', '{uid('type:HEALTH_CHECK')}', -2) "
+    f"INSERT INTO tier_event_requirements (tier_id, event_type_id, frequency) VALUES "
+    f"('{uid('tier:Leverage')}', '{uid('type:HEALTH_CHECK')}', -2) "
     "ON CONFLICT (tier_id, event_type_id) DO UPDATE SET frequency = -2",
     # a null event_date, an unknown type, an unknown client, a completed event after as_of
     f"INSERT INTO segmentation_events (id, client_name, event_type_id, event_date, completed) VALUES "
@@ -551,19 +560,25 @@ WARNING_SETUP = [
     f"INSERT INTO client_segmentation (id, client_name, tier_id, cse_name, effective_from) VALUES "
     f"(gen_random_uuid(), 'Iota Insurance', '{uid('tier:Leverage')}', 'Lee Wong', '2024-01-01'), "
     f"(gen_random_uuid(), 'Kappa Logistics', '{uid('tier:Leverage')}', 'No Strategy', '2024-01-01')",
-    "INSERT INTO account_plans (id, client_name, fiscal_year, status) VALUES (gen_random_uuid(), 'Iota Insurance', 2025, 'approved'), "
+    "INSERT INTO account_plans (id, client_name, fiscal_year, status) VALUES "
+    "(gen_random_uuid(), 'Iota Insurance', 2025, 'approved'), "
     "(gen_random_uuid(), 'Kappa Logistics', 2025, 'approved')",
     "INSERT INTO territory_strategies (id, cse_name, territory, fiscal_year, status) VALUES "
-    "(gen_random_uuid(), 'Lee Wong', 'Taiwan', 2025, 'approved'), (gen_random_uuid(), 'Idle CSE', 'Nowhere', 2025, 'approved')",
+    "(gen_random_uuid(), 'Lee Wong', 'Taiwan', 2025, 'approved'), "
+    "(gen_random_uuid(), 'Idle CSE', 'Nowhere', 2025, 'approved')",
     # a name matching only when case is ignored; two names sharing a client_uuid
-    f"INSERT INTO segmentation_events (id, client_name, event_type_id, event_date, completed) VALUES (gen_random_uuid(), 'alpha health', '{uid('type:SLA_REVIEW')}', '2025-02-03', true)",
+    f"INSERT INTO segmentation_events (id, client_name, event_type_id, event_date, completed) VALUES "
+    f"(gen_random_uuid(), 'alpha health', '{uid('type:SLA_REVIEW')}', '2025-02-03', true)",
     f"UPDATE client_segmentation SET client_uuid = '{uid('shared')}' WHERE client_name IN ('Eta Retail', 'Theta Uni')",
     # the compliance cache disagrees with the events of 2025
-    f"INSERT INTO segmentation_event_compliance (client_name, event_type_id, year, expected_count, actual_count) VALUES ('Alpha Health', '{uid('type:SLA_REVIEW')}', 2025, 4, 99)",
+    f"INSERT INTO segmentation_event_compliance (client_name, event_type_id, year, expected_count, actual_count) "
+    f"VALUES ('Alpha Health', '{uid('type:SLA_REVIEW')}', 2025, 4, 99)",
     # an orphan (a target row with the planners' note) and a row with a NULL key column
-    f"INSERT INTO {REQUIREMENTS} (plan_id, event_type_id, fiscal_year, notes) VALUES ('{uid('gone')}', '{uid('type:SLA_REVIEW')}', 2025, 'keep me')",
+    f"INSERT INTO {REQUIREMENTS} (plan_id, event_type_id, fiscal_year, notes) VALUES "
+    f"('{uid('gone')}', '{uid('type:SLA_REVIEW')}', 2025, 'keep me')",
     f"ALTER TABLE {TERRITORY} ALTER COLUMN territory_strategy_id DROP NOT NULL",
-    f"INSERT INTO {TERRITORY} (territory_strategy_id, fiscal_year, territory, total_clients) VALUES (NULL, 2025, 'legacy', 3)",
+    f"INSERT INTO {TERRITORY} (territory_strategy_id, fiscal_year, territory, total_clients) VALUES "
+    "(NULL, 2025, 'legacy', 3)",
 ]
 EXPECTED_WARNINGS = {
     "invalid_segment_periods": 2,
@@ -618,7 +633,8 @@ def test_a_null_key_row_is_never_deleted_nor_counted_by_the_prune_guard(world, c
         world,
         f"ALTER TABLE {REQUIREMENTS} ALTER COLUMN plan_id DROP NOT NULL",
         *[
-            f"INSERT INTO {REQUIREMENTS} (plan_id, event_type_id, fiscal_year, completed_count) VALUES (NULL, '{uid('type:SLA_REVIEW')}', 2025, {k})"
+            f"INSERT INTO {REQUIREMENTS} (plan_id, event_type_id, fiscal_year, completed_count) "
+            f"VALUES (NULL, '{uid('type:SLA_REVIEW')}', 2025, {k})"
             for k in range(30)
         ],
     )

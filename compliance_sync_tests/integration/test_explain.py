@@ -57,7 +57,8 @@ def sweep(backend, settings, bu_map, url: str, plans_every: int = 1) -> int:
     state = target_state(url)
     plans = scalars(
         url,
-        "SELECT id::text FROM account_plans WHERE fiscal_year = 2025 AND status IS DISTINCT FROM 'archived' ORDER BY id",
+        "SELECT id::text FROM account_plans WHERE fiscal_year = 2025 AND status IS DISTINCT FROM 'archived' "
+        "ORDER BY id",
     )
     checked = 0
     for plan in plans[::plans_every]:
@@ -94,7 +95,8 @@ def sweep(backend, settings, bu_map, url: str, plans_every: int = 1) -> int:
             checked += 1
     for name in scalars(
         url,
-        "SELECT DISTINCT territory FROM territory_strategies WHERE fiscal_year = 2025 AND status IS DISTINCT FROM 'archived'",
+        "SELECT DISTINCT territory FROM territory_strategies "
+        "WHERE fiscal_year = 2025 AND status IS DISTINCT FROM 'archived'",
     ):
         x = explain(backend, settings, bu_map, FY, AS_OF, Subject("territory", name))
         assert x["targets"]["in_sync"], x["targets"]

@@ -155,7 +155,8 @@ def test_session_terminated_while_waiting_for_the_advisory_lock(world, state_a, 
         while pid is None:  # the run polls pg_try_advisory_lock (and looks up the holder) while it waits
             assert time.monotonic() < deadline, "the run never waited for the lock"
             row = holder.execute(
-                "SELECT pid FROM pg_stat_activity WHERE datname = current_database() AND application_name = 'compliance_sync' "
+                "SELECT pid FROM pg_stat_activity "
+                "WHERE datname = current_database() AND application_name = 'compliance_sync' "
                 "AND (query LIKE '%%pg_try_advisory_lock%%' OR query LIKE '%%advisory%%')"
             ).fetchone()
             pid = row and row[0]
@@ -303,7 +304,8 @@ def test_sigterm_while_waiting_for_the_lock_exits_130_with_nothing_written(world
             deadline = time.monotonic() + 30
             with psycopg.connect(world, autocommit=True) as watch:  # autocommit: a fresh pg_stat_activity each time
                 while not watch.execute(
-                    "SELECT 1 FROM pg_stat_activity WHERE datname = current_database() AND application_name = 'compliance_sync'"
+                    "SELECT 1 FROM pg_stat_activity "
+                    "WHERE datname = current_database() AND application_name = 'compliance_sync'"
                 ).fetchone():
                     assert time.monotonic() < deadline and proc.poll() is None, "the run never started waiting"
                     time.sleep(0.1)

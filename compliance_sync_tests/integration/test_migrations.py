@@ -208,7 +208,8 @@ def create_bare_targets(conn: psycopg.Connection, skip: tuple[str, ...] = ()) ->
     for table, columns in BARE_TARGETS.items():
         if table not in skip:
             conn.execute(
-                f"CREATE TABLE {table} (id uuid PRIMARY KEY DEFAULT gen_random_uuid(), {columns}, updated_at timestamptz)"
+                f"CREATE TABLE {table} "
+                f"(id uuid PRIMARY KEY DEFAULT gen_random_uuid(), {columns}, updated_at timestamptz)"
             )
     conn.commit()
 
@@ -278,11 +279,13 @@ def test_minimal_lists_duplicate_keys_and_stops(db_url):
     with psycopg.connect(db_url) as conn:
         create_bare_targets(conn)
         conn.execute(
-            "INSERT INTO account_plan_event_requirements (plan_id, event_type_id, fiscal_year) VALUES (%s, %s, 2025), (%s, %s, 2025), (%s, %s, 2025)",
+            "INSERT INTO account_plan_event_requirements (plan_id, event_type_id, fiscal_year) "
+            "VALUES (%s, %s, 2025), (%s, %s, 2025), (%s, %s, 2025)",
             (plan, etype) * 3,
         )
         conn.execute(
-            "INSERT INTO business_unit_planning (bu_name, fiscal_year) VALUES ('ANZ', 2025), ('ANZ', 2025), ('SEA', 2025)"
+            "INSERT INTO business_unit_planning (bu_name, fiscal_year) "
+            "VALUES ('ANZ', 2025), ('ANZ', 2025), ('SEA', 2025)"
         )
         # NULL keys are not duplicates: a unique index accepts them
         conn.execute("INSERT INTO apac_planning_goals (fiscal_year) VALUES (NULL), (NULL), (2025)")
@@ -323,7 +326,8 @@ def test_minimal_dedupe_keeps_the_latest_updated_at(db_url):
     with psycopg.connect(db_url) as conn:
         create_bare_targets(conn)
         conn.execute(
-            "INSERT INTO account_plan_event_requirements (id, plan_id, event_type_id, fiscal_year, notes, updated_at) VALUES "
+            "INSERT INTO account_plan_event_requirements (id, plan_id, event_type_id, fiscal_year, notes, updated_at) "
+            "VALUES "
             "(%s, %s, %s, 2025, 'null updated_at: oldest', NULL),"
             "(%s, %s, %s, 2025, 'latest', %s),"
             "(%s, %s, %s, 2025, 'older', %s),"

@@ -510,10 +510,12 @@ def test_accepted_type_variants(db: str) -> None:
 def test_enum_status_accepted_on_sources_not_on_targets(db: str) -> None:
     execute(
         db,
-        "CREATE TYPE plan_status AS ENUM ('draft', 'submitted', 'in_review', 'revision_requested', 'approved', 'archived')",
+        "CREATE TYPE plan_status AS ENUM "
+        "('draft', 'submitted', 'in_review', 'revision_requested', 'approved', 'archived')",
         "ALTER TABLE account_plans ALTER COLUMN status DROP DEFAULT",
         "ALTER TABLE account_plans ALTER COLUMN status TYPE plan_status USING status::plan_status",
-        "INSERT INTO account_plans (client_name, fiscal_year, status) VALUES ('Alpha', 2025, 'archived'), ('Beta', 2025, 'draft')",
+        "INSERT INTO account_plans (client_name, fiscal_year, status) "
+        "VALUES ('Alpha', 2025, 'archived'), ('Beta', 2025, 'draft')",
     )
     facts, _ = read_facts(db, FY25)
     assert [p.status for p in facts.plans] == ["draft"]  # labels read as text: the archived one filtered out
@@ -543,7 +545,8 @@ def test_partial_or_wrong_unique_index_does_not_count(db: str) -> None:
     execute(
         db,
         "DROP INDEX territory_compliance_summary_compliance_sync_key",
-        "CREATE UNIQUE INDEX tcs_partial ON territory_compliance_summary (territory_strategy_id, fiscal_year) WHERE fiscal_year > 2000",
+        "CREATE UNIQUE INDEX tcs_partial ON territory_compliance_summary (territory_strategy_id, fiscal_year) "
+        "WHERE fiscal_year > 2000",
         "DROP INDEX apac_planning_goals_compliance_sync_key",
         "CREATE UNIQUE INDEX apg_wider ON apac_planning_goals (fiscal_year, id)",
     )
@@ -678,7 +681,8 @@ def test_update_keeps_foreign_columns_and_unchanged_rows_keep_updated_at(db: str
     )
     execute(
         db,
-        f"UPDATE {REQUIREMENTS} SET notes = 'call Kim', ai_recommended_dates = '[\"2025-10-01\"]' WHERE plan_id = '{uid('p1')}'",
+        f"UPDATE {REQUIREMENTS} SET notes = 'call Kim', ai_recommended_dates = '[\"2025-10-01\"]' "
+        f"WHERE plan_id = '{uid('p1')}'",
         f"UPDATE {BUSINESS_UNIT} SET revenue_target = 12345.67, target_compliance = 90",
         f"UPDATE {APAC} SET target_compliance = 85, notes = 'goal'",
     )
@@ -778,7 +782,8 @@ def test_failure_between_targets_leaves_every_table_as_it_was(db: str) -> None:
     )
     execute(
         db,
-        "CREATE FUNCTION boom() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN RAISE EXCEPTION 'injected failure'; END $$",
+        "CREATE FUNCTION boom() RETURNS trigger LANGUAGE plpgsql AS "
+        "$$ BEGIN RAISE EXCEPTION 'injected failure'; END $$",
         f"CREATE TRIGGER boom BEFORE INSERT OR UPDATE ON {BUSINESS_UNIT} FOR EACH ROW EXECUTE FUNCTION boom()",
     )
     before = snapshot(db)
@@ -822,9 +827,11 @@ def test_a_plan_writes_nothing_to_a_target_and_fires_no_trigger(db: str) -> None
     execute(
         db,
         "CREATE TABLE fired (tg text)",
-        "CREATE FUNCTION note() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN INSERT INTO fired VALUES (TG_TABLE_NAME); RETURN NULL; END $$",
+        "CREATE FUNCTION note() RETURNS trigger LANGUAGE plpgsql AS "
+        "$$ BEGIN INSERT INTO fired VALUES (TG_TABLE_NAME); RETURN NULL; END $$",
         *[
-            f"CREATE TRIGGER note AFTER INSERT OR UPDATE OR DELETE ON {t.name} FOR EACH STATEMENT EXECUTE FUNCTION note()"
+            f"CREATE TRIGGER note AFTER INSERT OR UPDATE OR DELETE ON {t.name} "
+            "FOR EACH STATEMENT EXECUTE FUNCTION note()"
             for t in TARGETS
         ],
     )
@@ -833,7 +840,8 @@ def test_a_plan_writes_nothing_to_a_target_and_fires_no_trigger(db: str) -> None
         diff = s.plan(wanted(requirements=[req_row("p1", "SLA", completed_count=3), req_row("p2", "SLA")]), 10)
         assert diff.changes == 2  # an update and an insert (the APAC row not computed is kept)
         held = s.conn.execute(
-            "SELECT count(*) FROM pg_locks WHERE pid = pg_backend_pid() AND mode = 'RowExclusiveLock' AND relation::regclass::text = ANY(%s)",
+            "SELECT count(*) FROM pg_locks WHERE pid = pg_backend_pid() AND mode = 'RowExclusiveLock' "
+            "AND relation::regclass::text = ANY(%s)",
             ([t.name for t in TARGETS],),
         ).fetchone()[0]
         assert held == 0

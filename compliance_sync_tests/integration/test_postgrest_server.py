@@ -60,7 +60,8 @@ INSERT INTO public.people VALUES
   '{"blood_type": "O+", "age": 20, "phones": [{"country_code": "43", "number": "512-446-4988"}]}',
   'amusant', '[18,21)', 'jd', NULL),
  (3, 'Bob', 'Ortiz', 14, true, 92, '{}', '{"blood_type": "A-", "age": 14}', NULL, '[10,15)', NULL, NULL),
- (4, 'Alice', 'Pan', 12, true, 88, '{example}', '{"blood_type": "B+", "age": 12}', 'cats and dogs', '[10,13)', 'al', 'cpe:/a:apple'),
+ (4, 'Alice', 'Pan', 12, true, 88, '{example}', '{"blood_type": "B+", "age": 12}',
+  'cats and dogs', '[10,13)', 'al', 'cpe:/a:apple'),
  (5, 'Carl', 'Olsen', 17, true, 91, NULL, NULL, NULL, NULL, 'c', NULL),
  (6, 'Hebdon,John', 'Quote:"', NULL, NULL, NULL, NULL, NULL, NULL, NULL, 'Backslash:\', NULL),
  (7, 'Mary Ann', 'Van Dyke', 40, false, 60, '{new}', NULL, NULL, '[35,45)', 'c++', NULL);
@@ -590,7 +591,9 @@ def test_duplicate_key_is_23505_conflict(api, clean):
 def test_upsert_merge_duplicates_on_composite_key_updates_only_given_columns(api, clean):
     sql(
         clean,
-        "INSERT INTO business_unit_planning (bu_name, fiscal_year, overall_compliance_percentage, notes, target_compliance) VALUES ('ANZ', 2026, 10, 'keep me', 80)",
+        "INSERT INTO business_unit_planning "
+        "(bu_name, fiscal_year, overall_compliance_percentage, notes, target_compliance) "
+        "VALUES ('ANZ', 2026, 10, 'keep me', 80)",
     )
     prefer = {"Prefer": "resolution=merge-duplicates,return=representation"}
     params = {
@@ -671,7 +674,8 @@ def test_zero_row_upsert_probe_raises_42p10_without_a_matching_unique_index(api,
 def test_patch_with_filters(api, clean):
     sql(
         clean,
-        "INSERT INTO business_unit_planning (bu_name, fiscal_year, territory_count) VALUES ('A', 2026, 1), ('B', 2026, 1), ('C', 2025, 1)",
+        "INSERT INTO business_unit_planning (bu_name, fiscal_year, territory_count) "
+        "VALUES ('A', 2026, 1), ('B', 2026, 1), ('C', 2025, 1)",
     )
     resp = api.patch("/business_unit_planning", params={"fiscal_year": "eq.2026"}, json={"territory_count": 5})
     assert resp.status_code == 204 and resp.content == b""
@@ -701,7 +705,8 @@ def test_patch_with_filters(api, clean):
 def test_delete_with_is_null_filters_on_several_columns(api, clean):
     sql(
         clean,
-        """INSERT INTO account_plan_event_requirements (plan_id, event_type_id, fiscal_year, notes, ai_recommended_dates)
+        """INSERT INTO account_plan_event_requirements
+                  (plan_id, event_type_id, fiscal_year, notes, ai_recommended_dates)
            VALUES (gen_random_uuid(), gen_random_uuid(), 2026, NULL, NULL),
                   (gen_random_uuid(), gen_random_uuid(), 2026, 'planner note', NULL),
                   (gen_random_uuid(), gen_random_uuid(), 2026, NULL, '["2026-03-01"]'),
@@ -715,7 +720,8 @@ def test_delete_with_is_null_filters_on_several_columns(api, clean):
     assert resp.status_code == 204 and resp.headers["Content-Range"] == "*/1"
     left = sql(
         clean,
-        "SELECT fiscal_year, notes IS NULL, ai_recommended_dates IS NULL FROM account_plan_event_requirements ORDER BY 1, 2, 3",
+        "SELECT fiscal_year, notes IS NULL, ai_recommended_dates IS NULL FROM account_plan_event_requirements "
+        "ORDER BY 1, 2, 3",
     )
     assert left == [(2025, True, True), (2026, False, True), (2026, True, False)]
 

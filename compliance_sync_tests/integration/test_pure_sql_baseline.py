@@ -96,8 +96,8 @@ def assert_matches_oracle(url: str, case: dict[str, Any], expected: dict[str, An
     actual = read_targets(url, case["fiscal_year"])
     problems = differences(expected, actual)
     assert not problems, (
-        f"{label} (FY{case['fiscal_year']}, m={case['start_month']}, as_of {case['as_of']}, thresholds {case['thresholds']}):\n"
-        + "\n".join(problems[:30])
+        f"{label} (FY{case['fiscal_year']}, m={case['start_month']}, as_of {case['as_of']}, "
+        f"thresholds {case['thresholds']}):\n" + "\n".join(problems[:30])
     )
     return actual
 
@@ -159,7 +159,8 @@ INSERT INTO tier_event_requirements (tier_id, event_type_id, frequency) VALUES
 INSERT INTO client_segmentation (id, client_name, tier_id, cse_name, effective_from, effective_to) VALUES
     ('{s1}', 'Alpha Health', '{lev}', 'Kim Lee', '2023-01-01', '2025-03-31'),
     ('{s2}', 'Alpha Health', '{col}', 'Kim Lee', '2025-04-01', NULL);
-INSERT INTO account_plans (id, client_id, client_name, fiscal_year, status) VALUES ('{p1}', NULL, 'Alpha Health', 2025, 'approved');
+INSERT INTO account_plans (id, client_id, client_name, fiscal_year, status)
+    VALUES ('{p1}', NULL, 'Alpha Health', 2025, 'approved');
 INSERT INTO territory_strategies (id, cse_name, territory, fiscal_year, quarter, status, updated_at)
     VALUES ('{ts1}', 'Kim Lee', 'VIC + NZ', 2025, NULL, 'approved', NULL);
 INSERT INTO segmentation_events (id, client_name, event_type_id, event_date, completed) VALUES
@@ -317,10 +318,12 @@ def test_rows_with_a_null_key_and_other_years_are_never_touched(migrated_db):
         conn.execute("ALTER TABLE territory_compliance_summary ALTER COLUMN territory_strategy_id DROP NOT NULL")
         conn.execute("ALTER TABLE business_unit_planning ALTER COLUMN bu_name DROP NOT NULL")
         conn.execute(
-            f"INSERT INTO account_plan_event_requirements (plan_id, event_type_id, fiscal_year, status) VALUES (NULL, '{nid(3)}', 2025, 'x')"
+            f"INSERT INTO account_plan_event_requirements (plan_id, event_type_id, fiscal_year, status) "
+            f"VALUES (NULL, '{nid(3)}', 2025, 'x')"
         )
         conn.execute(
-            "INSERT INTO territory_compliance_summary (territory_strategy_id, fiscal_year, total_clients) VALUES (NULL, 2025, 7)"
+            "INSERT INTO territory_compliance_summary (territory_strategy_id, fiscal_year, total_clients) "
+            "VALUES (NULL, 2025, 7)"
         )
         conn.execute(
             "INSERT INTO business_unit_planning (bu_name, fiscal_year, territory_count) VALUES (NULL, 2025, 7)"
@@ -329,12 +332,15 @@ def test_rows_with_a_null_key_and_other_years_are_never_touched(migrated_db):
             "INSERT INTO business_unit_planning (bu_name, fiscal_year, territory_count) VALUES ('SEA', 2024, 7)"
         )
         conn.execute(
-            f"INSERT INTO account_plan_event_requirements (plan_id, event_type_id, fiscal_year) VALUES ('{nid(900)}', '{nid(3)}', 2024)"
+            f"INSERT INTO account_plan_event_requirements (plan_id, event_type_id, fiscal_year) "
+            f"VALUES ('{nid(900)}', '{nid(3)}', 2024)"
         )
         before = conn.execute(
-            "SELECT (SELECT jsonb_agg(to_jsonb(x) ORDER BY x.id) FROM account_plan_event_requirements x WHERE plan_id IS NULL OR fiscal_year <> 2025),"
+            "SELECT (SELECT jsonb_agg(to_jsonb(x) ORDER BY x.id) FROM account_plan_event_requirements x "
+            "WHERE plan_id IS NULL OR fiscal_year <> 2025),"
             " (SELECT jsonb_agg(to_jsonb(x)) FROM territory_compliance_summary x WHERE territory_strategy_id IS NULL),"
-            " (SELECT jsonb_agg(to_jsonb(x) ORDER BY x.id) FROM business_unit_planning x WHERE bu_name IS NULL OR fiscal_year <> 2025)"
+            " (SELECT jsonb_agg(to_jsonb(x) ORDER BY x.id) FROM business_unit_planning x "
+            "WHERE bu_name IS NULL OR fiscal_year <> 2025)"
         ).fetchone()
     result = run_appendix_a(migrated_db)
     assert result["targets"][REQUIREMENTS] == {"inserted": 3, "updated": 0, "deleted": 0}
@@ -342,9 +348,11 @@ def test_rows_with_a_null_key_and_other_years_are_never_touched(migrated_db):
     assert result["targets"][BUSINESS_UNIT] == {"inserted": 1, "updated": 0, "deleted": 0}
     with psycopg.connect(migrated_db) as conn:
         after = conn.execute(
-            "SELECT (SELECT jsonb_agg(to_jsonb(x) ORDER BY x.id) FROM account_plan_event_requirements x WHERE plan_id IS NULL OR fiscal_year <> 2025),"
+            "SELECT (SELECT jsonb_agg(to_jsonb(x) ORDER BY x.id) FROM account_plan_event_requirements x "
+            "WHERE plan_id IS NULL OR fiscal_year <> 2025),"
             " (SELECT jsonb_agg(to_jsonb(x)) FROM territory_compliance_summary x WHERE territory_strategy_id IS NULL),"
-            " (SELECT jsonb_agg(to_jsonb(x) ORDER BY x.id) FROM business_unit_planning x WHERE bu_name IS NULL OR fiscal_year <> 2025)"
+            " (SELECT jsonb_agg(to_jsonb(x) ORDER BY x.id) FROM business_unit_planning x "
+            "WHERE bu_name IS NULL OR fiscal_year <> 2025)"
         ).fetchone()
     assert after == before
 

@@ -265,9 +265,13 @@ def test_a_publishable_key_is_named_in_clear_and_its_secret_stays_masked(env, ca
 
 # --- 2. reads complete whatever the cap ----------------------------------------------------------------------
 PAGED = {
-    "account_plans": "SELECT count(*) FROM account_plans WHERE fiscal_year = 2025 AND status IS DISTINCT FROM 'archived'",
+    "account_plans": (
+        "SELECT count(*) FROM account_plans WHERE fiscal_year = 2025 AND status IS DISTINCT FROM 'archived'"
+    ),
     "client_segmentation": "SELECT count(*) FROM client_segmentation",
-    "territory_strategies": "SELECT count(*) FROM territory_strategies WHERE fiscal_year = 2025 AND status IS DISTINCT FROM 'archived'",
+    "territory_strategies": (
+        "SELECT count(*) FROM territory_strategies WHERE fiscal_year = 2025 AND status IS DISTINCT FROM 'archived'"
+    ),
     "segmentation_events": "SELECT count(*) FROM segmentation_events",
     "segmentation_tiers": "SELECT count(*) FROM segmentation_tiers",
     "segmentation_event_types": "SELECT count(*) FROM segmentation_event_types",
@@ -342,8 +346,10 @@ def test_keyset_on_natural_keys_with_nulls(migrated_db, env, tmp_path):
         migrated_db,
         "ALTER TABLE client_event_exclusions DROP COLUMN id, ALTER COLUMN client_name DROP NOT NULL",
         "ALTER TABLE segmentation_event_compliance DROP COLUMN id",
-        "INSERT INTO client_event_exclusions (client_name, event_type_id, reason) SELECT NULL, id, 'x' FROM segmentation_event_types",
-        "INSERT INTO client_event_exclusions (client_name, event_type_id, reason) SELECT 'Client 00', NULL, 'x' FROM generate_series(1, 1)",
+        "INSERT INTO client_event_exclusions (client_name, event_type_id, reason) "
+        "SELECT NULL, id, 'x' FROM segmentation_event_types",
+        "INSERT INTO client_event_exclusions (client_name, event_type_id, reason) "
+        "SELECT 'Client 00', NULL, 'x' FROM generate_series(1, 1)",
         "INSERT INTO segmentation_event_compliance (client_name, event_type_id, year, actual_count) "
         "SELECT 'Client ' || lpad(g::text, 2, '0'), NULL, 2025, 1 FROM generate_series(0, 9) g",
     )
@@ -422,7 +428,8 @@ SCHEMA_BREAKS = {
     ),
     "missing_key": (
         "DROP INDEX territory_compliance_summary_compliance_sync_key",
-        "territory_compliance_summary has no unique index on (territory_strategy_id, fiscal_year): run `compliance-sync migrate --minimal`",
+        "territory_compliance_summary has no unique index on (territory_strategy_id, fiscal_year): "
+        "run `compliance-sync migrate --minimal`",
     ),
     "target_wrong_type": (
         "ALTER TABLE apac_planning_goals ALTER COLUMN bu_contributions TYPE text",
@@ -564,7 +571,8 @@ def test_stale_rows_deleted_last_and_only_without_foreign_data(shared_db, env, t
         )
         execute(
             migrated_db,
-            "INSERT INTO segmentation_events (id, client_name, event_type_id, event_date, completed) VALUES (%s, 'Alpha Health', %s, '2025-04-04', true)",
+            "INSERT INTO segmentation_events (id, client_name, event_type_id, event_date, completed) "
+            "VALUES (%s, 'Alpha Health', %s, '2025-04-04', true)",
             params=(uid("c2"), uid("type:HEALTH_CHECK")),
         )
         bodies = record_bodies(srv)
@@ -574,7 +582,8 @@ def test_stale_rows_deleted_last_and_only_without_foreign_data(shared_db, env, t
         def planner_adds_a_note() -> None:
             execute(
                 migrated_db,
-                f"UPDATE {REQUIREMENTS} SET ai_recommended_dates = '[\"2025-09-01\"]' WHERE plan_id = %s AND event_type_id = %s",
+                f"UPDATE {REQUIREMENTS} SET ai_recommended_dates = '[\"2025-09-01\"]' "
+                "WHERE plan_id = %s AND event_type_id = %s",
                 params=(uid("p3"), uid("type:SLA_REVIEW")),
             )
 
@@ -659,7 +668,8 @@ def test_dry_run_line_for_line_as_the_direct_path(migrated_db, copies, env, caps
         f"UPDATE account_plans SET status = 'archived' WHERE id IN ('{uid('p2')}', '{uid('p3')}')",
         f"UPDATE {REQUIREMENTS} SET notes = 'keep' WHERE plan_id = '{uid('p3')}'",
         f"UPDATE segmentation_events SET event_date = '2025-06-01' WHERE id = '{uid('a3')}'",
-        f"INSERT INTO account_plans (id, client_name, fiscal_year, status) VALUES ('{uid('p4')}', 'Alpha Health', 2025, NULL)",
+        f"INSERT INTO account_plans (id, client_name, fiscal_year, status) "
+        f"VALUES ('{uid('p4')}', 'Alpha Health', 2025, NULL)",
         "UPDATE territory_strategies SET territory = 'VIC + NZ + TAS'",
     )
     execute(migrated_db, *changes)
@@ -1139,9 +1149,13 @@ def test_e2e_dry_run_reports_the_exact_change(demo, capsys):
     assert cli_run(capsys, *YEAR)[0] == 0
     event_id = scalar(
         url,
-        f"""SELECT e.id FROM {REQUIREMENTS} r JOIN segmentation_events e ON e.client_name = r.client_name AND e.event_type_id = r.event_type_id
-             WHERE r.fiscal_year = 2025 AND e.event_date BETWEEN '2025-01-01' AND '2025-06-30' AND e.completed IS NOT TRUE
-               AND (SELECT count(*) FROM account_plans p WHERE p.client_name = r.client_name AND p.fiscal_year = 2025 AND p.status IS DISTINCT FROM 'archived') = 1
+        f"""SELECT e.id FROM {REQUIREMENTS} r
+              JOIN segmentation_events e ON e.client_name = r.client_name AND e.event_type_id = r.event_type_id
+             WHERE r.fiscal_year = 2025 AND e.event_date BETWEEN '2025-01-01' AND '2025-06-30'
+               AND e.completed IS NOT TRUE
+               AND (SELECT count(*) FROM account_plans p
+                     WHERE p.client_name = r.client_name AND p.fiscal_year = 2025
+                       AND p.status IS DISTINCT FROM 'archived') = 1
              ORDER BY e.id LIMIT 1""",
     )
     execute(url, "UPDATE segmentation_events SET completed = true WHERE id = %s", params=(event_id,))

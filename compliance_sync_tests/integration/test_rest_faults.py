@@ -62,13 +62,18 @@ def world():
 CHANGES = (
     # p2 archived: its two requirement rows are stale; one carries a note (an orphan, kept), one is deleted
     f"UPDATE account_plans SET status = 'archived' WHERE id = '{uid('p2')}'",
-    f"UPDATE {REQUIREMENTS} SET notes = 'keep' WHERE plan_id = '{uid('p2')}' AND event_type_id = '{uid('type:SLA_REVIEW')}'",
+    f"UPDATE {REQUIREMENTS} SET notes = 'keep' "
+    f"WHERE plan_id = '{uid('p2')}' AND event_type_id = '{uid('type:SLA_REVIEW')}'",
     # one more completed event: requirement, territory, BU and APAC updates
-    f"INSERT INTO {EVENTS} (id, client_name, event_type_id, event_date, completed) VALUES ('{uid('c2')}', 'Alpha Health', '{uid('type:HEALTH_CHECK')}', '2025-04-04', true)",
+    f"INSERT INTO {EVENTS} (id, client_name, event_type_id, event_date, completed) VALUES "
+    f"('{uid('c2')}', 'Alpha Health', '{uid('type:HEALTH_CHECK')}', '2025-04-04', true)",
     # a new plan with a NULL status and a new CSE's territory: inserts in three targets
-    f"INSERT INTO account_plans (id, client_name, fiscal_year, status) VALUES ('{uid('p6')}', 'Epsilon Ltd', 2025, NULL)",
-    f"INSERT INTO client_segmentation (id, client_name, tier_id, cse_name, effective_from) VALUES ('{uid('period:eps')}', 'Epsilon Ltd', '{uid('tier:Collaboration')}', 'Ria Das', '2024-01-01')",
-    f"INSERT INTO territory_strategies (id, cse_name, territory, fiscal_year, status) VALUES ('{uid('ts3')}', 'Ria Das', 'NSW + ACT', 2025, 'approved')",
+    f"INSERT INTO account_plans (id, client_name, fiscal_year, status) "
+    f"VALUES ('{uid('p6')}', 'Epsilon Ltd', 2025, NULL)",
+    f"INSERT INTO client_segmentation (id, client_name, tier_id, cse_name, effective_from) VALUES "
+    f"('{uid('period:eps')}', 'Epsilon Ltd', '{uid('tier:Collaboration')}', 'Ria Das', '2024-01-01')",
+    f"INSERT INTO territory_strategies (id, cse_name, territory, fiscal_year, status) VALUES "
+    f"('{uid('ts3')}', 'Ria Das', 'NSW + ACT', 2025, 'approved')",
     # Sam Ong's strategy archived: its territory row is deleted and SEA gets no territory (reset)
     f"UPDATE territory_strategies SET status = 'archived' WHERE id = '{uid('ts2')}'",
 )

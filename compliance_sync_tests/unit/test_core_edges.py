@@ -177,7 +177,7 @@ def test_client_totals_and_flags_wrong_are_named_even_for_a_requirement_of_one()
     assert "Beta: client totals 1/3, its requirements sum to 1/2" in examples
 
 
-# --- the shared pure diff (the REST path's) -----------------------------------------------------------------------------
+# --- the shared pure diff (the REST path's) ---------------------------------------------------------------------------
 REQ_T, BU_T, APAC_T = TARGET_BY_NAME[REQUIREMENTS], TARGET_BY_NAME[BUSINESS_UNIT], TARGET_BY_NAME[APAC]
 P = [f"6f1c2a3b-4d5e-4f60-8a7b-9c0d1e2f3a4{i}" for i in "abcdef"]
 T1 = "8b3c4d5e-6f70-4182-9cad-1e2f3a4b5c6d"
@@ -291,7 +291,7 @@ def test_jsonb_values_compare_as_jsonb_does():
     assert same(JSONB, {"a": [True, 1]}, {"a": [True, D("1.0")]}) and same(JSONB, [False], [False])
 
 
-# --- the rules' findings name what they found; inputs the REST path hands over -----------------------------------------
+# --- the rules' findings name what they found; inputs the REST path hands over ----------------------------------------
 def one_client(**period) -> Scenario:
     s = Scenario(2025, 1, "2025-06-30")
     s.tier("Leverage")
@@ -390,7 +390,7 @@ def test_strategy_tie_break_reads_timestamps_as_instants():
     assert winner(None, "2024-01-01T00:00:00Z") == "T1"  # null is older than any time
 
 
-# --- every rule finding, word for word, and the counts of the summary ------------------------------------------------------
+# --- every rule finding, word for word, and the counts of the summary -------------------------------------------------
 def pid(n: int) -> str:
     return f"00000000-0000-4000-8000-{n:012d}"
 
@@ -670,7 +670,7 @@ def test_requirement_counts_and_duplicate_keys_are_named():
     ]
 
 
-# --- the survivors of the second mutation run that were not equivalent ----------------------------------------------------
+# --- the survivors of the second mutation run that were not equivalent ------------------------------------------------
 def test_diff_rows_rows_kept_or_already_reset_are_counted_unchanged():
     diff, changes = diff_rows(APAC_T, [apac_row(fy=9), apac_row(fy=10)], [], 10)
     assert (

@@ -315,7 +315,9 @@ def test_unchanged_after_normalisation_requirements():
 def test_unchanged_after_normalisation_json_numbers():
     old = ter_row(
         overall_compliance_percentage=52.63,
-        segment_breakdown='{"Collaboration": {"clients": 1, "total_required": 19, "total_completed": 10, "compliance": 52.630}}',
+        segment_breakdown=(
+            '{"Collaboration": {"clients": 1, "total_required": 19, "total_completed": 10, "compliance": 52.630}}'
+        ),
     )
     new = ter_row()
     d = diff_target(TER_T, current(TER_T, [old]), wanted(TER_T, [new]))
@@ -612,7 +614,8 @@ def test_describe_lines():
     text = "\n".join(lines)
     [insert] = [line for line in lines if line.startswith("+ ")]
     assert insert.startswith(
-        f"+ {REQUIREMENTS} Alpha Health · Sla Review [plan_id={PLAN2}, event_type_id={TYPE2}, fiscal_year=2025] client_id="
+        f"+ {REQUIREMENTS} Alpha Health · Sla Review "
+        f"[plan_id={PLAN2}, event_type_id={TYPE2}, fiscal_year=2025] client_id="
     )
     assert "linked_event_ids=2 items" in insert  # JSON columns summarised in the one-line insert
     update_line = next(line for line in lines if line.startswith("~"))
