@@ -134,7 +134,20 @@ def cli_run(capsys, *args: str) -> tuple[int, dict, str]:
 
 def counts(outcome) -> dict:
     s = summary_of(outcome)
-    keys = ("targets", "clients_processed", "clients_skipped", "clients_unassigned", "clients_at_risk", "clients_critical", "requirement_rows", "territories", "business_units", "warnings", "guards", "source_rows")
+    keys = (
+        "targets",
+        "clients_processed",
+        "clients_skipped",
+        "clients_unassigned",
+        "clients_at_risk",
+        "clients_critical",
+        "requirement_rows",
+        "territories",
+        "business_units",
+        "warnings",
+        "guards",
+        "source_rows",
+    )
     return {k: s[k] for k in keys}
 
 
@@ -319,7 +332,11 @@ def test_reads_complete_whatever_the_cap(migrated_db, copies, env, tmp_path, cap
                 no_request_errors(dry_r)
                 assert summary_of(dry_r)["diff"] == summary_of(dry_d)["diff"] and counts(dry_r) == counts(dry_d)
                 changes = summary_of(dry_r)["targets"]
-                assert changes[REQUIREMENTS]["inserted"] and changes[REQUIREMENTS]["updated"] and changes[REQUIREMENTS]["deleted"]
+                assert (
+                    changes[REQUIREMENTS]["inserted"]
+                    and changes[REQUIREMENTS]["updated"]
+                    and changes[REQUIREMENTS]["deleted"]
+                )
                 assert changes[REQUIREMENTS]["orphans"] == 1 and changes[TERRITORY]["deleted"] == 1
             paged = [t for t in PAGED if phase == "after changes" or t not in (REQUIREMENTS, TERRITORY, BUSINESS_UNIT)]
             for table in paged:
