@@ -180,7 +180,10 @@ def write_problem(kind: Kind, column: Column) -> str | None:
     elif kind == NUMERIC:
         m = _NUMERIC.fullmatch(column.shown)
         if base == "numeric" and m and (int(m.group(2)) < 2 or int(m.group(1)) - int(m.group(2)) < 3):
-            return f"has type {column.shown}, which cannot hold every percentage (0.00 … 200.00) exactly; expected {EXPECTED[NUMERIC]}"
+            return (
+                f"has type {column.shown}, which cannot hold every percentage (0.00 … 200.00) exactly; "
+                f"expected {EXPECTED[NUMERIC]}"
+            )
         ok = base == "numeric"
     elif kind == TIMESTAMPTZ:
         ok = base == "timestamptz"

@@ -98,7 +98,8 @@ def check(
         warnings.append(f"{LEDGER_TABLE} does not exist: run not recorded ({MINIMAL} to add it)")
     elif missing := [c for c in LEDGER_COLUMNS if c not in ledger_columns]:
         warnings.append(
-            f"{LEDGER_TABLE} has no column(s) {', '.join(missing)}: the run is recorded without them ({MINIMAL} adds them)"
+            f"{LEDGER_TABLE} has no column(s) {', '.join(missing)}: "
+            f"the run is recorded without them ({MINIMAL} adds them)"
         )
     return SchemaReport(EXCLUSIONS in relations, ledger_columns, foreign, limits, warnings, missing_keys)
 

@@ -1,6 +1,6 @@
 """The Dagster code location (``compliance_sync.definitions``, attribute ``defs``): source specs, the
-four-target writer and its checks, the per-FY report, jobs, the schedule, the sensors and the resource; one in-process executor
-(the job is one step).
+four-target writer and its checks, the per-FY report, jobs, the schedule, the sensors and the resource; one
+in-process executor (the job is one step).
 
 ``defs`` is a ``@dg.definitions`` function: Dagster (``dagster dev``, ``dg``) calls it when it loads the
 location, not when a submodule is imported, so the command line imports the wiring and validates settings

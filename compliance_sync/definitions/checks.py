@@ -21,7 +21,10 @@ GUARD_DESCRIPTION = (
 )
 PER_TARGET = DIFF_WARNINGS  # warnings counted per target by the diff
 # The Checks tab lists each check once, with the latest execution of whichever FY ran last.
-PER_FY = " Per fiscal year: a list of checks shows the latest run of any FY; read one FY's result in that FY's partition of the check."
+PER_FY = (
+    " Per fiscal year: a list of checks shows the latest run of any FY; "
+    "read one FY's result in that FY's partition of the check."
+)
 
 # target -> (warning codes, invariant codes)
 CHECKS_BY_TARGET: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {

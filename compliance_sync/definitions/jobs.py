@@ -31,7 +31,10 @@ def build_jobs(
         dg.define_asset_job(
             SYNC_JOB,
             selection=dg.AssetSelection.assets(targets),
-            description="Sync one fiscal year into the four planning tables (run config: dry_run, as_of, allow_mass_prune, diff_limit).",
+            description=(
+                "Sync one fiscal year into the four planning tables "
+                "(run config: dry_run, as_of, allow_mass_prune, diff_limit)."
+            ),
         ),
         dg.define_asset_job(
             DRY_RUN_JOB,

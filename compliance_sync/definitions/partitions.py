@@ -16,7 +16,8 @@ def fiscal_year_partitions(settings: Settings, today: dt.date | None = None) -> 
     keys = partition_keys(settings.first_fiscal_year, today or settings.today(), settings.fy_start_month)
     if not keys:
         raise SettingsError(
-            f"COMPLIANCE_SYNC_FIRST_FY={settings.first_fiscal_year} is after the fiscal year containing today plus one: "
+            f"COMPLIANCE_SYNC_FIRST_FY={settings.first_fiscal_year} "
+            "is after the fiscal year containing today plus one: "
             "there would be no fiscal-year partition"
         )
     return dg.StaticPartitionsDefinition(keys)

@@ -66,5 +66,6 @@ def build_schedule(
         )
     except dg.DagsterInvalidDefinitionError:
         raise SettingsError(
-            f"COMPLIANCE_SYNC_SCHEDULE_CRON: {settings.schedule_cron!r} is not a valid cron schedule (five fields, e.g. '0 6 * * *')"
+            f"COMPLIANCE_SYNC_SCHEDULE_CRON: {settings.schedule_cron!r} "
+            "is not a valid cron schedule (five fields, e.g. '0 6 * * *')"
         ) from None

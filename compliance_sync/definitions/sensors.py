@@ -23,7 +23,10 @@ log = logging.getLogger(__name__)
 
 ALERT_SENSOR = "compliance_sync_failure_alert"
 CHANGE_SENSOR = "compliance_sync_on_change"
-FIRST_LOOK = "first look: fingerprints recorded as the baseline; the next change to a watched fiscal year's sources requests a run"
+FIRST_LOOK = (
+    "first look: fingerprints recorded as the baseline; "
+    "the next change to a watched fiscal year's sources requests a run"
+)
 ALERT_TIMEOUT_S = 10.0
 
 
@@ -81,8 +84,10 @@ def build_failure_alert(settings: Settings) -> dg.RunStatusSensorDefinition:
     @dg.run_failure_sensor(
         name=ALERT_SENSOR,
         default_status=dg.DefaultSensorStatus.RUNNING if settings.alert_webhook else dg.DefaultSensorStatus.STOPPED,
-        description="Posts a short JSON message (job, fiscal year, error, link to the run) to COMPLIANCE_SYNC_ALERT_WEBHOOK "
-        "when a run of this code location fails.",
+        description=(
+            "Posts a short JSON message (job, fiscal year, error, link to the run) "
+            "to COMPLIANCE_SYNC_ALERT_WEBHOOK when a run of this code location fails."
+        ),
     )
     def compliance_sync_failure_alert(context: dg.RunFailureSensorContext, compliance_sync: SyncResource):
         now = compliance_sync.settings()

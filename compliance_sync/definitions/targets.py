@@ -1,5 +1,6 @@
-"""The four planning targets as one multi-asset: its single step runs :func:`compliance_sync.service.sync.run_fiscal_year`
-for the partition's fiscal year and translates the outcome into Dagster events.
+"""The four planning targets as one multi-asset: its single step runs
+:func:`compliance_sync.service.sync.run_fiscal_year` for the partition's fiscal year and translates the outcome
+into Dagster events.
 
 A live run writes the four targets together whatever is selected; a run is dry when its config, its selection
 (checks only) or its tag says so. The rules for selection and mode: docs/architecture.md, "Definitions"."""
@@ -135,7 +136,8 @@ def _prepare(context: dg.AssetExecutionContext, config: SyncConfig, mode: Mode, 
     as_of = fy.as_of(parse_as_of(config.as_of, "run config as_of") or settings.today())
     backend, bu_map = sync.backend(settings), settings.bu_map()
     context.log.info(
-        f"{fy.describe()} as_of {as_of}, {mode.value.replace('_', ' ')}, backend {backend.name.value} at {backend.describe()}"
+        f"{fy.describe()} as_of {as_of}, {mode.value.replace('_', ' ')}, "
+        f"backend {backend.name.value} at {backend.describe()}"
     )
     return backend, settings, bu_map, Outcome(fy, as_of, mode, backend.name.value, context.run.run_id)
 

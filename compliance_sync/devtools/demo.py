@@ -47,7 +47,8 @@ UI_SENSOR_ENV = {
 }
 UI_SENSOR_NOTE = (
     f"the change sensor (compliance_sync_on_change) looks at the sources every {CHANGE_SENSOR_INTERVAL_S} s: its first "
-    "tick records a baseline (no run); after that, an edit of a watched fiscal year's sources requests a run of that year"
+    "tick records a baseline (no run); "
+    "after that, an edit of a watched fiscal year's sources requests a run of that year"
 )
 DEMO_DEFAULTS = DemoSettings()
 # The scale benchmark: 10,000 clients, 20,000 plans in FY2026 (60,000 over FY2024-2026 minus late

@@ -345,7 +345,8 @@ class _Lock:
                 if time.monotonic() >= deadline:
                     os.close(self.fd)
                     raise EmbeddedError(
-                        f"timed out after {self.timeout:.0f} s waiting for another process {self.what} (lock {self.path})"
+                        f"timed out after {self.timeout:.0f} s waiting for another process {self.what} "
+                        f"(lock {self.path})"
                     ) from None
                 if not told:
                     log.warning(
@@ -521,7 +522,8 @@ class EmbeddedPostgres:
                 raise EmbeddedError(f"{version_file} does not hold a PostgreSQL version") from None
         if self.pgdata.exists() and (not self.pgdata.is_dir() or any(self.pgdata.iterdir())):
             raise EmbeddedError(
-                f"{self.pgdata} exists, is not empty and is not a PostgreSQL data directory (no PG_VERSION); choose another --data-dir"
+                f"{self.pgdata} exists, is not empty and is not a PostgreSQL data directory (no PG_VERSION); "
+                "choose another --data-dir"
             )
         bin_dir = self._bin_dir(NEW_CLUSTER_VERSION)
         # initdb into a sibling folder, renamed when complete: an interrupted initdb never leaves a half cluster
@@ -551,7 +553,8 @@ class EmbeddedPostgres:
             )
             with open(work / "postgresql.conf", "a") as conf:
                 conf.write(
-                    "\n# compliance_sync.devtools.embedded: Unix socket only (its folder is given at start)\nlisten_addresses = ''\n"
+                    "\n# compliance_sync.devtools.embedded: Unix socket only (its folder is given at start)\n"
+                    "listen_addresses = ''\n"
                 )
             os.replace(work, self.pgdata)  # replaces an empty folder too
         finally:

@@ -1,7 +1,7 @@
 """``explain`` as data: how SPEC §4 produced one client's, plan's, territory's, business unit's or APAC's figures,
 built from the computation itself (its wanted rows, its clients and the provenance its rule functions recorded,
-:mod:`compliance_sync.domain.provenance`), never recomputed beside it. Pure: no I/O; the result is one JSON-ready dict that
-``--json`` prints and :mod:`compliance_sync.service.explain_text` renders.
+:mod:`compliance_sync.domain.provenance`), never recomputed beside it. Pure: no I/O; the result is one JSON-ready
+dict that ``--json`` prints and :mod:`compliance_sync.service.explain_text` renders.
 
 The direct backend's facts hold per-month counts, not events, so the events of the explained client are read
 apart (:meth:`Reader.read_events`) and each is classified here; their tallies must equal the computation's counts
@@ -157,7 +157,11 @@ def percentage_steps(c: int, r: int, cap: bool = True) -> str:
     top, bottom = 20000 * c + r, 2 * r
     floor = top // bottom
     capped = f"min({floor}, 20000) = {h}" if cap else f"{h}"
-    return f"exact 100×{c}/{r} = {_exact(c, r)} %; half-up to hundredths: floor((20000×{c} + {r}) / (2×{r})) = floor({top} / {bottom}) → {capped} hundredths = {h / 100:.2f} %"
+    return (
+        f"exact 100×{c}/{r} = {_exact(c, r)} %; "
+        f"half-up to hundredths: floor((20000×{c} + {r}) / (2×{r})) = floor({top} / {bottom}) "
+        f"→ {capped} hundredths = {h / 100:.2f} %"
+    )
 
 
 def status_steps(c: int, r: int, thresholds: Thresholds, status: str) -> list[str]:
@@ -170,7 +174,8 @@ def status_steps(c: int, r: int, thresholds: Thresholds, status: str) -> list[st
     ):
         holds = 100 * c * cut.denominator >= cut.numerator * r
         out.append(
-            f"100×{c} = {100 * c} {'≥' if holds else '<'} {_num(cut)}×{r} = {_num(cut * r)} → {name + ' ✓' if holds else 'not ' + name}"
+            f"100×{c} = {100 * c} {'≥' if holds else '<'} {_num(cut)}×{r} = {_num(cut * r)} "
+            f"→ {name + ' ✓' if holds else 'not ' + name}"
         )
         if holds:
             break
@@ -310,8 +315,10 @@ def explain_client(
         planned = [e.id for e, how, _ in rows if how == SCHEDULED]
         if (len(done), len(planned)) != (r.completed, r.scheduled):
             raise DataError(
-                f"explain: the events read for {name!r} and event type {r.event_type_name!r} count {len(done)} completed and {len(planned)} "
-                f"scheduled, the computation {r.completed} and {r.scheduled}: the data changed between the reads; run explain again"
+                f"explain: the events read for {name!r} and event type {r.event_type_name!r} "
+                f"count {len(done)} completed and {len(planned)} scheduled, "
+                f"the computation {r.completed} and {r.scheduled}: "
+                "the data changed between the reads; run explain again"
             )
         note = notes_by_type.get(r.event_type_id)
         credited = min(r.completed, r.required)
@@ -369,7 +376,8 @@ def explain_client(
                     "next_due": (
                         f"all {r.required} done (completed {r.completed} ≥ required {r.required}): none"
                         if month is None
-                        else f"due date k = completed + 1 = {k} of {r.required}: FY month ceil(12×{k}/{r.required}) = {month} "
+                        else f"due date k = completed + 1 = {k} of {r.required}: "
+                        f"FY month ceil(12×{k}/{r.required}) = {month} "
                         f"({comp.fy.month_label(month)}), its last day {r.next_due}"
                         + (" (overdue)" if r.next_due < comp.as_of else "")
                     ),
@@ -393,7 +401,8 @@ def explain_client(
             "credited_total": c.credited_total,
             "compliance_percentage": _pct(c.percent),
             "arithmetic": (
-                f"credited Σ min(c, r) = {' + '.join(str(min(r.completed, r.required)) for r in c.requirements) or '0'} = {c.credited_total}; "
+                f"credited Σ min(c, r) = "
+                f"{' + '.join(str(min(r.completed, r.required)) for r in c.requirements) or '0'} = {c.credited_total}; "
                 f"required Σ r = {' + '.join(str(r.required) for r in c.requirements) or '0'} = {c.required_total}; "
                 + (
                     percentage_steps(c.credited_total, c.required_total, cap=False) + " (not capped)"
@@ -663,7 +672,7 @@ def explain_apac(comp: Computation, bu_map: BuMap) -> dict[str, Any]:
     }
 
 
-# --- the target rows now against what a sync would write ------------------------------------------------------------------
+# --- the target rows now against what a sync would write -------------------------------------------------------------
 def target_keys(scope: Scope) -> tuple[str, str | None, list[str]]:
     """(target, column, values) of the rows the subject's figures are written to."""
     kind = scope.subject.kind

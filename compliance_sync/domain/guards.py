@@ -83,7 +83,8 @@ def find_guards(
                 Guard(
                     GuardCode.EMPTY_SOURCE,
                     name,
-                    f"{name} returned no rows for this fiscal year; a live run writes nothing (wrong key or row-level security?)",
+                    f"{name} returned no rows for this fiscal year; "
+                    "a live run writes nothing (wrong key or row-level security?)",
                 )
             )
     for t in diff.targets.values():
@@ -102,7 +103,8 @@ def find_guards(
             Guard(
                 GuardCode.EVENTS_COLLAPSE,
                 EVENTS,
-                f"{EVENTS} returned no event in the fiscal year's window while {REQUIREMENTS} records {recorded} completed "
+                f"{EVENTS} returned no event in the fiscal year's window "
+                f"while {REQUIREMENTS} records {recorded} completed "
                 f"events for it (row-level security hiding the events?); {OVERRIDE_HINT}",
             )
         )
@@ -112,7 +114,8 @@ def find_guards(
             Guard(
                 GuardCode.BU_MAP_COLLAPSE,
                 BUSINESS_UNIT,
-                f"the BU map maps none of the fiscal year's {territories} territories while {bu.current_with_territories} "
+                f"the BU map maps none of the fiscal year's {territories} territories "
+                f"while {bu.current_with_territories} "
                 f"{BUSINESS_UNIT} rows of it have territories (wrong COMPLIANCE_SYNC_BU_MAP?); {OVERRIDE_HINT}",
             )
         )

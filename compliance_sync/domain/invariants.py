@@ -110,7 +110,8 @@ def rollup_percentages(comp: Computation, found: Findings) -> None:
         ):
             found.add(
                 "rollup_percentages",
-                f"territory {t['territory_strategy_id']}: {t['overall_compliance_percentage']} for {t['total_completed_events']}/{t['total_required_events']}",
+                f"territory {t['territory_strategy_id']}: {t['overall_compliance_percentage']} "
+                f"for {t['total_completed_events']}/{t['total_required_events']}",
             )
     by_territory = {(t["territory"], t["cse_name"]): t for t in rows.territories}
     members_of_bu: dict[str, list[Client]] = collections.defaultdict(list)
@@ -155,7 +156,8 @@ def capacity_sums(comp: Computation, found: Findings) -> None:
         if len(capacity) != 12 or total != t["total_required_events"]:
             found.add(
                 "capacity_sums",
-                f"territory {t['territory_strategy_id']}: {len(capacity)} months, Σ required {total} != total_required_events {t['total_required_events']}",
+                f"territory {t['territory_strategy_id']}: {len(capacity)} months, "
+                f"Σ required {total} != total_required_events {t['total_required_events']}",
             )
 
 
@@ -173,7 +175,8 @@ def value_ranges(comp: Computation, thresholds: Thresholds, found: Findings) -> 
         if (c.required_total, c.credited_total) != (required, credited):
             found.add(
                 "value_ranges",
-                f"{name}: client totals {c.credited_total}/{c.required_total}, its requirements sum to {credited}/{required}",
+                f"{name}: client totals {c.credited_total}/{c.required_total}, "
+                f"its requirements sum to {credited}/{required}",
             )
         if all(r.required > 0 and r.status == status_of(r.completed, r.required) for r in c.requirements):
             # flags follow the statuses (a wrong status is reported below, once)

@@ -183,8 +183,9 @@ TARGETS: tuple[TargetTable, ...] = (
         ("plan_id", "event_type_id", "fiscal_year"),
         column_types("""
         plan_id uuid, event_type_id uuid, fiscal_year int, client_id uuid, client_name text, segment text,
-        event_type_name text, required_count int, completed_count int, scheduled_count int, compliance_percentage numeric,
-        status text, next_due_date date, linked_event_ids jsonb, updated_at timestamptz"""),
+        event_type_name text, required_count int, completed_count int, scheduled_count int,
+        compliance_percentage numeric, status text, next_due_date date, linked_event_ids jsonb,
+        updated_at timestamptz"""),
         NotWanted.PRUNE,
         "Event compliance per account plan and event type for one fiscal year.",
         label=("client_name", "event_type_name"),
@@ -193,8 +194,9 @@ TARGETS: tuple[TargetTable, ...] = (
         TERRITORY,
         ("territory_strategy_id", "fiscal_year"),
         column_types("""
-        territory_strategy_id uuid, fiscal_year int, territory text, cse_name text, total_clients int, total_required_events int,
-        total_completed_events int, overall_compliance_percentage numeric, clients_at_risk int, clients_critical int,
+        territory_strategy_id uuid, fiscal_year int, territory text, cse_name text, total_clients int,
+        total_required_events int, total_completed_events int, overall_compliance_percentage numeric,
+        clients_at_risk int, clients_critical int,
         segment_breakdown jsonb, monthly_capacity jsonb, updated_at timestamptz"""),
         NotWanted.PRUNE,
         "Compliance per CSE territory (the used territory strategy) for one fiscal year.",
@@ -204,10 +206,11 @@ TARGETS: tuple[TargetTable, ...] = (
         BUSINESS_UNIT,
         ("bu_name", "fiscal_year"),
         column_types("""
-        bu_name text, fiscal_year int, overall_compliance_percentage numeric, clients_below_compliance int, territory_count int,
-        territory_data jsonb, updated_at timestamptz"""),
+        bu_name text, fiscal_year int, overall_compliance_percentage numeric, clients_below_compliance int,
+        territory_count int, territory_data jsonb, updated_at timestamptz"""),
         NotWanted.RESET,
-        "Compliance per business unit (ANZ, SEA, Greater China, ...) for one fiscal year; the financial columns are the planners' and never touched.",
+        "Compliance per business unit (ANZ, SEA, Greater China, ...) for one fiscal year; "
+        "the financial columns are the planners' and never touched.",
         reset_values={
             "overall_compliance_percentage": None,
             "clients_below_compliance": 0,
@@ -220,7 +223,8 @@ TARGETS: tuple[TargetTable, ...] = (
         APAC,
         ("fiscal_year",),
         column_types(
-            "fiscal_year int, actual_compliance numeric, below_compliance_accounts int, bu_contributions jsonb, updated_at timestamptz"
+            "fiscal_year int, actual_compliance numeric, below_compliance_accounts int, bu_contributions jsonb, "
+            "updated_at timestamptz"
         ),
         NotWanted.KEEP,
         "APAC-wide compliance for one fiscal year, with each business unit's contribution.",

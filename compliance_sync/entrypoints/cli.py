@@ -5,7 +5,8 @@
     compliance-sync demo-data [--clients N] [--plans-per-client K] [--events-scale X] [--seed S] [--force]
     compliance-sync demo [--year 2025] [--as-of DATE] [--dry-run] [--reset] [--ui] [--port N]
     compliance-sync ui [--port N]
-    compliance-sync explain [--year N] (--client NAME | --plan ID | --territory NAME | --bu NAME | --apac) [--as-of DATE] [--json]
+    compliance-sync explain [--year N] (--client NAME | --plan ID | --territory NAME | --bu NAME | --apac)
+                            [--as-of DATE] [--json]
     compliance-sync report --year N [--as-of DATE] [--out FILE.html|.xlsx|.csv] [--json]
 
 One argparse parser with subcommands (the sync is the default, so the old flags keep working). Exit codes
@@ -347,7 +348,8 @@ def _database_url() -> str:
     settings = load_settings()
     if not settings.db_url:
         raise SettingsError(
-            "SUPABASE_DB_URL is not set: migrate and demo-data need a direct PostgreSQL connection (or use `compliance-sync migrate --minimal --print-sql` and paste the SQL into Supabase's SQL editor)"
+            "SUPABASE_DB_URL is not set: migrate and demo-data need a direct PostgreSQL connection "
+            "(or use `compliance-sync migrate --minimal --print-sql` and paste the SQL into Supabase's SQL editor)"
         )
     return settings.db_url.get_secret_value()
 

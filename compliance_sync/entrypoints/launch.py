@@ -58,7 +58,8 @@ def write_dagster_home(storage_url: str | None) -> pathlib.Path:
     value = "\n      env: DAGSTER_PG_URL" if storage_url == "env" else f" {json.dumps(storage_url)}"
     storage = f"storage:\n  postgres:\n    postgres_url:{value}\n" if storage_url else ""
     (home / "dagster.yaml").write_text(
-        "# written by compliance-sync (demo / ui) at every start; see dagster.yaml at the repository root for production\n"
+        "# written by compliance-sync (demo / ui) at every start; "
+        "see dagster.yaml at the repository root for production\n"
         + storage
         + "run_coordinator:\n  module: dagster.core.run_coordinator\n  class: QueuedRunCoordinator\n"
         "  config:\n    tag_concurrency_limits:\n      - key: dagster/partition\n        value:\n"
@@ -78,7 +79,8 @@ def write_dagster_home(storage_url: str | None) -> pathlib.Path:
 def _write_demo_env(url: str) -> pathlib.Path:
     path = DEMO_ENV.absolute()
     path.write_text(
-        "# written by `compliance-sync demo`: the embedded demo database, reachable while `compliance-sync demo --ui` runs\n"
+        "# written by `compliance-sync demo`: the embedded demo database, "
+        "reachable while `compliance-sync demo --ui` runs\n"
         f"SUPABASE_DB_URL={url}\nCOMPLIANCE_SYNC_BU_MAP={EXAMPLE_BU_MAP}\n",
         encoding="utf-8",
     )
@@ -102,7 +104,8 @@ class _UiLock:
             os.close(self.fd)
             self.fd = -1
             raise SettingsError(
-                f"a Dagster UI started by compliance-sync is already running from this folder (pid {holder}, lock {self.path}); "
+                "a Dagster UI started by compliance-sync is already running from this folder "
+                f"(pid {holder}, lock {self.path}); "
                 "stop it with Ctrl-C, or run from another folder"
             ) from None
         os.ftruncate(self.fd, 0)
@@ -377,7 +380,8 @@ def demo(year: str, as_of: str | None, *, dry_run: bool, reset: bool, ui: bool, 
         lock = _UiLock().acquire()
     elif reset and (holder := _UiLock.holder()):
         raise SettingsError(
-            f"a Dagster UI started by compliance-sync runs from this folder on the demo data (pid {holder}): stop it (Ctrl-C) before --reset"
+            f"a Dagster UI started by compliance-sync runs from this folder on the demo data (pid {holder}): "
+            "stop it (Ctrl-C) before --reset"
         )
     try:
         base = load_settings()
@@ -484,7 +488,8 @@ def next_steps(cmd: str, year: int, report: pathlib.Path | str | None = None) ->
         "   # while demo --ui runs: the same as a workbook (.csv: the clients below compliance)",
         f"  {cmd} demo --year 2026 --dry-run   # another fiscal year, as a dry run: the row-level diff",
         f"  {cmd} demo --reset       # start again from the demo data",
-        "  your own Supabase project: README.md, 'Configuration' (SUPABASE_DB_URL, or the REST URL and service-role key)",
+        "  your own Supabase project: README.md, 'Configuration' "
+        "(SUPABASE_DB_URL, or the REST URL and service-role key)",
     ]
 
 

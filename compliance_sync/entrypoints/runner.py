@@ -198,10 +198,13 @@ def print_report(summary: dict[str, Any], logger: logging.Logger = log) -> None:
     level = DRY_RUN if dry else logging.INFO
     lines = [
         "=" * 60,
-        f"SUMMARY FY{summary['fiscal_year']} ({summary['window']['start']} … {summary['window']['end']}), as_of {summary['as_of']}",
+        f"SUMMARY FY{summary['fiscal_year']} ({summary['window']['start']} … {summary['window']['end']}), "
+        f"as_of {summary['as_of']}",
         f"Mode:                {'DRY RUN (nothing written)' if dry else 'LIVE'}; backend {summary['backend']}",
-        f"Clients processed:   {summary['clients_processed']} (skipped {summary['clients_skipped']}, unassigned {summary['clients_unassigned']})",
-        f"Requirement rows:    {summary['requirement_rows']} (inserted {req.get('inserted', 0)}, updated {req.get('updated', 0)}, "
+        f"Clients processed:   {summary['clients_processed']} "
+        f"(skipped {summary['clients_skipped']}, unassigned {summary['clients_unassigned']})",
+        f"Requirement rows:    {summary['requirement_rows']} "
+        f"(inserted {req.get('inserted', 0)}, updated {req.get('updated', 0)}, "
         f"deleted {req.get('deleted', 0)}, unchanged {req.get('unchanged', 0)}, orphans {req.get('orphans', 0)})",
         f"Territories:         {summary['territories']}",
         f"Business units:      {summary['business_units']}",

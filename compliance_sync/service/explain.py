@@ -27,7 +27,8 @@ log = logging.getLogger(__name__)
 def explain(
     backend: Backend, settings: Settings, bu_map: BuMap, fy: FiscalYear, as_of: dt.date, subject: Subject
 ) -> dict[str, Any]:
-    """The explanation of ``subject`` in FY ``fy`` at ``as_of`` (already clamped to the FY end), as one JSON-ready dict."""
+    """The explanation of ``subject`` in FY ``fy`` at ``as_of`` (already clamped to the FY end), as one
+    JSON-ready dict."""
     with backend.reader(fy, as_of) as reader:
         facts = reader.read_facts()
         scope = explanation.resolve(facts, bu_map, subject)

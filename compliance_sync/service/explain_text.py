@@ -23,7 +23,10 @@ def _targets(x: dict[str, Any]) -> list[str]:
     t = x.get("targets")
     if not t:
         return []
-    head = f"Target rows of {t['table']} now against what a sync would write ({t['rows_now']} now, {t['rows_wanted']} wanted): "
+    head = (
+        f"Target rows of {t['table']} now against what a sync would write "
+        f"({t['rows_now']} now, {t['rows_wanted']} wanted): "
+    )
     if t["in_sync"]:
         return ["", head + "in sync"]
     counts = ", ".join(f"{k} {v}" for k, v in t["counts"].items())
@@ -45,7 +48,7 @@ def render(x: dict[str, Any]) -> list[str]:
     return body + _targets(x) + _warnings(x)
 
 
-# --- client / plan ------------------------------------------------------------------------------------------------------
+# --- client / plan -------------------------------------------------------------------------------------------------
 def _client(x: dict[str, Any]) -> list[str]:
     plans = ", ".join(x["client_plans"])
     asked = (
@@ -63,7 +66,10 @@ def _client(x: dict[str, Any]) -> list[str]:
             else ("latest: gives the segment and the CSE" if p["latest"] else "")
         )
         out.append(
-            f"  {mark} {_span(p['effective_from'], p['effective_to']):<25} {p['tier_name'] or '?':<15} CSE {p['cse_name']!r:<18} {note}".rstrip()
+            (
+                f"  {mark} {_span(p['effective_from'], p['effective_to']):<25} {p['tier_name'] or '?':<15} "
+                f"CSE {p['cse_name']!r:<18} {note}"
+            ).rstrip()
         )
     if not x["computed"]:
         return out + ["", f"Skipped: {x['skipped_reason']}"]
@@ -79,11 +85,13 @@ def _client(x: dict[str, Any]) -> list[str]:
         sources = ", ".join(f"{s['tier_name']} {s['frequency']}" for s in t["requirement_sources"])
         out += [
             "",
-            f"{t['event_type_name']} ({t['event_type_id']}): required {t['required_count']} = max over the periods' tiers ({sources})",
+            f"{t['event_type_name']} ({t['event_type_id']}): "
+            f"required {t['required_count']} = max over the periods' tiers ({sources})",
         ]
         for e in t["exclusions"]:
             out.append(
-                f"  exclusion with reason {e['reason']!r}: {'applies' if e['applies'] else 'does not apply (greyed out)'}"
+                f"  exclusion with reason {e['reason']!r}: "
+                f"{'applies' if e['applies'] else 'does not apply (greyed out)'}"
             )
         inside = [e for e in t["events"] if not e["reason"].startswith(OUTSIDE)]
         for e in inside:
@@ -99,7 +107,8 @@ def _client(x: dict[str, Any]) -> list[str]:
             out.append("  no event of this type in the window")
         if len(inside) < len(t["events"]):
             out.append(
-                f"  ({len(t['events']) - len(inside)} more event(s) of this type outside the FY window: not counted; listed by --json)"
+                f"  ({len(t['events']) - len(inside)} more event(s) of this type outside the FY window: "
+                "not counted; listed by --json)"
             )
         a = t["arithmetic"]
         out += [
@@ -123,22 +132,25 @@ def _client(x: dict[str, Any]) -> list[str]:
     for a in x["possible_aliases"]:
         out += [
             "",
-            f"Near-miss name (possible_alias): {a['events']} event(s) in the window not counted: logged under {a['name']!r}",
+            f"Near-miss name (possible_alias): {a['events']} event(s) in the window not counted: "
+            f"logged under {a['name']!r}",
         ]
     tot = x["totals"]
     out += [
         "",
-        f"Client totals: required {tot['required_total']}, credited {tot['credited_total']} → {tot['compliance_percentage']} %",
+        f"Client totals: required {tot['required_total']}, credited {tot['credited_total']} "
+        f"→ {tot['compliance_percentage']} %",
         f"  {tot['arithmetic']}",
         f"  flags: {tot['flags']}",
     ]
     return out
 
 
-# --- roll-ups ---------------------------------------------------------------------------------------------------------------
+# --- roll-ups -------------------------------------------------------------------------------------------------------
 def _members(clients: list[dict[str, Any]], indent: str = "  ") -> list[str]:
     return [
-        f"{indent}{c['client_name']!r:<32} {c['segment'] or '?':<15} required {c['required_total']:>4}  credited {c['credited_total']:>4}  "
+        f"{indent}{c['client_name']!r:<32} {c['segment'] or '?':<15} "
+        f"required {c['required_total']:>4}  credited {c['credited_total']:>4}  "
         f"{c['compliance_percentage']:>7} %  {c['status']}"
         for c in clients
     ]
@@ -149,7 +161,8 @@ def _strategy(choice: dict[str, Any] | None, indent: str = "  ") -> list[str]:
         return []
     used = choice["used"]
     out = [
-        f"{indent}strategy of CSE {choice['cse_name']!r}: {used['id']} ({used['territory']!r}, {used['quarter'] or 'annual'}, updated {used['updated_at']}); rule: {choice['rule']}"
+        f"{indent}strategy of CSE {choice['cse_name']!r}: {used['id']} "
+        f"({used['territory']!r}, {used['quarter'] or 'annual'}, updated {used['updated_at']}); rule: {choice['rule']}"
     ]
     out += [
         f"{indent}  passed over {p['id']} ({p['territory']!r}, {p['quarter'] or 'annual'}): {p['why']}"
@@ -163,8 +176,10 @@ def _territory(x: dict[str, Any]) -> list[str]:
     for r in x["rows"]:
         out += [
             "",
-            f"Strategy {r['territory_strategy_id']} (CSE {r['cse_name']!r}): {r['total_clients']} clients, required {r['total_required_events']}, "
-            f"completed (credited) {r['total_completed_events']} → {r['overall_compliance_percentage']} %; at risk {r['clients_at_risk']}, critical {r['clients_critical']}",
+            f"Strategy {r['territory_strategy_id']} (CSE {r['cse_name']!r}): {r['total_clients']} clients, "
+            f"required {r['total_required_events']}, "
+            f"completed (credited) {r['total_completed_events']} → {r['overall_compliance_percentage']} %; "
+            f"at risk {r['clients_at_risk']}, critical {r['clients_critical']}",
             f"  {r['arithmetic']}",
         ]
         out += _strategy(r["strategy"])
@@ -174,7 +189,8 @@ def _territory(x: dict[str, Any]) -> list[str]:
     for n in x["not_used"]:
         out += [
             "",
-            f"Strategy {n['territory_strategy_id']} (CSE {n['cse_name']!r}, {n['quarter'] or 'annual'}) not used: {n['why']}",
+            f"Strategy {n['territory_strategy_id']} (CSE {n['cse_name']!r}, {n['quarter'] or 'annual'}) "
+            f"not used: {n['why']}",
         ]
     if len(x["rows"]) > 1:
         out += ["", f"All rows of the territory: {x['arithmetic']}"]
@@ -184,14 +200,16 @@ def _territory(x: dict[str, Any]) -> list[str]:
 def _bu(x: dict[str, Any]) -> list[str]:
     out = [
         f"{_head(x)}: business unit {x['bu_name']!r} ({x['map']})",
-        f"overall {x['overall_compliance_percentage']} %, clients below compliance {x['clients_below_compliance']}, territories {x['territory_count']}",
+        f"overall {x['overall_compliance_percentage']} %, clients below compliance {x['clients_below_compliance']}, "
+        f"territories {x['territory_count']}",
         f"  {x['arithmetic']}",
         "",
         "Territories (weights: required and credited totals of their clients):",
     ]
     for t in x["contributors"]:
         out.append(
-            f"  {t['territory']!r} (CSE {t['cse_name']!r}, {t['territory_strategy_id']}): {t['clients']} clients, required {t['required_total']}, "
+            f"  {t['territory']!r} (CSE {t['cse_name']!r}, {t['territory_strategy_id']}): "
+            f"{t['clients']} clients, required {t['required_total']}, "
             f"credited {t['credited_total']} → {t['compliance_percentage']} %; map entry {t['bu_entry']}"
         )
     out += ["", "Clients:"] + _members(x["clients"])
@@ -216,7 +234,8 @@ def _apac(x: dict[str, Any]) -> list[str]:
     ]
     for b in x["contributors"]:
         out.append(
-            f"  {b['bu_name']:<16} {b['clients']:>4} clients ({b['clients_below']} below)  required {b['required_total']:>5}  credited {b['credited_total']:>5}  → {b['compliance_percentage']} %"
+            f"  {b['bu_name']:<16} {b['clients']:>4} clients ({b['clients_below']} below)  "
+            f"required {b['required_total']:>5}  credited {b['credited_total']:>5}  → {b['compliance_percentage']} %"
         )
     if x["unassigned_clients"]:
         out += ["", "Unassigned clients (no territory: APAC only):"] + [
