@@ -134,6 +134,7 @@ case $command in
         ;;
     test)
         "$VENV/bin/ruff" check compliance_sync compliance_sync_tests benchmarks scripts
+        "$VENV/bin/ruff" format --check compliance_sync compliance_sync_tests benchmarks scripts  # the one format
         "$VENV/bin/lint-imports" --no-cache  # the layers import downward only (pyproject.toml, [tool.importlinter])
         exec "$VPY" -m pytest -q --durations=15 "$@"
         ;;
