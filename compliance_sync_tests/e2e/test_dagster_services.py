@@ -740,7 +740,12 @@ def test_dg_list_defs_shows_the_assets_jobs_schedule_and_sensors(demo_db, tmp_pa
     assert listed["resources"] == [
         {"name": "compliance_sync", "type": "compliance_sync.definitions.resources.ComplianceSyncResource"}
     ]
-    assert {s["name"] for s in listed["sensors"]} == {"compliance_sync_failure_alert", "compliance_sync_on_change"}
+    assert {s["name"] for s in listed["sensors"]} == {
+        "compliance_sync_failure_alert",
+        "compliance_sync_on_change",
+        "compliance_report_automation",
+    }
+    assert "compliance_report" in {a["asset_key"] for a in listed["assets"]}
     assert {(c["asset_key"], c["name"]) for c in listed["asset_checks"]} >= {
         (TERRITORY, "unused_strategies"),
         (APAC, "write_guards"),
