@@ -45,6 +45,16 @@ class _Parser(argparse.ArgumentParser):
         raise SettingsError(f"{self.prog}: {message} (see --help)")
 
 
+def _json_flag(sub: argparse.ArgumentParser) -> None:
+    """A subcommand's ``--json`` (a missing flag stays unset, so the top-level ``--json`` before it still counts)."""
+    sub.add_argument(
+        "--json",
+        action="store_true",
+        default=argparse.SUPPRESS,
+        help="print one JSON object on stdout (logs go to stderr)",
+    )
+
+
 def parser(commands: bool = True) -> argparse.ArgumentParser:
     """The command line; without ``commands``, the sync's own flags only (to tell an unknown flag from a command)."""
     p = _Parser(
@@ -89,12 +99,7 @@ def parser(commands: bool = True) -> argparse.ArgumentParser:
         action="store_true",
         help="with --minimal: print the SQL to paste into Supabase's SQL editor (no connection needed)",
     )
-    m.add_argument(
-        "--json",
-        action="store_true",
-        default=argparse.SUPPRESS,
-        help="print one JSON object on stdout (logs go to stderr)",
-    )
+    _json_flag(m)
 
     d = sub.add_parser(
         "demo-data", help="load the deterministic APAC demo dataset (or a larger one) over SUPABASE_DB_URL"
@@ -114,12 +119,7 @@ def parser(commands: bool = True) -> argparse.ArgumentParser:
         help="events per client and type, relative to the demo (3.5 with 10,000 clients ≈ 2M events)",
     )
     d.add_argument("--force", action="store_true", help="replace the rows of a database that already holds data")
-    d.add_argument(
-        "--json",
-        action="store_true",
-        default=argparse.SUPPRESS,
-        help="print one JSON object on stdout (logs go to stderr)",
-    )
+    _json_flag(d)
 
     e = sub.add_parser(
         "demo",
@@ -154,12 +154,7 @@ def parser(commands: bool = True) -> argparse.ArgumentParser:
         default=argparse.SUPPRESS,
         help="reference date YYYY-MM-DD (default: today in COMPLIANCE_SYNC_TIMEZONE)",
     )
-    x.add_argument(
-        "--json",
-        action="store_true",
-        default=argparse.SUPPRESS,
-        help="print one JSON object on stdout (logs go to stderr)",
-    )
+    _json_flag(x)
     what = x.add_mutually_exclusive_group(required=True)
     what.add_argument("--client", metavar="NAME", help="a client of the FY's plans (exact client_name)")
     what.add_argument("--plan", metavar="ID", help="an account plan in scope (its id)")
@@ -172,7 +167,7 @@ def parser(commands: bool = True) -> argparse.ArgumentParser:
     r.add_argument("--year", default=argparse.SUPPRESS, help="fiscal year, e.g. 2026 (default: the current FY)")
     r.add_argument("--as-of", default=argparse.SUPPRESS, help="reference date YYYY-MM-DD (default: today)")
     r.add_argument("--out", default=None, help="the file: .html (default compliance_report_FY<N>.html), .xlsx or .csv")
-    r.add_argument("--json", action="store_true", default=argparse.SUPPRESS, help="print one JSON object on stdout")
+    _json_flag(r)
     return p
 
 

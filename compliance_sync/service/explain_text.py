@@ -213,15 +213,16 @@ def _bu(x: dict[str, Any]) -> list[str]:
             f"credited {t['credited_total']} → {t['compliance_percentage']} %; map entry {t['bu_entry']}"
         )
     out += ["", "Clients:"] + _members(x["clients"])
-    if x["unmapped_territories"]:
-        out += [
-            "",
-            "Unmapped territories of the FY (in no BU): "
-            + ", ".join(
-                f"{u['territory']!r} (CSE {u['cse_name']!r}, {u['clients']} clients)" for u in x["unmapped_territories"]
-            ),
-        ]
+    out += _unmapped(x, "Unmapped territories of the FY (in no BU): ")
     return out
+
+
+def _unmapped(x: dict[str, Any], title: str) -> list[str]:
+    """The territories the BU map does not map, after a blank line (none: nothing)."""
+    if not x["unmapped_territories"]:
+        return []
+    listed = (f"{u['territory']!r} (CSE {u['cse_name']!r}, {u['clients']} clients)" for u in x["unmapped_territories"])
+    return ["", title + ", ".join(listed)]
 
 
 def _apac(x: dict[str, Any]) -> list[str]:
@@ -241,14 +242,7 @@ def _apac(x: dict[str, Any]) -> list[str]:
         out += ["", "Unassigned clients (no territory: APAC only):"] + [
             f"  {c['client_name']!r}: {c['why']}" for c in x["unassigned_clients"]
         ]
-    if x["unmapped_territories"]:
-        out += [
-            "",
-            "Unmapped territories (their clients count as Unassigned): "
-            + ", ".join(
-                f"{u['territory']!r} (CSE {u['cse_name']!r}, {u['clients']} clients)" for u in x["unmapped_territories"]
-            ),
-        ]
+    out += _unmapped(x, "Unmapped territories (their clients count as Unassigned): ")
     chosen = [s for s in x["strategies"] if s and s["passed_over"]]
     if chosen:
         out += ["", "Strategies chosen over others (per CSE):"]
