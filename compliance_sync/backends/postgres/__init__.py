@@ -18,7 +18,7 @@ from collections.abc import Iterator
 import psycopg
 from psycopg import sql
 
-from compliance_sync.backends import catalog
+from compliance_sync.backends import catalog as relations_catalog  # not .catalog, the session's schema check
 from compliance_sync.backends.port import BackendKind
 from compliance_sync.backends.postgres.connection import LOCK_CLASS, connect, translate
 from compliance_sync.backends.postgres.fingerprint import fingerprint_queries, sources_fingerprint
@@ -82,7 +82,7 @@ class PostgresBackend:
         """The FY's latest succeeded live runs in the ledger, newest first: one SELECT, no lock, no write."""
         try:
             with connect(self._dsn) as conn:
-                found = catalog.relations(conn, [LEDGER_TABLE], self.schema).get(LEDGER_TABLE)
+                found = relations_catalog.relations(conn, [LEDGER_TABLE], self.schema).get(LEDGER_TABLE)
                 if found is None:
                     return LedgerRuns([], NO_LEDGER)
                 columns, warning = readable_columns(found.columns)
