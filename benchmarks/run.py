@@ -397,7 +397,7 @@ class DagsterWorker:
 # --- datasets ---------------------------------------------------------------------------------------------------
 def dataset_fingerprint(ds: Dataset) -> str:
     h = hashlib.sha256(repr(dataclasses.astuple(ds)).encode())
-    for path in (ROOT / "compliance_sync" / "demo.py", ROOT / "compliance_sync" / "migrations" / "full.sql"):
+    for path in (ROOT / "compliance_sync" / "devtools" / "demo.py", ROOT / "compliance_sync" / "migrations" / "full.sql"):
         h.update(path.read_bytes())
     return h.hexdigest()[:8]
 
