@@ -397,7 +397,8 @@ class DagsterWorker:
 # --- datasets ---------------------------------------------------------------------------------------------------
 def dataset_fingerprint(ds: Dataset) -> str:
     h = hashlib.sha256(repr(dataclasses.astuple(ds)).encode())
-    for path in (ROOT / "compliance_sync" / "devtools" / "demo.py", ROOT / "compliance_sync" / "migrations" / "full.sql"):
+    package = ROOT / "compliance_sync"
+    for path in (package / "devtools" / "demo.py", package / "migrations" / "full.sql"):
         h.update(path.read_bytes())
     return h.hexdigest()[:8]
 
