@@ -18,7 +18,7 @@ Timed regions:
 - direct: the backend from settings, the BU map, ``run_fiscal_year`` and the summary (``runner.run_directly``);
 - dagster: ``DagsterInstance.ephemeral()`` (``instance_s``; a command-line run pays it), ``build_definitions``
   and ``resolve_job_def`` (``definitions_s``), ``execute_in_process`` (``execute_s``) and reading the summary
-  back from the event log as the command line does (``summary_s``).
+  back from the run's result as the command line does (``summary_s``).
 """
 
 from __future__ import annotations
@@ -41,7 +41,7 @@ from compliance_sync.backends import postgres as _postgres  # noqa: E402,F401  (
 from compliance_sync.config.settings import load_settings  # noqa: E402
 from compliance_sync.definitions import SYNC_JOB, build_definitions  # noqa: E402
 from compliance_sync.domain.fiscal import FiscalYear  # noqa: E402
-from compliance_sync.entrypoints.runner import _summary_from_events  # noqa: E402
+from compliance_sync.entrypoints.runner import _summary_of_result  # noqa: E402
 from compliance_sync.service.summary import summary as summary_of  # noqa: E402
 from compliance_sync.service.sync import Mode, Outcome, RunOptions, run_fiscal_year  # noqa: E402
 
@@ -79,7 +79,7 @@ def dagster(url: str, live: bool = True) -> dict:
     result = job.execute_in_process(run_config=config, partition_key=str(YEAR), instance=instance, raise_on_error=False)
     execute_s = time.perf_counter() - c1
     c1 = time.perf_counter()
-    summary = _summary_from_events(instance, result.run_id) or {}
+    summary = _summary_of_result(result) or {}
     summary_s = time.perf_counter() - c1
     seconds = time.perf_counter() - clock
     instance.dispose()
