@@ -592,28 +592,15 @@ def _strategy_rows(s: DemoSettings, cses: list[tuple[str, str, str]]) -> Iterato
             blank = "" if n % 4 == 3 else None
             summary = f"{territory} FY{fy}: grow engagement in the top accounts"
             yield (new_uuid(rng), cse, territory, fy, blank, status, summary, annual_updated)
-            if n % 5 == 2 and fy == 2025:  # superseded draft, archived
-                yield (
-                    new_uuid(rng),
-                    cse,
-                    territory,
-                    fy,
-                    None,
-                    "archived",
-                    summary + " (superseded)",
-                    annual_updated - dt.timedelta(days=30),
-                )
-            if n % 7 == 3 and fy == last_fy:  # an older second annual strategy: loses the tie-break
-                yield (
-                    new_uuid(rng),
-                    cse,
-                    territory,
-                    fy,
-                    None,
-                    "draft",
-                    summary + " (first draft)",
-                    annual_updated - dt.timedelta(days=20),
-                )
+            # a superseded draft (archived); an older second annual strategy (loses the tie-break)
+            earlier = (
+                (n % 5 == 2 and fy == 2025, "archived", " (superseded)", 30),
+                (n % 7 == 3 and fy == last_fy, "draft", " (first draft)", 20),
+            )
+            for wanted, state, note, days in earlier:
+                if wanted:
+                    updated = annual_updated - dt.timedelta(days=days)
+                    yield (new_uuid(rng), cse, territory, fy, None, state, summary + note, updated)
             if n % 3 == 1:
                 for q in range(1, 5):
                     q_start = dt.date(fy, 3 * q - 2, 1)

@@ -285,22 +285,26 @@ def diff_rows(
         )
     lines: dict[Action, list[DiffLine]] = {a: [] for a in Action}
     seen: set[Key] = set()
+
+    def upsert(k: Key, old: dict[str, Any] | None, row: dict[str, Any]) -> None:
+        """An insert (no current row) or an update: counted, upserted, listed."""
+        action = Action.INSERT if old is None else Action.UPDATE
+        if old is None:
+            diff.inserted += 1
+        else:
+            diff.updated += 1
+        changes.upserts.append(row)
+        changes.new.append(old is None)
+        lines[action].append(DiffLine(action, k, old, row))
+
     for row in wanted:
         k = key_of(table, row)
         if k in seen:
             raise DataError(f"{table.name}: duplicate key {k} among the rows about to be written")
         seen.add(k)
         old = by_key.get(k)
-        if old is None:
-            diff.inserted += 1
-            changes.upserts.append(row)
-            changes.new.append(True)
-            lines[Action.INSERT].append(DiffLine(Action.INSERT, k, None, row))
-        elif changed_columns(table, old, row):
-            diff.updated += 1
-            changes.upserts.append(row)
-            changes.new.append(False)
-            lines[Action.UPDATE].append(DiffLine(Action.UPDATE, k, old, row))
+        if old is None or changed_columns(table, old, row):
+            upsert(k, old, row)
         else:
             diff.unchanged += 1
     for k, old in by_key.items():
@@ -315,10 +319,7 @@ def diff_rows(
                 diff.orphans += 1
             lines[action].append(DiffLine(action, k, old, None))
         elif table.not_wanted == NotWanted.RESET and changed_columns(table, old, new := reset_row(table, old)):
-            diff.updated += 1
-            changes.upserts.append(new)
-            changes.new.append(False)
-            lines[Action.UPDATE].append(DiffLine(Action.UPDATE, k, old, new))
+            upsert(k, old, new)
         else:
             diff.unchanged += 1
     for action in Action:
