@@ -374,6 +374,9 @@ def demo(year: str, as_of: str | None, *, dry_run: bool, reset: bool, ui: bool, 
     from compliance_sync.service.sync import parse_as_of, parse_year
 
     started = time.perf_counter()
+    # the report's charts (matplotlib) keep their font cache in the checkout, not in the home folder: the demo
+    # writes nothing outside the checkout (the UI's processes inherit it)
+    os.environ.setdefault("MPLCONFIGDIR", str((STATE_DIR / "matplotlib").resolve()))
     lock = None
     if ui:  # before the sync: a busy port or a UI already serving from here fails in a second, not after it
         _check_port(port)
