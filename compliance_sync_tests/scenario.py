@@ -174,6 +174,23 @@ def rows(comp, table: str) -> list[dict]:
     return [dict(r) for r in comp.wanted.rows(table)]
 
 
+# SPEC Appendix A's monthly_capacity, Jan…Dec: (required, completed, scheduled)
+APPENDIX_A_CAPACITY = [
+    (1, 1, 0),
+    (1, 2, 0),
+    (2, 2, 0),
+    (2, 1, 0),
+    (1, 2, 0),
+    (2, 2, 0),
+    (1, 0, 1),
+    (2, 0, 1),
+    (2, 0, 0),
+    (1, 0, 0),
+    (1, 0, 0),
+    (3, 0, 0),
+]
+
+
 def appendix_a() -> Scenario:
     """SPEC Appendix A, FY2025, start month 1, as_of 2025-06-30."""
     s = Scenario(2025, 1, "2025-06-30")

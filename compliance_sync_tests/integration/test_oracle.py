@@ -26,6 +26,7 @@ import yaml
 from compliance_sync.entrypoints import cli
 from compliance_sync_tests import oracle
 from compliance_sync_tests.oracle import APAC, BUSINESS_UNIT, KEYS, OWNED, REQUIREMENTS, TERRITORY
+from compliance_sync_tests.scenario import APPENDIX_A_CAPACITY
 
 TARGETS = (REQUIREMENTS, TERRITORY, BUSINESS_UNIT, APAC)
 
@@ -818,20 +819,7 @@ def test_oracle_reproduces_appendix_a():
     assert terr["segment_breakdown"] == {
         "Collaboration": {"clients": 1, "total_required": 19, "total_completed": 10, "compliance": D("52.63")}
     }
-    capacity = [
-        (1, 1, 0),
-        (1, 2, 0),
-        (2, 2, 0),
-        (2, 1, 0),
-        (1, 2, 0),
-        (2, 2, 0),
-        (1, 0, 1),
-        (2, 0, 1),
-        (2, 0, 0),
-        (1, 0, 0),
-        (1, 0, 0),
-        (3, 0, 0),
-    ]
+    capacity = APPENDIX_A_CAPACITY
     assert list(terr["monthly_capacity"]) == [f"2025-{m:02d}" for m in range(1, 13)]
     assert [tuple(v.values()) for v in terr["monthly_capacity"].values()] == capacity
 

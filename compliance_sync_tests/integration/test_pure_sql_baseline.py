@@ -34,6 +34,7 @@ from compliance_sync_tests.integration.test_oracle import (
     second_state,
 )
 from compliance_sync_tests.oracle import APAC, BUSINESS_UNIT, KEYS, OWNED, REQUIREMENTS, TERRITORY
+from compliance_sync_tests.scenario import APPENDIX_A_CAPACITY
 
 D = Decimal
 TS1 = dt.datetime(2030, 1, 2, 3, 4, 5, tzinfo=dt.UTC)
@@ -219,20 +220,7 @@ def assert_appendix_a(url: str, ids: dict[str, str]) -> None:
     assert terr["segment_breakdown"] == {
         "Collaboration": {"clients": 1, "total_required": 19, "total_completed": 10, "compliance": D("52.63")}
     }
-    capacity = [
-        (1, 1, 0),
-        (1, 2, 0),
-        (2, 2, 0),
-        (2, 1, 0),
-        (1, 2, 0),
-        (2, 2, 0),
-        (1, 0, 1),
-        (2, 0, 1),
-        (2, 0, 0),
-        (1, 0, 0),
-        (1, 0, 0),
-        (3, 0, 0),
-    ]
+    capacity = APPENDIX_A_CAPACITY
     assert sorted(terr["monthly_capacity"]) == [f"2025-{m:02d}" for m in range(1, 13)]
     assert [
         tuple(terr["monthly_capacity"][f"2025-{m:02d}"][k] for k in ("required", "completed", "scheduled"))

@@ -11,7 +11,7 @@ from compliance_sync.domain.bu_map import BuMap
 from compliance_sync.domain.rules import pct_hundredths, requirement_percent, rollup_percent
 from compliance_sync.domain.tables import APAC, BUSINESS_UNIT, REQUIREMENTS, TERRITORY
 from compliance_sync.errors import DataError
-from compliance_sync_tests.scenario import Scenario, appendix_a, d, rows, uid
+from compliance_sync_tests.scenario import APPENDIX_A_CAPACITY, Scenario, appendix_a, d, rows, uid
 
 
 def by_code(comp, code_of=None):
@@ -74,20 +74,7 @@ def test_appendix_a_rollups():
     assert t["segment_breakdown"] == {
         "Collaboration": {"clients": 1, "total_required": 19, "total_completed": 10, "compliance": Decimal("52.63")}
     }
-    expected = [
-        (1, 1, 0),
-        (1, 2, 0),
-        (2, 2, 0),
-        (2, 1, 0),
-        (1, 2, 0),
-        (2, 2, 0),
-        (1, 0, 1),
-        (2, 0, 1),
-        (2, 0, 0),
-        (1, 0, 0),
-        (1, 0, 0),
-        (3, 0, 0),
-    ]
+    expected = APPENDIX_A_CAPACITY
     assert list(t["monthly_capacity"]) == [f"2025-{m:02d}" for m in range(1, 13)]
     assert [
         tuple(v[k] for k in ("required", "completed", "scheduled")) for v in t["monthly_capacity"].values()
